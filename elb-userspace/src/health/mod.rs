@@ -1,0 +1,1 @@
+//! ELB health checks.
