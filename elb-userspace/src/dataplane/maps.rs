@@ -1,0 +1,423 @@
+//! Typed access to the program's pinned maps.
+//!
+//! `Maps::open` opens the pins with their own file descriptors, so any thread or process (the
+//! agent's reconciler and sweeper, a test, `bpftool`) can read and write the dataplane without
+//! holding the loaded program object.
+
+use std::{
+    net::Ipv4Addr,
+    os::fd::AsFd as _,
+    path::{Path, PathBuf},
+};
+
+use aya::maps::{
+    Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+    xdp::{DevMapHash, XdpMapError},
+};
+use elb_common::{
+    Backend, BackendSet, Config, Counters, Flow, FlowKey, Ipv4, Listener, ListenerKey,
+    MAX_SET_BACKENDS, MAX_SNAT_ADDRS, Meta, SnatAddrs, TrafficStats, map_names,
+};
+
+use super::{DataplaneError, sys};
+
+/// Entries per `BPF_MAP_LOOKUP_BATCH` call: large enough that a 2M-entry table takes a few
+/// hundred calls, small enough (a few hundred KiB) to stay cache- and allocator-friendly.
+const BATCH: usize = 8192;
+
+/// Handles on every map of a loaded dataplane.
+pub struct Maps {
+    pin_root: PathBuf,
+    listeners: HashMap<MapData, ListenerKey, Listener>,
+    backend_sets: HashMap<MapData, u32, BackendSet>,
+    backends: Array<MapData, Backend>,
+    rr_cursors: Array<MapData, u64>,
+    conntrack: HashMap<MapData, FlowKey, Flow>,
+    snat_addrs: HashMap<MapData, u32, SnatAddrs>,
+    tx_ports: DevMapHash<MapData>,
+    config: Array<MapData, Config>,
+    meta: Array<MapData, Meta>,
+    counters: PerCpuArray<MapData, Counters>,
+    listener_stats: PerCpuArray<MapData, TrafficStats>,
+    backend_stats: PerCpuArray<MapData, TrafficStats>,
+}
+
+impl std::fmt::Debug for Maps {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Maps")
+            .field("pin_root", &self.pin_root)
+            .finish_non_exhaustive()
+    }
+}
+
+fn open(root: &Path, name: &'static str) -> Result<Map, DataplaneError> {
+    let path = root.join(name);
+    let data = MapData::from_pin(&path).map_err(|source| DataplaneError::OpenPin {
+        path: path.clone(),
+        source,
+    })?;
+    Map::from_map_data(data).map_err(|source| DataplaneError::OpenPin { path, source })
+}
+
+macro_rules! typed {
+    ($root:expr, $name:expr) => {{
+        let name = $name;
+        open($root, name)?
+            .try_into()
+            .map_err(|source| DataplaneError::Map {
+                map: name,
+                op: "open",
+                source,
+            })?
+    }};
+}
+
+fn map_err(map: &'static str, op: &'static str) -> impl FnOnce(MapError) -> DataplaneError {
+    move |source| DataplaneError::Map { map, op, source }
+}
+
+fn is_not_found(e: &MapError) -> bool {
+    matches!(e, MapError::KeyNotFound)
+        || matches!(e, MapError::SyscallError(s) if s.io_error.raw_os_error() == Some(libc::ENOENT))
+}
+
+fn sum_per_cpu<T: aya::Pod + Default + Copy>(
+    values: &PerCpuValues<T>,
+    add: impl Fn(&mut T, &T),
+) -> T {
+    let mut total = T::default();
+    for v in values.iter() {
+        add(&mut total, v);
+    }
+    total
+}
+
+fn add_traffic(total: &mut TrafficStats, v: &TrafficStats) {
+    total.packets_in += v.packets_in;
+    total.bytes_in += v.bytes_in;
+    total.packets_out += v.packets_out;
+    total.bytes_out += v.bytes_out;
+    total.new_flows += v.new_flows;
+}
+
+impl Maps {
+    /// Opens every map pinned under `pin_root`.
+    pub fn open(pin_root: impl AsRef<Path>) -> Result<Self, DataplaneError> {
+        let root = pin_root.as_ref();
+        Ok(Self {
+            pin_root: root.to_path_buf(),
+            listeners: typed!(root, map_names::LISTENERS),
+            backend_sets: typed!(root, map_names::BACKEND_SETS),
+            backends: typed!(root, map_names::BACKENDS),
+            rr_cursors: typed!(root, map_names::RR_CURSORS),
+            conntrack: typed!(root, map_names::CONNTRACK),
+            snat_addrs: typed!(root, map_names::SNAT_ADDRS),
+            tx_ports: typed!(root, map_names::TX_PORTS),
+            config: typed!(root, map_names::CONFIG),
+            meta: typed!(root, map_names::META),
+            counters: typed!(root, map_names::COUNTERS),
+            listener_stats: typed!(root, map_names::LISTENER_STATS),
+            backend_stats: typed!(root, map_names::BACKEND_STATS),
+        })
+    }
+
+    /// Where the maps are pinned.
+    pub fn pin_root(&self) -> &Path {
+        &self.pin_root
+    }
+
+    /// The program's global settings.
+    pub fn config(&self) -> Result<Config, DataplaneError> {
+        self.config
+            .get(&0, 0)
+            .map_err(map_err(map_names::CONFIG, "get"))
+    }
+
+    /// Replaces the program's global settings.
+    pub fn set_config(&mut self, config: Config) -> Result<(), DataplaneError> {
+        self.config
+            .set(0, config, 0)
+            .map_err(map_err(map_names::CONFIG, "set"))
+    }
+
+    /// ABI version and sizes recorded when the maps were created.
+    pub fn meta(&self) -> Result<Meta, DataplaneError> {
+        self.meta
+            .get(&0, 0)
+            .map_err(map_err(map_names::META, "get"))
+    }
+
+    pub(super) fn set_meta(&mut self, meta: Meta) -> Result<(), DataplaneError> {
+        self.meta
+            .set(0, meta, 0)
+            .map_err(map_err(map_names::META, "set"))
+    }
+
+    /// Sets the SNAT source addresses used for flows leaving through `ifindex`.
+    pub fn set_snat_addrs(
+        &mut self,
+        ifindex: u32,
+        addrs: &[Ipv4Addr],
+    ) -> Result<(), DataplaneError> {
+        if addrs.is_empty() || addrs.len() > MAX_SNAT_ADDRS {
+            return Err(DataplaneError::Invalid(format!(
+                "an interface needs 1 to {MAX_SNAT_ADDRS} SNAT addresses, got {}",
+                addrs.len()
+            )));
+        }
+        let mut value = SnatAddrs {
+            count: addrs.len() as u32,
+            ..SnatAddrs::default()
+        };
+        for (slot, addr) in value.addrs.iter_mut().zip(addrs) {
+            *slot = addr.octets();
+        }
+        self.snat_addrs
+            .insert(ifindex, value, 0)
+            .map_err(map_err(map_names::SNAT_ADDRS, "insert"))
+    }
+
+    /// SNAT addresses per egress ifindex.
+    pub fn snat_addrs(&self) -> Result<Vec<(u32, Vec<Ipv4Addr>)>, DataplaneError> {
+        let mut out = Vec::new();
+        for entry in self.snat_addrs.iter() {
+            let (ifindex, v) = entry.map_err(map_err(map_names::SNAT_ADDRS, "iter"))?;
+            let n = (v.count as usize).min(MAX_SNAT_ADDRS);
+            out.push((
+                ifindex,
+                v.addrs[..n].iter().map(|a| Ipv4Addr::from(*a)).collect(),
+            ));
+        }
+        Ok(out)
+    }
+
+    /// Removes the SNAT addresses of `ifindex`.
+    pub fn remove_snat_addrs(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        match self.snat_addrs.remove(&ifindex) {
+            Err(e) if !is_not_found(&e) => Err(map_err(map_names::SNAT_ADDRS, "remove")(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Allows the program to redirect packets out of `ifindex`.
+    pub fn add_tx_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        self.tx_ports
+            .insert(ifindex, ifindex, None, 0)
+            .map_err(|e| match e {
+                XdpMapError::MapError(source) => map_err(map_names::TX_PORTS, "insert")(source),
+                other => DataplaneError::Invalid(format!(
+                    "adding ifindex {ifindex} to tx_ports: {other}"
+                )),
+            })
+    }
+
+    /// Stops redirects out of `ifindex`.
+    pub fn remove_tx_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        match self.tx_ports.remove(ifindex) {
+            Err(e) if !is_not_found(&e) => Err(map_err(map_names::TX_PORTS, "remove")(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Adds or replaces a listener.
+    pub fn upsert_listener(
+        &mut self,
+        key: ListenerKey,
+        listener: Listener,
+    ) -> Result<(), DataplaneError> {
+        self.listeners
+            .insert(key, listener, 0)
+            .map_err(map_err(map_names::LISTENERS, "insert"))
+    }
+
+    /// Removes a listener (its backend set stays until replaced or removed).
+    pub fn remove_listener(&mut self, key: &ListenerKey) -> Result<(), DataplaneError> {
+        match self.listeners.remove(key) {
+            Err(e) if !is_not_found(&e) => Err(map_err(map_names::LISTENERS, "remove")(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Every listener.
+    pub fn listeners(&self) -> Result<Vec<(ListenerKey, Listener)>, DataplaneError> {
+        self.listeners
+            .iter()
+            .collect::<Result<_, _>>()
+            .map_err(map_err(map_names::LISTENERS, "iter"))
+    }
+
+    /// Writes backend `id`.
+    pub fn set_backend(&mut self, id: u32, backend: Backend) -> Result<(), DataplaneError> {
+        self.backends
+            .set(id, backend, 0)
+            .map_err(map_err(map_names::BACKENDS, "set"))
+    }
+
+    /// Reads backend `id`.
+    pub fn backend(&self, id: u32) -> Result<Backend, DataplaneError> {
+        self.backends
+            .get(&id, 0)
+            .map_err(map_err(map_names::BACKENDS, "get"))
+    }
+
+    /// Every backend id ever used (state != 0), with its entry.
+    pub fn backends(&self) -> Result<Vec<(u32, Backend)>, DataplaneError> {
+        let mut out = Vec::new();
+        for (id, b) in self.backends.iter().enumerate() {
+            let b = b.map_err(map_err(map_names::BACKENDS, "iter"))?;
+            if b.state != 0 {
+                out.push((id as u32, b));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Changes the state of backend `id` (active, draining, removed).
+    pub fn set_backend_state(&mut self, id: u32, state: u8) -> Result<(), DataplaneError> {
+        let mut b = self.backend(id)?;
+        b.state = state;
+        self.set_backend(id, b)
+    }
+
+    /// Replaces the set of backends that get new flows for `listener_id`, in one map update.
+    pub fn replace_backend_set(
+        &mut self,
+        listener_id: u32,
+        ids: &[u32],
+    ) -> Result<(), DataplaneError> {
+        if ids.len() > MAX_SET_BACKENDS {
+            return Err(DataplaneError::Invalid(format!(
+                "a listener can send new flows to at most {MAX_SET_BACKENDS} backends, got {}",
+                ids.len()
+            )));
+        }
+        let mut set = Box::new(BackendSet::EMPTY);
+        set.count = ids.len() as u32;
+        set.backends[..ids.len()].copy_from_slice(ids);
+        self.backend_sets
+            .insert(listener_id, *set, 0)
+            .map_err(map_err(map_names::BACKEND_SETS, "insert"))
+    }
+
+    /// The backends getting new flows for `listener_id`.
+    pub fn backend_set(&self, listener_id: u32) -> Result<Vec<u32>, DataplaneError> {
+        match self.backend_sets.get(&listener_id, 0) {
+            Ok(set) => Ok(set.backends[..(set.count as usize).min(MAX_SET_BACKENDS)].to_vec()),
+            Err(e) if is_not_found(&e) => Ok(Vec::new()),
+            Err(e) => Err(map_err(map_names::BACKEND_SETS, "get")(e)),
+        }
+    }
+
+    /// Removes the backend set of `listener_id`.
+    pub fn remove_backend_set(&mut self, listener_id: u32) -> Result<(), DataplaneError> {
+        match self.backend_sets.remove(&listener_id) {
+            Err(e) if !is_not_found(&e) => Err(map_err(map_names::BACKEND_SETS, "remove")(e)),
+            _ => Ok(()),
+        }
+    }
+
+    /// Resets the round-robin cursor of `listener_id` (a reused listener id starts afresh).
+    pub fn reset_cursor(&mut self, listener_id: u32) -> Result<(), DataplaneError> {
+        self.rr_cursors
+            .set(listener_id, 0, 0)
+            .map_err(map_err(map_names::RR_CURSORS, "set"))
+    }
+
+    /// Decision counters summed over CPUs.
+    pub fn counters(&self) -> Result<Counters, DataplaneError> {
+        let values = self
+            .counters
+            .get(&0, 0)
+            .map_err(map_err(map_names::COUNTERS, "get"))?;
+        Ok(sum_per_cpu(&values, Counters::accumulate))
+    }
+
+    /// Traffic of `listener_id` summed over CPUs.
+    pub fn listener_stats(&self, listener_id: u32) -> Result<TrafficStats, DataplaneError> {
+        let values = self
+            .listener_stats
+            .get(&listener_id, 0)
+            .map_err(map_err(map_names::LISTENER_STATS, "get"))?;
+        Ok(sum_per_cpu(&values, add_traffic))
+    }
+
+    /// Traffic of `backend_id` summed over CPUs.
+    pub fn backend_stats(&self, backend_id: u32) -> Result<TrafficStats, DataplaneError> {
+        let values = self
+            .backend_stats
+            .get(&backend_id, 0)
+            .map_err(map_err(map_names::BACKEND_STATS, "get"))?;
+        Ok(sum_per_cpu(&values, add_traffic))
+    }
+
+    fn zero_per_cpu(
+        map: &mut PerCpuArray<MapData, TrafficStats>,
+        name: &'static str,
+        id: u32,
+    ) -> Result<(), DataplaneError> {
+        let cpus = aya::util::nr_cpus()
+            .map_err(|(_, e)| DataplaneError::Invalid(format!("nr_cpus: {e}")))?;
+        let zeros = PerCpuValues::try_from(vec![TrafficStats::default(); cpus])
+            .map_err(|e| DataplaneError::Invalid(format!("per-CPU values: {e}")))?;
+        map.set(id, zeros, 0).map_err(map_err(name, "set"))
+    }
+
+    /// Zeroes the traffic of `listener_id` (before the id is given to a new listener).
+    pub fn reset_listener_stats(&mut self, listener_id: u32) -> Result<(), DataplaneError> {
+        Self::zero_per_cpu(
+            &mut self.listener_stats,
+            map_names::LISTENER_STATS,
+            listener_id,
+        )
+    }
+
+    /// Zeroes the traffic of `backend_id` (before the id is given to a new backend).
+    pub fn reset_backend_stats(&mut self, backend_id: u32) -> Result<(), DataplaneError> {
+        Self::zero_per_cpu(
+            &mut self.backend_stats,
+            map_names::BACKEND_STATS,
+            backend_id,
+        )
+    }
+
+    /// Every conntrack entry (both halves of each flow), read in batches.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, Flow)>, DataplaneError> {
+        sys::lookup_batch(self.conntrack.map().fd().as_fd(), BATCH).map_err(|source| {
+            DataplaneError::Syscall {
+                what: "BPF_MAP_LOOKUP_BATCH on conntrack",
+                source,
+            }
+        })
+    }
+
+    /// One conntrack entry.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<Flow>, DataplaneError> {
+        match self.conntrack.get(key, 0) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(map_err(map_names::CONNTRACK, "get")(e)),
+        }
+    }
+
+    /// Writes one conntrack entry (the agent marks flows expired this way).
+    pub fn set_flow(&mut self, key: FlowKey, flow: Flow) -> Result<(), DataplaneError> {
+        self.conntrack
+            .insert(key, flow, 0)
+            .map_err(map_err(map_names::CONNTRACK, "insert"))
+    }
+
+    /// Deletes conntrack entries in batches; returns how many existed.
+    pub fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<usize, DataplaneError> {
+        sys::delete_batch(self.conntrack.map().fd().as_fd(), keys).map_err(|source| {
+            DataplaneError::Syscall {
+                what: "BPF_MAP_DELETE_BATCH on conntrack",
+                source,
+            }
+        })
+    }
+}
+
+/// `Ipv4Addr` <-> map address conversions.
+pub fn ipv4(addr: Ipv4) -> Ipv4Addr {
+    Ipv4Addr::from(addr)
+}
