@@ -302,10 +302,12 @@ fn parse_status_code(line: &str) -> Result<u16, ProbeFailure> {
     let mut parts = line.split(' ');
     let version = parts.next().unwrap_or_default();
     let code = parts.next().unwrap_or_default();
-    if version.starts_with("HTTP/") && code.len() == 3 && code.bytes().all(|b| b.is_ascii_digit()) {
-        if let Ok(code) = code.parse() {
-            return Ok(code);
-        }
+    if version.starts_with("HTTP/")
+        && code.len() == 3
+        && code.bytes().all(|b| b.is_ascii_digit())
+        && let Ok(code) = code.parse()
+    {
+        return Ok(code);
     }
     let shown: String = line.chars().take(80).collect();
     Err(ProbeFailure::MalformedStatusLine(shown))
