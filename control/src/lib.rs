@@ -1,1 +1,27 @@
+//! The control service of the ELB product: the ELB Query API (2012-06-01) with SigV4
+//! authentication, IAM-style policies, quotas, and a store (SQLite or PostgreSQL); plus the
+//! administration operations behind `elb-control admin`.
+//!
+//! Layout: [`server`] (HTTP, authentication, request ids) calls [`api`] (one module per group
+//! of actions) which works on [`model`] types kept in the [`store`]. Parsing and rules live in
+//! [`query`], [`validate`], [`sigv4`], [`iam`], [`policy_types`]; [`inventory`] resolves
+//! instance ids (built-in or EC2); [`xml`] and [`error`] write responses.
 
+pub mod admin;
+pub mod api;
+pub mod config;
+pub mod error;
+pub mod iam;
+pub mod inventory;
+pub mod model;
+pub mod policy_types;
+pub mod query;
+pub mod quota;
+pub mod server;
+pub mod sigv4;
+pub mod store;
+pub mod timefmt;
+pub mod validate;
+pub mod xml;
+
+pub use server::{AppState, app, run};

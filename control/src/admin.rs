@@ -1,0 +1,256 @@
+//! Administration operations (`elb-control admin ...`): accounts, users, keys, policies,
+//! quotas, and the built-in inventory. They work directly on the store, so they can run while
+//! servers are up; servers see the changes on their next request (and through the config
+//! version poll).
+
+use std::net::IpAddr;
+
+use serde_json::{Value, json};
+
+use crate::iam::PolicyDocument;
+use crate::quota::{QuotaName, Quotas};
+use crate::store::{InventoryInstance, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum AdminError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+fn invalid(message: impl Into<String>) -> AdminError {
+    AdminError::Invalid(message.into())
+}
+
+fn simple_name(what: &str, name: &str, max: usize) -> Result<(), AdminError> {
+    let ok = !name.is_empty()
+        && name.len() <= max
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+=,.@_-".contains(&b));
+    if ok {
+        Ok(())
+    } else {
+        Err(invalid(format!(
+            "{what} '{name}' is invalid: 1-{max} of letters, digits and +=,.@_-"
+        )))
+    }
+}
+
+fn to_json<T: serde::Serialize>(value: &T) -> Value {
+    serde_json::to_value(value).unwrap_or(Value::Null)
+}
+
+pub async fn account_create(store: &Store, name: &str, admin: bool) -> Result<Value, AdminError> {
+    simple_name("account name", name, 64)?;
+    let (account, key) = store.create_account(name, admin).await?;
+    Ok(json!({
+        "AccountId": account.id,
+        "AccountName": account.name,
+        "Admin": account.is_admin,
+        "UserName": key.user_name,
+        "AccessKeyId": key.id,
+        "SecretAccessKey": key.secret,
+    }))
+}
+
+pub async fn account_list(store: &Store) -> Result<Value, AdminError> {
+    Ok(to_json(&store.list_accounts().await?))
+}
+
+pub async fn user_create(store: &Store, account: &str, name: &str) -> Result<Value, AdminError> {
+    simple_name("user name", name, 64)?;
+    if name == crate::store::ROOT_USER_NAME {
+        return Err(invalid(
+            "the user name 'root' is reserved for the account's root user",
+        ));
+    }
+    let account = store.find_account(account).await?;
+    let (user, key) = store.create_user(&account.id, name).await?;
+    Ok(json!({
+        "AccountId": user.account_id,
+        "UserName": user.name,
+        "AccessKeyId": key.id,
+        "SecretAccessKey": key.secret,
+    }))
+}
+
+pub async fn user_list(store: &Store, account: &str) -> Result<Value, AdminError> {
+    let account = store.find_account(account).await?;
+    Ok(to_json(&store.list_users(&account.id).await?))
+}
+
+pub async fn key_create(store: &Store, account: &str, user: &str) -> Result<Value, AdminError> {
+    let account = store.find_account(account).await?;
+    Ok(to_json(&store.create_access_key(&account.id, user).await?))
+}
+
+pub async fn key_list(store: &Store, account: &str) -> Result<Value, AdminError> {
+    let account = store.find_account(account).await?;
+    let keys = store.list_access_keys(&account.id).await?;
+    Ok(Value::Array(
+        keys.into_iter()
+            .map(
+                |(id, user, active)| json!({"AccessKeyId": id, "UserName": user, "Active": active}),
+            )
+            .collect(),
+    ))
+}
+
+pub async fn policy_put(
+    store: &Store,
+    account: &str,
+    user: &str,
+    name: &str,
+    document: &str,
+) -> Result<Value, AdminError> {
+    simple_name("policy name", name, 128)?;
+    PolicyDocument::parse(document).map_err(|e| invalid(e.to_string()))?;
+    let account = store.find_account(account).await?;
+    if user == crate::store::ROOT_USER_NAME {
+        return Err(invalid(
+            "the root user is allowed everything in its account; policies apply to IAM users",
+        ));
+    }
+    store
+        .put_user_policy(&account.id, user, name, document)
+        .await?;
+    Ok(json!({"AccountId": account.id, "UserName": user, "PolicyName": name}))
+}
+
+pub async fn policy_list(
+    store: &Store,
+    account: &str,
+    user: Option<&str>,
+) -> Result<Value, AdminError> {
+    let account = store.find_account(account).await?;
+    Ok(to_json(&store.user_policies(&account.id, user).await?))
+}
+
+pub async fn policy_delete(
+    store: &Store,
+    account: &str,
+    user: &str,
+    name: &str,
+) -> Result<Value, AdminError> {
+    let account = store.find_account(account).await?;
+    if !store.delete_user_policy(&account.id, user, name).await? {
+        return Err(invalid(format!(
+            "user '{user}' of account {} has no policy '{name}'",
+            account.id
+        )));
+    }
+    Ok(json!({"Deleted": name}))
+}
+
+pub async fn quota_set(
+    store: &Store,
+    account: &str,
+    name: &str,
+    value: i64,
+) -> Result<Value, AdminError> {
+    let quota = QuotaName::parse(name).ok_or_else(|| {
+        let names: Vec<&str> = QuotaName::ALL.iter().map(|q| q.as_str()).collect();
+        invalid(format!(
+            "unknown quota '{name}': one of {}",
+            names.join(", ")
+        ))
+    })?;
+    if !(0..=1_000_000).contains(&value) {
+        return Err(invalid("quota values must be between 0 and 1000000"));
+    }
+    let account = store.find_account(account).await?;
+    store.set_quota(&account.id, quota.as_str(), value).await?;
+    quota_list(store, &account.id).await
+}
+
+pub async fn quota_list(store: &Store, account: &str) -> Result<Value, AdminError> {
+    let account = store.find_account(account).await?;
+    let quotas = Quotas::from_overrides(&store.quota_overrides(&account.id).await?);
+    Ok(Value::Array(
+        QuotaName::ALL
+            .iter()
+            .map(|q| json!({"AccountId": account.id, "Name": q.as_str(), "Max": quotas.get(*q), "Default": q.default_value()}))
+            .collect(),
+    ))
+}
+
+pub async fn zone_add(store: &Store, name: &str, region: &str) -> Result<Value, AdminError> {
+    crate::validate::zone_name(name).map_err(|e| invalid(e.message))?;
+    crate::validate::zone_name(region)
+        .map_err(|_| invalid(format!("region '{region}' is invalid")))?;
+    store.add_zone(name, region).await?;
+    Ok(json!({"ZoneName": name, "Region": region}))
+}
+
+pub async fn zone_list(store: &Store) -> Result<Value, AdminError> {
+    Ok(to_json(&store.list_zones().await?))
+}
+
+pub async fn subnet_add(
+    store: &Store,
+    id: &str,
+    zone: &str,
+    vpc: &str,
+) -> Result<Value, AdminError> {
+    if !crate::validate::is_subnet_id(id) {
+        return Err(invalid(format!(
+            "subnet id '{id}' must look like subnet-0123abcd"
+        )));
+    }
+    if !vpc
+        .strip_prefix("vpc-")
+        .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_alphanumeric()))
+    {
+        return Err(invalid(format!(
+            "VPC id '{vpc}' must look like vpc-0123abcd"
+        )));
+    }
+    store.add_subnet(id, zone, vpc).await?;
+    Ok(json!({"SubnetId": id, "AvailabilityZone": zone, "VpcId": vpc}))
+}
+
+pub async fn subnet_list(store: &Store) -> Result<Value, AdminError> {
+    Ok(to_json(&store.list_subnets().await?))
+}
+
+pub async fn instance_add(
+    store: &Store,
+    id: &str,
+    address: &str,
+    zone: &str,
+    account: Option<&str>,
+) -> Result<Value, AdminError> {
+    if !crate::validate::is_instance_id(id) {
+        return Err(invalid(format!(
+            "instance id '{id}' must look like i-0123abcd"
+        )));
+    }
+    let ip: IpAddr = address
+        .parse()
+        .map_err(|_| invalid(format!("'{address}' is not an IP address")))?;
+    let account_id = match account {
+        Some(a) => Some(store.find_account(a).await?.id),
+        None => None,
+    };
+    let instance = InventoryInstance {
+        id: id.to_string(),
+        address: ip.to_string(),
+        zone: zone.to_string(),
+        account_id,
+    };
+    store.add_instance(&instance).await?;
+    Ok(to_json(&instance))
+}
+
+pub async fn instance_list(store: &Store) -> Result<Value, AdminError> {
+    Ok(to_json(&store.list_instances().await?))
+}
+
+pub async fn instance_remove(store: &Store, id: &str) -> Result<Value, AdminError> {
+    if !store.remove_instance(id).await? {
+        return Err(invalid(format!("instance '{id}' is not in the inventory")));
+    }
+    Ok(json!({"Removed": id}))
+}

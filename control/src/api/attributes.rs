@@ -1,0 +1,204 @@
+//! DescribeLoadBalancerAttributes, ModifyLoadBalancerAttributes.
+
+use super::Ctx;
+use crate::error::{ApiError, ErrorCode};
+use crate::model::Attributes;
+use crate::validate::{self, printable};
+use crate::xml::XmlWriter;
+
+const PREFIX: &str = "LoadBalancerAttributes.";
+
+/// Fields of `LoadBalancerAttributes` this service understands.
+const KNOWN: &[&str] = &[
+    "CrossZoneLoadBalancing.Enabled",
+    "AccessLog.Enabled",
+    "AccessLog.S3BucketName",
+    "AccessLog.EmitInterval",
+    "AccessLog.S3BucketPrefix",
+    "ConnectionDraining.Enabled",
+    "ConnectionDraining.Timeout",
+    "ConnectionSettings.IdleTimeout",
+];
+
+/// AdditionalAttributes keys and the values each accepts.
+const ADDITIONAL: &[(&str, &[&str])] = &[(
+    "elb.http.desyncmitigationmode",
+    &["monitor", "defensive", "strictest"],
+)];
+
+/// At most this many AdditionalAttributes in one request.
+const MAX_ADDITIONAL: usize = 10;
+
+pub fn write_attributes(w: &mut XmlWriter, a: &Attributes) {
+    w.elem("LoadBalancerAttributes", |w| {
+        w.elem("CrossZoneLoadBalancing", |w| {
+            w.boolean("Enabled", a.cross_zone)
+        });
+        w.elem("AccessLog", |w| {
+            w.boolean("Enabled", a.access_log.enabled);
+            w.opt_text("S3BucketName", a.access_log.s3_bucket_name.as_deref());
+            w.num("EmitInterval", a.access_log.emit_interval);
+            w.opt_text("S3BucketPrefix", a.access_log.s3_bucket_prefix.as_deref());
+        });
+        w.elem("ConnectionDraining", |w| {
+            w.boolean("Enabled", a.draining_enabled);
+            w.num("Timeout", a.draining_timeout);
+        });
+        w.elem("ConnectionSettings", |w| {
+            w.num("IdleTimeout", a.idle_timeout)
+        });
+        w.list("AdditionalAttributes", &a.additional, |w, (k, v)| {
+            w.text("Key", k);
+            w.text("Value", v);
+        });
+    });
+}
+
+pub async fn describe(ctx: &Ctx<'_>) -> Result<String, ApiError> {
+    let name = ctx.lb_name()?;
+    let lb = ctx
+        .state
+        .store()
+        .get_lb(&ctx.key(name))
+        .await?
+        .ok_or_else(|| ApiError::lb_not_found(name))?;
+    Ok(ctx.respond(|w| write_attributes(w, &lb.attributes)))
+}
+
+fn bucket_name_ok(name: &str) -> bool {
+    (3..=63).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+}
+
+pub async fn modify(ctx: &Ctx<'_>) -> Result<String, ApiError> {
+    let name = ctx.lb_name()?;
+    let p = ctx.params;
+    let given: Vec<&str> = p.keys_with_prefix(PREFIX).collect();
+    if given.is_empty() {
+        return Err(ApiError::missing("LoadBalancerAttributes"));
+    }
+    for key in &given {
+        let field = &key[PREFIX.len()..];
+        if !KNOWN.contains(&field)
+            && !field.starts_with("AdditionalAttributes.")
+            && field != "AdditionalAttributes"
+        {
+            return Err(ApiError::new(
+                ErrorCode::LoadBalancerAttributeNotFound,
+                format!(
+                    "The specified load balancer attribute does not exist: {}",
+                    printable(field)
+                ),
+            ));
+        }
+    }
+    let get = |f: &str| p.get(&format!("{PREFIX}{f}"));
+    let boolean = |f: &str| p.boolean(&format!("{PREFIX}{f}"));
+    let int = |f: &str, min, max| p.int(&format!("{PREFIX}{f}"), min, max);
+    let cross_zone = boolean("CrossZoneLoadBalancing.Enabled")?;
+    let log_enabled = boolean("AccessLog.Enabled")?;
+    let bucket = get("AccessLog.S3BucketName").map(str::to_string);
+    if let Some(b) = bucket
+        .as_deref()
+        .filter(|b| !b.is_empty() && !bucket_name_ok(b))
+    {
+        return Err(ApiError::validation(format!(
+            "S3BucketName '{}' is not a valid bucket name",
+            printable(b)
+        )));
+    }
+    let interval = int("AccessLog.EmitInterval", 5, 60)?;
+    if interval.is_some_and(|i| i != 5 && i != 60) {
+        return Err(ApiError::validation(
+            "AccessLog EmitInterval must be 5 or 60 (minutes)",
+        ));
+    }
+    let prefix = get("AccessLog.S3BucketPrefix").map(str::to_string);
+    if let Some(pre) = &prefix {
+        validate::free_text("S3BucketPrefix", pre, 1024)?;
+    }
+    let draining = boolean("ConnectionDraining.Enabled")?;
+    let draining_timeout = int("ConnectionDraining.Timeout", 1, 3600)?;
+    let idle = int("ConnectionSettings.IdleTimeout", 1, 3600)?;
+    let additional = p
+        .struct_list(&format!("{PREFIX}AdditionalAttributes"), &["Key", "Value"])?
+        .unwrap_or_default();
+    if additional.len() > MAX_ADDITIONAL {
+        return Err(ApiError::validation(format!(
+            "At most {MAX_ADDITIONAL} AdditionalAttributes are allowed"
+        )));
+    }
+    let mut extra = Vec::new();
+    for m in &additional {
+        let key = m
+            .get("Key")
+            .ok_or_else(|| ApiError::missing("AdditionalAttributes.member.N.Key"))?;
+        let value = m
+            .get("Value")
+            .ok_or_else(|| ApiError::missing("AdditionalAttributes.member.N.Value"))?;
+        validate::additional_attribute_text("Key", key)?;
+        validate::additional_attribute_text("Value", value)?;
+        let Some((_, allowed)) = ADDITIONAL.iter().find(|(k, _)| k == key) else {
+            return Err(ApiError::new(
+                ErrorCode::LoadBalancerAttributeNotFound,
+                format!("The specified load balancer attribute does not exist: {key}"),
+            ));
+        };
+        if !allowed.contains(&value.as_str()) {
+            return Err(ApiError::validation(format!(
+                "{key} must be one of {}",
+                allowed.join(", ")
+            )));
+        }
+        extra.push((key.clone(), value.clone()));
+    }
+
+    let attrs = ctx
+        .state
+        .store()
+        .update_lb(&ctx.key(name), |lb| {
+            let a = &mut lb.attributes;
+            let to_u32 = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
+            if let Some(v) = cross_zone {
+                a.cross_zone = v;
+            }
+            if let Some(b) = bucket {
+                a.access_log.s3_bucket_name = Some(b).filter(|b| !b.is_empty());
+            }
+            if let Some(pre) = prefix {
+                a.access_log.s3_bucket_prefix = Some(pre).filter(|p| !p.is_empty());
+            }
+            if let Some(i) = interval {
+                a.access_log.emit_interval = to_u32(i);
+            }
+            if let Some(v) = log_enabled {
+                a.access_log.enabled = v;
+            }
+            if a.access_log.enabled && a.access_log.s3_bucket_name.is_none() {
+                return Err(ApiError::invalid_config("Access logs need an S3BucketName"));
+            }
+            if let Some(v) = draining {
+                a.draining_enabled = v;
+            }
+            if let Some(t) = draining_timeout {
+                a.draining_timeout = to_u32(t);
+            }
+            if let Some(t) = idle {
+                a.idle_timeout = to_u32(t);
+            }
+            for (k, v) in extra {
+                match a.additional.iter_mut().find(|(key, _)| *key == k) {
+                    Some(entry) => entry.1 = v,
+                    None => a.additional.push((k, v)),
+                }
+            }
+            Ok(lb.attributes.clone())
+        })
+        .await?;
+    Ok(ctx.respond(|w| {
+        w.text("LoadBalancerName", name);
+        write_attributes(w, &attrs);
+    }))
+}

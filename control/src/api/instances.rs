@@ -1,0 +1,230 @@
+//! RegisterInstancesWithLoadBalancer, DeregisterInstancesFromLoadBalancer,
+//! DescribeInstanceHealth, ConfigureHealthCheck.
+
+use super::Ctx;
+use super::lbs::write_health_check;
+use crate::error::{ApiError, ErrorCode};
+use crate::inventory::InventoryError;
+use crate::model::{
+    HealthCheck, InstanceHealth, InstanceState, NOT_REGISTERED, RegisteredInstance,
+};
+use crate::quota::QuotaName;
+use crate::validate::{self, printable};
+
+/// `Instances.member.N.InstanceId`, required, each a syntactically valid id, no repeats.
+fn instance_ids(ctx: &Ctx<'_>, required: bool) -> Result<Vec<String>, ApiError> {
+    let members = match ctx.params.struct_list("Instances", &["InstanceId"])? {
+        Some(m) => m,
+        None if required => return Err(ApiError::missing("Instances")),
+        None => Vec::new(),
+    };
+    let mut ids: Vec<String> = Vec::with_capacity(members.len());
+    for m in members {
+        let id = m
+            .get("InstanceId")
+            .filter(|i| !i.is_empty())
+            .ok_or_else(|| ApiError::missing("Instances.member.N.InstanceId"))?;
+        if !validate::is_instance_id(id) {
+            return Err(invalid_instances(&[id.clone()]));
+        }
+        if !ids.contains(id) {
+            ids.push(id.clone());
+        }
+    }
+    if required && ids.is_empty() {
+        return Err(ApiError::validation("Instances cannot be empty"));
+    }
+    Ok(ids)
+}
+
+fn invalid_instances(ids: &[String]) -> ApiError {
+    let list: Vec<String> = ids.iter().map(|i| printable(i)).collect();
+    ApiError::new(
+        ErrorCode::InvalidInstance,
+        format!(
+            "The requested instance(s) are not valid: {}",
+            list.join(", ")
+        ),
+    )
+}
+
+fn inventory_error(e: InventoryError) -> ApiError {
+    match e {
+        InventoryError::Store(s) => s.into(),
+        other => {
+            tracing::error!(error = %other, "instance inventory failed");
+            ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "The instance inventory is unavailable; try again later",
+            )
+        }
+    }
+}
+
+fn write_instances(w: &mut crate::xml::XmlWriter, ids: &[String]) {
+    w.list("Instances", ids, |w, id| w.text("InstanceId", id));
+}
+
+pub async fn register(ctx: &Ctx<'_>) -> Result<String, ApiError> {
+    let name = ctx.lb_name()?;
+    let ids = instance_ids(ctx, true)?;
+    let resolved = ctx
+        .state
+        .inventory()
+        .resolve(&ids, &ctx.caller.account_id)
+        .await
+        .map_err(inventory_error)?;
+    let unknown: Vec<String> = ids
+        .iter()
+        .filter(|i| !resolved.contains_key(*i))
+        .cloned()
+        .collect();
+    if !unknown.is_empty() {
+        return Err(invalid_instances(&unknown));
+    }
+    let limit = ctx.quotas().await?.get(QuotaName::RegisteredInstances);
+    let all = ctx
+        .state
+        .store()
+        .update_lb(&ctx.key(name), |lb| {
+            for id in &ids {
+                if lb.instance(id).is_some() {
+                    continue;
+                }
+                let inv = &resolved[id];
+                if !lb.zones.contains(&inv.zone) {
+                    return Err(ApiError::invalid_config(format!(
+                        "Instance {id} is in availability zone {}, which is not enabled for load balancer {name}",
+                        inv.zone
+                    )));
+                }
+                lb.instances.push(RegisteredInstance {
+                    instance_id: id.clone(),
+                    address: inv.address.clone(),
+                    zone: inv.zone.clone(),
+                    health: InstanceHealth::registering(),
+                });
+            }
+            if i64::try_from(lb.instances.len()).unwrap_or(i64::MAX) > limit {
+                return Err(ApiError::invalid_config(format!(
+                    "Exceeded the quota of {limit} registered instances per load balancer"
+                )));
+            }
+            Ok(lb.instances.iter().map(|i| i.instance_id.clone()).collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(ctx.respond(|w| write_instances(w, &all)))
+}
+
+pub async fn deregister(ctx: &Ctx<'_>) -> Result<String, ApiError> {
+    let name = ctx.lb_name()?;
+    let ids = instance_ids(ctx, true)?;
+    let remaining = ctx
+        .state
+        .store()
+        .update_lb(&ctx.key(name), |lb| {
+            let unknown: Vec<String> = ids
+                .iter()
+                .filter(|i| lb.instance(i).is_none())
+                .cloned()
+                .collect();
+            if !unknown.is_empty() {
+                return Err(invalid_instances(&unknown));
+            }
+            lb.instances.retain(|i| !ids.contains(&i.instance_id));
+            Ok(lb
+                .instances
+                .iter()
+                .map(|i| i.instance_id.clone())
+                .collect::<Vec<_>>())
+        })
+        .await?;
+    Ok(ctx.respond(|w| write_instances(w, &remaining)))
+}
+
+pub async fn describe_health(ctx: &Ctx<'_>) -> Result<String, ApiError> {
+    let name = ctx.lb_name()?;
+    let ids = instance_ids(ctx, false)?;
+    let lb = ctx
+        .state
+        .store()
+        .get_lb(&ctx.key(name))
+        .await?
+        .ok_or_else(|| ApiError::lb_not_found(name))?;
+    let mut states: Vec<(String, InstanceHealth)> = Vec::new();
+    if ids.is_empty() {
+        for i in &lb.instances {
+            states.push((i.instance_id.clone(), lb.effective_health(i)));
+        }
+    } else {
+        let unregistered: Vec<String> = ids
+            .iter()
+            .filter(|i| lb.instance(i).is_none())
+            .cloned()
+            .collect();
+        let known = if unregistered.is_empty() {
+            Default::default()
+        } else {
+            ctx.state
+                .inventory()
+                .resolve(&unregistered, &ctx.caller.account_id)
+                .await
+                .map_err(inventory_error)?
+        };
+        let unknown: Vec<String> = unregistered
+            .iter()
+            .filter(|i| !known.contains_key(*i))
+            .cloned()
+            .collect();
+        if !unknown.is_empty() {
+            return Err(invalid_instances(&unknown));
+        }
+        for id in &ids {
+            let health = match lb.instance(id) {
+                Some(i) => lb.effective_health(i),
+                None => InstanceHealth {
+                    state: InstanceState::OutOfService,
+                    reason_code: "ELB".into(),
+                    description: NOT_REGISTERED.into(),
+                },
+            };
+            states.push((id.clone(), health));
+        }
+    }
+    Ok(ctx.respond(|w| {
+        w.list("InstanceStates", &states, |w, (id, h)| {
+            w.text("InstanceId", id);
+            w.text("State", h.state.as_str());
+            w.text("ReasonCode", &h.reason_code);
+            w.text("Description", &h.description);
+        });
+    }))
+}
+
+pub async fn configure_health_check(ctx: &Ctx<'_>) -> Result<String, ApiError> {
+    let name = ctx.lb_name()?;
+    let p = ctx.params;
+    let target = validate::health_check_target(p.required("HealthCheck.Target")?)?;
+    let int = |field: &str, min: i64, max: i64| -> Result<u32, ApiError> {
+        let v = p.required_int(&format!("HealthCheck.{field}"), min, max)?;
+        u32::try_from(v)
+            .map_err(|_| ApiError::validation(format!("HealthCheck.{field} is out of range")))
+    };
+    let hc = HealthCheck {
+        target,
+        interval: int("Interval", 5, 300)?,
+        timeout: int("Timeout", 2, 60)?,
+        unhealthy_threshold: int("UnhealthyThreshold", 2, 10)?,
+        healthy_threshold: int("HealthyThreshold", 2, 10)?,
+    };
+    validate::health_check(&hc)?;
+    let stored = hc.clone();
+    ctx.state
+        .store()
+        .update_lb(&ctx.key(name), |lb| {
+            lb.health_check = stored;
+            Ok::<_, ApiError>(())
+        })
+        .await?;
+    Ok(ctx.respond(|w| write_health_check(w, &hc)))
+}

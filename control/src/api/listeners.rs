@@ -1,0 +1,94 @@
+//! CreateLoadBalancerListeners, DeleteLoadBalancerListeners, SetLoadBalancerListenerSSLCertificate.
+
+use super::Ctx;
+use super::lbs::too_many_listeners;
+use crate::error::{ApiError, ErrorCode};
+use crate::quota::QuotaName;
+use crate::validate;
+
+pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
+    let name = ctx.lb_name()?;
+    let members = ctx
+        .params
+        .struct_list("Listeners", validate::LISTENER_FIELDS)?
+        .ok_or_else(|| ApiError::missing("Listeners"))?;
+    if members.is_empty() {
+        return Err(ApiError::validation("Listeners cannot be empty"));
+    }
+    let new = validate::listeners(&members, name, &ctx.caller.account_id)?;
+    let limit = ctx.quotas().await?.get(QuotaName::Listeners);
+    ctx.state
+        .store()
+        .update_lb(&ctx.key(name), |lb| {
+            for l in new {
+                match lb.listener(l.load_balancer_port) {
+                    // The same listener again is a no-op.
+                    Some(existing) if existing.same_definition(&l) => {}
+                    Some(_) => {
+                        return Err(validate::duplicate_listener(name, l.load_balancer_port));
+                    }
+                    None => lb.listeners.push(l),
+                }
+            }
+            validate::backend_security_consistent(&lb.listeners)?;
+            if i64::try_from(lb.listeners.len()).unwrap_or(i64::MAX) > limit {
+                return Err(too_many_listeners(limit));
+            }
+            Ok(())
+        })
+        .await?;
+    Ok(ctx.respond(|_| {}))
+}
+
+pub async fn delete(ctx: &Ctx<'_>) -> Result<String, ApiError> {
+    let name = ctx.lb_name()?;
+    let ports = ctx
+        .params
+        .string_list("LoadBalancerPorts")?
+        .ok_or_else(|| ApiError::missing("LoadBalancerPorts"))?
+        .iter()
+        .map(|p| crate::query::parse_int("LoadBalancerPorts", p, 1, 65535))
+        .collect::<Result<Vec<_>, _>>()?;
+    ctx.state
+        .store()
+        .update_lb(&ctx.key(name), |lb| {
+            // Ports without a listener are ignored, as on AWS.
+            lb.listeners
+                .retain(|l| !ports.contains(&i64::from(l.load_balancer_port)));
+            Ok::<_, ApiError>(())
+        })
+        .await?;
+    Ok(ctx.respond(|_| {}))
+}
+
+pub async fn set_certificate(ctx: &Ctx<'_>) -> Result<String, ApiError> {
+    let name = ctx.lb_name()?;
+    let port = ctx.params.required_int("LoadBalancerPort", 1, 65535)?;
+    let cert = ctx.params.required("SSLCertificateId")?.to_string();
+    validate::certificate_arn(&cert, &ctx.caller.account_id)?;
+    ctx.state
+        .store()
+        .update_lb(&ctx.key(name), |lb| {
+            let listener = u16::try_from(port)
+                .ok()
+                .and_then(|p| lb.listener_mut(p))
+                .ok_or_else(|| listener_not_found(name, port))?;
+            if !listener.protocol.is_secure() {
+                return Err(ApiError::invalid_config(format!(
+                    "The listener on port {port} uses {}; certificates apply to HTTPS and SSL listeners only",
+                    listener.protocol
+                )));
+            }
+            listener.ssl_certificate_id = Some(cert);
+            Ok(())
+        })
+        .await?;
+    Ok(ctx.respond(|_| {}))
+}
+
+pub fn listener_not_found(lb: &str, port: i64) -> ApiError {
+    ApiError::new(
+        ErrorCode::ListenerNotFound,
+        format!("There is no listener on port {port} of load balancer {lb}"),
+    )
+}

@@ -1,0 +1,417 @@
+//! `elb-control`: the control service (`serve`) and its administration commands (`admin`).
+
+use std::io::Write;
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Parser, Subcommand};
+use control::config::ServiceConfig;
+use control::inventory::{Ec2Client, Ec2Config, Inventory};
+use control::store::Store;
+use control::{admin, server};
+use tokio::net::TcpListener;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "elb-control",
+    version,
+    about = "ELB control service: the ELB Query API and its administration"
+)]
+struct Cli {
+    /// Database: `sqlite:PATH` (or a plain file path) or `postgres://USER@HOST:PORT/DB`.
+    #[arg(
+        long,
+        global = true,
+        env = "ELB_CONTROL_DB",
+        default_value = "sqlite:elb-control.db"
+    )]
+    db: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Serve the ELB Query API.
+    Serve(ServeArgs),
+    /// Administration: accounts, users, keys, policies, quotas, zones, subnets, instances.
+    #[command(subcommand)]
+    Admin(AdminCommand),
+}
+
+#[derive(Args, Debug)]
+struct ServeArgs {
+    /// Address to listen on (port 0 picks a free port; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:8773")]
+    listen: String,
+    /// Region to serve (repeatable); requests signed for other regions are refused.
+    #[arg(long = "region", default_values_t = vec!["us-east-1".to_string()])]
+    regions: Vec<String>,
+    /// DNS domain of load balancer names (`<name>-<account>.lb.<domain>`).
+    #[arg(long, default_value = "elb.local")]
+    dns_domain: String,
+    /// Largest request body accepted, in bytes.
+    #[arg(long, default_value_t = 256 * 1024)]
+    max_body_bytes: usize,
+    /// Largest accepted difference between a request's signing time and the server clock.
+    #[arg(long, default_value_t = 900)]
+    max_clock_skew_secs: u64,
+    /// EC2-compatible endpoint to resolve instances with DescribeInstances (instead of the
+    /// built-in inventory), e.g. http://ec2.example:8773/.
+    #[arg(long)]
+    ec2_endpoint: Option<String>,
+    /// Access key id for the EC2 endpoint.
+    #[arg(long, env = "ELB_EC2_ACCESS_KEY_ID", hide_env_values = true)]
+    ec2_access_key_id: Option<String>,
+    /// Secret access key for the EC2 endpoint.
+    #[arg(long, env = "ELB_EC2_SECRET_ACCESS_KEY", hide_env_values = true)]
+    ec2_secret_access_key: Option<String>,
+    /// Region in the EC2 signing scope (default: the first --region).
+    #[arg(long)]
+    ec2_region: Option<String>,
+    /// Log format.
+    #[arg(long, value_parser = ["text", "json"], default_value = "text")]
+    log_format: String,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Accounts (each has a root user whose key is printed at creation).
+    #[command(subcommand)]
+    Account(AccountCommand),
+    /// IAM users of an account.
+    #[command(subcommand)]
+    User(UserCommand),
+    /// Access keys.
+    #[command(subcommand)]
+    Key(KeyCommand),
+    /// IAM policies of users.
+    #[command(subcommand)]
+    Policy(PolicyCommand),
+    /// Per-account quotas.
+    #[command(subcommand)]
+    Quota(QuotaCommand),
+    /// Availability zones.
+    #[command(subcommand)]
+    Zone(ZoneCommand),
+    /// VPC subnets (for load balancers created with Subnets).
+    #[command(subcommand)]
+    Subnet(SubnetCommand),
+    /// The built-in instance inventory.
+    #[command(subcommand)]
+    Instance(InstanceCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum AccountCommand {
+    /// Create an account and print its root access key.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// Administrator account: may list every account's load balancers (`verbose`).
+        #[arg(long)]
+        admin: bool,
+    },
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum UserCommand {
+    /// Create an IAM user (no permissions until a policy is put) and print its access key.
+    Create {
+        /// Account id or name.
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        name: String,
+    },
+    List {
+        #[arg(long)]
+        account: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum KeyCommand {
+    /// Create another access key for a user (`root` for the account's root user).
+    Create {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        user: String,
+    },
+    List {
+        #[arg(long)]
+        account: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum PolicyCommand {
+    /// Create or replace a named policy of a user (IAM JSON policy document).
+    Put {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        name: String,
+        /// The policy document as JSON text.
+        #[arg(long, conflicts_with = "file", required_unless_present = "file")]
+        document: Option<String>,
+        /// Read the policy document from this file.
+        #[arg(long)]
+        file: Option<std::path::PathBuf>,
+    },
+    List {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        user: Option<String>,
+    },
+    Delete {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        user: String,
+        #[arg(long)]
+        name: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum QuotaCommand {
+    /// Set a quota: classic-load-balancers, classic-listeners, classic-registered-instances,
+    /// classic-tags-per-load-balancer.
+    Set {
+        #[arg(long)]
+        account: String,
+        #[arg(long)]
+        name: String,
+        #[arg(long)]
+        value: i64,
+    },
+    List {
+        #[arg(long)]
+        account: String,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum ZoneCommand {
+    Add {
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "us-east-1")]
+        region: String,
+    },
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum SubnetCommand {
+    Add {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        zone: String,
+        #[arg(long)]
+        vpc: String,
+    },
+    List,
+}
+
+#[derive(Subcommand, Debug)]
+enum InstanceCommand {
+    Add {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        address: String,
+        #[arg(long)]
+        zone: String,
+        /// Only this account (id or name) may register the instance; any account if absent.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    List,
+    Remove {
+        #[arg(long)]
+        id: String,
+    },
+}
+
+fn init_logging(json: bool) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,sqlx=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+#[tokio::main]
+async fn main() -> Result<()> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Serve(args) => serve(&cli.db, args).await,
+        Command::Admin(cmd) => {
+            init_logging_quiet();
+            let store = Store::open(&cli.db)
+                .await
+                .with_context(|| format!("cannot open the database {}", cli.db))?;
+            let result = run_admin(&store, cmd).await;
+            store.close().await;
+            let value = result?;
+            println!("{}", serde_json::to_string_pretty(&value)?);
+            Ok(())
+        }
+    }
+}
+
+fn init_logging_quiet() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+}
+
+async fn run_admin(store: &Store, cmd: AdminCommand) -> Result<serde_json::Value> {
+    let value = match cmd {
+        AdminCommand::Account(AccountCommand::Create {
+            name,
+            admin: is_admin,
+        }) => admin::account_create(store, &name, is_admin).await?,
+        AdminCommand::Account(AccountCommand::List) => admin::account_list(store).await?,
+        AdminCommand::User(UserCommand::Create { account, name }) => {
+            admin::user_create(store, &account, &name).await?
+        }
+        AdminCommand::User(UserCommand::List { account }) => {
+            admin::user_list(store, &account).await?
+        }
+        AdminCommand::Key(KeyCommand::Create { account, user }) => {
+            admin::key_create(store, &account, &user).await?
+        }
+        AdminCommand::Key(KeyCommand::List { account }) => admin::key_list(store, &account).await?,
+        AdminCommand::Policy(PolicyCommand::Put {
+            account,
+            user,
+            name,
+            document,
+            file,
+        }) => {
+            let document = match (document, file) {
+                (Some(d), _) => d,
+                (None, Some(path)) => std::fs::read_to_string(&path).with_context(|| {
+                    format!("cannot read the policy document {}", path.display())
+                })?,
+                (None, None) => bail!("give the policy document with --document or --file"),
+            };
+            admin::policy_put(store, &account, &user, &name, &document).await?
+        }
+        AdminCommand::Policy(PolicyCommand::List { account, user }) => {
+            admin::policy_list(store, &account, user.as_deref()).await?
+        }
+        AdminCommand::Policy(PolicyCommand::Delete {
+            account,
+            user,
+            name,
+        }) => admin::policy_delete(store, &account, &user, &name).await?,
+        AdminCommand::Quota(QuotaCommand::Set {
+            account,
+            name,
+            value,
+        }) => admin::quota_set(store, &account, &name, value).await?,
+        AdminCommand::Quota(QuotaCommand::List { account }) => {
+            admin::quota_list(store, &account).await?
+        }
+        AdminCommand::Zone(ZoneCommand::Add { name, region }) => {
+            admin::zone_add(store, &name, &region).await?
+        }
+        AdminCommand::Zone(ZoneCommand::List) => admin::zone_list(store).await?,
+        AdminCommand::Subnet(SubnetCommand::Add { id, zone, vpc }) => {
+            admin::subnet_add(store, &id, &zone, &vpc).await?
+        }
+        AdminCommand::Subnet(SubnetCommand::List) => admin::subnet_list(store).await?,
+        AdminCommand::Instance(InstanceCommand::Add {
+            id,
+            address,
+            zone,
+            account,
+        }) => admin::instance_add(store, &id, &address, &zone, account.as_deref()).await?,
+        AdminCommand::Instance(InstanceCommand::List) => admin::instance_list(store).await?,
+        AdminCommand::Instance(InstanceCommand::Remove { id }) => {
+            admin::instance_remove(store, &id).await?
+        }
+    };
+    Ok(value)
+}
+
+async fn serve(db: &str, args: ServeArgs) -> Result<()> {
+    init_logging(args.log_format == "json");
+    let ec2 = match &args.ec2_endpoint {
+        None => None,
+        Some(endpoint) => Some(Ec2Config {
+            endpoint: endpoint.clone(),
+            access_key_id: args.ec2_access_key_id.clone().unwrap_or_default(),
+            secret_access_key: args.ec2_secret_access_key.clone().unwrap_or_default(),
+            region: args
+                .ec2_region
+                .clone()
+                .or_else(|| args.regions.first().cloned())
+                .unwrap_or_default(),
+            timeout: Duration::from_secs(10),
+        }),
+    };
+    let config = ServiceConfig {
+        regions: args.regions.clone(),
+        dns_domain: args.dns_domain.clone(),
+        max_body_bytes: args.max_body_bytes,
+        max_clock_skew: Duration::from_secs(args.max_clock_skew_secs),
+        ec2: ec2.clone(),
+    };
+    config.validate()?;
+    let store = Store::open(db)
+        .await
+        .with_context(|| format!("cannot open the database {db}"))?;
+    let inventory = match ec2 {
+        Some(ec2) => Inventory::Ec2(Ec2Client::new(ec2)?),
+        None => Inventory::BuiltIn(store.clone()),
+    };
+    let listener = TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    tracing::info!(%addr, db = %redact(db), regions = ?config.regions, "elb-control serving the ELB Query API");
+    // Tests and scripts read this line to learn the port.
+    println!("listening on {addr}");
+    std::io::stdout().flush()?;
+
+    let poller = tokio::spawn(store.clone().poll_version(server::VERSION_POLL));
+    let state = control::AppState::new(config, store.clone(), inventory);
+    control::run(listener, state, server::shutdown_signal()).await?;
+    poller.abort();
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// The database URL without a password, for logs.
+fn redact(db: &str) -> String {
+    match (db.find("://"), db.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let creds = &db[scheme + 3..at];
+            match creds.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &db[..scheme + 3], &db[at..]),
+                None => db.to_string(),
+            }
+        }
+        _ => db.to_string(),
+    }
+}

@@ -1,0 +1,446 @@
+//! The six ELB policy types and the sample policies (`ELBSecurityPolicy-*`, `ELBSample-*`),
+//! and the checks CreateLoadBalancerPolicy applies to attributes against their type.
+
+use crate::error::{ApiError, ErrorCode};
+use crate::model::{Policy, Protocol};
+
+pub const APP_COOKIE: &str = "AppCookieStickinessPolicyType";
+pub const LB_COOKIE: &str = "LBCookieStickinessPolicyType";
+pub const SSL_NEGOTIATION: &str = "SSLNegotiationPolicyType";
+pub const BACKEND_AUTH: &str = "BackendServerAuthenticationPolicyType";
+pub const PUBLIC_KEY: &str = "PublicKeyPolicyType";
+pub const PROXY_PROTOCOL: &str = "ProxyProtocolPolicyType";
+
+/// One attribute a policy type accepts.
+#[derive(Debug, Clone, Copy)]
+pub struct AttributeType {
+    pub name: &'static str,
+    /// `String`, `Long`, `Boolean` or `PolicyName`.
+    pub kind: &'static str,
+    pub description: &'static str,
+    pub default: Option<&'static str>,
+    /// `ONE`, `ZERO_OR_ONE`, `ZERO_OR_MORE` or `ONE_OR_MORE`.
+    pub cardinality: &'static str,
+}
+
+#[derive(Debug, Clone)]
+pub struct PolicyType {
+    pub name: &'static str,
+    pub description: &'static str,
+    pub attributes: Vec<AttributeType>,
+}
+
+const PROTOCOLS: &[&str] = &[
+    "Protocol-SSLv3",
+    "Protocol-TLSv1",
+    "Protocol-TLSv1.1",
+    "Protocol-TLSv1.2",
+];
+
+/// Ciphers an SSL negotiation policy can enable (OpenSSL names).
+const CIPHERS: &[&str] = &[
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES128-SHA256",
+    "ECDHE-RSA-AES128-SHA256",
+    "ECDHE-ECDSA-AES128-SHA",
+    "ECDHE-RSA-AES128-SHA",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES256-SHA384",
+    "ECDHE-RSA-AES256-SHA384",
+    "ECDHE-RSA-AES256-SHA",
+    "ECDHE-ECDSA-AES256-SHA",
+    "AES128-GCM-SHA256",
+    "AES128-SHA256",
+    "AES128-SHA",
+    "AES256-GCM-SHA384",
+    "AES256-SHA256",
+    "AES256-SHA",
+    "DES-CBC3-SHA",
+];
+
+/// The six types, as DescribeLoadBalancerPolicyTypes lists them.
+pub fn all() -> Vec<PolicyType> {
+    let mut ssl_attrs = vec![
+        AttributeType {
+            name: "Reference-Security-Policy",
+            kind: "String",
+            description: "Name of a predefined security policy (ELBSecurityPolicy-*) whose settings this policy takes.",
+            default: None,
+            cardinality: "ZERO_OR_ONE",
+        },
+        AttributeType {
+            name: "Server-Defined-Cipher-Order",
+            kind: "Boolean",
+            description: "Use the server's cipher order instead of the client's.",
+            default: Some("false"),
+            cardinality: "ZERO_OR_ONE",
+        },
+    ];
+    for name in PROTOCOLS.iter().chain(CIPHERS) {
+        ssl_attrs.push(AttributeType {
+            name,
+            kind: "Boolean",
+            description: "Enable this protocol or cipher.",
+            default: Some("false"),
+            cardinality: "ZERO_OR_ONE",
+        });
+    }
+    vec![
+        PolicyType {
+            name: APP_COOKIE,
+            description: "Stickiness policy with session lifetimes controlled by the lifetime of the application-generated cookie. This policy can be associated only with HTTP/HTTPS listeners.",
+            attributes: vec![AttributeType {
+                name: "CookieName",
+                kind: "String",
+                description: "Name of the application cookie used for stickiness.",
+                default: None,
+                cardinality: "ONE",
+            }],
+        },
+        PolicyType {
+            name: LB_COOKIE,
+            description: "Stickiness policy with session lifetimes controlled by the browser (user-agent) or a specified expiration period. This policy can be associated only with HTTP/HTTPS listeners.",
+            attributes: vec![AttributeType {
+                name: "CookieExpirationPeriod",
+                kind: "Long",
+                description: "The time period, in seconds, after which the cookie should be considered stale. Not specifying this parameter indicates that the stickiness session will last for the duration of the browser session.",
+                default: Some(""),
+                cardinality: "ZERO_OR_ONE",
+            }],
+        },
+        PolicyType {
+            name: SSL_NEGOTIATION,
+            description: "Listener policy that defines the ciphers and protocols that will be accepted by the load balancer. This policy can be associated only with HTTPS/SSL listeners.",
+            attributes: ssl_attrs,
+        },
+        PolicyType {
+            name: BACKEND_AUTH,
+            description: "Policy that controls authentication to back-end server(s) and contains one or more policies, such as an instance of a PublicKeyPolicyType. This policy can be associated only with back-end servers that are using HTTPS/SSL.",
+            attributes: vec![AttributeType {
+                name: "PublicKeyPolicyName",
+                kind: "PolicyName",
+                description: "A list of PublicKeyPolicyType policy names that the back-end server certificate is checked against.",
+                default: None,
+                cardinality: "ONE_OR_MORE",
+            }],
+        },
+        PolicyType {
+            name: PUBLIC_KEY,
+            description: "Policy containing a list of public keys to accept when authenticating the back-end server(s). This policy cannot be applied directly to back-end servers or listeners but must be part of a BackendServerAuthenticationPolicyType.",
+            attributes: vec![AttributeType {
+                name: "PublicKey",
+                kind: "String",
+                description: "A public key, base64-encoded without the PEM armour.",
+                default: None,
+                cardinality: "ONE",
+            }],
+        },
+        PolicyType {
+            name: PROXY_PROTOCOL,
+            description: "Policy that controls whether to include the IP address and port of the originating request for TCP messages. This policy operates on TCP listeners only.",
+            attributes: vec![AttributeType {
+                name: "ProxyProtocol",
+                kind: "Boolean",
+                description: "Enable proxy protocol (version 1) towards the back-end servers.",
+                default: None,
+                cardinality: "ONE",
+            }],
+        },
+    ]
+}
+
+pub fn find(name: &str) -> Option<PolicyType> {
+    all().into_iter().find(|t| t.name == name)
+}
+
+fn ssl_policy(name: &str, protocols: &[&str], ciphers: &[&str]) -> Policy {
+    let mut attributes = Vec::new();
+    for p in PROTOCOLS {
+        attributes.push((p.to_string(), protocols.contains(p).to_string()));
+    }
+    attributes.push(("Server-Defined-Cipher-Order".into(), "true".into()));
+    for c in CIPHERS {
+        attributes.push((c.to_string(), ciphers.contains(c).to_string()));
+    }
+    Policy {
+        name: name.into(),
+        type_name: SSL_NEGOTIATION.into(),
+        attributes,
+    }
+}
+
+/// Sample policies: what DescribeLoadBalancerPolicies returns without a load balancer name.
+pub fn samples() -> Vec<Policy> {
+    let modern: Vec<&str> = CIPHERS
+        .iter()
+        .copied()
+        .filter(|c| *c != "DES-CBC3-SHA")
+        .collect();
+    let tls12: Vec<&str> = modern
+        .iter()
+        .copied()
+        .filter(|c| c.contains("GCM") || c.ends_with("SHA256") || c.ends_with("SHA384"))
+        .collect();
+    vec![
+        ssl_policy(
+            "ELBSecurityPolicy-2016-08",
+            &["Protocol-TLSv1", "Protocol-TLSv1.1", "Protocol-TLSv1.2"],
+            &modern,
+        ),
+        ssl_policy(
+            "ELBSecurityPolicy-TLS-1-1-2017-01",
+            &["Protocol-TLSv1.1", "Protocol-TLSv1.2"],
+            &modern,
+        ),
+        ssl_policy(
+            "ELBSecurityPolicy-TLS-1-2-2017-01",
+            &["Protocol-TLSv1.2"],
+            &tls12,
+        ),
+        ssl_policy(
+            "ELBSecurityPolicy-2015-05",
+            &["Protocol-TLSv1", "Protocol-TLSv1.1", "Protocol-TLSv1.2"],
+            CIPHERS,
+        ),
+        Policy {
+            name: "ELBSample-ELBDefaultCipherPolicy".into(),
+            type_name: SSL_NEGOTIATION.into(),
+            attributes: vec![(
+                "Reference-Security-Policy".into(),
+                "ELBSecurityPolicy-2016-08".into(),
+            )],
+        },
+        Policy {
+            name: "ELBSample-AppCookieStickinessPolicy".into(),
+            type_name: APP_COOKIE.into(),
+            attributes: vec![("CookieName".into(), "ELBSampleCookie".into())],
+        },
+        Policy {
+            name: "ELBSample-LBCookieStickinessPolicy".into(),
+            type_name: LB_COOKIE.into(),
+            attributes: vec![("CookieExpirationPeriod".into(), "300".into())],
+        },
+        Policy {
+            name: "ELBSample-ProxyProtocolPolicy".into(),
+            type_name: PROXY_PROTOCOL.into(),
+            attributes: vec![("ProxyProtocol".into(), "true".into())],
+        },
+    ]
+}
+
+fn invalid(message: String) -> ApiError {
+    ApiError::invalid_config(message)
+}
+
+/// Checks `attributes` against `policy_type` (known names, value kinds, cardinalities) and
+/// returns the attributes to store. A `Reference-Security-Policy` expands into the referenced
+/// predefined policy's settings, as AWS does.
+pub fn check_attributes(
+    policy_type: &PolicyType,
+    attributes: &[(String, String)],
+    existing: &[Policy],
+) -> Result<Vec<(String, String)>, ApiError> {
+    for (name, value) in attributes {
+        let Some(spec) = policy_type.attributes.iter().find(|a| a.name == name) else {
+            return Err(invalid(format!(
+                "Attribute '{}' is not valid for policy type {}",
+                crate::validate::printable(name),
+                policy_type.name
+            )));
+        };
+        let ok = match spec.kind {
+            "Boolean" => value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false"),
+            "Long" => value.parse::<i64>().is_ok_and(|v| v >= 0),
+            "PolicyName" => existing
+                .iter()
+                .any(|p| p.name == *value && p.type_name == PUBLIC_KEY),
+            _ => true,
+        };
+        if !ok {
+            return Err(invalid(match spec.kind {
+                "PolicyName" => {
+                    format!("{name} must name a {PUBLIC_KEY} policy of this load balancer")
+                }
+                kind => format!("Attribute {name} must be a {kind}"),
+            }));
+        }
+        crate::validate::free_text(name, value, 4096)?;
+    }
+    for spec in &policy_type.attributes {
+        let count = attributes.iter().filter(|(n, _)| n == spec.name).count();
+        let ok = match spec.cardinality {
+            "ONE" => count == 1,
+            "ZERO_OR_ONE" => count <= 1,
+            "ONE_OR_MORE" => count >= 1,
+            _ => true,
+        };
+        if !ok {
+            return Err(invalid(format!(
+                "Policy type {} requires cardinality {} for attribute {}",
+                policy_type.name, spec.cardinality, spec.name
+            )));
+        }
+    }
+    if policy_type.name == SSL_NEGOTIATION
+        && let Some((_, reference)) = attributes
+            .iter()
+            .find(|(n, _)| n == "Reference-Security-Policy")
+    {
+        let sample = samples()
+            .into_iter()
+            .find(|p| p.name == *reference && p.name.starts_with("ELBSecurityPolicy-"))
+            .ok_or_else(|| {
+                invalid(format!(
+                    "Unknown Reference-Security-Policy '{}'",
+                    crate::validate::printable(reference)
+                ))
+            })?;
+        let mut expanded = vec![("Reference-Security-Policy".to_string(), reference.clone())];
+        expanded.extend(sample.attributes);
+        return Ok(expanded);
+    }
+    Ok(attributes.to_vec())
+}
+
+/// Which policy types can be put on a listener of the given front-end protocol.
+pub fn check_listener_policy(policy: &Policy, protocol: Protocol) -> Result<(), ApiError> {
+    let ok = match policy.type_name.as_str() {
+        APP_COOKIE | LB_COOKIE => protocol.is_http_family(),
+        SSL_NEGOTIATION => protocol.is_secure(),
+        _ => false,
+    };
+    if !ok {
+        return Err(invalid(format!(
+            "{} policies cannot be set on a {protocol} listener",
+            policy.type_name
+        )));
+    }
+    Ok(())
+}
+
+/// Which policy types can be put on a back-end (instance) port.
+pub fn check_backend_policy(
+    policy: &Policy,
+    instance_protocols: &[Protocol],
+) -> Result<(), ApiError> {
+    let ok = match policy.type_name.as_str() {
+        PROXY_PROTOCOL => true,
+        BACKEND_AUTH => instance_protocols.iter().any(|p| p.is_secure()),
+        _ => false,
+    };
+    if !ok {
+        return Err(invalid(format!(
+            "{} policies cannot be set on back-end servers{}",
+            policy.type_name,
+            if policy.type_name == BACKEND_AUTH {
+                " that do not use HTTPS or SSL"
+            } else {
+                ""
+            }
+        )));
+    }
+    Ok(())
+}
+
+/// Stickiness and SSL negotiation policies are one-per-listener.
+pub fn policy_family(type_name: &str) -> Option<&'static str> {
+    match type_name {
+        APP_COOKIE | LB_COOKIE => Some("stickiness"),
+        SSL_NEGOTIATION => Some("SSL negotiation"),
+        _ => None,
+    }
+}
+
+pub fn not_found(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::PolicyTypeNotFound,
+        format!(
+            "One or more of the specified policy types do not exist: {}",
+            crate::validate::printable(name)
+        ),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn six_types() {
+        let names: Vec<_> = all().iter().map(|t| t.name).collect();
+        assert_eq!(
+            names,
+            [
+                APP_COOKIE,
+                LB_COOKIE,
+                SSL_NEGOTIATION,
+                BACKEND_AUTH,
+                PUBLIC_KEY,
+                PROXY_PROTOCOL
+            ]
+        );
+    }
+
+    #[test]
+    fn attribute_checks() {
+        let proxy = find(PROXY_PROTOCOL).unwrap();
+        let attrs = |v: &[(&str, &str)]| {
+            v.iter()
+                .map(|(a, b)| (a.to_string(), b.to_string()))
+                .collect::<Vec<_>>()
+        };
+        assert!(check_attributes(&proxy, &attrs(&[("ProxyProtocol", "true")]), &[]).is_ok());
+        assert!(check_attributes(&proxy, &attrs(&[("ProxyProtocol", "yes")]), &[]).is_err());
+        assert!(
+            check_attributes(&proxy, &attrs(&[]), &[]).is_err(),
+            "cardinality ONE"
+        );
+        assert!(check_attributes(&proxy, &attrs(&[("Other", "1")]), &[]).is_err());
+        let ssl = find(SSL_NEGOTIATION).unwrap();
+        let expanded = check_attributes(
+            &ssl,
+            &attrs(&[("Reference-Security-Policy", "ELBSecurityPolicy-2016-08")]),
+            &[],
+        )
+        .unwrap();
+        assert!(expanded.contains(&("Protocol-TLSv1.2".into(), "true".into())));
+        assert!(expanded.contains(&("Protocol-SSLv3".into(), "false".into())));
+        let backend = find(BACKEND_AUTH).unwrap();
+        assert!(check_attributes(&backend, &attrs(&[("PublicKeyPolicyName", "k")]), &[]).is_err());
+        let key = Policy {
+            name: "k".into(),
+            type_name: PUBLIC_KEY.into(),
+            attributes: vec![],
+        };
+        assert!(
+            check_attributes(&backend, &attrs(&[("PublicKeyPolicyName", "k")]), &[key]).is_ok()
+        );
+    }
+
+    #[test]
+    fn placement_rules() {
+        let sticky = Policy {
+            name: "s".into(),
+            type_name: LB_COOKIE.into(),
+            attributes: vec![],
+        };
+        assert!(check_listener_policy(&sticky, Protocol::Http).is_ok());
+        assert!(check_listener_policy(&sticky, Protocol::Tcp).is_err());
+        let proxy = Policy {
+            name: "p".into(),
+            type_name: PROXY_PROTOCOL.into(),
+            attributes: vec![],
+        };
+        assert!(check_listener_policy(&proxy, Protocol::Tcp).is_err());
+        assert!(check_backend_policy(&proxy, &[Protocol::Tcp]).is_ok());
+        let auth = Policy {
+            name: "a".into(),
+            type_name: BACKEND_AUTH.into(),
+            attributes: vec![],
+        };
+        assert!(check_backend_policy(&auth, &[Protocol::Http]).is_err());
+        assert!(check_backend_policy(&auth, &[Protocol::Https]).is_ok());
+    }
+}

@@ -1,0 +1,400 @@
+//! The HTTP front of the Query API: `app(state)` is the axum router, `run` serves it on a
+//! listener until `shutdown` resolves. Each request gets a RequestId that appears in its log
+//! line, its response and (for errors) its ErrorResponse.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use tokio::net::TcpListener;
+
+use crate::api::{self, Action, Caller, Ctx};
+use crate::config::ServiceConfig;
+use crate::error::{ApiError, ErrorCode, RequestFailure, xml_response};
+use crate::iam::PolicyDocument;
+use crate::inventory::Inventory;
+use crate::query::Params;
+use crate::sigv4::{self, SigV4Error, SignedParts};
+use crate::store::Store;
+use crate::timefmt;
+
+/// The API version this service implements.
+pub const API_VERSION: &str = "2012-06-01";
+/// The SigV4 service name of the ELB API.
+pub const SIGNING_SERVICE: &str = "elasticloadbalancing";
+
+/// Shared state of the service; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    inner: Arc<AppInner>,
+}
+
+#[derive(Debug)]
+struct AppInner {
+    config: ServiceConfig,
+    store: Store,
+    inventory: Inventory,
+}
+
+impl AppState {
+    pub fn new(config: ServiceConfig, store: Store, inventory: Inventory) -> Self {
+        Self {
+            inner: Arc::new(AppInner {
+                config,
+                store,
+                inventory,
+            }),
+        }
+    }
+
+    pub fn config(&self) -> &ServiceConfig {
+        &self.inner.config
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.inner.store
+    }
+
+    pub fn inventory(&self) -> &Inventory {
+        &self.inner.inventory
+    }
+}
+
+/// The router: the Query API answers on `/` (GET with a query string, or POST with a form).
+pub fn app(state: AppState) -> Router {
+    Router::new()
+        .route("/", any(handle))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` resolves, then lets in-flight requests
+/// finish.
+pub async fn run(
+    listener: TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, app(state))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
+
+/// A random version-4 UUID, the RequestId format of AWS.
+pub fn new_request_id() -> String {
+    let mut b = [0u8; 16];
+    crate::store::fill_random(&mut b);
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let h = sigv4::hex(&b);
+    format!(
+        "{}-{}-{}-{}-{}",
+        &h[..8],
+        &h[8..12],
+        &h[12..16],
+        &h[16..20],
+        &h[20..]
+    )
+}
+
+async fn not_found() -> Response {
+    let id = new_request_id();
+    ApiError::new(
+        ErrorCode::NotFound,
+        "Not found: the Query API is served at /",
+    )
+    .into_response_with_id(&id)
+}
+
+/// What the log line of a request records.
+#[derive(Default)]
+struct Outcome {
+    action: Option<Action>,
+    account: Option<String>,
+    user: Option<String>,
+}
+
+async fn handle(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    let request_id = new_request_id();
+    let started = Instant::now();
+    let mut outcome = Outcome::default();
+    let result = process(
+        &state,
+        &request_id,
+        &method,
+        &uri,
+        &headers,
+        body,
+        &mut outcome,
+    )
+    .await;
+    let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
+    let action = outcome.action.map(Action::as_str).unwrap_or("-");
+    let account = outcome.account.as_deref().unwrap_or("-");
+    let user = outcome.user.as_deref().unwrap_or("-");
+    match result {
+        Ok(body) => {
+            tracing::info!(request_id = %request_id, action, account, user, status = 200, elapsed_ms, "request");
+            xml_response(StatusCode::OK, &request_id, body)
+        }
+        Err(error) => {
+            let status = error.code.status().as_u16();
+            let code = error.code.as_str();
+            match &error.cause {
+                Some(cause) => tracing::error!(
+                    request_id = %request_id, action, account, user, status, code, elapsed_ms,
+                    cause = %cause, "request failed"
+                ),
+                None => tracing::info!(
+                    request_id = %request_id, action, account, user, status, code, elapsed_ms,
+                    message = %error.message, "request refused"
+                ),
+            }
+            RequestFailure { request_id, error }.into_response()
+        }
+    }
+}
+
+async fn read_body(body: Body, headers: &HeaderMap, limit: usize) -> Result<Bytes, ApiError> {
+    let too_large = || {
+        ApiError::new(
+            ErrorCode::RequestEntityTooLarge,
+            format!("The request body exceeds the limit of {limit} bytes"),
+        )
+    };
+    let declared = headers
+        .get(axum::http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        // to_bytes fails either on the limit or on a broken connection.
+        let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+        while let Some(s) = source {
+            if s.is::<http_body_util::LengthLimitError>() {
+                return too_large();
+            }
+            source = s.source();
+        }
+        ApiError::new(
+            ErrorCode::MalformedQueryString,
+            "The request body could not be read",
+        )
+    })
+}
+
+async fn process(
+    state: &AppState,
+    request_id: &str,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: Body,
+    outcome: &mut Outcome,
+) -> Result<String, ApiError> {
+    if method != Method::GET && method != Method::POST {
+        return Err(ApiError::new(
+            ErrorCode::MethodNotAllowed,
+            "Use GET or POST",
+        ));
+    }
+    let body = read_body(body, headers, state.config().max_body_bytes).await?;
+    let raw_query = uri.query().unwrap_or("");
+    let mut params = Params::from_urlencoded(raw_query.as_bytes())?;
+    if method == Method::POST {
+        params.extend_from_urlencoded(&body)?;
+    } else if !body.is_empty() {
+        return Err(ApiError::new(
+            ErrorCode::MalformedQueryString,
+            "GET requests carry their parameters in the query string",
+        ));
+    }
+
+    let header_list: Vec<(String, String)> = headers
+        .iter()
+        .map(|(n, v)| {
+            (
+                n.as_str().to_ascii_lowercase(),
+                String::from_utf8_lossy(v.as_bytes()).into_owned(),
+            )
+        })
+        .collect();
+    let signed = SignedParts {
+        method: method.as_str(),
+        raw_path: uri.path(),
+        raw_query,
+        headers: &header_list,
+        body: &body,
+    };
+    let (caller, region) = authenticate(state, &signed).await?;
+    outcome.account = Some(caller.account_id.clone());
+    outcome.user = Some(caller.user_name.clone());
+
+    let action_name = params
+        .get("Action")
+        .filter(|a| !a.is_empty())
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::MissingAction,
+                "The request must contain the parameter Action",
+            )
+        })?;
+    let version = params
+        .get("Version")
+        .filter(|v| !v.is_empty())
+        .ok_or_else(|| ApiError::missing("Version"))?;
+    if version != API_VERSION {
+        return Err(ApiError::new(
+            ErrorCode::NoSuchVersion,
+            format!(
+                "Version {} is not supported by this service; use {API_VERSION}",
+                crate::validate::printable(version)
+            ),
+        ));
+    }
+    let action = Action::parse(action_name).ok_or_else(|| {
+        ApiError::new(
+            ErrorCode::InvalidAction,
+            format!(
+                "The action {} is not valid for this web service",
+                crate::validate::printable(action_name)
+            ),
+        )
+    })?;
+    outcome.action = Some(action);
+    let ctx = Ctx {
+        state,
+        caller: &caller,
+        region: &region,
+        action,
+        request_id,
+        params: &params,
+    };
+    api::dispatch(&ctx).await
+}
+
+fn sig_error(e: SigV4Error) -> ApiError {
+    match e {
+        SigV4Error::Missing => ApiError::new(ErrorCode::MissingAuthenticationToken, e.to_string()),
+        SigV4Error::Incomplete(m) => ApiError::new(ErrorCode::IncompleteSignature, m),
+        SigV4Error::Mismatch(m) => ApiError::new(ErrorCode::SignatureDoesNotMatch, m),
+        SigV4Error::Expired(m) => ApiError::new(ErrorCode::RequestExpired, m),
+    }
+}
+
+/// Verifies the SigV4 signature and returns the caller and the region it addressed.
+async fn authenticate(
+    state: &AppState,
+    req: &SignedParts<'_>,
+) -> Result<(Caller, String), ApiError> {
+    let pending = sigv4::parse(req).map_err(sig_error)?;
+    let scope = &pending.credential;
+    if scope.service != SIGNING_SERVICE {
+        return Err(sig_error(SigV4Error::Mismatch(format!(
+            "Credential should be scoped to correct service: '{SIGNING_SERVICE}', not '{}'",
+            crate::validate::printable(&scope.service)
+        ))));
+    }
+    let now = timefmt::now_millis() / 1000;
+    let skew = i64::try_from(state.config().max_clock_skew.as_secs()).unwrap_or(900);
+    pending.check_time(now, skew).map_err(sig_error)?;
+    let has_token = req.headers.iter().any(|(n, _)| n == "x-amz-security-token")
+        || req.raw_query.contains("X-Amz-Security-Token=");
+    if has_token {
+        return Err(ApiError::new(
+            ErrorCode::InvalidClientTokenId,
+            "Temporary credentials (security tokens) are not supported by this service",
+        ));
+    }
+    let principal = state
+        .store()
+        .principal(&scope.access_key_id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::new(
+                ErrorCode::InvalidClientTokenId,
+                "The security token included in the request is invalid.",
+            )
+        })?;
+    pending.verify(req, &principal.secret).map_err(sig_error)?;
+    if !state.config().serves_region(&scope.region) {
+        return Err(ApiError::new(
+            ErrorCode::SignatureDoesNotMatch,
+            format!(
+                "Credential should be scoped to a valid region, not '{}'. This endpoint serves: {}",
+                crate::validate::printable(&scope.region),
+                state.config().regions.join(", ")
+            ),
+        ));
+    }
+    let mut policies = Vec::new();
+    if !principal.is_root {
+        for p in state
+            .store()
+            .user_policies(&principal.account_id, Some(&principal.user_name))
+            .await?
+        {
+            match PolicyDocument::parse(&p.document) {
+                Ok(doc) => policies.push(doc),
+                // Stored documents were validated; one that no longer parses grants nothing.
+                Err(e) => {
+                    tracing::warn!(user = %principal.user_name, policy = %p.name, error = %e, "ignoring unparseable policy")
+                }
+            }
+        }
+    }
+    let caller = Caller {
+        account_id: principal.account_id,
+        user_name: principal.user_name,
+        access_key_id: principal.access_key_id,
+        is_root: principal.is_root,
+        is_admin: principal.account_is_admin,
+        policies,
+    };
+    Ok((caller, scope.region.clone()))
+}
+
+/// Waits for SIGINT or SIGTERM (whichever comes first) and logs which.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
+        () = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// How often a server re-reads the config version committed by other processes.
+pub const VERSION_POLL: Duration = Duration::from_secs(1);
