@@ -163,7 +163,7 @@ where
     /// Starts a checker that probes over real sockets ([`NetworkProber`] from
     /// `options.source_addr`) and sends every transition on `events`.
     ///
-    /// Must be called inside a tokio runtime. A full `events` channel holds back the next probe
+    /// Panics outside a tokio runtime (it spawns the scheduler task). A full `events` channel holds back the next probe
     /// of the instance whose event is waiting (never other instances), so events of one instance
     /// stay in order and none is dropped.
     pub fn spawn(events: mpsc::Sender<HealthEvent<K>>, options: HealthCheckerOptions) -> Self {
