@@ -61,7 +61,8 @@ pub trait Prober: Send + Sync + 'static {
 /// Certificates are never verified, as in ELB: backends commonly use self-signed certificates, and
 /// the question is whether the service answers, not who it is. The server must still prove it
 /// holds the key of the certificate it sends (handshake signatures are checked), otherwise no
-/// handshake has really completed.
+/// handshake has really completed. rustls speaks TLS 1.2 and 1.3 only, so a backend limited to
+/// TLS 1.0/1.1 fails SSL and HTTPS checks where ELB would pass it.
 #[derive(Clone)]
 pub struct NetworkProber {
     source: Option<IpAddr>,
