@@ -50,6 +50,37 @@ pub fn write_pattern_file(path: &Path, len: u64) -> anyhow::Result<String> {
     Ok(hex(&hash.finalize()))
 }
 
+/// SHA-256 (hex) of the first `len` pattern bytes.
+pub fn pattern_sha256(len: u64) -> String {
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    let mut i = 0u64;
+    while i < len {
+        let n = ((len - i) as usize).min(buf.len());
+        for (k, b) in buf[..n].iter_mut().enumerate() {
+            *b = pattern_byte(i + k as u64);
+        }
+        hash.update(&buf[..n]);
+        i += n as u64;
+    }
+    hex(&hash.finalize())
+}
+
+/// SHA-256 (hex) of a file.
+pub fn file_sha256(path: &Path) -> anyhow::Result<String> {
+    let mut file = fs::File::open(path).with_context(|| format!("opening {}", path.display()))?;
+    let mut hash = Sha256::new();
+    let mut buf = vec![0u8; 1 << 16];
+    loop {
+        let n = file.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        hash.update(&buf[..n]);
+    }
+    Ok(hex(&hash.finalize()))
+}
+
 /// Lower-case hex of `bytes`.
 pub fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()

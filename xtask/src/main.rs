@@ -1,1 +1,161 @@
-fn main() {}
+//! Project tasks: `cargo xtask <setup|build|test|load|unload|demo|bench|image>`.
+//!
+//! xtask itself depends on nothing that needs the eBPF toolchain, so `cargo xtask setup` works
+//! on a fresh machine with only stable Rust, and installs the rest.
+
+mod setup;
+
+use std::{
+    path::{Path, PathBuf},
+    process::Command,
+    time::Instant,
+};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "ELB project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    command: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install everything the build and the tests need (idempotent; fast when all is there).
+    Setup,
+    /// Release build of every binary, the XDP object included.
+    Build,
+    /// Setup, build, then every test: unit, BPF_PROG_TEST_RUN fixtures, namespaced end to end,
+    /// the API suite against SQLite and PostgreSQL.
+    Test {
+        /// Only run tests whose name contains this (passed to `cargo test`).
+        filter: Option<String>,
+        /// Skip the Python API suite.
+        #[arg(long)]
+        no_python: bool,
+    },
+    /// Load the XDP program with the project's loader and attach it to an interface.
+    Load {
+        /// Interface to attach to (repeatable).
+        #[arg(long = "iface", required = true)]
+        ifaces: Vec<String>,
+        /// Network namespace of the interface.
+        #[arg(long)]
+        netns: Option<String>,
+        /// Further arguments for `elb-servo load` (e.g. `--snat eth0=10.0.0.5`).
+        #[arg(last = true)]
+        rest: Vec<String>,
+    },
+    /// Detach the XDP program from an interface.
+    Unload {
+        /// Interface to detach from (repeatable).
+        #[arg(long = "iface", required = true)]
+        ifaces: Vec<String>,
+        /// Network namespace of the interface.
+        #[arg(long)]
+        netns: Option<String>,
+        /// Also remove the pinned maps.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Run the demo in network namespaces.
+    Demo {
+        /// Run the checks once and exit (0 if they all pass) instead of staying up.
+        #[arg(long)]
+        once: bool,
+    },
+}
+
+/// The workspace root.
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+}
+
+/// Runs a command in the workspace root, failing on a non-zero exit.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    println!("==> {}", shown.replace('"', ""));
+    let status = cmd.current_dir(root()).status().with_context(|| format!("running {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+}
+
+fn build() -> anyhow::Result<()> {
+    run(cargo().args(["build", "--release", "--workspace", "--bins"]))
+}
+
+fn bin(name: &str) -> PathBuf {
+    root().join("target/release").join(name)
+}
+
+fn test(filter: Option<String>, no_python: bool) -> anyhow::Result<()> {
+    let started = Instant::now();
+    setup::setup()?;
+    build()?;
+    let mut cmd = cargo();
+    cmd.args(["test", "--release", "--workspace"]);
+    if let Some(f) = &filter {
+        cmd.arg(f);
+    }
+    run(&mut cmd)?;
+    if !no_python && filter.is_none() {
+        let py = root().join(".venv/bin/python");
+        run(Command::new(py)
+            .args(["-m", "pytest", "control/tests-py", "-q"])
+            .env("ELB_CONTROL_BIN", bin("elb-control")))?;
+    }
+    println!("all tests passed in {:.0?}", started.elapsed());
+    Ok(())
+}
+
+fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Task::Setup => setup::setup(),
+        Task::Build => build(),
+        Task::Test { filter, no_python } => test(filter, no_python),
+        Task::Load { ifaces, netns, rest } => {
+            run(cargo().args(["build", "--release", "-p", "elb-userspace", "--bin", "elb-servo"]))?;
+            let mut cmd = Command::new(bin("elb-servo"));
+            if let Some(ns) = netns {
+                cmd.args(["--netns", &ns]);
+            }
+            cmd.arg("load");
+            for iface in &ifaces {
+                cmd.args(["--iface", iface]);
+            }
+            run(cmd.args(rest))
+        }
+        Task::Unload { ifaces, netns, purge } => {
+            run(cargo().args(["build", "--release", "-p", "elb-userspace", "--bin", "elb-servo"]))?;
+            let mut cmd = Command::new(bin("elb-servo"));
+            if let Some(ns) = netns {
+                cmd.args(["--netns", &ns]);
+            }
+            cmd.arg("unload");
+            for iface in &ifaces {
+                cmd.args(["--iface", iface]);
+            }
+            if purge {
+                cmd.arg("--purge");
+            }
+            run(&mut cmd)
+        }
+        Task::Demo { once } => {
+            setup::setup()?;
+            build()?;
+            let mut cmd = Command::new(bin("elb-demo"));
+            if once {
+                cmd.arg("--once");
+            }
+            run(&mut cmd)
+        }
+    }
+}
