@@ -356,6 +356,15 @@ impl Dataplane {
         &self.pin_root
     }
 
+    /// The loaded load-balancing program (for `BPF_PROG_TEST_RUN` fixtures and benchmarks).
+    pub fn program(&self) -> Result<&Xdp, DataplaneError> {
+        self.ebpf
+            .program(PROGRAM)
+            .ok_or_else(|| DataplaneError::Invalid(format!("object has no program {PROGRAM}")))?
+            .try_into()
+            .map_err(|e| DataplaneError::Program { what: "finding the XDP program".into(), source: Box::new(e) })
+    }
+
     /// Opens independent handles on the maps.
     pub fn maps(&self) -> Result<Maps, DataplaneError> {
         Maps::open(&self.pin_root)
