@@ -109,7 +109,11 @@ mod tests {
             let check = u16::from_ne_bytes([h[10], h[11]]);
             let updated = replace_u32(check, u32::from_ne_bytes(old), u32::from_ne_bytes(new));
             let expected = ipv4_header([198, 18, 0, 50], new);
-            assert_eq!(updated.to_ne_bytes(), [expected[10], expected[11]], "{old:?}->{new:?}");
+            assert_eq!(
+                updated.to_ne_bytes(),
+                [expected[10], expected[11]],
+                "{old:?}->{new:?}"
+            );
         }
     }
 

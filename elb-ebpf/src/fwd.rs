@@ -4,13 +4,13 @@
 //! neighbour, after which the fast path takes over).
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::{
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
         xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
     },
     helpers::bpf_fib_lookup,
     programs::XdpContext,
-    EbpfContext as _,
 };
 use elb_common::Counters;
 

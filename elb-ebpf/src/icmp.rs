@@ -71,7 +71,7 @@ pub fn handle(ctx: &XdpContext, c: &mut Counters, ip: *mut Ipv4Hdr) -> u32 {
         }
     };
     // SAFETY: read-only use of the value.
-    let Some(f) = (unsafe { CONNTRACK.get(&key) }) else {
+    let Some(f) = (unsafe { CONNTRACK.get(key) }) else {
         c.pass_icmp_no_flow += 1;
         return XDP_PASS;
     };

@@ -7,7 +7,10 @@
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
-#![expect(internal_features, reason = "core_intrinsics: the only fetch-and-add on bpfel, see toolchain.md")]
+#![expect(
+    internal_features,
+    reason = "core_intrinsics: the only fetch-and-add on bpfel, see toolchain.md"
+)]
 
 mod fwd;
 mod hdr;
@@ -47,6 +50,7 @@ pub fn elb_pass(_ctx: XdpContext) -> u32 {
 
 /// The benchmark floor: swap the Ethernet addresses and send the frame back (XDP_TX).
 #[xdp]
+#[expect(clippy::manual_swap, reason = "packet memory: no references into it")]
 pub fn elb_floor(ctx: XdpContext) -> u32 {
     let Some(eth) = ptr_at::<EthHdr>(&ctx, 0) else {
         return XDP_DROP;
@@ -78,7 +82,10 @@ fn process(ctx: &XdpContext, c: &mut Counters) -> u32 {
     let vihl = unsafe { (*ip).vihl };
     let ihl = usize::from(vihl & 0x0f) * 4;
     let tot_len = usize::from(u16::from_be(unsafe { (*ip).tot_len }));
-    if vihl >> 4 != 4 || ihl < hdr::IP_LEN || tot_len < ihl || ETH_LEN + tot_len > ctx.data_end() - ctx.data()
+    if vihl >> 4 != 4
+        || ihl < hdr::IP_LEN
+        || tot_len < ihl
+        || ETH_LEN + tot_len > ctx.data_end() - ctx.data()
     {
         c.drop_ip_malformed += 1;
         return XDP_DROP;

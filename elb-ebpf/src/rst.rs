@@ -4,10 +4,10 @@
 //! instead of retransmitting into silence.
 
 use aya_ebpf::{
+    EbpfContext as _,
     bindings::xdp_action::{XDP_DROP, XDP_TX},
     helpers::bpf_xdp_adjust_tail,
     programs::XdpContext,
-    EbpfContext as _,
 };
 use elb_common::Counters;
 
@@ -30,15 +30,28 @@ fn sum_words<const N: usize>(p: *const u16) -> u32 {
 /// Turns the TCP packet (IPv4 without options, checked by the caller) into a RST answering it and
 /// returns XDP_TX, or XDP_DROP if the frame could not be trimmed.
 #[inline(always)]
+#[expect(
+    clippy::manual_swap,
+    reason = "packet fields may be unaligned; mem::swap would take references to them"
+)]
 pub fn reply(ctx: &XdpContext, c: &mut Counters, ip_tot_len: usize) -> u32 {
     // Read what the answer depends on before trimming invalidates packet pointers.
-    let (Some(tcp), Some(_ip)) = (ptr_at::<TcpHdr>(ctx, ETH_LEN + IP_LEN), ptr_at::<Ipv4Hdr>(ctx, ETH_LEN)) else {
+    let (Some(tcp), Some(_ip)) = (
+        ptr_at::<TcpHdr>(ctx, ETH_LEN + IP_LEN),
+        ptr_at::<Ipv4Hdr>(ctx, ETH_LEN),
+    ) else {
         c.drop_rst_failed += 1;
         return XDP_DROP;
     };
     // SAFETY: bounds-checked above.
-    let (in_flags, in_seq, in_ack, doff) =
-        unsafe { ((*tcp).flags, u32::from_be((*tcp).seq), (*tcp).ack_seq, usize::from((*tcp).doff >> 4) * 4) };
+    let (in_flags, in_seq, in_ack, doff) = unsafe {
+        (
+            (*tcp).flags,
+            u32::from_be((*tcp).seq),
+            (*tcp).ack_seq,
+            usize::from((*tcp).doff >> 4) * 4,
+        )
+    };
     let payload = ip_tot_len.saturating_sub(IP_LEN + doff) as u32;
 
     let want = (ETH_LEN + IP_LEN + TCP_LEN) as i32;

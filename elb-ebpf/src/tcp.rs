@@ -13,8 +13,8 @@ use aya_ebpf::{
 };
 use elb_common::{
     BACKEND_ACTIVE, BACKEND_REMOVED, CLOSE_GRACE_NS, Counters, FLOW_F_EXPIRED, FLOW_F_FIN_BACKEND,
-    FLOW_F_FIN_CLIENT, FLOW_F_REPLY, FLOW_F_RST, Flow, FlowKey, LAST_SEEN_GRANULARITY_NS,
-    Listener, ListenerKey, MAX_SET_BACKENDS, MAX_SNAT_ADDRS, PROTO_TCP, SNAT_TRIES, csum,
+    FLOW_F_FIN_CLIENT, FLOW_F_REPLY, FLOW_F_RST, Flow, FlowKey, LAST_SEEN_GRANULARITY_NS, Listener,
+    ListenerKey, MAX_SET_BACKENDS, MAX_SNAT_ADDRS, PROTO_TCP, SNAT_TRIES, csum,
 };
 
 use crate::{
@@ -65,14 +65,14 @@ pub fn handle(
         _pad: 0,
     };
 
-    if let Some(flow) = CONNTRACK.get_ptr_mut(&key) {
+    if let Some(flow) = CONNTRACK.get_ptr_mut(key) {
         // SAFETY: a conntrack value; other CPUs may update its fields concurrently, which the
         // code tolerates (flags use atomic OR; timestamps are last-writer-wins).
         let f = unsafe { &mut *flow };
         let reply = f.flags & FLOW_F_REPLY != 0;
         if pure_syn && !reply && (f.is_closed() || f.flags & FLOW_F_EXPIRED != 0) {
             // The client reuses its port for a new connection after the old one closed.
-            if let Some(listener) = unsafe { LISTENERS.get(&listener_key) } {
+            if let Some(listener) = unsafe { LISTENERS.get(listener_key) } {
                 if ihl != IP_LEN {
                     c.drop_ip_options += 1;
                     return XDP_DROP;
@@ -87,7 +87,7 @@ pub fn handle(
         return established(ctx, c, eth, ip, tcp, f, flags, tot_len);
     }
 
-    match unsafe { LISTENERS.get(&listener_key) } {
+    match unsafe { LISTENERS.get(listener_key) } {
         Some(listener) if pure_syn => {
             if ihl != IP_LEN {
                 c.drop_ip_options += 1;
@@ -108,7 +108,10 @@ pub fn handle(
 
 /// A packet of a known flow, in either direction.
 #[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "packet pointers stay in registers this way")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "packet pointers stay in registers this way"
+)]
 fn established(
     ctx: &XdpContext,
     c: &mut Counters,
@@ -127,7 +130,9 @@ fn established(
         // The agent expired the flow for idleness; only its SNAT reservation remains.
         return refuse(ctx, c, reply, tot_len, Refusal::Expired);
     }
-    if f.flags & FLOW_F_RST != 0 || (f.is_closed() && now.wrapping_sub(f.closed_ns) > CLOSE_GRACE_NS) {
+    if f.flags & FLOW_F_RST != 0
+        || (f.is_closed() && now.wrapping_sub(f.closed_ns) > CLOSE_GRACE_NS)
+    {
         c.drop_flow_closed += 1;
         return XDP_DROP;
     }
@@ -135,7 +140,8 @@ fn established(
         c.drop_internal += 1;
         return XDP_DROP;
     };
-    if backend.generation != f.backend_gen || backend.state == BACKEND_REMOVED || backend.state == 0 {
+    if backend.generation != f.backend_gen || backend.state == BACKEND_REMOVED || backend.state == 0
+    {
         return refuse(ctx, c, reply, tot_len, Refusal::BackendRemoved);
     }
     if now.wrapping_sub(f.last_seen_ns) > LAST_SEEN_GRANULARITY_NS {
@@ -211,7 +217,8 @@ fn track_close(f: &mut Flow, flags: u8, reply: bool, now: u64) {
         }
     }
     let closed = seen & FLOW_F_RST != 0
-        || seen & (FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND) == FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND;
+        || seen & (FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND)
+            == FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND;
     if closed && f.closed_ns == 0 {
         f.closed_ns = now;
         if let Some(p) = partner {
@@ -224,7 +231,10 @@ fn track_close(f: &mut Flow, flags: u8, reply: bool, now: u64) {
 /// A SYN to a listener: pick the next backend, allocate a SNAT tuple, create both halves of the
 /// flow, rewrite and forward.
 #[inline(always)]
-#[expect(clippy::too_many_arguments, reason = "packet pointers stay in registers this way")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "packet pointers stay in registers this way"
+)]
 fn new_flow(
     ctx: &XdpContext,
     c: &mut Counters,
@@ -290,7 +300,10 @@ fn new_flow(
         return XDP_DROP;
     };
     let addr_count = snat.count;
-    if addr_count == 0 || addr_count > MAX_SNAT_ADDRS as u32 || cfg.snat_port_max < cfg.snat_port_min {
+    if addr_count == 0
+        || addr_count > MAX_SNAT_ADDRS as u32
+        || cfg.snat_port_max < cfg.snat_port_min
+    {
         c.drop_no_snat_addr += 1;
         return XDP_DROP;
     }
@@ -315,15 +328,18 @@ fn new_flow(
     let mut chosen: Option<FlowKey> = None;
     for attempt in 0..SNAT_TRIES {
         // The client's own port first (keeps ports recognisable in captures), then random ones.
-        let port = if attempt == 0 && key.sport >= cfg.snat_port_min && key.sport <= cfg.snat_port_max {
-            key.sport
-        } else {
-            // SAFETY: helper without side effects.
-            cfg.snat_port_min + (unsafe { bpf_get_prandom_u32() } % span) as u16
-        };
+        let port =
+            if attempt == 0 && key.sport >= cfg.snat_port_min && key.sport <= cfg.snat_port_max {
+                key.sport
+            } else {
+                // SAFETY: helper without side effects.
+                cfg.snat_port_min + (unsafe { bpf_get_prandom_u32() } % span) as u16
+            };
         // Masked for the verifier, as above (addr_count <= MAX_SNAT_ADDRS, a power of two).
-        let addr_slot =
-            verifier_bound((first_addr.wrapping_add(attempt) % addr_count) as usize, MAX_SNAT_ADDRS - 1);
+        let addr_slot = verifier_bound(
+            (first_addr.wrapping_add(attempt) % addr_count) as usize,
+            MAX_SNAT_ADDRS - 1,
+        );
         let reverse_key = FlowKey {
             src: backend_addr,
             dst: snat.addrs[addr_slot],
@@ -334,7 +350,10 @@ fn new_flow(
         };
         // NOEXIST: a tuple still held by a live or recently closed flow (TIME_WAIT hold) is
         // taken; the insert fails and we probe on.
-        if CONNTRACK.insert(&reverse_key, &reverse, u64::from(BPF_NOEXIST)).is_ok() {
+        if CONNTRACK
+            .insert(reverse_key, reverse, u64::from(BPF_NOEXIST))
+            .is_ok()
+        {
             chosen = Some(reverse_key);
             break;
         }
@@ -352,9 +371,9 @@ fn new_flow(
         flags: 0,
         ..reverse
     };
-    if CONNTRACK.insert(key, &forward, u64::from(BPF_ANY)).is_err() {
+    if CONNTRACK.insert(key, forward, u64::from(BPF_ANY)).is_err() {
         // Never leave half a mapping behind.
-        let _ = CONNTRACK.remove(&reverse_key);
+        let _ = CONNTRACK.remove(reverse_key);
         c.drop_conntrack_full += 1;
         return XDP_DROP;
     }
@@ -379,8 +398,7 @@ fn rewrite(ip: *mut Ipv4Hdr, tcp: *mut TcpHdr, f: &Flow) {
     let new_src = u32::from_ne_bytes(f.nat_src);
     let new_dst = u32::from_ne_bytes(f.nat_dst);
     let ports = tcp.cast::<u32>();
-    let new_ports =
-        u32::from(f.nat_sport.to_be()) | (u32::from(f.nat_dport.to_be()) << 16);
+    let new_ports = u32::from(f.nat_sport.to_be()) | (u32::from(f.nat_dport.to_be()) << 16);
     // SAFETY: ip and tcp were bounds-checked by the caller; the ports are the first 4 bytes of
     // the TCP header.
     unsafe {

@@ -76,17 +76,51 @@ impl Fixture {
         ns.ip(&["addr", "add", &format!("{VIP}/24"), "dev", "cl"])?;
         ns.ip(&["addr", "add", &format!("{SNAT}/24"), "dev", "bk"])?;
         for i in 0..19u8 {
-            ns.ip(&["neigh", "replace", &client(i).to_string(), "lladdr", &mac_str(CLIENT_MAC), "dev", "cl", "nud", "permanent"])?;
+            ns.ip(&[
+                "neigh",
+                "replace",
+                &client(i).to_string(),
+                "lladdr",
+                &mac_str(CLIENT_MAC),
+                "dev",
+                "cl",
+                "nud",
+                "permanent",
+            ])?;
         }
         for i in 0..3 {
-            ns.ip(&["neigh", "replace", &backend(i).to_string(), "lladdr", &mac_str(backend_mac(i)), "dev", "bk", "nud", "permanent"])?;
+            ns.ip(&[
+                "neigh",
+                "replace",
+                &backend(i).to_string(),
+                "lladdr",
+                &mac_str(backend_mac(i)),
+                "dev",
+                "bk",
+                "nud",
+                "permanent",
+            ])?;
         }
-        ns.ip(&["neigh", "replace", &ROUTER.to_string(), "lladdr", &mac_str(ROUTER_MAC), "dev", "bk", "nud", "permanent"])?;
+        ns.ip(&[
+            "neigh",
+            "replace",
+            &ROUTER.to_string(),
+            "lladdr",
+            &mac_str(ROUTER_MAC),
+            "dev",
+            "bk",
+            "nud",
+            "permanent",
+        ])?;
         ns.sysctl("net.ipv4.ip_forward", "1")?;
         let cl = ns.ifindex("cl")?;
         let bk = ns.ifindex("bk")?;
         let root = PathBuf::from(format!("/sys/fs/bpf/{tag}"));
-        let dp = Dataplane::load(&LoadOptions { pin_root: root.clone(), reset: true, ..LoadOptions::default() })?;
+        let dp = Dataplane::load(&LoadOptions {
+            pin_root: root.clone(),
+            reset: true,
+            ..LoadOptions::default()
+        })?;
         let fx = Self {
             dp,
             cl_mac: ns.mac("cl")?,
@@ -98,18 +132,41 @@ impl Fixture {
             bk,
         };
         let mut maps = fx.maps()?;
-        maps.set_config(Config { snat_port_min: 20000, snat_port_max: 59999, flags: 0 })?;
+        maps.set_config(Config {
+            snat_port_min: 20000,
+            snat_port_max: 59999,
+            flags: 0,
+        })?;
         maps.set_snat_addrs(bk, &[SNAT])?;
         maps.set_snat_addrs(cl, &[VIP])?;
         maps.add_tx_port(cl)?;
         maps.add_tx_port(bk)?;
         for i in 0..3 {
-            maps.set_backend(i as u32, Backend { addr: backend(i).octets(), port: 80, state: BACKEND_ACTIVE, generation: 1, listener_id: 0, ..Backend::default() })?;
+            maps.set_backend(
+                i as u32,
+                Backend {
+                    addr: backend(i).octets(),
+                    port: 80,
+                    state: BACKEND_ACTIVE,
+                    generation: 1,
+                    listener_id: 0,
+                    ..Backend::default()
+                },
+            )?;
         }
         maps.replace_backend_set(0, &[0, 1, 2])?;
         maps.upsert_listener(
-            ListenerKey { vip: VIP.octets(), port: 80, proto: PROTO_TCP, _pad: 0 },
-            Listener { id: 0, idle_timeout_s: 60, ..Listener::default() },
+            ListenerKey {
+                vip: VIP.octets(),
+                port: 80,
+                proto: PROTO_TCP,
+                _pad: 0,
+            },
+            Listener {
+                id: 0,
+                idle_timeout_s: 60,
+                ..Listener::default()
+            },
         )?;
         Ok(fx)
     }
@@ -121,7 +178,9 @@ impl Fixture {
 
     /// Counters summed over CPUs.
     pub fn counters(&self) -> Counters {
-        self.maps().and_then(|m| Ok(m.counters()?)).expect("reading counters")
+        self.maps()
+            .and_then(|m| Ok(m.counters()?))
+            .expect("reading counters")
     }
 
     /// Runs the program once on `frame` as if it arrived on interface `ifindex`.
@@ -131,12 +190,15 @@ impl Fixture {
             let mut out = vec![0u8; frame.len() + 256];
             let ctx = xdp_md(frame.len() as u32, ifindex);
             let mut opts = TestRunOptions::new();
-            opts.data_in = Some(&frame);
+            opts.data_in = Some(frame);
             opts.data_out = Some(&mut out);
             opts.ctx_in = Some(&ctx);
             let result = program.test_run(opts).context("BPF_PROG_TEST_RUN")?;
             out.truncate(result.data_size_out as usize);
-            Ok(Outcome { action: result.return_value, frame: out })
+            Ok(Outcome {
+                action: result.return_value,
+                frame: out,
+            })
         })
     }
 }
@@ -150,9 +212,15 @@ impl Drop for Fixture {
 /// `struct xdp_md` for `ctx_in`: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
 /// egress_ifindex.
 pub fn xdp_md(len: u32, ingress_ifindex: u32) -> Vec<u8> {
-    [0u32, len, 0, ingress_ifindex, 0, 0].iter().flat_map(|v| v.to_ne_bytes()).collect()
+    [0u32, len, 0, ingress_ifindex, 0, 0]
+        .iter()
+        .flat_map(|v| v.to_ne_bytes())
+        .collect()
 }
 
 fn mac_str(mac: [u8; 6]) -> String {
-    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+    mac.iter()
+        .map(|b| format!("{b:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
 }

@@ -132,14 +132,30 @@ http {{
         let conf_path = dir.join("nginx.conf");
         fs::write(&conf_path, conf)?;
         let mut cmd = ns.command("nginx");
-        cmd.arg("-c").arg(&conf_path).arg("-p").arg(&dir).stdout(Stdio::null()).stderr(Stdio::null());
+        cmd.arg("-c")
+            .arg(&conf_path)
+            .arg("-p")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
         let proc = Proc::spawn(cmd, &format!("nginx {name}"))?;
-        let server = Self { proc, dir, addr, ns: ns.name().to_string() };
+        let server = Self {
+            proc,
+            dir,
+            addr,
+            ns: ns.name().to_string(),
+        };
         let ns_name = server.ns.clone();
-        wait_for(Duration::from_secs(10), &format!("nginx {name} on {addr}"), || {
-            let probe = Netns::run_named(&ns_name, move || TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok());
-            probe.then_some(())
-        })?;
+        wait_for(
+            Duration::from_secs(10),
+            &format!("nginx {name} on {addr}"),
+            || {
+                let probe = Netns::run_named(&ns_name, move || {
+                    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+                });
+                probe.then_some(())
+            },
+        )?;
         Ok(server)
     }
 
@@ -192,17 +208,22 @@ pub struct Connection {
 impl Connection {
     /// Connects to `addr` (from the calling thread's namespace).
     pub fn open(addr: SocketAddr, timeout: Duration) -> anyhow::Result<Self> {
-        let stream = TcpStream::connect_timeout(&addr, timeout).with_context(|| format!("connecting to {addr}"))?;
+        let stream = TcpStream::connect_timeout(&addr, timeout)
+            .with_context(|| format!("connecting to {addr}"))?;
         stream.set_read_timeout(Some(timeout))?;
         stream.set_write_timeout(Some(timeout))?;
         stream.set_nodelay(true)?;
-        Ok(Self { reader: BufReader::new(stream) })
+        Ok(Self {
+            reader: BufReader::new(stream),
+        })
     }
 
     /// Wraps an already connected stream.
     pub fn from_stream(stream: TcpStream) -> Self {
         let _ = stream.set_nodelay(true);
-        Self { reader: BufReader::new(stream) }
+        Self {
+            reader: BufReader::new(stream),
+        }
     }
 
     /// Local address of the connection.
@@ -213,16 +234,30 @@ impl Connection {
     /// Sends a GET and reads the whole response.
     pub fn get(&mut self, path: &str, keep_alive: bool) -> anyhow::Result<Response> {
         let conn = if keep_alive { "keep-alive" } else { "close" };
-        write!(self.reader.get_mut(), "GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: {conn}\r\n\r\n")?;
+        write!(
+            self.reader.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: {conn}\r\n\r\n"
+        )?;
         let (status, len, close) = self.read_head()?;
         let mut body = vec![0; len as usize];
         self.reader.read_exact(&mut body).context("reading body")?;
-        Ok(Response { status, body, close })
+        Ok(Response {
+            status,
+            body,
+            close,
+        })
     }
 
     /// Sends a GET and streams the body through SHA-256; returns (status, length, hex digest).
-    pub fn get_sha256(&mut self, path: &str, mut progress: impl FnMut(u64)) -> anyhow::Result<(u16, u64, String)> {
-        write!(self.reader.get_mut(), "GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n")?;
+    pub fn get_sha256(
+        &mut self,
+        path: &str,
+        mut progress: impl FnMut(u64),
+    ) -> anyhow::Result<(u16, u64, String)> {
+        write!(
+            self.reader.get_mut(),
+            "GET {path} HTTP/1.1\r\nHost: lb\r\nConnection: close\r\n\r\n"
+        )?;
         let (status, len, _) = self.read_head()?;
         let mut hash = Sha256::new();
         let mut buf = vec![0u8; 1 << 16];
@@ -253,7 +288,10 @@ impl Connection {
             for (k, b) in buf[..n].iter_mut().enumerate() {
                 *b = pattern_byte(sent + k as u64);
             }
-            self.reader.get_mut().write_all(&buf[..n]).with_context(|| format!("uploading after {sent} bytes"))?;
+            self.reader
+                .get_mut()
+                .write_all(&buf[..n])
+                .with_context(|| format!("uploading after {sent} bytes"))?;
             sent += n as u64;
         }
         let (status, len, _) = self.read_head()?;

@@ -37,7 +37,9 @@ pub fn run(args: &[&str]) -> anyhow::Result<String> {
 pub fn require_root() {
     // SAFETY: getuid has no preconditions.
     if unsafe { libc::getuid() } != 0 {
-        panic!("this test builds network namespaces and loads XDP programs: run it as root (cargo xtask test does)");
+        panic!(
+            "this test builds network namespaces and loads XDP programs: run it as root (cargo xtask test does)"
+        );
     }
 }
 
@@ -45,7 +47,12 @@ static SEQ: AtomicU32 = AtomicU32::new(0);
 
 /// A name unique to this process and call, short enough for a netns or a path.
 pub fn unique(tag: &str) -> String {
-    format!("elbt{}x{}{}", std::process::id() % 100_000, SEQ.fetch_add(1, Ordering::Relaxed), tag)
+    format!(
+        "elbt{}x{}{}",
+        std::process::id() % 100_000,
+        SEQ.fetch_add(1, Ordering::Relaxed),
+        tag
+    )
 }
 
 /// A network namespace, deleted on drop.
@@ -59,7 +66,9 @@ impl Netns {
     pub fn new(name: &str) -> anyhow::Result<Self> {
         let _ = run(&["ip", "netns", "del", name]);
         run(&["ip", "netns", "add", name])?;
-        let ns = Self { name: name.to_string() };
+        let ns = Self {
+            name: name.to_string(),
+        };
         ns.ip(&["link", "set", "lo", "up"])?;
         Ok(ns)
     }
@@ -85,7 +94,8 @@ impl Netns {
 
     /// Writes a sysctl inside the namespace.
     pub fn sysctl(&self, key: &str, value: &str) -> anyhow::Result<()> {
-        self.exec(&["sysctl", "-qw", &format!("{key}={value}")]).map(|_| ())
+        self.exec(&["sysctl", "-qw", &format!("{key}={value}")])
+            .map(|_| ())
     }
 
     /// A `Command` that runs `program` inside the namespace.
@@ -123,7 +133,14 @@ impl Netns {
         let out = self.ip(&["-o", "link", "show", iface])?;
         let text = out.split("link/ether ").nth(1).context("no link/ether")?;
         let mut mac = [0u8; 6];
-        for (i, part) in text.split_whitespace().next().unwrap_or("").split(':').enumerate().take(6) {
+        for (i, part) in text
+            .split_whitespace()
+            .next()
+            .unwrap_or("")
+            .split(':')
+            .enumerate()
+            .take(6)
+        {
             mac[i] = u8::from_str_radix(part, 16)?;
         }
         Ok(mac)
@@ -138,7 +155,18 @@ impl Drop for Netns {
 
 /// Creates a veth pair `a_if` (in `a`) <-> `b_if` (in `b`), both up.
 pub fn veth(a: &Netns, a_if: &str, b: &Netns, b_if: &str) -> anyhow::Result<()> {
-    a.ip(&["link", "add", a_if, "type", "veth", "peer", "name", b_if, "netns", b.name()])?;
+    a.ip(&[
+        "link",
+        "add",
+        a_if,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        b_if,
+        "netns",
+        b.name(),
+    ])?;
     a.ip(&["link", "set", a_if, "up"])?;
     b.ip(&["link", "set", b_if, "up"])?;
     Ok(())
@@ -158,7 +186,10 @@ impl Proc {
         use std::os::unix::process::CommandExt as _;
         cmd.process_group(0);
         let child = cmd.spawn().with_context(|| format!("starting {what}"))?;
-        Ok(Self { child: Some(child), what: what.to_string() })
+        Ok(Self {
+            child: Some(child),
+            what: what.to_string(),
+        })
     }
 
     /// The process id.
@@ -202,7 +233,9 @@ impl Proc {
 
     /// True while the process runs.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 }
 
@@ -213,7 +246,11 @@ impl Drop for Proc {
 }
 
 /// Polls `f` until it returns `Some` or `timeout` passes.
-pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> anyhow::Result<T> {
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut f: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
     let deadline = Instant::now() + timeout;
     loop {
         if let Some(v) = f() {
@@ -228,7 +265,9 @@ pub fn wait_for<T>(timeout: Duration, what: &str, mut f: impl FnMut() -> Option<
 
 /// A temporary directory, removed on drop.
 pub fn tempdir(tag: &str) -> anyhow::Result<tempfile::TempDir> {
-    Ok(tempfile::Builder::new().prefix(&format!("elb-{tag}-")).tempdir()?)
+    Ok(tempfile::Builder::new()
+        .prefix(&format!("elb-{tag}-"))
+        .tempdir()?)
 }
 
 /// Path of a binary built by this workspace (`target/<profile>/<name>`), next to the running

@@ -64,7 +64,16 @@ impl Tcp {
         tcp.extend_from_slice(&self.payload);
         let c = csum::l4_checksum(self.src.octets(), self.dst.octets(), 6, &tcp);
         tcp[16..18].copy_from_slice(&c.to_ne_bytes());
-        ipv4_frame(self.src_mac, self.dst_mac, self.src, self.dst, 6, self.frag_off, &self.ip_options, &tcp)
+        ipv4_frame(
+            self.src_mac,
+            self.dst_mac,
+            self.src,
+            self.dst,
+            6,
+            self.frag_off,
+            &self.ip_options,
+            &tcp,
+        )
     }
 }
 
@@ -80,7 +89,7 @@ pub fn ipv4_frame(
     options: &[u8],
     l4: &[u8],
 ) -> Vec<u8> {
-    assert!(options.len() % 4 == 0);
+    assert!(options.len().is_multiple_of(4));
     let ihl = 20 + options.len();
     let mut f = Vec::with_capacity(ETH_LEN + ihl + l4.len());
     f.extend_from_slice(&dst_mac);
@@ -119,7 +128,16 @@ pub fn icmp_error(
     icmp.extend_from_slice(quoted);
     let c = csum::checksum(&icmp);
     icmp[2..4].copy_from_slice(&c.to_ne_bytes());
-    ipv4_frame([2, 0, 0, 0, 0, 9], [2, 0, 0, 0, 0, 2], src, dst, 1, 0, &[], &icmp)
+    ipv4_frame(
+        [2, 0, 0, 0, 0, 9],
+        [2, 0, 0, 0, 0, 2],
+        src,
+        dst,
+        1,
+        0,
+        &[],
+        &icmp,
+    )
 }
 
 /// A parsed IPv4/TCP frame.

@@ -101,17 +101,34 @@ impl Topology {
         for i in 0..n {
             backends.push(Netns::new(&format!("{tag}-b{}", i + 1))?);
         }
-        let topo = Self { nginx: Vec::new(), client, servo, switch, backends, pin_root, pass_prog };
+        let topo = Self {
+            nginx: Vec::new(),
+            client,
+            servo,
+            switch,
+            backends,
+            pin_root,
+            pass_prog,
+        };
 
         veth(&topo.client, "c0", &topo.servo, "s0")?;
         veth(&topo.servo, "s1", &topo.switch, "sw0")?;
-        topo.client.ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "c0"])?;
+        topo.client
+            .ip(&["addr", "add", &format!("{CLIENT}/24"), "dev", "c0"])?;
         wire_checksums(&topo.client, "c0")?;
         for k in 0..EXTRA_CLIENTS {
-            topo.client.ip(&["addr", "add", &format!("198.18.0.{}/24", 3 + k), "dev", "c0"])?;
+            topo.client.ip(&[
+                "addr",
+                "add",
+                &format!("198.18.0.{}/24", 3 + k),
+                "dev",
+                "c0",
+            ])?;
         }
-        topo.servo.ip(&["addr", "add", &format!("{VIP}/24"), "dev", "s0"])?;
-        topo.servo.ip(&["addr", "add", &format!("{SNAT}/24"), "dev", "s1"])?;
+        topo.servo
+            .ip(&["addr", "add", &format!("{VIP}/24"), "dev", "s0"])?;
+        topo.servo
+            .ip(&["addr", "add", &format!("{SNAT}/24"), "dev", "s1"])?;
         topo.switch.ip(&["link", "add", "br0", "type", "bridge"])?;
         topo.switch.ip(&["link", "set", "br0", "up"])?;
         topo.switch.ip(&["link", "set", "sw0", "master", "br0"])?;
@@ -119,7 +136,13 @@ impl Topology {
             let port = format!("swb{}", i + 1);
             veth(&topo.switch, &port, b, "eth0")?;
             topo.switch.ip(&["link", "set", &port, "master", "br0"])?;
-            b.ip(&["addr", "add", &format!("{}/24", backend_addr(i)), "dev", "eth0"])?;
+            b.ip(&[
+                "addr",
+                "add",
+                &format!("{}/24", backend_addr(i)),
+                "dev",
+                "eth0",
+            ])?;
             wire_checksums(b, "eth0")?;
         }
         elb_userspace::dataplane::pin_pass_program(&topo.pass_prog)?;
@@ -132,7 +155,8 @@ impl Topology {
     pub fn start_nginx(&mut self, workers: u32) -> anyhow::Result<()> {
         for (i, b) in self.backends.iter().enumerate() {
             let addr = SocketAddr::from((backend_addr(i), 80));
-            self.nginx.push(Nginx::start(b, &format!("b{}", i + 1), addr, workers)?);
+            self.nginx
+                .push(Nginx::start(b, &format!("b{}", i + 1), addr, workers)?);
         }
         Ok(())
     }
@@ -144,14 +168,25 @@ impl Topology {
             .arg(self.servo.name())
             .arg("--pin-root")
             .arg(&self.pin_root)
-            .args(["load", "--iface", "s0", "--iface", "s1", "--snat", &format!("s1={SNAT}")])
+            .args([
+                "load",
+                "--iface",
+                "s0",
+                "--iface",
+                "s1",
+                "--snat",
+                &format!("s1={SNAT}"),
+            ])
             .args(["--snat", &format!("s0={VIP}")]);
         cmd
     }
 
     /// Loads and attaches the dataplane.
     pub fn load(&self) -> anyhow::Result<()> {
-        let out = self.load_command().output().context("running elb-servo load")?;
+        let out = self
+            .load_command()
+            .output()
+            .context("running elb-servo load")?;
         anyhow::ensure!(
             out.status.success(),
             "elb-servo load failed: {}",
@@ -184,8 +219,17 @@ impl Topology {
         }
         maps.replace_backend_set(0, &ids)?;
         maps.upsert_listener(
-            ListenerKey { vip: VIP.octets(), port: 80, proto: PROTO_TCP, _pad: 0 },
-            Listener { id: 0, idle_timeout_s: 60, ..Listener::default() },
+            ListenerKey {
+                vip: VIP.octets(),
+                port: 80,
+                proto: PROTO_TCP,
+                _pad: 0,
+            },
+            Listener {
+                id: 0,
+                idle_timeout_s: 60,
+                ..Listener::default()
+            },
         )?;
         Ok(())
     }

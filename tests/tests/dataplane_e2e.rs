@@ -38,15 +38,27 @@ mod socket2_free {
             let to_sockaddr = |a: std::net::SocketAddrV4| libc::sockaddr_in {
                 sin_family: libc::AF_INET as u16,
                 sin_port: a.port().to_be(),
-                sin_addr: libc::in_addr { s_addr: u32::from_ne_bytes(a.ip().octets()) },
+                sin_addr: libc::in_addr {
+                    s_addr: u32::from_ne_bytes(a.ip().octets()),
+                },
                 sin_zero: [0; 8],
             };
             let l = to_sockaddr(local);
-            if libc::bind(fd, (&raw const l).cast(), size_of::<libc::sockaddr_in>() as u32) != 0 {
+            if libc::bind(
+                fd,
+                (&raw const l).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             let r = to_sockaddr(remote);
-            if libc::connect(fd, (&raw const r).cast(), size_of::<libc::sockaddr_in>() as u32) != 0 {
+            if libc::connect(
+                fd,
+                (&raw const r).cast(),
+                size_of::<libc::sockaddr_in>() as u32,
+            ) != 0
+            {
                 return Err(std::io::Error::last_os_error());
             }
             Ok(stream)
@@ -65,7 +77,9 @@ fn topology() -> Topology {
 /// GET /name on a fresh connection from `local`; returns the backend's name.
 fn name_from(local: Ipv4Addr, vip: SocketAddr) -> String {
     let stream = bind_connect(SocketAddr::from((local, 0)), vip).expect("connect through the LB");
-    stream.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
     let mut conn = Connection::from_stream(stream);
     let r = conn.get("/name", false).expect("GET /name");
     assert_eq!(r.status, 200);
@@ -87,14 +101,21 @@ fn new_connections_spread_exactly_evenly() {
     });
     println!("300 new connections: {counts:?}");
     assert_eq!(counts.len(), 3, "every backend served: {counts:?}");
-    assert!(counts.values().all(|&n| n == 100), "exact round-robin: {counts:?}");
+    assert!(
+        counts.values().all(|&n| n == 100),
+        "exact round-robin: {counts:?}"
+    );
 
     let maps = topo.maps().unwrap();
     let c = maps.counters().unwrap();
     assert_eq!(c.new_flows, 300);
     assert_eq!(c.snat_failures, 0);
     for id in 0..3 {
-        assert_eq!(maps.backend_stats(id).unwrap().new_flows, 100, "backend {id}");
+        assert_eq!(
+            maps.backend_stats(id).unwrap().new_flows,
+            100,
+            "backend {id}"
+        );
     }
     assert_eq!(maps.listener_stats(0).unwrap().new_flows, 300);
 }
@@ -105,10 +126,16 @@ fn keep_alive_connection_stays_on_one_backend() {
     let vip = topo.vip();
     let names = topo.client.run(|| {
         let mut conn = Connection::open(vip, Duration::from_secs(5)).unwrap();
-        (0..100).map(|_| conn.get("/name", true).unwrap().text()).collect::<Vec<_>>()
+        (0..100)
+            .map(|_| conn.get("/name", true).unwrap().text())
+            .collect::<Vec<_>>()
     });
     assert_eq!(names.len(), 100);
-    assert!(names.iter().all(|n| *n == names[0]), "all on {}: {names:?}", names[0]);
+    assert!(
+        names.iter().all(|n| *n == names[0]),
+        "all on {}: {names:?}",
+        names[0]
+    );
     assert_eq!(topo.maps().unwrap().counters().unwrap().new_flows, 1);
 }
 
@@ -131,16 +158,29 @@ fn backend_set_change_drains_then_removes() {
         for _ in 0..30 {
             *counts.entry(name_from(CLIENT, vip)).or_default() += 1;
         }
-        assert!(!counts.contains_key(&pinned), "new connections avoid draining {pinned}: {counts:?}");
-        assert!(counts.values().all(|&n| n == 15), "the other two share evenly: {counts:?}");
+        assert!(
+            !counts.contains_key(&pinned),
+            "new connections avoid draining {pinned}: {counts:?}"
+        );
+        assert!(
+            counts.values().all(|&n| n == 15),
+            "the other two share evenly: {counts:?}"
+        );
         for _ in 0..10 {
-            assert_eq!(conn.get("/name", true).unwrap().text(), pinned, "open connection keeps working");
+            assert_eq!(
+                conn.get("/name", true).unwrap().text(),
+                pinned,
+                "open connection keeps working"
+            );
         }
 
         // Remove it: the open connection is cut (the program answers with a reset).
         maps.set_backend_state(id, BACKEND_REMOVED).unwrap();
         let after = conn.get("/name", true);
-        assert!(after.is_err(), "connection to a removed backend must be cut, got {after:?}");
+        assert!(
+            after.is_err(),
+            "connection to a removed backend must be cut, got {after:?}"
+        );
         assert!(maps.counters().unwrap().rst_backend_removed >= 1);
     });
 }
@@ -181,7 +221,9 @@ fn loader_restart_during_download_keeps_the_connection() {
         let download = s.spawn(|| {
             topo.client.run(|| {
                 let mut conn = Connection::open(vip, Duration::from_secs(10)).unwrap();
-                conn.get_sha256("/slow/100m.bin", |got| received.store(got, Ordering::Relaxed))
+                conn.get_sha256("/slow/100m.bin", |got| {
+                    received.store(got, Ordering::Relaxed)
+                })
             })
         });
         tests::netns::wait_for(Duration::from_secs(10), "download to start", || {
@@ -191,19 +233,34 @@ fn loader_restart_during_download_keeps_the_connection() {
         // A new loader process: reuses the pinned maps and swaps the program in place.
         topo.load().unwrap();
         let mid = received.load(Ordering::Relaxed);
-        assert!(mid < 100 << 20, "restart happened mid-download ({mid} bytes in)");
+        assert!(
+            mid < 100 << 20,
+            "restart happened mid-download ({mid} bytes in)"
+        );
         download.join().unwrap()
     });
     let (status, len, digest) = result.expect("download survives the loader restart");
     assert_eq!((status, len), (200, 100 << 20));
     assert_eq!(digest, expected);
-    assert_ne!(program_id(&topo), program_before, "the program was replaced");
-    assert_eq!(topo.maps().unwrap().counters().unwrap().new_flows, 1, "no re-routing");
+    assert_ne!(
+        program_id(&topo),
+        program_before,
+        "the program was replaced"
+    );
+    assert_eq!(
+        topo.maps().unwrap().counters().unwrap().new_flows,
+        1,
+        "no re-routing"
+    );
 }
 
 fn program_id(topo: &Topology) -> String {
     let out = topo.servo.ip(&["-o", "link", "show", "s0"]).unwrap();
-    out.split("prog/xdp id ").nth(1).and_then(|s| s.split_whitespace().next()).unwrap_or("").to_string()
+    out.split("prog/xdp id ")
+        .nth(1)
+        .and_then(|s| s.split_whitespace().next())
+        .unwrap_or("")
+        .to_string()
 }
 
 #[test]
@@ -212,8 +269,14 @@ fn non_syn_without_flow_is_dropped_and_stray_traffic_passes() {
     // Traffic to the servo itself that is not a listener goes to the kernel: a connect to a
     // closed port on the VIP is refused by the servo's stack, not swallowed.
     let refused = topo.client.run(|| {
-        TcpStream::connect_timeout(&SocketAddr::from((tests::topo::VIP, 8080)), Duration::from_secs(2))
+        TcpStream::connect_timeout(
+            &SocketAddr::from((tests::topo::VIP, 8080)),
+            Duration::from_secs(2),
+        )
     });
-    assert_eq!(refused.unwrap_err().kind(), std::io::ErrorKind::ConnectionRefused);
+    assert_eq!(
+        refused.unwrap_err().kind(),
+        std::io::ErrorKind::ConnectionRefused
+    );
     assert!(topo.maps().unwrap().counters().unwrap().pass_not_ours >= 1);
 }

@@ -26,12 +26,17 @@ fn parse(frame: &[u8]) -> Parsed {
 /// Opens a flow from `client(i):cport`, returns the forwarded SYN.
 fn open(fx: &Fixture, i: u8, cport: u16) -> Parsed {
     let out = fx.run(fx.cl, &syn(client(i), cport).frame()).unwrap();
-    assert_eq!(out.action, XDP_REDIRECT, "SYN is redirected towards the backend side");
+    assert_eq!(
+        out.action, XDP_REDIRECT,
+        "SYN is redirected towards the backend side"
+    );
     parse(&out.frame)
 }
 
 fn backend_index(addr: Ipv4Addr) -> usize {
-    (0..3).find(|&i| backend(i) == addr).unwrap_or_else(|| panic!("{addr} is not a backend"))
+    (0..3)
+        .find(|&i| backend(i) == addr)
+        .unwrap_or_else(|| panic!("{addr} is not a backend"))
 }
 
 #[test]
@@ -41,33 +46,67 @@ fn syn_to_vip_is_rewritten_to_a_backend_with_correct_checksums() {
     let out = fx.run(fx.cl, &input.frame()).unwrap();
     assert_eq!(out.action, XDP_REDIRECT);
     let p = parse(&out.frame);
-    assert_eq!((p.dst, p.dport), (backend(0), 80), "first flow goes to the first backend");
-    assert_eq!(p.src, SNAT, "source is the servo's address on the backend side");
+    assert_eq!(
+        (p.dst, p.dport),
+        (backend(0), 80),
+        "first flow goes to the first backend"
+    );
+    assert_eq!(
+        p.src, SNAT,
+        "source is the servo's address on the backend side"
+    );
     assert_eq!(p.sport, 40000, "the client's port is tried first");
     assert_eq!(p.dst_mac, backend_mac(0), "next hop resolved by the FIB");
     assert_eq!(p.src_mac, fx.bk_mac, "sent from the backend-side interface");
-    assert_eq!((p.seq, p.flags, p.ttl), (input.seq, TCP_SYN, 64), "nothing else changes");
+    assert_eq!(
+        (p.seq, p.flags, p.ttl),
+        (input.seq, TCP_SYN, 64),
+        "nothing else changes"
+    );
     let c = fx.counters();
     assert_eq!((c.new_flows, c.fwd_redirect, c.rx_packets), (1, 1, 1));
 
     // Both halves of the flow exist.
     let maps = fx.maps().unwrap();
-    let fwd = maps.flow(&key(client(0), VIP, 40000, 80)).unwrap().expect("forward entry");
-    assert_eq!((fwd.nat_src, fwd.nat_dst, fwd.nat_sport, fwd.nat_dport), (SNAT.octets(), backend(0).octets(), 40000, 80));
-    let rev = maps.flow(&key(backend(0), SNAT, 80, 40000)).unwrap().expect("reverse entry");
-    assert_eq!((rev.nat_src, rev.nat_dst, rev.nat_sport, rev.nat_dport), (VIP.octets(), client(0).octets(), 80, 40000));
+    let fwd = maps
+        .flow(&key(client(0), VIP, 40000, 80))
+        .unwrap()
+        .expect("forward entry");
+    assert_eq!(
+        (fwd.nat_src, fwd.nat_dst, fwd.nat_sport, fwd.nat_dport),
+        (SNAT.octets(), backend(0).octets(), 40000, 80)
+    );
+    let rev = maps
+        .flow(&key(backend(0), SNAT, 80, 40000))
+        .unwrap()
+        .expect("reverse entry");
+    assert_eq!(
+        (rev.nat_src, rev.nat_dst, rev.nat_sport, rev.nat_dport),
+        (VIP.octets(), client(0).octets(), 80, 40000)
+    );
     assert_eq!(rev.flags & FLOW_F_REPLY, FLOW_F_REPLY);
 }
 
 fn key(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> FlowKey {
-    FlowKey { src: src.octets(), dst: dst.octets(), sport, dport, proto: PROTO_TCP, _pad: [0; 3] }
+    FlowKey {
+        src: src.octets(),
+        dst: dst.octets(),
+        sport,
+        dport,
+        proto: PROTO_TCP,
+        _pad: [0; 3],
+    }
 }
 
 #[test]
 fn client_port_outside_the_snat_range_gets_a_port_inside_it() {
     let fx = Fixture::new().unwrap();
     let p = open(&fx, 0, 1234);
-    assert!((20000..=59999).contains(&p.sport), "SNAT port {} within the range", p.sport);
+    assert!(
+        (20000..=59999).contains(&p.sport),
+        "SNAT port {} within the range",
+        p.sport
+    );
 }
 
 #[test]
@@ -100,7 +139,10 @@ fn established_packets_follow_their_flow() {
     let out = fx.run(fx.cl, &data.frame()).unwrap();
     assert_eq!(out.action, XDP_REDIRECT);
     let p = parse(&out.frame);
-    assert_eq!((p.src, p.sport, p.dst, p.dport), (first.src, first.sport, first.dst, first.dport));
+    assert_eq!(
+        (p.src, p.sport, p.dst, p.dport),
+        (first.src, first.sport, first.dst, first.dport)
+    );
     assert_eq!(p.payload, data.payload);
     assert_eq!(fx.counters().new_flows, 2);
 }
@@ -112,14 +154,24 @@ fn replies_are_reverse_natted_to_the_client() {
     let mut reply = Tcp::new((fwd.dst, 80), (fwd.src, fwd.sport), TCP_SYN | TCP_ACK);
     reply.payload = vec![7; 100];
     let out = fx.run(fx.bk, &reply.frame()).unwrap();
-    assert_eq!(out.action, XDP_REDIRECT, "towards the client-side interface");
+    assert_eq!(
+        out.action, XDP_REDIRECT,
+        "towards the client-side interface"
+    );
     let p = parse(&out.frame);
     assert_eq!((p.src, p.sport), (VIP, 80));
     assert_eq!((p.dst, p.dport), (client(3), 45000));
     assert_eq!((p.dst_mac, p.src_mac), (CLIENT_MAC, fx.cl_mac));
     assert_eq!(p.payload, reply.payload);
-    let stats = fx.maps().unwrap().backend_stats(backend_index(fwd.dst) as u32).unwrap();
-    assert_eq!((stats.packets_in, stats.packets_out, stats.new_flows), (1, 1, 1));
+    let stats = fx
+        .maps()
+        .unwrap()
+        .backend_stats(backend_index(fwd.dst) as u32)
+        .unwrap();
+    assert_eq!(
+        (stats.packets_in, stats.packets_out, stats.new_flows),
+        (1, 1, 1)
+    );
 }
 
 /// Runs a bad frame and checks: the verdict, exactly one named counter moved (besides
@@ -150,7 +202,13 @@ fn malformed_and_foreign_packets_get_their_verdict_and_counter() {
     arp[12..14].copy_from_slice(&0x0806u16.to_be_bytes());
     expect_untouched(&fx, fx.cl, &arp, XDP_PASS, "pass_not_ipv4");
 
-    expect_untouched(&fx, fx.cl, &good[..ETH_LEN + 10], XDP_DROP, "drop_ip_truncated");
+    expect_untouched(
+        &fx,
+        fx.cl,
+        &good[..ETH_LEN + 10],
+        XDP_DROP,
+        "drop_ip_truncated",
+    );
 
     let mut bad_version = good.clone();
     bad_version[ETH_LEN] = 0x65;
@@ -174,10 +232,28 @@ fn malformed_and_foreign_packets_get_their_verdict_and_counter() {
     options.ip_options = vec![1, 1, 1, 0]; // NOP NOP NOP EOL
     expect_untouched(&fx, fx.cl, &options.frame(), XDP_DROP, "drop_ip_options");
 
-    let udp = packet::ipv4_frame(CLIENT_MAC, fx.cl_mac, client(0), VIP, 17, 0x4000, &[], &[0x9c, 0x40, 0, 80, 0, 8, 0, 0]);
+    let udp = packet::ipv4_frame(
+        CLIENT_MAC,
+        fx.cl_mac,
+        client(0),
+        VIP,
+        17,
+        0x4000,
+        &[],
+        &[0x9c, 0x40, 0, 80, 0, 8, 0, 0],
+    );
     expect_untouched(&fx, fx.cl, &udp, XDP_PASS, "pass_not_tcp");
 
-    let echo = packet::ipv4_frame(CLIENT_MAC, fx.cl_mac, client(0), VIP, 1, 0x4000, &[], &[8, 0, 0xf7, 0xff, 0, 0, 0, 0]);
+    let echo = packet::ipv4_frame(
+        CLIENT_MAC,
+        fx.cl_mac,
+        client(0),
+        VIP,
+        1,
+        0x4000,
+        &[],
+        &[8, 0, 0xf7, 0xff, 0, 0, 0, 0],
+    );
     expect_untouched(&fx, fx.cl, &echo, XDP_PASS, "pass_not_tcp");
 
     let ack = Tcp::new((client(0), 40000), (VIP, 80), TCP_ACK).frame();
@@ -186,11 +262,25 @@ fn malformed_and_foreign_packets_get_their_verdict_and_counter() {
     let other_port = Tcp::new((client(0), 40000), (VIP, 22), TCP_SYN).frame();
     expect_untouched(&fx, fx.cl, &other_port, XDP_PASS, "pass_not_ours");
 
-    let other_host = Tcp::new((client(0), 40000), (Ipv4Addr::new(198, 18, 0, 99), 80), TCP_SYN).frame();
+    let other_host = Tcp::new(
+        (client(0), 40000),
+        (Ipv4Addr::new(198, 18, 0, 99), 80),
+        TCP_SYN,
+    )
+    .frame();
     expect_untouched(&fx, fx.cl, &other_host, XDP_PASS, "pass_not_ours");
 
     // IP says TCP, but only 10 bytes of it are there.
-    let truncated_tcp = packet::ipv4_frame(CLIENT_MAC, fx.cl_mac, client(0), VIP, 6, 0x4000, &[], &good[ETH_LEN + 20..ETH_LEN + 30]);
+    let truncated_tcp = packet::ipv4_frame(
+        CLIENT_MAC,
+        fx.cl_mac,
+        client(0),
+        VIP,
+        6,
+        0x4000,
+        &[],
+        &good[ETH_LEN + 20..ETH_LEN + 30],
+    );
     expect_untouched(&fx, fx.cl, &truncated_tcp, XDP_DROP, "drop_tcp_truncated");
 
     let mut bad_doff = good.clone();
@@ -215,7 +305,9 @@ fn runt_frames_are_not_read_past_their_end() {
             assert_eq!(out.action, XDP_PASS);
             assert_eq!(out.frame, runt);
         }
-        Err(e) => println!("kernel refused a 10-byte test frame ({e:#}); covered by the 14-byte case"),
+        Err(e) => {
+            println!("kernel refused a 10-byte test frame ({e:#}); covered by the 14-byte case")
+        }
     }
 }
 
@@ -230,19 +322,42 @@ fn icmp_frag_needed_from_the_backend_side_reaches_the_client_translated() {
     // Routers quote at least the IP header + 8 bytes (RFC 792), Linux as much as fits.
     for quoted_len in [28usize, 40] {
         let mtu = 1400u16.to_be_bytes();
-        let icmp = packet::icmp_error(ROUTER, SNAT, 3, 4, [0, 0, mtu[0], mtu[1]], &forwarded[..quoted_len]);
+        let icmp = packet::icmp_error(
+            ROUTER,
+            SNAT,
+            3,
+            4,
+            [0, 0, mtu[0], mtu[1]],
+            &forwarded[..quoted_len],
+        );
         let out = fx.run(fx.bk, &icmp).unwrap();
         assert_eq!(out.action, XDP_REDIRECT, "towards the client");
         let f = &out.frame;
         let ip = &f[ETH_LEN..];
         assert_eq!(csum::checksum(&ip[..20]), 0, "outer IP checksum");
         assert_eq!(&ip[12..16], &VIP.octets(), "outer source: the VIP");
-        assert_eq!(&ip[16..20], &client(2).octets(), "outer destination: the client");
+        assert_eq!(
+            &ip[16..20],
+            &client(2).octets(),
+            "outer destination: the client"
+        );
         let icmp_msg = &ip[20..];
-        assert_eq!(csum::checksum(icmp_msg), 0, "ICMP checksum over the translated message");
-        assert_eq!((icmp_msg[0], icmp_msg[1], &icmp_msg[6..8]), (3, 4, &mtu[..]), "type, code and MTU kept");
+        assert_eq!(
+            csum::checksum(icmp_msg),
+            0,
+            "ICMP checksum over the translated message"
+        );
+        assert_eq!(
+            (icmp_msg[0], icmp_msg[1], &icmp_msg[6..8]),
+            (3, 4, &mtu[..]),
+            "type, code and MTU kept"
+        );
         // The embedded packet is now exactly what the client sent.
-        assert_eq!(&icmp_msg[8..8 + quoted_len], &client_ip_tcp[..quoted_len], "embedded header ({quoted_len} bytes quoted)");
+        assert_eq!(
+            &icmp_msg[8..8 + quoted_len],
+            &client_ip_tcp[..quoted_len],
+            "embedded header ({quoted_len} bytes quoted)"
+        );
         assert_eq!(&f[..6], &CLIENT_MAC);
     }
     assert_eq!(fx.counters().icmp_translated, 2);
@@ -257,23 +372,51 @@ fn icmp_error_from_the_client_side_reaches_the_backend_translated() {
     let sent_to_client = out.frame[ETH_LEN..].to_vec();
     let original_reply = reply.frame()[ETH_LEN..].to_vec();
 
-    let icmp = packet::icmp_error(Ipv4Addr::new(198, 18, 0, 250), VIP, 3, 4, [0, 0, 0x05, 0x78], &sent_to_client[..40]);
+    let icmp = packet::icmp_error(
+        Ipv4Addr::new(198, 18, 0, 250),
+        VIP,
+        3,
+        4,
+        [0, 0, 0x05, 0x78],
+        &sent_to_client[..40],
+    );
     let out = fx.run(fx.cl, &icmp).unwrap();
     assert_eq!(out.action, XDP_REDIRECT);
     let ip = &out.frame[ETH_LEN..];
     assert_eq!(csum::checksum(&ip[..20]), 0);
-    assert_eq!((&ip[12..16], &ip[16..20]), (&SNAT.octets()[..], &fwd.dst.octets()[..]));
+    assert_eq!(
+        (&ip[12..16], &ip[16..20]),
+        (&SNAT.octets()[..], &fwd.dst.octets()[..])
+    );
     assert_eq!(csum::checksum(&ip[20..]), 0);
-    assert_eq!(&ip[28..68], &original_reply[..40], "embedded header is the backend's own packet");
+    assert_eq!(
+        &ip[28..68],
+        &original_reply[..40],
+        "embedded header is the backend's own packet"
+    );
 }
 
 #[test]
 fn icmp_about_unknown_flows_passes() {
     let fx = Fixture::new().unwrap();
     let stranger = Tcp::new((SNAT, 33333), (backend(1), 80), TCP_SYN).frame();
-    let icmp = packet::icmp_error(ROUTER, SNAT, 3, 4, [0, 0, 5, 0x78], &stranger[ETH_LEN..ETH_LEN + 28]);
+    let icmp = packet::icmp_error(
+        ROUTER,
+        SNAT,
+        3,
+        4,
+        [0, 0, 5, 0x78],
+        &stranger[ETH_LEN..ETH_LEN + 28],
+    );
     expect_untouched(&fx, fx.bk, &icmp, XDP_PASS, "pass_icmp_no_flow");
-    let short = packet::icmp_error(ROUTER, SNAT, 3, 4, [0, 0, 5, 0x78], &stranger[ETH_LEN..ETH_LEN + 24]);
+    let short = packet::icmp_error(
+        ROUTER,
+        SNAT,
+        3,
+        4,
+        [0, 0, 5, 0x78],
+        &stranger[ETH_LEN..ETH_LEN + 24],
+    );
     expect_untouched(&fx, fx.bk, &short, XDP_DROP, "drop_icmp_malformed");
 }
 
@@ -282,9 +425,16 @@ fn rst_closes_the_flow_at_once() {
     let fx = Fixture::new().unwrap();
     let fwd = open(&fx, 0, 40000);
     let rst = Tcp::new((client(0), 40000), (VIP, 80), TCP_RST | TCP_ACK);
-    assert_eq!(fx.run(fx.cl, &rst.frame()).unwrap().action, XDP_REDIRECT, "the RST itself is forwarded");
+    assert_eq!(
+        fx.run(fx.cl, &rst.frame()).unwrap().action,
+        XDP_REDIRECT,
+        "the RST itself is forwarded"
+    );
     let maps = fx.maps().unwrap();
-    for k in [key(client(0), VIP, 40000, 80), key(fwd.dst, SNAT, 80, fwd.sport)] {
+    for k in [
+        key(client(0), VIP, 40000, 80),
+        key(fwd.dst, SNAT, 80, fwd.sport),
+    ] {
         let f = maps.flow(&k).unwrap().unwrap();
         assert_ne!(f.flags & FLOW_F_RST, 0);
         assert_ne!(f.closed_ns, 0);
@@ -309,22 +459,38 @@ fn fin_from_both_sides_closes_after_the_last_ack() {
     assert_eq!(fx.run(fx.cl, &fin.frame()).unwrap().action, XDP_REDIRECT);
     let maps = fx.maps().unwrap();
     let f = maps.flow(&key(client(0), VIP, 40000, 80)).unwrap().unwrap();
-    assert_eq!((f.flags & FLOW_F_FIN_CLIENT != 0, f.closed_ns), (true, 0), "half closed");
+    assert_eq!(
+        (f.flags & FLOW_F_FIN_CLIENT != 0, f.closed_ns),
+        (true, 0),
+        "half closed"
+    );
     let fin_back = Tcp::new((fwd.dst, 80), (SNAT, fwd.sport), TCP_FIN | TCP_ACK);
-    assert_eq!(fx.run(fx.bk, &fin_back.frame()).unwrap().action, XDP_REDIRECT);
+    assert_eq!(
+        fx.run(fx.bk, &fin_back.frame()).unwrap().action,
+        XDP_REDIRECT
+    );
     let f = maps.flow(&key(client(0), VIP, 40000, 80)).unwrap().unwrap();
-    assert_eq!(f.flags & (FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND), FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND);
+    assert_eq!(
+        f.flags & (FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND),
+        FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND
+    );
     assert_ne!(f.closed_ns, 0, "closed once both sides sent FIN");
     // The final ACK still gets through (within the close grace period).
     let last_ack = Tcp::new((client(0), 40000), (VIP, 80), TCP_ACK);
-    assert_eq!(fx.run(fx.cl, &last_ack.frame()).unwrap().action, XDP_REDIRECT);
+    assert_eq!(
+        fx.run(fx.cl, &last_ack.frame()).unwrap().action,
+        XDP_REDIRECT
+    );
 }
 
 #[test]
 fn removed_backend_flows_are_answered_with_a_reset() {
     let fx = Fixture::new().unwrap();
     let fwd = open(&fx, 0, 40000);
-    fx.maps().unwrap().set_backend_state(backend_index(fwd.dst) as u32, BACKEND_REMOVED).unwrap();
+    fx.maps()
+        .unwrap()
+        .set_backend_state(backend_index(fwd.dst) as u32, BACKEND_REMOVED)
+        .unwrap();
     let mut data = Tcp::new((client(0), 40000), (VIP, 80), TCP_ACK | TCP_PSH);
     data.seq = 7000;
     data.ack = 9000;
@@ -332,11 +498,21 @@ fn removed_backend_flows_are_answered_with_a_reset() {
     data.src_mac = CLIENT_MAC;
     data.dst_mac = fx.cl_mac;
     let out = fx.run(fx.cl, &data.frame()).unwrap();
-    assert_eq!(out.action, XDP_TX, "answered out of the interface it came in on");
+    assert_eq!(
+        out.action, XDP_TX,
+        "answered out of the interface it came in on"
+    );
     let p = parse(&out.frame);
     assert_eq!(out.frame.len(), ETH_LEN + 40, "headers only");
-    assert_eq!((p.src, p.sport, p.dst, p.dport), (VIP, 80, client(0), 40000));
-    assert_eq!((p.flags, p.seq), (TCP_RST, 9000), "RST with seq = the segment's ack (RFC 793)");
+    assert_eq!(
+        (p.src, p.sport, p.dst, p.dport),
+        (VIP, 80, client(0), 40000)
+    );
+    assert_eq!(
+        (p.flags, p.seq),
+        (TCP_RST, 9000),
+        "RST with seq = the segment's ack (RFC 793)"
+    );
     assert_eq!((p.dst_mac, p.src_mac), (CLIENT_MAC, fx.cl_mac));
     let c = fx.counters();
     assert_eq!((c.rst_backend_removed, c.tx_rst), (1, 1));
@@ -356,10 +532,18 @@ fn draining_backend_keeps_flows_but_gets_no_new_ones() {
     let data = Tcp::new((client(0), 40000), (VIP, 80), TCP_ACK);
     let out = fx.run(fx.cl, &data.frame()).unwrap();
     assert_eq!(out.action, XDP_REDIRECT);
-    assert_eq!(parse(&out.frame).dst, backend(drained as usize), "existing flow continues");
+    assert_eq!(
+        parse(&out.frame).dst,
+        backend(drained as usize),
+        "existing flow continues"
+    );
     for n in 0..6u16 {
         let p = open(&fx, 1, 41000 + n);
-        assert_ne!(p.dst, backend(drained as usize), "no new flow to a draining backend");
+        assert_ne!(
+            p.dst,
+            backend(drained as usize),
+            "no new flow to a draining backend"
+        );
     }
 }
 
@@ -371,7 +555,10 @@ fn no_backend_in_service_answers_syn_with_reset() {
     let out = fx.run(fx.cl, &input.frame()).unwrap();
     assert_eq!(out.action, XDP_TX);
     let p = parse(&out.frame);
-    assert_eq!((p.flags, p.ack, p.seq), (TCP_RST | TCP_ACK, input.seq + 1, 0));
+    assert_eq!(
+        (p.flags, p.ack, p.seq),
+        (TCP_RST | TCP_ACK, input.seq + 1, 0)
+    );
     assert_eq!((p.src, p.dst, p.dport), (VIP, client(0), 40000));
     assert_eq!(fx.counters().rst_no_backend, 1);
 }
@@ -382,7 +569,12 @@ fn snat_exhaustion_is_counted_and_closed_tuples_stay_reserved() {
     let mut maps = fx.maps().unwrap();
     // One backend and two SNAT ports: two flows fit.
     maps.replace_backend_set(0, &[0]).unwrap();
-    maps.set_config(Config { snat_port_min: 30000, snat_port_max: 30001, flags: 0 }).unwrap();
+    maps.set_config(Config {
+        snat_port_min: 30000,
+        snat_port_max: 30001,
+        flags: 0,
+    })
+    .unwrap();
     let a = open(&fx, 0, 1111);
     let b = open(&fx, 1, 1112);
     assert_ne!(a.sport, b.sport);
@@ -390,7 +582,11 @@ fn snat_exhaustion_is_counted_and_closed_tuples_stay_reserved() {
     assert_eq!(out.action, XDP_TX, "the third client is refused with a RST");
     let c = fx.counters();
     assert_eq!((c.snat_failures, c.new_flows), (1, 2));
-    assert!(c.snat_retries >= u64::from(elb_common::SNAT_TRIES), "every attempt counted: {}", c.snat_retries);
+    assert!(
+        c.snat_retries >= u64::from(elb_common::SNAT_TRIES),
+        "every attempt counted: {}",
+        c.snat_retries
+    );
 
     // Close the first flow: its tuple is not handed out again right away (the backend may
     // hold it in TIME_WAIT), so a new client is still refused.
@@ -400,7 +596,8 @@ fn snat_exhaustion_is_counted_and_closed_tuples_stay_reserved() {
     assert_eq!(out.action, XDP_TX);
     assert_eq!(fx.counters().snat_failures, 2);
     // Once the agent releases the reservation, the tuple is free again.
-    maps.remove_flows(&[key(backend(0), SNAT, 80, a.sport)]).unwrap();
+    maps.remove_flows(&[key(backend(0), SNAT, 80, a.sport)])
+        .unwrap();
     let p = open(&fx, 3, 1114);
     assert_eq!(p.sport, a.sport);
 }
@@ -409,11 +606,18 @@ fn snat_exhaustion_is_counted_and_closed_tuples_stay_reserved() {
 fn listener_with_several_snat_addresses_uses_them() {
     let fx = Fixture::new().unwrap();
     let extra = Ipv4Addr::new(198, 19, 0, 2);
-    fx.ns.ip(&["addr", "add", &format!("{extra}/24"), "dev", "bk"]).unwrap();
+    fx.ns
+        .ip(&["addr", "add", &format!("{extra}/24"), "dev", "bk"])
+        .unwrap();
     let mut maps = fx.maps().unwrap();
     maps.set_snat_addrs(fx.bk, &[SNAT, extra]).unwrap();
     maps.replace_backend_set(0, &[0]).unwrap();
-    maps.set_config(Config { snat_port_min: 30000, snat_port_max: 30000, flags: 0 }).unwrap();
+    maps.set_config(Config {
+        snat_port_min: 30000,
+        snat_port_max: 30000,
+        flags: 0,
+    })
+    .unwrap();
     // One port per address, two addresses: two flows to the same backend fit.
     let a = open(&fx, 0, 1111);
     let b = open(&fx, 1, 1112);

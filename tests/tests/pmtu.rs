@@ -81,18 +81,59 @@ fn build() -> anyhow::Result<Pmtu> {
     let out = std::process::Command::new(bin("elb-servo"))
         .args(["--netns", servo.name(), "--pin-root"])
         .arg(&pin_root)
-        .args(["load", "--iface", "s0", "--iface", "s1", "--snat", "s1=198.19.0.1", "--snat", "s0=198.18.0.1"])
+        .args([
+            "load",
+            "--iface",
+            "s0",
+            "--iface",
+            "s1",
+            "--snat",
+            "s1=198.19.0.1",
+            "--snat",
+            "s0=198.18.0.1",
+        ])
         .output()?;
-    anyhow::ensure!(out.status.success(), "load: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "load: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut maps = Maps::open(&pin_root)?;
-    maps.set_backend(0, Backend { addr: [198, 21, 0, 11], port: 80, state: BACKEND_ACTIVE, generation: 1, ..Backend::default() })?;
+    maps.set_backend(
+        0,
+        Backend {
+            addr: [198, 21, 0, 11],
+            port: 80,
+            state: BACKEND_ACTIVE,
+            generation: 1,
+            ..Backend::default()
+        },
+    )?;
     maps.replace_backend_set(0, &[0])?;
     maps.upsert_listener(
-        ListenerKey { vip: [198, 18, 0, 1], port: 80, proto: PROTO_TCP, _pad: 0 },
-        Listener { id: 0, idle_timeout_s: 60, ..Listener::default() },
+        ListenerKey {
+            vip: [198, 18, 0, 1],
+            port: 80,
+            proto: PROTO_TCP,
+            _pad: 0,
+        },
+        Listener {
+            id: 0,
+            idle_timeout_s: 60,
+            ..Listener::default()
+        },
     )?;
     let nginx = Nginx::start(&backend, "b1", SocketAddr::from(([198, 21, 0, 11], 80)), 1)?;
-    Ok(Pmtu { nginx: Some(nginx), client, servo, _r1: r1, _r2: r2, backend, pin_root, pass })
+    Ok(Pmtu {
+        nginx: Some(nginx),
+        client,
+        servo,
+        _r1: r1,
+        _r2: r2,
+        backend,
+        pin_root,
+        pass,
+    })
 }
 
 #[test]
@@ -104,9 +145,18 @@ fn upload_and_download_cross_a_narrower_link_intact() {
     let expected_down = write_pattern_file(&dir.path().join("50m.bin"), SIZE).unwrap();
     std::os::unix::fs::symlink(dir.path().join("50m.bin"), www.join("50m.bin")).unwrap();
 
-    let status = t.client.run(|| Connection::open(vip, Duration::from_secs(20))?.put_pattern("/upload/50m.bin", SIZE));
-    assert!(matches!(status, Ok(201 | 204)), "upload through the LB: {status:?}");
-    assert_eq!(file_sha256(&www.join("upload/50m.bin")).unwrap(), pattern_sha256(SIZE), "uploaded bytes intact");
+    let status = t.client.run(|| {
+        Connection::open(vip, Duration::from_secs(20))?.put_pattern("/upload/50m.bin", SIZE)
+    });
+    assert!(
+        matches!(status, Ok(201 | 204)),
+        "upload through the LB: {status:?}"
+    );
+    assert_eq!(
+        file_sha256(&www.join("upload/50m.bin")).unwrap(),
+        pattern_sha256(SIZE),
+        "uploaded bytes intact"
+    );
 
     let (code, len, digest) = t
         .client
@@ -116,8 +166,14 @@ fn upload_and_download_cross_a_narrower_link_intact() {
     assert_eq!(digest, expected_down, "downloaded bytes intact");
 
     let c = Maps::open(&t.pin_root).unwrap().counters().unwrap();
-    assert!(c.icmp_translated >= 1, "the LB translated router1's fragmentation-needed: {c:?}");
+    assert!(
+        c.icmp_translated >= 1,
+        "the LB translated router1's fragmentation-needed: {c:?}"
+    );
     let cached = t.client.ip(&["route", "get", "198.18.0.1"]).unwrap();
-    assert!(cached.contains("mtu 1400"), "the client learned the path MTU: {cached}");
+    assert!(
+        cached.contains("mtu 1400"),
+        "the client learned the path MTU: {cached}"
+    );
     let _ = (&t.servo, &t.backend);
 }

@@ -70,14 +70,20 @@ enum Task {
 
 /// The workspace root.
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf()
 }
 
 /// Runs a command in the workspace root, failing on a non-zero exit.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
     let shown = format!("{cmd:?}");
     println!("==> {}", shown.replace('"', ""));
-    let status = cmd.current_dir(root()).status().with_context(|| format!("running {shown}"))?;
+    let status = cmd
+        .current_dir(root())
+        .status()
+        .with_context(|| format!("running {shown}"))?;
     if !status.success() {
         bail!("{shown} failed: {status}");
     }
@@ -121,8 +127,19 @@ fn main() -> anyhow::Result<()> {
         Task::Setup => setup::setup(),
         Task::Build => build(),
         Task::Test { filter, no_python } => test(filter, no_python),
-        Task::Load { ifaces, netns, rest } => {
-            run(cargo().args(["build", "--release", "-p", "elb-userspace", "--bin", "elb-servo"]))?;
+        Task::Load {
+            ifaces,
+            netns,
+            rest,
+        } => {
+            run(cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "elb-userspace",
+                "--bin",
+                "elb-servo",
+            ]))?;
             let mut cmd = Command::new(bin("elb-servo"));
             if let Some(ns) = netns {
                 cmd.args(["--netns", &ns]);
@@ -133,8 +150,19 @@ fn main() -> anyhow::Result<()> {
             }
             run(cmd.args(rest))
         }
-        Task::Unload { ifaces, netns, purge } => {
-            run(cargo().args(["build", "--release", "-p", "elb-userspace", "--bin", "elb-servo"]))?;
+        Task::Unload {
+            ifaces,
+            netns,
+            purge,
+        } => {
+            run(cargo().args([
+                "build",
+                "--release",
+                "-p",
+                "elb-userspace",
+                "--bin",
+                "elb-servo",
+            ]))?;
             let mut cmd = Command::new(bin("elb-servo"));
             if let Some(ns) = netns {
                 cmd.args(["--netns", &ns]);

@@ -41,7 +41,10 @@ const PACKAGES: &[&str] = &[
 const LLVM_PREFIX: &str = "/usr/lib/llvm-22";
 
 fn quiet(cmd: &mut Command) -> bool {
-    cmd.stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
+    cmd.stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success())
 }
 
 fn output(cmd: &mut Command) -> String {
@@ -56,7 +59,8 @@ fn missing_packages() -> Vec<&'static str> {
         .iter()
         .copied()
         .filter(|p| {
-            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p])).contains("install ok installed")
+            !output(Command::new("dpkg-query").args(["-W", "-f=${Status}", p]))
+                .contains("install ok installed")
         })
         .collect()
 }
@@ -78,12 +82,30 @@ fn apt() -> anyhow::Result<()> {
 fn nightly() -> anyhow::Result<()> {
     if !output(Command::new("rustup").args(["toolchain", "list"])).contains("nightly") {
         println!("setup: installing the nightly toolchain (the XDP program needs it)");
-        run(Command::new("rustup").args(["toolchain", "install", "nightly", "--profile", "minimal"]))?;
+        run(Command::new("rustup").args([
+            "toolchain",
+            "install",
+            "nightly",
+            "--profile",
+            "minimal",
+        ]))?;
     }
-    let installed = output(Command::new("rustup").args(["component", "list", "--toolchain", "nightly", "--installed"]));
+    let installed = output(Command::new("rustup").args([
+        "component",
+        "list",
+        "--toolchain",
+        "nightly",
+        "--installed",
+    ]));
     if !installed.lines().any(|l| l.starts_with("rust-src")) {
         println!("setup: adding rust-src to nightly (build-std for bpfel-unknown-none)");
-        run(Command::new("rustup").args(["component", "add", "rust-src", "--toolchain", "nightly"]))?;
+        run(Command::new("rustup").args([
+            "component",
+            "add",
+            "rust-src",
+            "--toolchain",
+            "nightly",
+        ]))?;
     }
     Ok(())
 }
@@ -95,7 +117,15 @@ fn bpf_linker() -> anyhow::Result<()> {
     println!("setup: building bpf-linker against LLVM 22 (about two minutes)");
     // llvm-sys reads LLVM_SYS_221_PREFIX; bpf-linker's build script reads LLVM_PREFIX.
     run(Command::new("cargo")
-        .args(["install", "bpf-linker", "--version", "^0.13", "--no-default-features", "--features", "llvm-22"])
+        .args([
+            "install",
+            "bpf-linker",
+            "--version",
+            "^0.13",
+            "--no-default-features",
+            "--features",
+            "llvm-22",
+        ])
         .env("LLVM_PREFIX", LLVM_PREFIX)
         .env("LLVM_SYS_221_PREFIX", LLVM_PREFIX))?;
     Ok(())
@@ -123,7 +153,9 @@ fn python() -> anyhow::Result<()> {
     let venv = root.join(".venv");
     let stamp = venv.join(".requirements");
     let wanted = fs::read_to_string(&requirements)?;
-    if venv.join("bin/python").exists() && fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str()) {
+    if venv.join("bin/python").exists()
+        && fs::read_to_string(&stamp).ok().as_deref() == Some(wanted.as_str())
+    {
         return Ok(());
     }
     println!("setup: creating .venv with the API test clients (boto3, awscli, pytest)");
@@ -140,7 +172,9 @@ fn python() -> anyhow::Result<()> {
 fn check_root() -> anyhow::Result<()> {
     let uid = output(Command::new("id").arg("-u"));
     if uid.trim() != "0" {
-        bail!("setup installs packages and mounts bpffs, and the tests build network namespaces: run as root");
+        bail!(
+            "setup installs packages and mounts bpffs, and the tests build network namespaces: run as root"
+        );
     }
     Ok(())
 }

@@ -362,7 +362,10 @@ impl Dataplane {
             .program(PROGRAM)
             .ok_or_else(|| DataplaneError::Invalid(format!("object has no program {PROGRAM}")))?
             .try_into()
-            .map_err(|e| DataplaneError::Program { what: "finding the XDP program".into(), source: Box::new(e) })
+            .map_err(|e| DataplaneError::Program {
+                what: "finding the XDP program".into(),
+                source: Box::new(e),
+            })
     }
 
     /// Opens independent handles on the maps.
