@@ -281,12 +281,16 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            evaluate(&[doc.clone()], "elasticloadbalancing:AddTags", ARN),
+            evaluate(
+                std::slice::from_ref(&doc),
+                "elasticloadbalancing:AddTags",
+                ARN
+            ),
             Decision::Allow
         );
         assert_eq!(
             evaluate(
-                &[doc.clone()],
+                std::slice::from_ref(&doc),
                 "elasticloadbalancing:DeleteLoadBalancer",
                 ARN
             ),
@@ -323,7 +327,7 @@ mod tests {
         )
         .unwrap();
         assert!(may_allow_some(
-            &[doc.clone()],
+            std::slice::from_ref(&doc),
             "elasticloadbalancing:DescribeLoadBalancers"
         ));
         assert!(!may_allow_some(

@@ -306,7 +306,7 @@ impl LoadBalancer {
     /// The health to report for a registered instance: its stored state, unless its zone is
     /// not (or no longer) enabled for this load balancer.
     pub fn effective_health(&self, instance: &RegisteredInstance) -> InstanceHealth {
-        if self.zones.iter().any(|z| *z == instance.zone) {
+        if self.zones.contains(&instance.zone) {
             instance.health.clone()
         } else {
             InstanceHealth {

@@ -66,6 +66,9 @@ pub struct Params {
     map: BTreeMap<String, String>,
 }
 
+/// List members by index: (field suffix, value) pairs of each (`""` for plain values).
+type MembersByIndex = BTreeMap<usize, Vec<(String, String)>>;
+
 /// One member of a list of structures: field name -> value.
 pub type Member = BTreeMap<String, String>;
 
@@ -156,12 +159,9 @@ impl Params {
     /// The indices and suffixes of `prefix.member.N[.suffix]` keys, checked: `N` is a canonical
     /// decimal in 1..=MAX_LIST_MEMBERS. Returns `None` when the list is absent altogether, and
     /// an empty list for botocore's empty-list form `prefix=`.
-    fn members(
-        &self,
-        prefix: &str,
-    ) -> Result<Option<BTreeMap<usize, Vec<(String, String)>>>, ApiError> {
+    fn members(&self, prefix: &str) -> Result<Option<MembersByIndex>, ApiError> {
         let dotted = format!("{prefix}.");
-        let mut found: BTreeMap<usize, Vec<(String, String)>> = BTreeMap::new();
+        let mut found = MembersByIndex::new();
         let mut any = false;
         for (key, value) in self.map.range(dotted.clone()..) {
             let Some(rest) = key.strip_prefix(&dotted) else {

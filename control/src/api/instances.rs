@@ -25,7 +25,7 @@ fn instance_ids(ctx: &Ctx<'_>, required: bool) -> Result<Vec<String>, ApiError> 
             .filter(|i| !i.is_empty())
             .ok_or_else(|| ApiError::missing("Instances.member.N.InstanceId"))?;
         if !validate::is_instance_id(id) {
-            return Err(invalid_instances(&[id.clone()]));
+            return Err(invalid_instances(std::slice::from_ref(id)));
         }
         if !ids.contains(id) {
             ids.push(id.clone());

@@ -1,0 +1,218 @@
+//! The router driven in-process with `tower::ServiceExt::oneshot`: signed requests through
+//! `app(state)` against a SQLite store in a temporary directory.
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use control::config::ServiceConfig;
+use control::inventory::Inventory;
+use control::model::{InstanceHealth, InstanceState, LbKey};
+use control::sigv4::{SignedParts, sign_headers};
+use control::store::{InventoryInstance, Store};
+use control::{AppState, app, timefmt};
+use http_body_util::BodyExt;
+use tower::ServiceExt;
+
+struct Harness {
+    _dir: tempfile::TempDir,
+    store: Store,
+    state: AppState,
+    key_id: String,
+    secret: String,
+    account_id: String,
+}
+
+async fn harness() -> Harness {
+    let dir = tempfile::tempdir().unwrap();
+    let db = format!("sqlite:{}", dir.path().join("control.db").display());
+    let store = Store::open(&db).await.unwrap();
+    store.add_zone("us-east-1a", "us-east-1").await.unwrap();
+    let (account, key) = store.create_account("test", false).await.unwrap();
+    let state = AppState::new(
+        ServiceConfig::default(),
+        store.clone(),
+        Inventory::BuiltIn(store.clone()),
+    );
+    Harness {
+        _dir: dir,
+        store,
+        state,
+        key_id: key.id,
+        secret: key.secret,
+        account_id: account.id,
+    }
+}
+
+impl Harness {
+    async fn call(&self, body: &str) -> (StatusCode, String) {
+        let amz_date = timefmt::format_amz_date(timefmt::now_millis() / 1000);
+        let headers = vec![
+            (
+                "content-type".to_string(),
+                "application/x-www-form-urlencoded".to_string(),
+            ),
+            ("host".to_string(), "control.test".to_string()),
+            ("x-amz-date".to_string(), amz_date.clone()),
+        ];
+        let parts = SignedParts {
+            method: "POST",
+            raw_path: "/",
+            raw_query: "",
+            headers: &headers,
+            body: body.as_bytes(),
+        };
+        let auth = sign_headers(
+            &parts,
+            &self.key_id,
+            &self.secret,
+            "us-east-1",
+            "elasticloadbalancing",
+        )
+        .unwrap();
+        let request = Request::post("/")
+            .header("content-type", "application/x-www-form-urlencoded")
+            .header("host", "control.test")
+            .header("x-amz-date", amz_date)
+            .header("authorization", auth)
+            .body(Body::from(body.to_string()))
+            .unwrap();
+        let response = app(self.state.clone()).oneshot(request).await.unwrap();
+        let status = response.status();
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        (status, String::from_utf8(bytes.to_vec()).unwrap())
+    }
+}
+
+const CREATE: &str = "Action=CreateLoadBalancer&Version=2012-06-01&LoadBalancerName=web\
+    &AvailabilityZones.member.1=us-east-1a&Listeners.member.1.Protocol=HTTP\
+    &Listeners.member.1.LoadBalancerPort=80&Listeners.member.1.InstancePort=8080";
+
+#[tokio::test]
+async fn create_describe_and_errors() {
+    let h = harness().await;
+    let (status, body) = h.call(CREATE).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert!(body.contains(&format!(
+        "<DNSName>web-{}.lb.elb.local</DNSName>",
+        h.account_id
+    )));
+
+    let (status, body) = h
+        .call("Action=DescribeLoadBalancers&Version=2012-06-01")
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(body.contains("<HealthCheck><Target>TCP:8080</Target><Interval>30</Interval><Timeout>5</Timeout><UnhealthyThreshold>2</UnhealthyThreshold><HealthyThreshold>10</HealthyThreshold></HealthCheck>"));
+
+    let (status, body) = h.call(CREATE).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(body.contains("<Code>DuplicateLoadBalancerName</Code>"));
+
+    let (status, body) = h.call("Action=DisableAvailabilityZonesForLoadBalancer&Version=2012-06-01&LoadBalancerName=web&AvailabilityZones.member.1=us-east-1a").await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert!(body.contains("<Code>InvalidConfigurationRequest</Code>"));
+}
+
+#[tokio::test]
+async fn unsigned_requests_are_refused() {
+    let h = harness().await;
+    let request = Request::post("/")
+        .body(Body::from(
+            "Action=DescribeLoadBalancers&Version=2012-06-01",
+        ))
+        .unwrap();
+    let response = app(h.state.clone()).oneshot(request).await.unwrap();
+    assert_eq!(response.status(), StatusCode::FORBIDDEN);
+    let body = response.into_body().collect().await.unwrap().to_bytes();
+    assert!(String::from_utf8_lossy(&body).contains("<Code>MissingAuthenticationToken</Code>"));
+}
+
+#[tokio::test]
+async fn internal_failures_reveal_nothing() {
+    let h = harness().await;
+    // With the database gone every request fails inside; the client learns only that.
+    h.store.close().await;
+    let (status, body) = h
+        .call("Action=DescribeLoadBalancers&Version=2012-06-01")
+        .await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert!(
+        body.contains("<Type>Receiver</Type><Code>InternalFailure</Code>"),
+        "{body}"
+    );
+    assert!(
+        !body.to_lowercase().contains("pool") && !body.contains("sqlite"),
+        "{body}"
+    );
+}
+
+#[tokio::test]
+async fn servo_health_reports_and_change_notifications() {
+    let h = harness().await;
+    h.store
+        .add_instance(&InventoryInstance {
+            id: "i-0001".into(),
+            address: "198.18.0.10".into(),
+            zone: "us-east-1a".into(),
+            account_id: None,
+        })
+        .await
+        .unwrap();
+    let mut changes = h.store.subscribe();
+    let before = *changes.borrow_and_update();
+    assert_eq!(h.call(CREATE).await.0, StatusCode::OK);
+    // Every committed change bumps the version that a long-poll would wait on.
+    tokio::time::timeout(std::time::Duration::from_secs(5), changes.changed())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(*changes.borrow() > before);
+
+    let (status, body) = h
+        .call("Action=RegisterInstancesWithLoadBalancer&Version=2012-06-01&LoadBalancerName=web&Instances.member.1.InstanceId=i-0001")
+        .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (_, body) = h
+        .call("Action=DescribeInstanceHealth&Version=2012-06-01&LoadBalancerName=web")
+        .await;
+    assert!(body.contains("<State>OutOfService</State><ReasonCode>ELB</ReasonCode><Description>Instance registration is still in progress.</Description>"));
+
+    let key = LbKey {
+        account_id: h.account_id.clone(),
+        region: "us-east-1".into(),
+        name: "web".into(),
+    };
+    let healthy = InstanceHealth {
+        state: InstanceState::InService,
+        reason_code: "N/A".into(),
+        description: "N/A".into(),
+    };
+    let version = h.store.config_version();
+    assert!(
+        h.store
+            .set_instance_health(&key, "i-0001", &healthy)
+            .await
+            .unwrap()
+    );
+    assert!(h.store.config_version() > version);
+    assert!(
+        !h.store
+            .set_instance_health(&key, "i-9999", &healthy)
+            .await
+            .unwrap()
+    );
+    let (_, body) = h
+        .call("Action=DescribeInstanceHealth&Version=2012-06-01&LoadBalancerName=web")
+        .await;
+    assert!(
+        body.contains("<InstanceId>i-0001</InstanceId><State>InService</State>"),
+        "{body}"
+    );
+
+    // The lookup the DNS server will use is case-insensitive and sees the reported health.
+    let lb = h
+        .store
+        .lb_by_dns_name(&format!("WEB-{}.lb.elb.local.", h.account_id))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(lb.instances[0].health, healthy);
+}
