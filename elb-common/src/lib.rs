@@ -197,7 +197,8 @@ pub const FLOW_F_FIN_CLIENT: u32 = 1 << 1;
 pub const FLOW_F_FIN_BACKEND: u32 = 1 << 2;
 /// Either side sent a RST: the flow is closed at once.
 pub const FLOW_F_RST: u32 = 1 << 3;
-/// The agent expired the flow for idleness; only its SNAT tuple reservation remains.
+/// The agent expired the flow for idleness and removed its forward half; this (reverse) half
+/// only keeps the SNAT tuple reserved.
 pub const FLOW_F_EXPIRED: u32 = 1 << 4;
 
 /// Conntrack value: how to rewrite packets that match the key, and the flow's state.
@@ -342,16 +343,16 @@ counters! {
     drop_tcp_truncated,
     /// Dropped: a listener or flow packet carrying IP options.
     drop_ip_options,
-    /// Dropped: non-SYN TCP to a listener without a flow.
+    /// Dropped: a RST (or a packet with IP options) to a listener without a flow.
     drop_no_flow,
+    /// Answered with RST: non-SYN TCP to a listener without a flow (expired, evicted, unknown).
+    rst_no_flow,
     /// Dropped: packet of a flow closed by a RST, or closed longer than the close grace.
     drop_flow_closed,
     /// Answered with RST: client packet of a flow whose backend was removed.
     rst_backend_removed,
     /// Dropped: backend packet of a flow whose backend was removed.
     drop_backend_removed,
-    /// Answered with RST: client packet of a flow the agent expired for idleness.
-    rst_flow_expired,
     /// Answered with RST: SYN to a listener with no backend accepting new flows.
     rst_no_backend,
     /// New flows created.

@@ -96,8 +96,17 @@ pub fn handle(
             new_flow(ctx, c, eth, ip, tcp, &key, listener, tot_len)
         }
         Some(_) => {
-            c.drop_no_flow += 1;
-            XDP_DROP
+            // A segment of a connection we do not know (expired, evicted, or from before a
+            // reset of the state): answer as a TCP stack would (RFC 793 "Reset Generation"),
+            // so the client learns now instead of retransmitting into silence. Never answer a
+            // RST, and never for packets with IP options (we only build option-less resets).
+            if flags & TCP_RST != 0 || ihl != IP_LEN {
+                c.drop_no_flow += 1;
+                XDP_DROP
+            } else {
+                c.rst_no_flow += 1;
+                rst::reply(ctx, c, tot_len)
+            }
         }
         None => {
             c.pass_not_ours += 1;
@@ -126,11 +135,9 @@ fn established(
     // SAFETY: helper without side effects.
     let now = unsafe { bpf_ktime_get_ns() };
 
-    if f.flags & FLOW_F_EXPIRED != 0 {
-        // The agent expired the flow for idleness; only its SNAT reservation remains.
-        return refuse(ctx, c, reply, tot_len, Refusal::Expired);
-    }
-    if f.flags & FLOW_F_RST != 0
+    // FLOW_F_EXPIRED: the agent expired the flow for idleness and removed its forward half; the
+    // reverse half only keeps the SNAT tuple reserved.
+    if f.flags & (FLOW_F_RST | FLOW_F_EXPIRED) != 0
         || (f.is_closed() && now.wrapping_sub(f.closed_ns) > CLOSE_GRACE_NS)
     {
         c.drop_flow_closed += 1;
@@ -142,7 +149,7 @@ fn established(
     };
     if backend.generation != f.backend_gen || backend.state == BACKEND_REMOVED || backend.state == 0
     {
-        return refuse(ctx, c, reply, tot_len, Refusal::BackendRemoved);
+        return refuse_removed(ctx, c, reply, tot_len);
     }
     if now.wrapping_sub(f.last_seen_ns) > LAST_SEEN_GRANULARITY_NS {
         f.last_seen_ns = now;
@@ -169,28 +176,15 @@ fn established(
     fwd::emit(ctx, c, eth, &route)
 }
 
-/// Why a packet of a flow is not forwarded.
-#[derive(Clone, Copy)]
-enum Refusal {
-    BackendRemoved,
-    Expired,
-}
-
-/// Refuses a flow's packet: the client gets a RST (so it stops at once), the backend's packets
-/// are dropped.
+/// A packet of a flow whose backend was removed: the client gets a RST (so it stops at once),
+/// the backend's packets are dropped.
 #[inline(always)]
-fn refuse(ctx: &XdpContext, c: &mut Counters, reply: bool, tot_len: usize, why: Refusal) -> u32 {
+fn refuse_removed(ctx: &XdpContext, c: &mut Counters, reply: bool, tot_len: usize) -> u32 {
     if reply {
-        match why {
-            Refusal::BackendRemoved => c.drop_backend_removed += 1,
-            Refusal::Expired => c.drop_flow_closed += 1,
-        }
+        c.drop_backend_removed += 1;
         return XDP_DROP;
     }
-    match why {
-        Refusal::BackendRemoved => c.rst_backend_removed += 1,
-        Refusal::Expired => c.rst_flow_expired += 1,
-    }
+    c.rst_backend_removed += 1;
     rst::reply(ctx, c, tot_len)
 }
 

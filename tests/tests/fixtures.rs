@@ -256,8 +256,8 @@ fn malformed_and_foreign_packets_get_their_verdict_and_counter() {
     );
     expect_untouched(&fx, fx.cl, &echo, XDP_PASS, "pass_not_tcp");
 
-    let ack = Tcp::new((client(0), 40000), (VIP, 80), TCP_ACK).frame();
-    expect_untouched(&fx, fx.cl, &ack, XDP_DROP, "drop_no_flow");
+    let rst = Tcp::new((client(0), 40000), (VIP, 80), TCP_RST).frame();
+    expect_untouched(&fx, fx.cl, &rst, XDP_DROP, "drop_no_flow");
 
     let other_port = Tcp::new((client(0), 40000), (VIP, 22), TCP_SYN).frame();
     expect_untouched(&fx, fx.cl, &other_port, XDP_PASS, "pass_not_ours");
@@ -418,6 +418,24 @@ fn icmp_about_unknown_flows_passes() {
         &stranger[ETH_LEN..ETH_LEN + 24],
     );
     expect_untouched(&fx, fx.bk, &short, XDP_DROP, "drop_icmp_malformed");
+}
+
+#[test]
+fn segment_of_an_unknown_connection_is_answered_with_a_reset() {
+    let fx = Fixture::new().unwrap();
+    let mut ack = Tcp::new((client(0), 40000), (VIP, 80), TCP_ACK | TCP_PSH);
+    ack.src_mac = CLIENT_MAC;
+    ack.ack = 777_000;
+    ack.payload = vec![9; 40];
+    let out = fx.run(fx.cl, &ack.frame()).unwrap();
+    assert_eq!(out.action, XDP_TX);
+    let p = parse(&out.frame);
+    assert_eq!(
+        (p.flags, p.seq, p.src, p.sport, p.dst, p.dport),
+        (TCP_RST, 777_000, VIP, 80, client(0), 40000)
+    );
+    let c = fx.counters();
+    assert_eq!((c.rst_no_flow, c.new_flows), (1, 0));
 }
 
 #[test]
