@@ -1,5 +1,7 @@
 //! Userspace side of the load balancer: loading and pinning the XDP program, writing its maps,
-//! health-checking backends, and (in the `elb-servo` binary) the agent that ties them together.
+//! health-checking backends, and the servo agent (`elb-servo run`) that ties them together.
 
+pub mod agent;
+pub mod config;
 pub mod dataplane;
 pub mod health;

@@ -3,9 +3,24 @@
 use std::{net::Ipv4Addr, path::PathBuf};
 
 use anyhow::{Context as _, bail};
-use clap::{Parser, Subcommand};
+use clap::{Parser, Subcommand, ValueEnum};
 use elb_common::Config;
-use elb_userspace::dataplane::{self, AttachMode, DEFAULT_PIN_ROOT, Dataplane, LoadOptions, Maps};
+use elb_userspace::{
+    agent::{self, ConfigUpdate, RunOptions},
+    config::ServoConfig,
+    dataplane::{self, AttachMode, DEFAULT_PIN_ROOT, Dataplane, LoadOptions, Maps},
+};
+use tokio::{
+    signal::unix::{SignalKind, signal},
+    sync::{mpsc, watch},
+};
+use tracing::{error, info};
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Human,
+    Json,
+}
 
 #[derive(Parser)]
 #[command(
@@ -25,6 +40,33 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the agent: load and attach the dataplane, health-check the backends, apply the
+    /// configuration (SIGHUP reloads it), serve /metrics. SIGTERM/SIGINT stop the agent and
+    /// leave the dataplane forwarding.
+    Run {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+        /// Drop pinned state first (established flows are lost).
+        #[arg(long)]
+        reset: bool,
+        /// Log format.
+        #[arg(long, value_enum, default_value = "human")]
+        log_format: LogFormat,
+    },
+    /// Detach the program from every interface it is attached to (the pinned links), and with
+    /// `--purge` remove the pinned maps.
+    Detach {
+        /// Also remove the pinned maps.
+        #[arg(long)]
+        purge: bool,
+    },
+    /// Check a configuration file and print what it describes.
+    Check {
+        /// Configuration file (TOML).
+        #[arg(long)]
+        config: PathBuf,
+    },
     /// Load the XDP program (reusing pinned maps) and attach it to interfaces; exits once
     /// attached (the pinned links keep it running).
     Load {
@@ -69,12 +111,102 @@ fn parse_ports(s: &str) -> anyhow::Result<(u16, u16)> {
     Ok((a, b))
 }
 
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("ELB_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Human => builder.init(),
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+    }
+}
+
+async fn run_agent(config: PathBuf, reset: bool) -> anyhow::Result<()> {
+    let initial = ServoConfig::load(&config)?;
+    let (updates_tx, updates) = mpsc::channel(4);
+    let (stop_tx, stop) = watch::channel(false);
+    let mut hup = signal(SignalKind::hangup())?;
+    let mut term = signal(SignalKind::terminate())?;
+    let mut int = signal(SignalKind::interrupt())?;
+    let path = config.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    info!(file = %path.display(), "SIGHUP: reloading the configuration");
+                    match ServoConfig::load(&path) {
+                        Ok(cfg) => {
+                            let _ = updates_tx.send(ConfigUpdate { config: cfg, origin: "SIGHUP".into() }).await;
+                        }
+                        Err(e) => error!(error = %e, "configuration rejected; keeping the running one"),
+                    }
+                }
+                _ = term.recv() => { info!("SIGTERM: stopping"); let _ = stop_tx.send(true); break; }
+                _ = int.recv() => { info!("SIGINT: stopping"); let _ = stop_tx.send(true); break; }
+            }
+        }
+    });
+    agent::run(
+        initial,
+        updates,
+        RunOptions {
+            reset,
+            sweep_interval: None,
+        },
+        stop,
+    )
+    .await?;
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     if let Some(ns) = &cli.netns {
+        // Before any thread exists: threads inherit the namespace of their creator.
         dataplane::enter_netns(ns)?;
     }
     match cli.command {
+        Command::Run {
+            config,
+            reset,
+            log_format,
+        } => {
+            init_logging(log_format);
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()?;
+            runtime.block_on(run_agent(config, reset))?;
+        }
+        Command::Detach { purge } => {
+            let ifaces = dataplane::attached_interfaces(&cli.pin_root);
+            for iface in &ifaces {
+                dataplane::detach(&cli.pin_root, iface)?;
+                println!("detached from {iface}");
+            }
+            if ifaces.is_empty() {
+                println!("nothing attached under {}", cli.pin_root.display());
+            }
+            if purge {
+                dataplane::remove_pins(&cli.pin_root)?;
+                println!("removed {}", cli.pin_root.display());
+            }
+        }
+        Command::Check { config } => {
+            let cfg = ServoConfig::load(&config)?;
+            println!("{}: ok", config.display());
+            for lb in &cfg.load_balancers {
+                println!(
+                    "  {}: {} VIP(s), {} listener(s), {} instance(s), health check {}",
+                    lb.load_balancer_name,
+                    lb.vips.len(),
+                    lb.listeners.len(),
+                    lb.instances.len(),
+                    lb.health_check().target
+                );
+            }
+        }
         Command::Load {
             ifaces,
             snat,
