@@ -157,6 +157,16 @@ def test_user_policies_allow_and_deny(env, acct):
     assert error_code(e) == "AccessDenied"
     assert "web-2" in [d["LoadBalancerName"] for d in acct.elb.describe_load_balancers()["LoadBalancerDescriptions"]]
 
+    # A Deny on every resource refuses the listing outright.
+    denied = acct.user(policy={"Statement": [
+        {"Effect": "Allow", "Action": "elasticloadbalancing:*", "Resource": "*"},
+        {"Effect": "Deny", "Action": "elasticloadbalancing:DescribeLoadBalancers", "Resource": "*"},
+    ]})
+    with pytest.raises(ClientError) as e:
+        denied.describe_load_balancers()
+    assert error_code(e) == "AccessDenied"
+    assert denied.describe_account_limits()["Limits"]
+
     bad = env.admin("policy", "put", "--account", acct.id, "--user", "root", "--name", "x", "--document", "{}", check=False)
     assert bad.returncode != 0
     bad = env.admin("policy", "put", "--account", acct.id, "--user", "nobody", "--name", "x",

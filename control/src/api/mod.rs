@@ -165,9 +165,14 @@ impl Ctx<'_> {
     /// Authorises an action that names no load balancer (or lists them): some statement must
     /// allow it; list results are then filtered with [`allowed`](Self::allowed).
     pub fn authorize_any(&self) -> Result<(), ApiError> {
-        if self.caller.is_root
-            || iam::may_allow_some(&self.caller.policies, &self.action.iam_name())
-        {
+        if self.caller.is_root {
+            return Ok(());
+        }
+        let action = self.action.iam_name();
+        // A Deny on every resource ends it here; otherwise some Allow must exist.
+        let denied_everywhere =
+            iam::evaluate(&self.caller.policies, &action, "*") == Decision::ExplicitDeny;
+        if !denied_everywhere && iam::may_allow_some(&self.caller.policies, &action) {
             Ok(())
         } else {
             Err(self.denied("*"))
