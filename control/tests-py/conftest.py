@@ -136,7 +136,7 @@ class PostgresServer:
 
     def create_database(self):
         name = "elb_" + uuid.uuid4().hex[:10]
-        self._as_postgres("psql", "-h", str(self.dir), "-p", str(self.port), "-U", "postgres", "-c", f"CREATE DATABASE {name}")
+        self._as_postgres(str(PG_BIN / "psql"), "-h", str(self.dir), "-p", str(self.port), "-U", "postgres", "-c", f"CREATE DATABASE {name}")
         return f"postgres://postgres@127.0.0.1:{self.port}/{name}"
 
     def stop(self):

@@ -54,7 +54,8 @@ def test_restart_and_kill_9_lose_nothing(env):
     assert names_of(c3) == [f"keep-{i}" for i in range(10)]
     assert c3.describe_tags(LoadBalancerNames=["keep-9"])["TagDescriptions"][0]["Tags"] == [{"Key": "last", "Value": "write"}]
     assert c3.describe_tags(LoadBalancerNames=["keep-3"])["TagDescriptions"][0]["Tags"] == [{"Key": "i", "Value": "3"}]
-    s3.stop()
+    assert s3.stop(signal.SIGINT) == 0
+    assert "SIGINT received" in s3.log_text()
 
 
 def test_32_clients_create_and_delete_in_parallel(env):
