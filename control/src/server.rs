@@ -13,6 +13,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use tokio::net::TcpListener;
+use tracing::Instrument;
 
 use crate::api::{self, Action, Caller, Ctx};
 use crate::config::ServiceConfig;
@@ -130,6 +131,9 @@ async fn handle(
     let request_id = new_request_id();
     let started = Instant::now();
     let mut outcome = Outcome::default();
+    // Everything logged while the request is processed (inventory calls, store warnings)
+    // carries its request id through this span.
+    let span = tracing::info_span!("request", request_id = %request_id);
     let result = process(
         &state,
         &request_id,
@@ -139,6 +143,7 @@ async fn handle(
         body,
         &mut outcome,
     )
+    .instrument(span)
     .await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let action = outcome.action.map(Action::as_str).unwrap_or("-");
