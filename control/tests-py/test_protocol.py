@@ -138,4 +138,6 @@ def test_request_id_in_log_line(env, acct):
             break
         time.sleep(0.1)
     line = next(l for l in log.splitlines() if rid in l)
+    # Plain text (no colour codes), so `grep request_id=<id>` finds it.
+    assert f"request_id={rid}" in line
     assert "DescribeAccountLimits" in line and acct.id in line
