@@ -23,6 +23,7 @@ pub struct Nginx {
     dir: PathBuf,
     addr: SocketAddr,
     ns: String,
+    name: String,
 }
 
 /// Deterministic content: byte i of a stream is a function of i, so downloads and uploads can
@@ -131,21 +132,26 @@ http {{
         );
         let conf_path = dir.join("nginx.conf");
         fs::write(&conf_path, conf)?;
-        let mut cmd = ns.command("nginx");
-        cmd.arg("-c")
-            .arg(&conf_path)
-            .arg("-p")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        let proc = Proc::spawn(cmd, &format!("nginx {name}"))?;
-        let server = Self {
+        let proc = Self::spawn(ns.name(), &dir, name, addr)?;
+        Ok(Self {
             proc,
             dir,
             addr,
             ns: ns.name().to_string(),
-        };
-        let ns_name = server.ns.clone();
+            name: name.to_string(),
+        })
+    }
+
+    fn spawn(ns: &str, dir: &Path, name: &str, addr: SocketAddr) -> anyhow::Result<Proc> {
+        let mut cmd = std::process::Command::new("ip");
+        cmd.args(["netns", "exec", ns, "nginx", "-c"])
+            .arg(dir.join("nginx.conf"))
+            .arg("-p")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let proc = Proc::spawn(cmd, &format!("nginx {name}"))?;
+        let ns_name = ns.to_string();
         wait_for(
             Duration::from_secs(10),
             &format!("nginx {name} on {addr}"),
@@ -156,7 +162,14 @@ http {{
                 probe.then_some(())
             },
         )?;
-        Ok(server)
+        Ok(proc)
+    }
+
+    /// Starts the server again after [`Nginx::stop`].
+    pub fn restart(&mut self) -> anyhow::Result<()> {
+        self.proc.kill();
+        self.proc = Self::spawn(&self.ns, &self.dir, &self.name, self.addr)?;
+        Ok(())
     }
 
     /// Where nginx serves files from.

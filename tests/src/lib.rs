@@ -1,6 +1,7 @@
 //! Test support shared by the integration tests, the demo and the benchmarks: network
 //! namespaces, topologies, real HTTP backends and clients, and packet fixtures.
 
+pub mod agent;
 pub mod fixture;
 pub mod http;
 pub mod netns;

@@ -95,7 +95,7 @@ fn cargo() -> Command {
 }
 
 fn build() -> anyhow::Result<()> {
-    run(cargo().args(["build", "--release", "--workspace", "--bins"]))
+    run(cargo().args(["build", "--release", "--bins"]))
 }
 
 fn bin(name: &str) -> PathBuf {
@@ -107,7 +107,7 @@ fn test(filter: Option<String>, no_python: bool) -> anyhow::Result<()> {
     setup::setup()?;
     build()?;
     let mut cmd = cargo();
-    cmd.args(["test", "--release", "--workspace"]);
+    cmd.args(["test", "--release"]);
     if let Some(f) = &filter {
         cmd.arg(f);
     }
