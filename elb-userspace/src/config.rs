@@ -695,6 +695,14 @@ CrossZoneLoadBalancing = { Enabled = true }
     }
 
     #[test]
+    fn packaged_example_is_valid() {
+        let cfg: ServoConfig =
+            toml::from_str(include_str!("../../packaging/servo/servo.toml.example")).unwrap();
+        cfg.validate().unwrap();
+        assert_eq!(cfg.load_balancers[0].listeners.len(), 2);
+    }
+
+    #[test]
     fn bad_toml_reports_where() {
         let dir = std::env::temp_dir().join(format!("elb-config-test-{}", std::process::id()));
         std::fs::write(&dir, "interfaces = [\"eth0\"\nzone = 3").unwrap();

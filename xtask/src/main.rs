@@ -60,6 +60,9 @@ enum Task {
         #[arg(long)]
         purge: bool,
     },
+    /// Build the servo install bundle: dist/elb-servo-<version>-x86_64.tar.gz (binary, systemd
+    /// unit, example configuration, operator guide, install script).
+    Image,
     /// Run the demo in network namespaces.
     Demo {
         /// Run the checks once and exit (0 if they all pass) instead of staying up.
@@ -122,6 +125,56 @@ fn test(filter: Option<String>, no_python: bool) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn image() -> anyhow::Result<()> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "elb-userspace",
+        "--bin",
+        "elb-servo",
+    ]))?;
+    let version = env!("CARGO_PKG_VERSION");
+    let name = format!("elb-servo-{version}");
+    let dist = root().join("dist");
+    let stage = dist.join(&name);
+    if stage.exists() {
+        std::fs::remove_dir_all(&stage)?;
+    }
+    let pkg = root().join("packaging/servo");
+    for dir in ["bin", "etc", "systemd"] {
+        std::fs::create_dir_all(stage.join(dir))?;
+    }
+    let copies = [
+        (bin("elb-servo"), stage.join("bin/elb-servo")),
+        (
+            pkg.join("servo.toml.example"),
+            stage.join("etc/servo.toml.example"),
+        ),
+        (
+            pkg.join("elb-servo.service"),
+            stage.join("systemd/elb-servo.service"),
+        ),
+        (
+            pkg.join("OPERATOR-GUIDE.md"),
+            stage.join("OPERATOR-GUIDE.md"),
+        ),
+        (pkg.join("install.sh"), stage.join("install.sh")),
+    ];
+    for (from, to) in &copies {
+        std::fs::copy(from, to).with_context(|| format!("copying {}", from.display()))?;
+    }
+    let tarball = dist.join(format!("{name}-{}.tar.gz", std::env::consts::ARCH));
+    run(Command::new("tar")
+        .arg("-C")
+        .arg(&dist)
+        .arg("-czf")
+        .arg(&tarball)
+        .arg(&name))?;
+    println!("servo bundle: {}", tarball.display());
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Setup => setup::setup(),
@@ -176,6 +229,7 @@ fn main() -> anyhow::Result<()> {
             }
             run(&mut cmd)
         }
+        Task::Image => image(),
         Task::Demo { once } => {
             setup::setup()?;
             build()?;
