@@ -364,9 +364,27 @@ pub struct ServoConfig {
     /// Source address of health checks (default: the routing table's choice).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub health_check_source: Option<Ipv4Addr>,
-    /// The load balancers.
+    /// Addresses this servo offers control as VIPs of internet-facing load balancers
+    /// (control mode).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub public_addresses: Vec<Ipv4Addr>,
+    /// Addresses this servo offers control as VIPs of internal load balancers (control mode).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub private_addresses: Vec<Ipv4Addr>,
+    /// Most load balancers control may assign to this servo (control mode).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub capacity: Option<u32>,
+    /// Where the agent keeps the last configuration received from control, so a restart while
+    /// control is unreachable starts from it.
+    #[serde(default = "default_state_dir")]
+    pub state_dir: String,
+    /// The load balancers (standalone mode; in control mode they come from control).
     #[serde(default, rename = "LoadBalancers")]
     pub load_balancers: Vec<LoadBalancerConfig>,
+}
+
+fn default_state_dir() -> String {
+    "/var/lib/elb-servo".to_string()
 }
 
 impl ServoConfig {
@@ -508,8 +526,10 @@ pub fn validate_load_balancers(
 }
 
 fn validate_name(name: &str) -> Result<(), ConfigError> {
+    // ELB names are 1-32 characters; control sends `<name>-<account id>` (46 at most), which
+    // keeps names unique across accounts on one servo.
     let ok = !name.is_empty()
-        && name.len() <= 32
+        && name.len() <= 64
         && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
         && !name.starts_with('-')
         && !name.ends_with('-');
@@ -517,7 +537,7 @@ fn validate_name(name: &str) -> Result<(), ConfigError> {
         Ok(())
     } else {
         Err(invalid(format!(
-            "load balancer name {name:?}: 1-32 letters, digits and hyphens, not starting or ending with a hyphen"
+            "load balancer name {name:?}: 1-64 letters, digits and hyphens, not starting or ending with a hyphen"
         )))
     }
 }
@@ -640,8 +660,8 @@ CrossZoneLoadBalancing = { Enabled = true }
             "hyphen",
         );
         rejects(
-            |c| c.load_balancers[0].load_balancer_name = "a".repeat(33),
-            "1-32",
+            |c| c.load_balancers[0].load_balancer_name = "a".repeat(65),
+            "1-64",
         );
         rejects(
             |c| {

@@ -5,6 +5,7 @@
 //! One task owns the reconciler and takes, in order, configuration updates, health events and
 //! draining deadlines; the sweep and the HTTP endpoint run beside it with their own map handles.
 
+pub mod control;
 pub mod metrics;
 pub mod reconcile;
 pub mod sweep;
@@ -60,6 +61,16 @@ pub struct ConfigUpdate {
     pub config: ServoConfig,
     /// Where it came from, for the log line that applies it (`SIGHUP`, a request id...).
     pub origin: String,
+    /// Only the servo's own settings changed (a SIGHUP in control mode): keep the load
+    /// balancers the agent runs now.
+    pub local_only: bool,
+}
+
+/// Channels the agent reports on.
+#[derive(Debug, Default)]
+pub struct Hooks {
+    /// Receives the status after every change (the control client reports health from it).
+    pub status: Option<watch::Sender<StatusView>>,
 }
 
 /// Options of [`run`].
@@ -337,6 +348,7 @@ pub async fn run(
     initial: ServoConfig,
     mut updates: mpsc::Receiver<ConfigUpdate>,
     options: RunOptions,
+    hooks: Hooks,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     initial.validate()?;
@@ -454,6 +466,7 @@ pub async fn run(
 
     let mut cfg = initial;
     let mut version = 1u64;
+    let mut introduced: BTreeMap<InstanceKey, String> = BTreeMap::new();
     let apply = |cfg: &ServoConfig,
                  reconciler: &mut Reconciler<Maps>,
                  health: &BTreeMap<InstanceKey, InstanceHealth>,
@@ -476,8 +489,11 @@ pub async fn run(
                 error!(origin, error = %e, "applying the configuration to the dataplane failed; will retry")
             }
         }
-        *shared.status.lock().expect("status lock") =
-            build_status(cfg, reconciler, health, version);
+        let status = build_status(cfg, reconciler, health, version);
+        if let Some(tx) = &hooks.status {
+            tx.send_replace(status.clone());
+        }
+        *shared.status.lock().expect("status lock") = status;
     };
     apply(&cfg, &mut reconciler, &health, version, "start");
 
@@ -489,12 +505,20 @@ pub async fn run(
         tokio::select! {
             _ = shutdown.wait_for(|s| *s) => break,
             Some(event) = events.recv() => {
-                let origin = format!("health {}/{}", event.key.0, event.key.1);
+                // The change that introduced the instance, so one grep follows an API call to
+                // the health transitions it causes.
+                let origin = match introduced.get(&event.key) {
+                    Some(by) => format!("health {}/{} (registered by {by})", event.key.0, event.key.1),
+                    None => format!("health {}/{}", event.key.0, event.key.1),
+                };
                 health.insert(event.key, event.to);
                 apply(&cfg, &mut reconciler, &health, version, &origin);
             }
             Some(update) = updates.recv() => {
-                let new = update.config;
+                let mut new = update.config;
+                if update.local_only {
+                    new.load_balancers = cfg.load_balancers.clone();
+                }
                 if let Err(e) = new.validate() {
                     error!(origin = %update.origin, error = %e, "configuration rejected; keeping the running one");
                     continue;
@@ -512,8 +536,17 @@ pub async fn run(
                 }
                 version += 1;
                 info!(origin = %update.origin, version, load_balancers = new.load_balancers.len(), "configuration accepted");
+                for lb in &new.load_balancers {
+                    for i in &lb.instances {
+                        let key = (lb.load_balancer_name.clone(), i.instance_id.clone());
+                        if !health.contains_key(&key) {
+                            introduced.insert(key, update.origin.clone());
+                        }
+                    }
+                }
                 cfg = new;
                 sync_health(&checker, &cfg, &mut health, &BTreeSet::new());
+                introduced.retain(|k, _| health.contains_key(k));
                 apply(&cfg, &mut reconciler, &health, version, &update.origin);
             }
             () = tokio::time::sleep_until(deadline) => {

@@ -53,6 +53,16 @@ enum Command {
         /// Log format.
         #[arg(long, value_enum, default_value = "human")]
         log_format: LogFormat,
+        /// Take the load balancers from the control service at this URL (the file then only
+        /// holds the servo's own settings).
+        #[arg(long, requires = "credentials")]
+        control: Option<String>,
+        /// The servo's credentials (JSON from `elb-control admin servo create`).
+        #[arg(long, requires = "control")]
+        credentials: Option<PathBuf>,
+        /// This servo's zone (overrides `zone` in the file).
+        #[arg(long)]
+        zone: Option<String>,
     },
     /// Detach the program from every interface it is attached to (the pinned links), and with
     /// `--purge` remove the pinned maps.
@@ -124,22 +134,80 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-async fn run_agent(config: PathBuf, reset: bool) -> anyhow::Result<()> {
-    let initial = ServoConfig::load(&config)?;
+struct ControlArgs {
+    url: String,
+    credentials: PathBuf,
+}
+
+async fn run_agent(
+    config: PathBuf,
+    reset: bool,
+    zone: Option<String>,
+    control: Option<ControlArgs>,
+) -> anyhow::Result<()> {
+    let load_local = move |path: &std::path::Path| -> anyhow::Result<ServoConfig> {
+        let mut cfg = ServoConfig::load(path)?;
+        if zone.is_some() {
+            cfg.zone.clone_from(&zone);
+        }
+        Ok(cfg)
+    };
+    let local = load_local(&config)?;
+    let mut initial = local.clone();
+    let mut control_run = None;
+    if let Some(c) = &control {
+        let credentials =
+            agent::control::Credentials::load(&c.credentials).map_err(anyhow::Error::msg)?;
+        if local.zone.is_none() {
+            bail!(
+                "control mode needs the servo's zone (--zone or `zone` in {})",
+                config.display()
+            );
+        }
+        if !local.load_balancers.is_empty() {
+            bail!(
+                "in control mode the load balancers come from control: remove [[LoadBalancers]] from {}",
+                config.display()
+            );
+        }
+        let state_file = PathBuf::from(&local.state_dir)
+            .join(format!("{}.last-config.json", credentials.servo_id));
+        let saved = agent::control::load_state(&state_file);
+        if let Some(saved) = &saved {
+            info!(
+                version = saved.version,
+                load_balancers = saved.load_balancers.len(),
+                "starting from the configuration last received from control"
+            );
+            initial = agent::control::merge(&local, saved.load_balancers.clone());
+        }
+        control_run = Some((
+            agent::control::ControlOptions {
+                url: c.url.clone(),
+                credentials,
+                state_file,
+                long_poll_secs: 25,
+            },
+            saved.map(|s| s.version),
+        ));
+    }
     let (updates_tx, updates) = mpsc::channel(4);
     let (stop_tx, stop) = watch::channel(false);
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     let path = config.clone();
+    let local_only = control.is_some();
+    let reload_tx = updates_tx.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = hup.recv() => {
                     info!(file = %path.display(), "SIGHUP: reloading the configuration");
-                    match ServoConfig::load(&path) {
+                    match load_local(&path) {
                         Ok(cfg) => {
-                            let _ = updates_tx.send(ConfigUpdate { config: cfg, origin: "SIGHUP".into() }).await;
+                            let update = ConfigUpdate { config: cfg, origin: "SIGHUP".into(), local_only };
+                            let _ = reload_tx.send(update).await;
                         }
                         Err(e) => error!(error = %e, "configuration rejected; keeping the running one"),
                     }
@@ -149,6 +217,19 @@ async fn run_agent(config: PathBuf, reset: bool) -> anyhow::Result<()> {
             }
         }
     });
+    let mut hooks = agent::Hooks::default();
+    if let Some((opts, version)) = control_run {
+        let (status_tx, status_rx) = watch::channel(Default::default());
+        hooks.status = Some(status_tx);
+        tokio::spawn(agent::control::run(
+            local,
+            opts,
+            version,
+            updates_tx,
+            status_rx,
+            stop.clone(),
+        ));
+    }
     agent::run(
         initial,
         updates,
@@ -156,6 +237,7 @@ async fn run_agent(config: PathBuf, reset: bool) -> anyhow::Result<()> {
             reset,
             sweep_interval: None,
         },
+        hooks,
         stop,
     )
     .await?;
@@ -173,12 +255,18 @@ fn main() -> anyhow::Result<()> {
             config,
             reset,
             log_format,
+            control,
+            credentials,
+            zone,
         } => {
+            let control = control
+                .zip(credentials)
+                .map(|(url, credentials)| ControlArgs { url, credentials });
             init_logging(log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(run_agent(config, reset))?;
+            runtime.block_on(run_agent(config, reset, zone, control))?;
         }
         Command::Detach { purge } => {
             let ifaces = dataplane::attached_interfaces(&cli.pin_root);

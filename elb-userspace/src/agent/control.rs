@@ -1,0 +1,380 @@
+//! The servo's side of the control protocol (HTTP + JSON under `/servo/v1/`).
+//!
+//! - register (zone, the addresses it can serve as VIPs, capacity), then heartbeat;
+//! - long-poll the configuration (`GET /servo/v1/config?since=V&wait=S`): a change made through
+//!   the API reaches the servo as soon as control commits it, with no busy polling;
+//! - report instance health transitions (and a full report periodically, so a restarted control
+//!   service learns the current states).
+//!
+//! Nothing in the dataplane waits on control: the last configuration received is kept in a state
+//! file, an agent restarted while control is down starts from it, and forwarding and health
+//! checking go on while control is unreachable; the client retries with backoff and
+//! resynchronises when control returns.
+
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
+
+use serde::{Deserialize, Serialize};
+use tokio::sync::{mpsc, watch};
+use tracing::{debug, info, warn};
+
+use super::{ConfigUpdate, metrics::StatusView};
+use crate::config::{LoadBalancerConfig, ServoConfig};
+
+/// Credentials of a servo, as printed by `elb-control admin servo create`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Credentials {
+    /// Servo id.
+    pub servo_id: String,
+    /// Shared secret.
+    pub secret: String,
+    /// Zone (informational; the servo's configuration decides).
+    #[serde(default)]
+    pub zone: Option<String>,
+}
+
+impl Credentials {
+    /// Reads a credentials file (JSON).
+    pub fn load(path: &Path) -> Result<Self, String> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| format!("reading {}: {e}", path.display()))?;
+        serde_json::from_str(&text).map_err(|e| format!("parsing {}: {e}", path.display()))
+    }
+}
+
+/// How to reach control.
+#[derive(Clone, Debug)]
+pub struct ControlOptions {
+    /// Base URL, e.g. `http://10.0.0.2:8773`.
+    pub url: String,
+    /// The servo's credentials.
+    pub credentials: Credentials,
+    /// Where the last configuration received is kept.
+    pub state_file: PathBuf,
+    /// Long-poll wait in seconds.
+    pub long_poll_secs: u64,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct Register<'a> {
+    servo_id: &'a str,
+    zone: &'a str,
+    public_addresses: &'a [Ipv4Addr],
+    private_addresses: &'a [Ipv4Addr],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    capacity: Option<u32>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct HeartbeatReply {
+    heartbeat_interval: u64,
+}
+
+/// A long-poll answer.
+#[derive(Clone, Debug, Deserialize, Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ConfigReply {
+    /// Configuration version.
+    pub version: u64,
+    /// The load balancers assigned to this servo.
+    pub load_balancers: Vec<LoadBalancerConfig>,
+    /// Request ids of the API calls that led here.
+    #[serde(default)]
+    pub request_ids: Vec<String>,
+    /// Heartbeat interval in seconds.
+    #[serde(default)]
+    pub heartbeat_interval: Option<u64>,
+}
+
+#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
+#[serde(rename_all = "PascalCase")]
+struct HealthReport {
+    load_balancer_name: String,
+    instance_id: String,
+    state: String,
+    reason_code: String,
+    description: String,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct HealthBody<'a> {
+    servo_id: &'a str,
+    instances: &'a [HealthReport],
+}
+
+/// Reads the configuration saved by the last run, if any.
+pub fn load_state(path: &Path) -> Option<ConfigReply> {
+    let text = std::fs::read_to_string(path).ok()?;
+    match serde_json::from_str(&text) {
+        Ok(reply) => Some(reply),
+        Err(e) => {
+            warn!(file = %path.display(), error = %e, "ignoring an unreadable saved configuration");
+            None
+        }
+    }
+}
+
+fn save_state(path: &Path, reply: &ConfigReply) {
+    let write = || -> std::io::Result<()> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)?;
+        }
+        let tmp = path.with_extension("tmp");
+        std::fs::write(&tmp, serde_json::to_vec(reply).unwrap_or_default())?;
+        // Rename is atomic: a crash leaves the old file or the new one, never half of one.
+        std::fs::rename(&tmp, path)
+    };
+    if let Err(e) = write() {
+        warn!(file = %path.display(), error = %e, "could not save the configuration");
+    }
+}
+
+/// The configuration the agent runs: local settings plus control's load balancers.
+pub fn merge(local: &ServoConfig, lbs: Vec<LoadBalancerConfig>) -> ServoConfig {
+    ServoConfig {
+        load_balancers: lbs,
+        ..local.clone()
+    }
+}
+
+struct Client {
+    http: reqwest::Client,
+    opts: ControlOptions,
+}
+
+impl Client {
+    fn url(&self, path: &str) -> String {
+        format!("{}/servo/v1/{path}", self.opts.url.trim_end_matches('/'))
+    }
+
+    fn auth(&self) -> String {
+        format!(
+            "Bearer {}:{}",
+            self.opts.credentials.servo_id, self.opts.credentials.secret
+        )
+    }
+
+    async fn post<T: Serialize, R: serde::de::DeserializeOwned>(
+        &self,
+        path: &str,
+        body: &T,
+    ) -> Result<R, String> {
+        let resp = self
+            .http
+            .post(self.url(path))
+            .header("Authorization", self.auth())
+            .json(body)
+            .timeout(Duration::from_secs(10))
+            .send()
+            .await
+            .map_err(|e| format!("{path}: {e}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(format!("{path}: HTTP {status}: {text}"));
+        }
+        resp.json()
+            .await
+            .map_err(|e| format!("{path}: bad answer: {e}"))
+    }
+
+    async fn register(&self, local: &ServoConfig) -> Result<u64, String> {
+        let zone = local.zone.as_deref().unwrap_or_default();
+        let reply: HeartbeatReply = self
+            .post(
+                "register",
+                &Register {
+                    servo_id: &self.opts.credentials.servo_id,
+                    zone,
+                    public_addresses: &local.public_addresses,
+                    private_addresses: &local.private_addresses,
+                    capacity: local.capacity,
+                },
+            )
+            .await?;
+        Ok(reply.heartbeat_interval.max(1))
+    }
+
+    async fn config(&self, since: Option<u64>) -> Result<ConfigReply, String> {
+        let mut req = self
+            .http
+            .get(self.url("config"))
+            .header("Authorization", self.auth())
+            .query(&[("wait", self.opts.long_poll_secs)])
+            .timeout(Duration::from_secs(self.opts.long_poll_secs + 10));
+        if let Some(v) = since {
+            req = req.query(&[("since", v)]);
+        }
+        let resp = req.send().await.map_err(|e| format!("config: {e}"))?;
+        let status = resp.status();
+        if !status.is_success() {
+            let text = resp.text().await.unwrap_or_default();
+            return Err(format!("config: HTTP {status}: {text}"));
+        }
+        resp.json()
+            .await
+            .map_err(|e| format!("config: bad answer: {e}"))
+    }
+}
+
+/// Resolves once `stop` is set (the guard `wait_for` returns is not `Send`; this drops it).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+fn reports(status: &StatusView) -> Vec<HealthReport> {
+    status
+        .instances
+        .iter()
+        .filter(|i| i.checked_here)
+        .map(|i| HealthReport {
+            load_balancer_name: i.load_balancer_name.clone(),
+            instance_id: i.instance_id.clone(),
+            state: i.state.clone(),
+            reason_code: i.reason_code.clone(),
+            description: i.description.clone(),
+        })
+        .collect()
+}
+
+/// Runs the control client until `stop` fires: registers, heart-beats, long-polls the
+/// configuration into `updates`, and reports health from `status`.
+pub async fn run(
+    local: ServoConfig,
+    opts: ControlOptions,
+    start_version: Option<u64>,
+    updates: mpsc::Sender<ConfigUpdate>,
+    mut status: watch::Receiver<StatusView>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let client = Client {
+        http: reqwest::Client::builder().build().expect("HTTP client"),
+        opts: opts.clone(),
+    };
+    let servo = opts.credentials.servo_id.clone();
+    let mut since = start_version;
+    let mut backoff = Duration::from_millis(200);
+    let mut heartbeat = Duration::from_secs(2);
+    let mut registered = false;
+    let mut reported: BTreeMap<(String, String), HealthReport> = BTreeMap::new();
+    let mut last_full_report = tokio::time::Instant::now();
+    let mut next_heartbeat = tokio::time::Instant::now();
+    let mut poll: Option<
+        std::pin::Pin<Box<dyn Future<Output = Result<ConfigReply, String>> + Send + '_>>,
+    > = None;
+    loop {
+        if !registered {
+            match client.register(&local).await {
+                Ok(interval) => {
+                    heartbeat = Duration::from_secs(interval);
+                    registered = true;
+                    backoff = Duration::from_millis(200);
+                    reported.clear();
+                    info!(servo = %servo, control = %opts.url, heartbeat_s = interval, "registered with control");
+                }
+                Err(e) => {
+                    warn!(servo = %servo, error = %e, retry_in_ms = backoff.as_millis() as u64, "control unreachable; forwarding continues with the last configuration");
+                    tokio::select! {
+                        () = stopped(&mut stop) => return,
+                        () = tokio::time::sleep(backoff) => {}
+                    }
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                    continue;
+                }
+            }
+        }
+        if poll.is_none() {
+            poll = Some(Box::pin(client.config(since)));
+        }
+        tokio::select! {
+            () = stopped(&mut stop) => return,
+            result = poll.as_mut().expect("set above") => {
+                poll = None;
+                match result {
+                    Ok(reply) => {
+                        if since != Some(reply.version) {
+                            let origin = if reply.request_ids.is_empty() {
+                                format!("control version {}", reply.version)
+                            } else {
+                                format!("control version {} request_ids={}", reply.version, reply.request_ids.join(","))
+                            };
+                            let cfg = merge(&local, reply.load_balancers.clone());
+                            match cfg.validate() {
+                                Ok(()) => {
+                                    save_state(&opts.state_file, &reply);
+                                    if updates.send(ConfigUpdate { config: cfg, origin, local_only: false }).await.is_err() {
+                                        return;
+                                    }
+                                }
+                                Err(e) => warn!(version = reply.version, error = %e, "configuration from control rejected; keeping the running one"),
+                            }
+                            since = Some(reply.version);
+                        }
+                        if let Some(h) = reply.heartbeat_interval {
+                            heartbeat = Duration::from_secs(h.max(1));
+                        }
+                    }
+                    Err(e) => {
+                        warn!(error = %e, "configuration long-poll failed; retrying");
+                        registered = false;
+                    }
+                }
+            }
+            () = tokio::time::sleep_until(next_heartbeat) => {
+                #[derive(Serialize)]
+                #[serde(rename_all = "PascalCase")]
+                struct Beat<'a> { servo_id: &'a str }
+                match client.post::<_, HeartbeatReply>("heartbeat", &Beat { servo_id: &servo }).await {
+                    Ok(r) => heartbeat = Duration::from_secs(r.heartbeat_interval.max(1)),
+                    Err(e) => {
+                        warn!(error = %e, "heartbeat failed");
+                        registered = false;
+                    }
+                }
+                next_heartbeat = tokio::time::Instant::now() + heartbeat;
+            }
+            changed = status.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+            }
+        }
+        // Health: send what changed since the last report, everything every 30 s.
+        let current = reports(&status.borrow());
+        let full = last_full_report.elapsed() > Duration::from_secs(30);
+        let changed: Vec<HealthReport> = current
+            .iter()
+            .filter(|r| {
+                full || reported.get(&(r.load_balancer_name.clone(), r.instance_id.clone()))
+                    != Some(*r)
+            })
+            .cloned()
+            .collect();
+        if registered && !changed.is_empty() {
+            let body = HealthBody {
+                servo_id: &servo,
+                instances: &changed,
+            };
+            match client.post::<_, serde_json::Value>("health", &body).await {
+                Ok(answer) => {
+                    debug!(reports = changed.len(), ?answer, "health reported");
+                    for r in changed {
+                        reported.insert((r.load_balancer_name.clone(), r.instance_id.clone()), r);
+                    }
+                    if full {
+                        last_full_report = tokio::time::Instant::now();
+                    }
+                }
+                Err(e) => warn!(error = %e, "health report failed; will retry"),
+            }
+        }
+    }
+}
