@@ -171,6 +171,11 @@ impl Fixture {
         Ok(fx)
     }
 
+    /// The loaded program (for timing runs).
+    pub fn dp_program(&self) -> &aya::programs::Xdp {
+        self.dp.program().expect("program")
+    }
+
     /// Handles on the fixture's maps.
     pub fn maps(&self) -> anyhow::Result<Maps> {
         Ok(Maps::open(&self.pin_root)?)

@@ -2,6 +2,7 @@
 //! namespaces, topologies, real HTTP backends and clients, and packet fixtures.
 
 pub mod agent;
+pub mod bench;
 pub mod fixture;
 pub mod http;
 pub mod netns;
