@@ -10,6 +10,7 @@ use serde_json::{Value, json};
 use crate::iam::PolicyDocument;
 use crate::quota::{QuotaName, Quotas};
 use crate::store::{InventoryInstance, Store, StoreError};
+use crate::timefmt::format_iso8601_millis;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -251,6 +252,75 @@ pub async fn instance_list(store: &Store) -> Result<Value, AdminError> {
 pub async fn instance_remove(store: &Store, id: &str) -> Result<Value, AdminError> {
     if !store.remove_instance(id).await? {
         return Err(invalid(format!("instance '{id}' is not in the inventory")));
+    }
+    Ok(json!({"Removed": id}))
+}
+
+/// Servo ids: letters, digits, `.`, `_`, `-` (no `:`, the token separator).
+fn servo_id_ok(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b))
+}
+
+/// A new servo secret: 40 characters of a 64-letter URL-safe alphabet (240 random bits).
+fn new_servo_secret() -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let mut buf = [0u8; 40];
+    crate::store::fill_random(&mut buf);
+    // 64 letters: the modulo is unbiased.
+    buf.iter()
+        .map(|b| ALPHABET[usize::from(*b) % ALPHABET.len()] as char)
+        .collect()
+}
+
+/// Creates a servo identity; the secret is printed once and only its hash stored.
+pub async fn servo_create(store: &Store, id: &str, zone: &str) -> Result<Value, AdminError> {
+    if !servo_id_ok(id) {
+        return Err(invalid(format!(
+            "servo id '{id}' is invalid: 1-64 of letters, digits and ._-"
+        )));
+    }
+    let secret = new_servo_secret();
+    store
+        .create_servo(id, zone, &crate::servo_api::secret_hash(&secret))
+        .await?;
+    Ok(json!({"ServoId": id, "Zone": zone, "Secret": secret}))
+}
+
+/// Servos with zone, addresses, last heartbeat, liveness (judged with `timeout_secs`) and
+/// assigned load balancers.
+pub async fn servo_list(store: &Store, timeout_secs: u64) -> Result<Value, AdminError> {
+    let timeout_ms = i64::try_from(timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    let servos = store.list_servos(timeout_ms).await?;
+    Ok(Value::Array(
+        servos
+            .into_iter()
+            .map(|info| {
+                let s = info.servo;
+                json!({
+                    "ServoId": s.id,
+                    "Zone": s.zone,
+                    "PublicAddresses": s.public_addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "PrivateAddresses": s.private_addresses.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                    "Capacity": s.capacity,
+                    "Registered": s.registered_at.map(format_iso8601_millis),
+                    "LastHeartbeat": s.last_heartbeat.map(format_iso8601_millis),
+                    "Live": info.live,
+                    "LoadBalancers": info.load_balancers.iter()
+                        .map(|(name, vip)| json!({"LoadBalancerName": name, "Vip": vip}))
+                        .collect::<Vec<_>>(),
+                })
+            })
+            .collect(),
+    ))
+}
+
+pub async fn servo_remove(store: &Store, id: &str) -> Result<Value, AdminError> {
+    if !store.remove_servo(id).await? {
+        return Err(invalid(format!("there is no servo '{id}'")));
     }
     Ok(json!({"Removed": id}))
 }

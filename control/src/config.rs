@@ -17,6 +17,53 @@ pub struct ServiceConfig {
     pub max_clock_skew: Duration,
     /// EC2-compatible inventory; `None` uses the built-in one.
     pub ec2: Option<Ec2Config>,
+    /// Servo protocol and assignment.
+    pub servo: ServoSettings,
+}
+
+/// How servos are told to behave and judged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServoSettings {
+    /// Interval servos are told to heartbeat at.
+    pub heartbeat: Duration,
+    /// A servo is live while its last heartbeat is younger than this.
+    pub timeout: Duration,
+    /// Live servos each load balancer gets in each of its zones (Eucalyptus' vm_per_zone).
+    pub servos_per_zone: usize,
+}
+
+impl Default for ServoSettings {
+    fn default() -> Self {
+        Self {
+            heartbeat: Duration::from_secs(2),
+            timeout: Duration::from_secs(10),
+            servos_per_zone: 1,
+        }
+    }
+}
+
+impl ServoSettings {
+    pub fn timeout_ms(&self) -> i64 {
+        i64::try_from(self.timeout.as_millis()).unwrap_or(i64::MAX)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.heartbeat < Duration::from_secs(1) {
+            return Err(ConfigError(
+                "--servo-heartbeat must be at least 1 second".into(),
+            ));
+        }
+        // A servo must get at least one more beat in before it is declared dead.
+        if self.timeout <= self.heartbeat {
+            return Err(ConfigError(
+                "--servo-timeout must be longer than --servo-heartbeat".into(),
+            ));
+        }
+        if !(1..=100).contains(&self.servos_per_zone) {
+            return Err(ConfigError("--servos-per-zone must be 1-100".into()));
+        }
+        Ok(())
+    }
 }
 
 impl Default for ServiceConfig {
@@ -27,6 +74,7 @@ impl Default for ServiceConfig {
             max_body_bytes: 256 * 1024,
             max_clock_skew: Duration::from_secs(15 * 60),
             ec2: None,
+            servo: ServoSettings::default(),
         }
     }
 }
@@ -72,7 +120,12 @@ impl ServiceConfig {
         if let Some(ec2) = &self.ec2 {
             ec2.validate()?;
         }
-        Ok(())
+        self.servo.validate()
+    }
+
+    /// The domain without a trailing dot, lower-cased: the zone the DNS server answers for.
+    pub fn dns_zone(&self) -> String {
+        self.dns_domain.trim_end_matches('.').to_ascii_lowercase()
     }
 
     pub fn serves_region(&self, region: &str) -> bool {
@@ -115,6 +168,9 @@ mod tests {
             c.dns_name("db", "1", "eu-west-1", false),
             "db-1.lb.eu-west-1.elb.local"
         );
+        c.servo.timeout = c.servo.heartbeat;
+        assert!(c.validate().is_err());
+        c.servo = ServoSettings::default();
         c.dns_domain = "bad_domain".into();
         assert!(c.validate().is_err());
         c.dns_domain = "ok.example".into();

@@ -6,11 +6,17 @@
 //! of actions) which works on [`model`] types kept in the [`store`]. Parsing and rules live in
 //! [`query`], [`validate`], [`sigv4`], [`iam`], [`policy_types`]; [`inventory`] resolves
 //! instance ids (built-in or EC2); [`xml`] and [`error`] write responses.
+//!
+//! Servos (the load balancer nodes) talk to [`servo_api`] on the same listener; [`assign`]
+//! keeps each load balancer on `servos-per-zone` live servos per zone; [`dns`] answers the
+//! load balancers' DNS names with the VIPs of their live servos.
 
 pub mod admin;
 pub mod api;
+pub mod assign;
 pub mod cli;
 pub mod config;
+pub mod dns;
 pub mod error;
 pub mod iam;
 pub mod inventory;
@@ -19,6 +25,7 @@ pub mod policy_types;
 pub mod query;
 pub mod quota;
 pub mod server;
+pub mod servo_api;
 pub mod sigv4;
 pub mod store;
 pub mod timefmt;

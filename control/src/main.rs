@@ -5,7 +5,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use control::config::ServiceConfig;
+use control::assign::{self, AssignmentSettings};
+use control::config::{ServiceConfig, ServoSettings};
+use control::dns::{DnsServer, DnsSettings, Resolver};
 use control::inventory::{Ec2Client, Ec2Config, Inventory};
 use control::store::Store;
 use control::{admin, server};
@@ -72,6 +74,23 @@ struct ServeArgs {
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
+    /// Interval (seconds) servos are told to heartbeat at.
+    #[arg(long, default_value_t = 2)]
+    servo_heartbeat: u64,
+    /// A servo whose last heartbeat is older than this (seconds) is dead: it leaves DNS
+    /// answers and its load balancers move to other servos of its zone.
+    #[arg(long, default_value_t = 10)]
+    servo_timeout: u64,
+    /// Live servos each load balancer gets in each of its zones (Eucalyptus' vm_per_zone).
+    #[arg(long, default_value_t = 1)]
+    servos_per_zone: usize,
+    /// Serve DNS (UDP and TCP) for load balancer names on this address, e.g. 127.0.0.1:5353
+    /// (port 0 picks a free port; the bound address is printed as `dns listening on ADDR`).
+    #[arg(long)]
+    dns_listen: Option<String>,
+    /// TTL (seconds) of the A records the DNS server answers.
+    #[arg(long, default_value_t = 60)]
+    dns_ttl: u32,
 }
 
 #[derive(Subcommand, Debug)]
@@ -100,6 +119,31 @@ enum AdminCommand {
     /// The built-in instance inventory.
     #[command(subcommand)]
     Instance(InstanceCommand),
+    /// Servo identities (load balancer nodes).
+    #[command(subcommand)]
+    Servo(ServoCommand),
+}
+
+#[derive(Subcommand, Debug)]
+enum ServoCommand {
+    /// Create a servo identity in a zone and print its secret (shown only once).
+    Create {
+        #[arg(long)]
+        id: String,
+        #[arg(long)]
+        zone: String,
+    },
+    /// Servos with addresses, last heartbeat, liveness and assigned load balancers.
+    List {
+        /// Heartbeat timeout (seconds) used to judge liveness; match the servers' setting.
+        #[arg(long, default_value_t = 10)]
+        servo_timeout: u64,
+    },
+    /// Remove a servo; its load balancers move to other servos.
+    Remove {
+        #[arg(long)]
+        id: String,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -352,6 +396,13 @@ async fn run_admin(store: &Store, cmd: AdminCommand) -> Result<serde_json::Value
         AdminCommand::Instance(InstanceCommand::Remove { id }) => {
             admin::instance_remove(store, &id).await?
         }
+        AdminCommand::Servo(ServoCommand::Create { id, zone }) => {
+            admin::servo_create(store, &id, &zone).await?
+        }
+        AdminCommand::Servo(ServoCommand::List { servo_timeout }) => {
+            admin::servo_list(store, servo_timeout).await?
+        }
+        AdminCommand::Servo(ServoCommand::Remove { id }) => admin::servo_remove(store, &id).await?,
     };
     Ok(value)
 }
@@ -378,6 +429,11 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
         max_body_bytes: args.max_body_bytes,
         max_clock_skew: Duration::from_secs(args.max_clock_skew_secs),
         ec2: ec2.clone(),
+        servo: ServoSettings {
+            heartbeat: Duration::from_secs(args.servo_heartbeat),
+            timeout: Duration::from_secs(args.servo_timeout),
+            servos_per_zone: args.servos_per_zone,
+        },
     };
     config.validate()?;
     let store = Store::open(db)
@@ -396,10 +452,51 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
     println!("listening on {addr}");
     std::io::stdout().flush()?;
 
+    let dns = match &args.dns_listen {
+        None => None,
+        Some(dns_addr) => {
+            let resolver = Resolver::new(
+                store.clone(),
+                DnsSettings {
+                    zone: config.dns_zone(),
+                    ttl: args.dns_ttl,
+                    servo_timeout_ms: config.servo.timeout_ms(),
+                    lookup_timeout: Duration::from_secs(2),
+                },
+            );
+            let server = DnsServer::start(dns_addr, std::sync::Arc::new(resolver))
+                .await
+                .with_context(|| format!("cannot serve DNS on {dns_addr}"))?;
+            tracing::info!(addr = %server.addr, zone = %config.dns_zone(), ttl = args.dns_ttl, "serving DNS for load balancer names");
+            println!("dns listening on {}", server.addr);
+            std::io::stdout().flush()?;
+            Some(server)
+        }
+    };
+
     let poller = tokio::spawn(store.clone().poll_version(server::VERSION_POLL));
-    let state = control::AppState::new(config, store.clone(), inventory);
-    control::run(listener, state, server::shutdown_signal()).await?;
+    let notifications = tokio::spawn(store.clone().follow_notifications());
+    let state = control::AppState::new(config.clone(), store.clone(), inventory);
+    let assigner = tokio::spawn(assign::run(
+        store.clone(),
+        AssignmentSettings {
+            servos_per_zone: config.servo.servos_per_zone,
+            servo_timeout: config.servo.timeout,
+        },
+        state.assignment_wake(),
+        state.shutdown_signal(),
+    ));
+    control::run(listener, state.clone(), server::shutdown_signal()).await?;
+    state.begin_shutdown();
+    if let Some(dns) = dns {
+        dns.shutdown().await;
+    }
+    // The assignment task finishes its pass (a transaction) before it stops.
+    if let Err(e) = assigner.await {
+        tracing::warn!(error = %e, "the assignment task ended abnormally");
+    }
     poller.abort();
+    notifications.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())

@@ -1,6 +1,8 @@
 //! The HTTP front of the Query API: `app(state)` is the axum router, `run` serves it on a
 //! listener until `shutdown` resolves. Each request gets a RequestId that appears in its log
-//! line, its response and (for errors) its ErrorResponse.
+//! line, its response and (for errors) its ErrorResponse, and is recorded with the config
+//! version its writes make. The servo protocol ([`crate::servo_api`]) shares the listener
+//! under `/servo/v1/`.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,6 +15,7 @@ use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
 use tokio::net::TcpListener;
+use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
 use crate::api::{self, Action, Caller, Ctx};
@@ -22,7 +25,7 @@ use crate::iam::PolicyDocument;
 use crate::inventory::Inventory;
 use crate::query::Params;
 use crate::sigv4::{self, SigV4Error, SignedParts};
-use crate::store::Store;
+use crate::store::{ChangeOrigin, Store, with_origin};
 use crate::timefmt;
 
 /// The API version this service implements.
@@ -41,6 +44,10 @@ struct AppInner {
     config: ServiceConfig,
     store: Store,
     inventory: Inventory,
+    /// Wakes the assignment task early (a servo registered or came back).
+    assign_wake: Arc<Notify>,
+    /// Turns true when the server starts shutting down, so long-polls answer at once.
+    shutdown: watch::Sender<bool>,
 }
 
 impl AppState {
@@ -50,8 +57,29 @@ impl AppState {
                 config,
                 store,
                 inventory,
+                assign_wake: Arc::new(Notify::new()),
+                shutdown: watch::Sender::new(false),
             }),
         }
+    }
+
+    /// What the assignment task waits on besides its ticker.
+    pub fn assignment_wake(&self) -> Arc<Notify> {
+        self.inner.assign_wake.clone()
+    }
+
+    pub fn wake_assignment(&self) {
+        self.inner.assign_wake.notify_one();
+    }
+
+    /// Turns true when shutdown begins.
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.inner.shutdown.subscribe()
+    }
+
+    /// Ends long-polls and tells background tasks to stop.
+    pub fn begin_shutdown(&self) {
+        self.inner.shutdown.send_replace(true);
     }
 
     pub fn config(&self) -> &ServiceConfig {
@@ -71,17 +99,23 @@ impl AppState {
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", any(handle))
+        .nest("/servo/v1", crate::servo_api::router())
         .fallback(not_found)
         .with_state(state)
 }
 
 /// Serves `app(state)` on `listener` until `shutdown` resolves, then lets in-flight requests
-/// finish.
+/// finish (long-polls answer at once).
 pub async fn run(
     listener: TcpListener,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
+    let stopping = state.clone();
+    let shutdown = async move {
+        shutdown.await;
+        stopping.begin_shutdown();
+    };
     axum::serve(listener, app(state))
         .with_graceful_shutdown(shutdown)
         .await
@@ -134,16 +168,20 @@ async fn handle(
     // Everything logged while the request is processed (inventory calls, store warnings)
     // carries its request id through this span.
     let span = tracing::info_span!("request", request_id = %request_id);
-    let result = process(
-        &state,
-        &request_id,
-        &method,
-        &uri,
-        &headers,
-        body,
-        &mut outcome,
+    // Writes made by the request record its id with their config version, for the servos.
+    let result = with_origin(
+        ChangeOrigin::Request(request_id.clone()),
+        process(
+            &state,
+            &request_id,
+            &method,
+            &uri,
+            &headers,
+            body,
+            &mut outcome,
+        )
+        .instrument(span),
     )
-    .instrument(span)
     .await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let action = outcome.action.map(Action::as_str).unwrap_or("-");
@@ -398,6 +436,14 @@ pub async fn shutdown_signal() {
     tokio::select! {
         () = ctrl_c => tracing::info!("SIGINT received, shutting down"),
         () = term => tracing::info!("SIGTERM received, shutting down"),
+    }
+}
+
+/// Returns once `flag` is true (never if its sender is gone).
+pub async fn until_true(flag: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not Send; it is dropped here, inside.
+    if flag.wait_for(|v| *v).await.is_err() {
+        std::future::pending::<()>().await;
     }
 }
 

@@ -26,6 +26,7 @@ const CHILD_TABLES: &[&str] = &[
     "lb_backend_policies",
     "lb_tags",
     "lb_additional_attributes",
+    "servo_assignments",
 ];
 
 /// One page of a listing, in (account, name) order.
@@ -125,7 +126,7 @@ async fn child_rows(
 }
 
 /// Loads the load balancers selected by `where_sql` (with `binds` as $1..), children included.
-async fn load(
+pub(super) async fn load(
     conn: &mut AnyConnection,
     where_sql: &str,
     binds: &[&str],

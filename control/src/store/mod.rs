@@ -9,13 +9,20 @@
 //!   (quotas, duplicate listeners) is race-free. Unique constraints back the names anyway.
 //! - After a commit the new version is published on a `watch` channel; a poller picks up
 //!   versions committed by other processes (admin commands, other replicas). A servo long-poll
-//!   waits on [`Store::subscribe`].
+//!   waits on [`Store::subscribe`]. On PostgreSQL every bump also sends a NOTIFY on
+//!   [`NOTIFY_CHANNEL`] (delivered at commit), which [`Store::follow_notifications`] turns into
+//!   an immediate publish, so a change made through one replica wakes long-polls on the others
+//!   in milliseconds rather than at the next poll.
+//! - Every bump records what made it in `changes` (the API request id when there is one, see
+//!   [`with_origin`]).
 
 mod identity;
 mod inventory;
 mod lb;
 pub mod schema;
+mod servo;
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -26,6 +33,46 @@ use tokio::sync::watch;
 pub use identity::{AccessKey, Account, Principal, ROOT_USER as ROOT_USER_NAME, User, UserPolicy};
 pub use inventory::{InventoryInstance, Subnet, Zone};
 pub use lb::LbPage;
+pub use servo::{
+    AssignmentChange, AssignmentChanges, AssignmentRow, DnsLookup, HealthUpdate,
+    HealthUpdateOutcome, LbPlacement, PlacementState, ServoConfigData, ServoInfo, ServoLb,
+    ServoPlacement, ServoRecord, is_live, servo_lb_name,
+};
+
+/// The PostgreSQL NOTIFY channel that carries each committed config version.
+pub const NOTIFY_CHANNEL: &str = "elb_config_version";
+
+/// What caused a write: recorded with its config version in `changes`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ChangeOrigin {
+    /// An ELB API request, by its RequestId.
+    Request(String),
+    /// A servo request (health report), by servo id.
+    Servo(String),
+    /// The servo assignment task.
+    Assignment,
+}
+
+tokio::task_local! {
+    static CHANGE_ORIGIN: ChangeOrigin;
+}
+
+/// Runs `fut` with every write it makes attributed to `origin`. A task-local rather than a
+/// parameter: the API handlers reach the store through many helpers, and threading a request
+/// id through each would touch all of them for what is bookkeeping.
+pub async fn with_origin<F: Future>(origin: ChangeOrigin, fut: F) -> F::Output {
+    CHANGE_ORIGIN.scope(origin, fut).await
+}
+
+fn current_origin() -> (Option<String>, String) {
+    // Writes outside any scope come from `elb-control admin` (or tests).
+    match CHANGE_ORIGIN.try_with(Clone::clone) {
+        Ok(ChangeOrigin::Request(id)) => (Some(id), "api".to_string()),
+        Ok(ChangeOrigin::Servo(id)) => (None, format!("servo:{id}")),
+        Ok(ChangeOrigin::Assignment) => (None, "assignment".to_string()),
+        Err(_) => (None, "admin".to_string()),
+    }
+}
 
 /// Which database is behind the store.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +120,9 @@ struct StoreInner {
     pool: AnyPool,
     backend: Backend,
     version: watch::Sender<u64>,
+    /// The driver URL, for the PostgreSQL LISTEN connection (never logged: it may hold a
+    /// password).
+    url: String,
 }
 
 /// Turns `sqlite:PATH`, a plain path, or a `postgres://` URL into a driver URL.
@@ -119,6 +169,7 @@ impl Store {
         sqlx::any::install_default_drivers();
         let (backend, url) = parse_database_url(db)?;
         let options: AnyConnectOptions = url.parse()?;
+        let url = url.clone();
         let pool = match backend {
             Backend::Sqlite => {
                 AnyPoolOptions::new()
@@ -153,6 +204,7 @@ impl Store {
                 pool,
                 backend,
                 version,
+                url,
             }),
         };
         store.refresh_version().await?;
@@ -212,7 +264,9 @@ impl Store {
         }
     }
 
-    /// Starts a write transaction (see the module notes for why the bump comes first).
+    /// Starts a write transaction (see the module notes for why the bump comes first). The
+    /// new version is recorded in `changes` with the current [`ChangeOrigin`], and on
+    /// PostgreSQL announced with NOTIFY (sent by the server only if the transaction commits).
     pub(crate) async fn write(&self) -> Result<WriteTx, StoreError> {
         let mut tx = self.pool().begin().await?;
         let row = sqlx::query(
@@ -221,7 +275,75 @@ impl Store {
         .fetch_one(&mut *tx)
         .await?;
         let version: i64 = row.try_get("version")?;
+        let (request_id, origin) = current_origin();
+        sqlx::query(
+            "INSERT INTO changes (version, request_id, origin, created_at) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(version)
+        .bind(request_id)
+        .bind(origin)
+        .bind(crate::timefmt::now_millis())
+        .execute(&mut *tx)
+        .await?;
+        if self.backend() == Backend::Postgres {
+            // Wrapped in a count: the Any driver cannot decode pg_notify's `void` result.
+            sqlx::query("SELECT COUNT(*) AS n FROM (SELECT pg_notify($1, $2)) AS notified")
+                .bind(NOTIFY_CHANNEL)
+                .bind(version.to_string())
+                .execute(&mut *tx)
+                .await?;
+        }
         Ok(WriteTx { tx, version })
+    }
+
+    /// SQL for "now" in milliseconds on the database's clock. Servo liveness is judged on
+    /// one clock (PostgreSQL's for replicas sharing it), not on each replica's.
+    pub(crate) fn now_sql(&self) -> &'static str {
+        match self.backend() {
+            Backend::Postgres => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+            Backend::Sqlite => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+        }
+    }
+
+    /// On PostgreSQL, listens for the NOTIFY sent with every version bump and publishes the
+    /// version at once; reconnects with a back-off when the connection drops (the 1 s poll
+    /// covers the gap). Returns at once on SQLite, where all writers of a server's changes
+    /// are in its own process or reach it through the poll.
+    pub async fn follow_notifications(self) {
+        if self.backend() != Backend::Postgres {
+            return;
+        }
+        let mut backoff = Duration::from_millis(200);
+        loop {
+            match self.listen_once().await {
+                Ok(()) => backoff = Duration::from_millis(200),
+                Err(e) => {
+                    tracing::warn!(error = %e, retry_ms = u64::try_from(backoff.as_millis()).unwrap_or(u64::MAX), "config change notifications interrupted");
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn listen_once(&self) -> Result<(), StoreError> {
+        let mut listener = sqlx::postgres::PgListener::connect(&self.inner.url).await?;
+        listener.listen(NOTIFY_CHANNEL).await?;
+        // Anything committed while not listening.
+        self.refresh_version().await?;
+        loop {
+            // `try_recv` ends with `None` when the connection is lost, instead of reconnecting
+            // silently and hiding that notifications may have been missed.
+            let Some(note) = listener.try_recv().await? else {
+                return Ok(());
+            };
+            match note.payload().parse::<i64>() {
+                Ok(version) => self.publish(version),
+                Err(_) => {
+                    self.refresh_version().await?;
+                }
+            }
+        }
     }
 
     pub(crate) async fn commit(&self, tx: WriteTx) -> Result<u64, StoreError> {

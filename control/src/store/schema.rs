@@ -6,24 +6,25 @@
 //! a transaction that first takes a lock, so replicas starting together apply it once.
 
 /// (version, statements). Append only: a released migration is never edited.
-pub const MIGRATIONS: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        // Bumped by every committed write; servos long-poll on it (see Store::subscribe).
-        "CREATE TABLE config_version (id BIGINT PRIMARY KEY, version BIGINT NOT NULL)",
-        "INSERT INTO config_version (id, version) VALUES (1, 0)",
-        "CREATE TABLE accounts (
+pub const MIGRATIONS: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            // Bumped by every committed write; servos long-poll on it (see Store::subscribe).
+            "CREATE TABLE config_version (id BIGINT PRIMARY KEY, version BIGINT NOT NULL)",
+            "INSERT INTO config_version (id, version) VALUES (1, 0)",
+            "CREATE TABLE accounts (
             id TEXT PRIMARY KEY,
             name TEXT NOT NULL UNIQUE,
             is_admin BIGINT NOT NULL,
             created_at BIGINT NOT NULL)",
-        "CREATE TABLE users (
+            "CREATE TABLE users (
             account_id TEXT NOT NULL REFERENCES accounts(id),
             name TEXT NOT NULL,
             is_root BIGINT NOT NULL,
             created_at BIGINT NOT NULL,
             PRIMARY KEY (account_id, name))",
-        "CREATE TABLE access_keys (
+            "CREATE TABLE access_keys (
             id TEXT PRIMARY KEY,
             secret TEXT NOT NULL,
             account_id TEXT NOT NULL,
@@ -31,30 +32,30 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[(
             active BIGINT NOT NULL,
             created_at BIGINT NOT NULL,
             FOREIGN KEY (account_id, user_name) REFERENCES users(account_id, name))",
-        "CREATE TABLE user_policies (
+            "CREATE TABLE user_policies (
             account_id TEXT NOT NULL,
             user_name TEXT NOT NULL,
             name TEXT NOT NULL,
             document TEXT NOT NULL,
             PRIMARY KEY (account_id, user_name, name),
             FOREIGN KEY (account_id, user_name) REFERENCES users(account_id, name))",
-        "CREATE TABLE quotas (
+            "CREATE TABLE quotas (
             account_id TEXT NOT NULL REFERENCES accounts(id),
             name TEXT NOT NULL,
             quota BIGINT NOT NULL,
             PRIMARY KEY (account_id, name))",
-        "CREATE TABLE zones (name TEXT PRIMARY KEY, region TEXT NOT NULL)",
-        "CREATE TABLE subnets (
+            "CREATE TABLE zones (name TEXT PRIMARY KEY, region TEXT NOT NULL)",
+            "CREATE TABLE subnets (
             id TEXT PRIMARY KEY,
             zone TEXT NOT NULL REFERENCES zones(name),
             vpc_id TEXT NOT NULL)",
-        "CREATE TABLE instances (
+            "CREATE TABLE instances (
             id TEXT PRIMARY KEY,
             address TEXT NOT NULL,
             zone TEXT NOT NULL REFERENCES zones(name),
             account_id TEXT REFERENCES accounts(id),
             created_at BIGINT NOT NULL)",
-        "CREATE TABLE load_balancers (
+            "CREATE TABLE load_balancers (
             id TEXT PRIMARY KEY,
             account_id TEXT NOT NULL REFERENCES accounts(id),
             region TEXT NOT NULL,
@@ -77,7 +78,7 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[(
             access_log_interval BIGINT NOT NULL,
             access_log_prefix TEXT,
             UNIQUE (account_id, region, name))",
-        "CREATE TABLE lb_listeners (
+            "CREATE TABLE lb_listeners (
             lb_id TEXT NOT NULL REFERENCES load_balancers(id),
             pos BIGINT NOT NULL,
             lb_port BIGINT NOT NULL,
@@ -86,29 +87,29 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[(
             instance_protocol TEXT NOT NULL,
             ssl_certificate_id TEXT,
             PRIMARY KEY (lb_id, lb_port))",
-        "CREATE TABLE lb_listener_policies (
+            "CREATE TABLE lb_listener_policies (
             lb_id TEXT NOT NULL REFERENCES load_balancers(id),
             lb_port BIGINT NOT NULL,
             pos BIGINT NOT NULL,
             policy_name TEXT NOT NULL,
             PRIMARY KEY (lb_id, lb_port, pos))",
-        "CREATE TABLE lb_zones (
+            "CREATE TABLE lb_zones (
             lb_id TEXT NOT NULL REFERENCES load_balancers(id),
             pos BIGINT NOT NULL,
             zone TEXT NOT NULL,
             PRIMARY KEY (lb_id, zone))",
-        "CREATE TABLE lb_subnets (
+            "CREATE TABLE lb_subnets (
             lb_id TEXT NOT NULL REFERENCES load_balancers(id),
             pos BIGINT NOT NULL,
             subnet_id TEXT NOT NULL,
             PRIMARY KEY (lb_id, subnet_id))",
-        "CREATE TABLE lb_security_groups (
+            "CREATE TABLE lb_security_groups (
             lb_id TEXT NOT NULL REFERENCES load_balancers(id),
             pos BIGINT NOT NULL,
             group_id TEXT NOT NULL,
             PRIMARY KEY (lb_id, group_id))",
-        // Instance health lives here: servos will update single rows of it.
-        "CREATE TABLE lb_instances (
+            // Instance health lives here: servos will update single rows of it.
+            "CREATE TABLE lb_instances (
             lb_id TEXT NOT NULL REFERENCES load_balancers(id),
             instance_id TEXT NOT NULL,
             pos BIGINT NOT NULL,
@@ -119,37 +120,74 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[(
             description TEXT NOT NULL,
             updated_at BIGINT NOT NULL,
             PRIMARY KEY (lb_id, instance_id))",
-        "CREATE INDEX lb_instances_by_instance ON lb_instances (instance_id)",
-        "CREATE TABLE lb_policies (
+            "CREATE INDEX lb_instances_by_instance ON lb_instances (instance_id)",
+            "CREATE TABLE lb_policies (
             lb_id TEXT NOT NULL REFERENCES load_balancers(id),
             pos BIGINT NOT NULL,
             name TEXT NOT NULL,
             type_name TEXT NOT NULL,
             PRIMARY KEY (lb_id, name))",
-        "CREATE TABLE lb_policy_attributes (
+            "CREATE TABLE lb_policy_attributes (
             lb_id TEXT NOT NULL REFERENCES load_balancers(id),
             policy_name TEXT NOT NULL,
             pos BIGINT NOT NULL,
             attr_name TEXT NOT NULL,
             attr_value TEXT NOT NULL,
             PRIMARY KEY (lb_id, policy_name, pos))",
-        "CREATE TABLE lb_backend_policies (
+            "CREATE TABLE lb_backend_policies (
             lb_id TEXT NOT NULL REFERENCES load_balancers(id),
             instance_port BIGINT NOT NULL,
             pos BIGINT NOT NULL,
             policy_name TEXT NOT NULL,
             PRIMARY KEY (lb_id, instance_port, pos))",
-        "CREATE TABLE lb_tags (
+            "CREATE TABLE lb_tags (
             lb_id TEXT NOT NULL REFERENCES load_balancers(id),
             pos BIGINT NOT NULL,
             tag_key TEXT NOT NULL,
             tag_value TEXT NOT NULL,
             PRIMARY KEY (lb_id, tag_key))",
-        "CREATE TABLE lb_additional_attributes (
+            "CREATE TABLE lb_additional_attributes (
             lb_id TEXT NOT NULL REFERENCES load_balancers(id),
             pos BIGINT NOT NULL,
             attr_key TEXT NOT NULL,
             attr_value TEXT NOT NULL,
             PRIMARY KEY (lb_id, attr_key))",
-    ],
-)];
+        ],
+    ),
+    (
+        2,
+        &[
+            // Servos (load balancer nodes). Only a SHA-256 of the secret is kept: the secret is
+            // 240 random bits, so a plain hash cannot be brute-forced and a stolen database
+            // does not let anyone act as a servo. Addresses are JSON arrays of IPv4 text.
+            // `last_heartbeat` is in milliseconds of the database's clock, so that replicas
+            // with skewed clocks agree on which servos are live.
+            "CREATE TABLE servos (
+                id TEXT PRIMARY KEY,
+                zone TEXT NOT NULL REFERENCES zones(name),
+                secret_hash TEXT NOT NULL,
+                public_addresses TEXT NOT NULL,
+                private_addresses TEXT NOT NULL,
+                capacity BIGINT,
+                registered_at BIGINT,
+                last_heartbeat BIGINT,
+                created_at BIGINT NOT NULL)",
+            // Which servos serve which load balancer, in which zone, on which VIP.
+            "CREATE TABLE servo_assignments (
+                lb_id TEXT NOT NULL REFERENCES load_balancers(id),
+                servo_id TEXT NOT NULL REFERENCES servos(id),
+                zone TEXT NOT NULL,
+                vip TEXT NOT NULL,
+                assigned_at BIGINT NOT NULL,
+                PRIMARY KEY (lb_id, servo_id))",
+            "CREATE INDEX servo_assignments_by_servo ON servo_assignments (servo_id)",
+            // One row per config version: what made it (the API request id, a servo, the
+            // assignment task, an admin command). The servo long-poll returns the request ids.
+            "CREATE TABLE changes (
+                version BIGINT PRIMARY KEY,
+                request_id TEXT,
+                origin TEXT NOT NULL,
+                created_at BIGINT NOT NULL)",
+        ],
+    ),
+];
