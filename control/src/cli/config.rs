@@ -173,27 +173,33 @@ pub fn resolve(
         Some((get("AWSAccessKeyId")?, get("AWSSecretKey")?, None))
     };
 
-    let (access_key_id, secret_key, file_token) = match (&o.access_key_id, &o.secret_key) {
-        (Some(id), Some(secret)) => (id.clone(), secret.clone(), None),
-        (Some(_), None) => return Err("-I/--access-key-id needs -S/--secret-key".into()),
-        (None, Some(_)) => return Err("-S/--secret-key needs -I/--access-key-id".into()),
-        (None, None) => {
-            if let Some(p) = &explicit_profile {
-                if !has_section(&credentials, p) && !has_section(&config, &config_section) {
-                    return Err(format!("the profile '{p}' was not found in the AWS files"));
-                }
-                from_profile().ok_or_else(|| format!("the profile '{p}' has no credentials"))?
-            } else {
-                from_env()
-                    .or_else(from_credential_file)
-                    .or_else(from_profile)
-                    .ok_or_else(|| {
-                        "no credentials: use -I/-S, set AWS_ACCESS_KEY_ID and \
-                         AWS_SECRET_ACCESS_KEY, or write ~/.aws/credentials"
-                            .to_string()
-                    })?
-            }
+    // -I and -S override what the other sources say; one of them alone replaces that half.
+    let found = if o.access_key_id.is_some() && o.secret_key.is_some() {
+        None
+    } else if let Some(p) = &explicit_profile {
+        if !has_section(&credentials, p) && !has_section(&config, &config_section) {
+            return Err(format!("the profile '{p}' was not found in the AWS files"));
         }
+        Some(from_profile().ok_or_else(|| format!("the profile '{p}' has no credentials"))?)
+    } else {
+        from_env()
+            .or_else(from_credential_file)
+            .or_else(from_profile)
+    };
+    let (found_id, found_secret, file_token) = match found {
+        Some((id, secret, token)) => (Some(id), Some(secret), token),
+        None => (None, None, None),
+    };
+    let access_key_id = o.access_key_id.clone().or(found_id);
+    let secret_key = o.secret_key.clone().or(found_secret);
+    let (Some(access_key_id), Some(secret_key)) = (access_key_id, secret_key) else {
+        return Err(match (&o.access_key_id, &o.secret_key) {
+            (Some(_), None) => "-I/--access-key-id needs -S/--secret-key".to_string(),
+            (None, Some(_)) => "-S/--secret-key needs -I/--access-key-id".to_string(),
+            _ => "no credentials: use -I/-S, set AWS_ACCESS_KEY_ID and \
+                  AWS_SECRET_ACCESS_KEY, or write ~/.aws/credentials"
+                .to_string(),
+        });
     };
     Ok(Settings {
         url,
@@ -377,7 +383,30 @@ mod tests {
             access_key_id: Some("x".into()),
             ..Default::default()
         };
-        assert!(run(&o, &[("AWS_ELB_URL", "h")], &[]).is_err());
+        assert!(
+            run(&o, &[("AWS_ELB_URL", "h")], &[])
+                .unwrap_err()
+                .contains("needs -S")
+        );
+        // One flag replaces half of what the environment gives.
+        let o = Overrides {
+            secret_key: Some("wrong".into()),
+            ..Default::default()
+        };
+        let s = run(
+            &o,
+            &[
+                ("AWS_ELB_URL", "h"),
+                ("AWS_ACCESS_KEY_ID", "AKE"),
+                ("AWS_SECRET_ACCESS_KEY", "SKE"),
+            ],
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            (s.access_key_id.as_str(), s.secret_key.as_str()),
+            ("AKE", "wrong")
+        );
         assert!(normalize_url("https://h/").unwrap_err().contains("https"));
         assert_eq!(
             normalize_url("http://h:8773/services/LoadBalancing").unwrap(),

@@ -185,8 +185,8 @@ fn top_help() -> String {
     text.push_str(
         "\n\
          Options:\n\
-        \x20 -h, --help               Print this help (eulb COMMAND --help: help of a command)\n\
-        \x20 -V, --version            Print the version\n\
+        \x20 -h, --help                 Print this help (eulb COMMAND --help: help of a command)\n\
+        \x20 -V, --version              Print the version\n\
         \x20     --print-command-names  Print the eulb-COMMAND names, one a line\n\
          \n\
          Environment:\n\
