@@ -98,7 +98,39 @@ fn cargo() -> Command {
 }
 
 fn build() -> anyhow::Result<()> {
-    run(cargo().args(["build", "--release", "--bins"]))
+    run(cargo().args(["build", "--release", "--bins"]))?;
+    eulb_links()
+}
+
+/// `eulb-<command>` symlinks next to `eulb`, so each euca2ools command name works as a program.
+fn eulb_links() -> anyhow::Result<()> {
+    let eulb = bin("eulb");
+    let out = Command::new(&eulb)
+        .arg("--print-command-names")
+        .output()
+        .with_context(|| format!("running {}", eulb.display()))?;
+    if !out.status.success() {
+        bail!("{} --print-command-names failed", eulb.display());
+    }
+    let names = String::from_utf8(out.stdout)?;
+    for name in names
+        .lines()
+        .map(str::trim)
+        .filter(|n| n.starts_with("eulb-"))
+    {
+        let link = bin(name);
+        if std::fs::symlink_metadata(&link).is_ok() {
+            std::fs::remove_file(&link)?;
+        }
+        std::os::unix::fs::symlink("eulb", &link)
+            .with_context(|| format!("linking {}", link.display()))?;
+    }
+    println!(
+        "eulb: {} command links in {}",
+        names.lines().count(),
+        bin("").display()
+    );
+    Ok(())
 }
 
 fn bin(name: &str) -> PathBuf {
