@@ -297,7 +297,7 @@ pub async fn run(
                 for (lb, zone, have) in now_short.difference(&shortfalls) {
                     tracing::warn!(
                         load_balancer = %lb, zone = %zone,
-                        "{lb} has {have} of {} servos in {zone}: no other live servo there with capacity and a free VIP",
+                        "{lb} has {have} of {} servos in {zone}: no live servo there has capacity and a free VIP for it",
                         settings.servos_per_zone
                     );
                 }

@@ -455,10 +455,15 @@ def test_assignment_vips_and_config_shape(senv, servos):
     lb_a = wait_for(lambda: [lb for lb in sa.lbs().values() if lb["LoadBalancerName"] == lb_name and len(lb["Instances"]) == 1])
     assert lb_a[0]["Instances"] == [{"InstanceId": ia, "Address": addr[ia], "Zone": za}]
 
-    # More load balancers on the same port in zone a: least loaded first, and no servo ever
-    # serves two load balancers on the same (VIP, port).
-    more = [make_lb(elb, [za]) for _ in range(3)]
+    # More load balancers in zone a: least loaded first, and no servo ever serves two load
+    # balancers on the same (VIP, port). Zone a has four (VIP, 80) slots: two are taken, two
+    # more port-80 load balancers fill them, one on port 81 fits anyway, and a fifth on port
+    # 80 fits nowhere (no servo is eligible) and is reported as short.
+    more = [make_lb(elb, [za]) for _ in range(2)] + [make_lb(elb, [za], listeners=[listener(port=81)])]
     wait_for(lambda: all(holders([a1, a2], f"{m}-{account}") for m in more), what="more assignments")
+    homeless = make_lb(elb, [za])
+    wait_for(lambda: re.search(rf"{homeless}-{account} has 0 of 1 servos in {za}", senv.server.log_text()), what="shortfall warning")
+    assert not holders([a1, a2], f"{homeless}-{account}")
     loads = {}
     for s in (a1, a2):
         endpoints = set()

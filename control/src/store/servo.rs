@@ -551,7 +551,7 @@ impl Store {
             Vec::new()
         } else {
             load(
-                &mut *tx,
+                &mut tx,
                 "id IN (SELECT lb_id FROM servo_assignments WHERE servo_id = $1)",
                 &[servo_id],
                 None,
