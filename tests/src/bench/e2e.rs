@@ -1,2 +1,802 @@
 //! End to end over the same namespaced topology: our XDP load balancer, HAProxy and nftables NAT,
-//! in turn, each in fresh namespaces, measured with wrk. (Filled in by the e2e bench work.)
+//! in turn, each in fresh namespaces, measured with wrk.
+//!
+//! ```text
+//!  client ns (wrk) --- servo ns (LB under test) --- switch ns (bridge) --- 3 backend ns (nginx)
+//! ```
+//! Each balancer gets a freshly built [`Topology`]: the TIME_WAIT sockets one run leaves on the
+//! backends would otherwise collide with the next run's NAT tuples (PAWS) and stall its SYNs.
+//!
+//! Per balancer, three wrk runs from the client namespace:
+//! - new connections per second (`Connection: close`, so requests/s = connections/s), with the
+//!   whole machine's CPU time from `/proc/stat` over the run;
+//! - keep-alive requests per second and latency percentiles (`--latency`);
+//! - bulk throughput: repeated downloads of a large file over two connections.
+
+use std::{
+    fmt::Write as _,
+    fs,
+    net::Ipv4Addr,
+    path::PathBuf,
+    process::{Command, Stdio},
+    thread,
+    time::{Duration, Instant},
+};
+
+use anyhow::{Context as _, bail};
+
+use super::{Mode, progress, report::Results};
+use crate::{
+    agent::{Agent, metric},
+    http::get_once,
+    netns::{Proc, tempdir},
+    topo::{Topology, VIP, backend_addr},
+};
+
+/// Backends per topology.
+const BACKENDS: usize = 3;
+/// nginx worker processes per backend.
+const NGINX_WORKERS: u32 = 1;
+/// SNAT addresses the XDP servo gets on `s1` (198.19.0.1 is the topology's own).
+const SNAT_ADDRS: [Ipv4Addr; 4] = [
+    Ipv4Addr::new(198, 19, 0, 1),
+    Ipv4Addr::new(198, 19, 0, 2),
+    Ipv4Addr::new(198, 19, 0, 3),
+    Ipv4Addr::new(198, 19, 0, 4),
+];
+/// Size of the file the bulk run downloads (sparse: nothing is written to disk).
+const BIG_FILE_BYTES: u64 = 256 << 20;
+/// Client ephemeral ports (the same for every balancer).
+const CLIENT_PORTS: &str = "10000 65000";
+
+/// The balancers, in the order they run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Balancer {
+    /// Our XDP dataplane driven by the real agent.
+    Xdp,
+    /// HAProxy `mode tcp` in the servo namespace.
+    Haproxy,
+    /// Kernel NAT (nftables `numgen` + `masquerade`) in the servo namespace.
+    Nftables,
+}
+
+impl Balancer {
+    /// Every balancer.
+    pub const ALL: [Self; 3] = [Self::Xdp, Self::Haproxy, Self::Nftables];
+
+    /// The key segment (`e2e.<name>.cps`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Xdp => "xdp",
+            Self::Haproxy => "haproxy",
+            Self::Nftables => "nftables",
+        }
+    }
+}
+
+/// How long each wrk run lasts and how hard it pushes.
+#[derive(Clone, Copy, Debug)]
+struct Plan {
+    /// Seconds per measured run.
+    secs: u32,
+    /// Seconds of new-connection warm-up before the first measured run (0: none).
+    warmup_secs: u32,
+    /// wrk threads and connections for the cps and rps runs.
+    threads: u32,
+    conns: u32,
+    /// wrk threads and connections for the bulk run.
+    bulk_threads: u32,
+    bulk_conns: u32,
+}
+
+impl Plan {
+    fn for_mode(mode: Mode) -> Self {
+        match mode {
+            Mode::Full => Self {
+                secs: 10,
+                warmup_secs: 2,
+                threads: 2,
+                conns: 64,
+                bulk_threads: 1,
+                bulk_conns: 2,
+            },
+            Mode::Quick => Self {
+                secs: 4,
+                warmup_secs: 1,
+                threads: 2,
+                conns: 64,
+                bulk_threads: 1,
+                bulk_conns: 2,
+            },
+            Mode::Tiny => Self {
+                secs: 1,
+                warmup_secs: 0,
+                threads: 1,
+                conns: 4,
+                bulk_threads: 1,
+                bulk_conns: 2,
+            },
+        }
+    }
+}
+
+/// Measures the three balancers in turn, each in fresh namespaces, and records
+/// `e2e.<lb>.{cps,cpu_s_per_10k_conn,cps_errors,rps,p50_ms,p99_ms,gbps}`, `e2e.xdp.snat_failures`
+/// and `ratios.*`; also `e2e.<lb>.background_cpu`, the fraction of the machine busy with other
+/// work in the second before the cps run (the CPU numbers are the whole machine's).
+pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
+    crate::netns::require_root();
+    for tool in ["wrk", "haproxy", "nft", "nginx", "ethtool"] {
+        which(tool)
+            .with_context(|| format!("{tool} is not installed (cargo xtask setup installs it)"))?;
+    }
+    let plan = Plan::for_mode(mode);
+    for lb in Balancer::ALL {
+        let m = measure(lb, plan).with_context(|| format!("e2e benchmark of {}", lb.name()))?;
+        let key = |k: &str| format!("e2e.{}.{k}", lb.name());
+        results.set(key("cps"), m.cps.rps);
+        results.set(key("cpu_s_per_10k_conn"), m.cpu_s_per_10k);
+        results.set(key("cps_errors"), m.cps.errors() as f64);
+        results.set(key("rps"), m.rps.rps);
+        results.set(key("p50_ms"), m.rps.p50_ms);
+        results.set(key("p99_ms"), m.rps.p99_ms);
+        results.set(key("gbps"), m.gbps);
+        results.set(key("background_cpu"), m.background_cpu);
+        if let Some(f) = m.snat_failures {
+            results.set(key("snat_failures"), f);
+        }
+        progress(format!(
+            "e2e {}: {:.0} conn/s ({} errors), {:.2} CPU-s/10k conn, {:.0} req/s keep-alive \
+             (p50 {:.2} ms, p99 {:.2} ms), {:.2} Gbit/s",
+            lb.name(),
+            m.cps.rps,
+            m.cps.errors(),
+            m.cpu_s_per_10k,
+            m.rps.rps,
+            m.rps.p50_ms,
+            m.rps.p99_ms,
+            m.gbps
+        ));
+    }
+    let ratio = |results: &mut Results, key: &str, num: &str, den: &str| {
+        if let (Some(a), Some(b)) = (results.get(num), results.get(den))
+            && b > 0.0
+        {
+            results.set(key, a / b);
+        }
+    };
+    ratio(
+        results,
+        "ratios.cps_vs_haproxy",
+        "e2e.xdp.cps",
+        "e2e.haproxy.cps",
+    );
+    ratio(
+        results,
+        "ratios.cps_vs_nftables",
+        "e2e.xdp.cps",
+        "e2e.nftables.cps",
+    );
+    ratio(
+        results,
+        "ratios.cpu_vs_haproxy",
+        "e2e.xdp.cpu_s_per_10k_conn",
+        "e2e.haproxy.cpu_s_per_10k_conn",
+    );
+    ratio(
+        results,
+        "ratios.cpu_vs_nftables",
+        "e2e.xdp.cpu_s_per_10k_conn",
+        "e2e.nftables.cpu_s_per_10k_conn",
+    );
+    ratio(
+        results,
+        "ratios.rps_vs_nftables",
+        "e2e.xdp.rps",
+        "e2e.nftables.rps",
+    );
+    results.note("e2e", note(plan));
+    Ok(())
+}
+
+fn note(plan: Plan) -> String {
+    format!(
+        "Namespaces: client -> servo -> switch (bridge) -> 3 backends, built fresh for each \
+         balancer (TIME_WAIT on the backends would otherwise collide with the next run's NAT \
+         tuples). Backends: nginx, {NGINX_WORKERS} worker each, /name (a few bytes) and a {} MB \
+         sparse file. Client: wrk from the client namespace, ephemeral ports {CLIENT_PORTS}. \
+         cps: wrk -t{t} -c{c} -d{s}s -H 'Connection: close' (after a {w} s warm-up); rps: \
+         wrk -t{t} -c{c} -d{s}s --latency (keep-alive); gbps: wrk -t{bt} -c{bc} -d{s}s of the \
+         big file (Transfer/sec). CPU: whole machine (2 cores) from /proc/stat during the cps \
+         run (user+nice+system+irq+softirq+steal), per 10,000 connections. xdp: elb-servo run \
+         (TCP listener VIP:80, health check TCP:80 every 5 s), SNAT addresses {} on s1. \
+         haproxy: 2.6, mode tcp, balance roundrobin, nbthread 2, maxconn 8000. nftables: \
+         dnat to numgen inc mod 3 + masquerade, ip_forward=1. Identical topology for all three: \
+         client and backend veths with TX checksum offload off (models a wire, needed by XDP), \
+         pass-through XDP on c0 and sw0 (the peers of the servo's veths, needed by XDP_TX/redirect); \
+         the only difference is what runs in the servo namespace.",
+        BIG_FILE_BYTES >> 20,
+        SNAT_ADDRS.map(|a| a.to_string()).join(", "),
+        t = plan.threads,
+        c = plan.conns,
+        s = plan.secs,
+        w = plan.warmup_secs,
+        bt = plan.bulk_threads,
+        bc = plan.bulk_conns,
+    )
+}
+
+/// One balancer's numbers.
+#[derive(Debug)]
+struct Measured {
+    cps: WrkStats,
+    cpu_s_per_10k: f64,
+    rps: WrkStats,
+    gbps: f64,
+    snat_failures: Option<f64>,
+    background_cpu: f64,
+}
+
+/// A balancer under test, running in the servo namespace; stopped on drop.
+enum Running {
+    Xdp(Agent),
+    Haproxy { proc: Proc, _dir: tempfile::TempDir },
+    Nftables,
+}
+
+impl Running {
+    fn snat_failures(&self) -> anyhow::Result<Option<f64>> {
+        match self {
+            Self::Xdp(agent) => Ok(Some(metric(
+                &agent.metrics()?,
+                "elb_snat_failures_total",
+                &[],
+            ))),
+            _ => Ok(None),
+        }
+    }
+
+    /// Fails if a balancer process died during the run.
+    fn check_alive(&mut self) -> anyhow::Result<()> {
+        if let Self::Haproxy { proc, .. } = self
+            && !proc.is_running()
+        {
+            bail!("haproxy exited during the benchmark");
+        }
+        Ok(())
+    }
+}
+
+fn measure(lb: Balancer, plan: Plan) -> anyhow::Result<Measured> {
+    progress(format!("e2e {}: building fresh namespaces", lb.name()));
+    let mut topo = Topology::build(BACKENDS)?;
+    topo.client
+        .sysctl("net.ipv4.ip_local_port_range", CLIENT_PORTS)?;
+    topo.start_nginx(NGINX_WORKERS)?;
+    for nginx in &topo.nginx {
+        let big = fs::File::create(nginx.www().join("big.bin"))?;
+        big.set_len(BIG_FILE_BYTES)?;
+    }
+    progress(format!("e2e {}: starting the balancer", lb.name()));
+    let mut running = match lb {
+        Balancer::Xdp => Running::Xdp(start_xdp(&topo)?),
+        Balancer::Haproxy => {
+            let (proc, dir) = start_haproxy(&topo)?;
+            Running::Haproxy { proc, _dir: dir }
+        }
+        Balancer::Nftables => {
+            start_nftables(&topo)?;
+            Running::Nftables
+        }
+    };
+    let client = topo.client.name().to_string();
+    let name_url = format!("http://{VIP}/name");
+    let big_url = format!("http://{VIP}/big.bin");
+
+    // Every backend answers through the balancer before anything is measured.
+    let spread = check_spread(&topo)?;
+    progress(format!("e2e {}: first answers from {spread:?}", lb.name()));
+
+    if plan.warmup_secs > 0 {
+        progress(format!(
+            "e2e {}: warm-up ({} s)",
+            lb.name(),
+            plan.warmup_secs
+        ));
+        wrk(
+            &client,
+            &WrkArgs {
+                threads: plan.threads,
+                conns: plan.conns,
+                secs: plan.warmup_secs,
+                close: true,
+                latency: false,
+                url: &name_url,
+            },
+        )?;
+        settle();
+    }
+
+    progress(format!(
+        "e2e {}: new connections/s ({} s, -c{})",
+        lb.name(),
+        plan.secs,
+        plan.conns
+    ));
+    let background = background_cpu()?;
+    if background > 0.1 {
+        progress(format!(
+            "e2e {}: WARNING: {:.0}% of the machine was busy before the run (other work \
+             distorts the CPU numbers)",
+            lb.name(),
+            background * 100.0
+        ));
+    }
+    let cpu0 = cpu_jiffies()?;
+    let cps = wrk(
+        &client,
+        &WrkArgs {
+            threads: plan.threads,
+            conns: plan.conns,
+            secs: plan.secs,
+            close: true,
+            latency: false,
+            url: &name_url,
+        },
+    )?;
+    let cpu1 = cpu_jiffies()?;
+    let cpu_s = (cpu1 - cpu0) as f64 / USER_HZ;
+    let cpu_s_per_10k = if cps.requests > 0 {
+        cpu_s * 10_000.0 / cps.requests as f64
+    } else {
+        f64::NAN
+    };
+    running.check_alive()?;
+    settle();
+
+    progress(format!(
+        "e2e {}: keep-alive requests/s ({} s, -c{})",
+        lb.name(),
+        plan.secs,
+        plan.conns
+    ));
+    let rps = wrk(
+        &client,
+        &WrkArgs {
+            threads: plan.threads,
+            conns: plan.conns,
+            secs: plan.secs,
+            close: false,
+            latency: true,
+            url: &name_url,
+        },
+    )?;
+    running.check_alive()?;
+    settle();
+
+    progress(format!(
+        "e2e {}: bulk download ({} s, -c{})",
+        lb.name(),
+        plan.secs,
+        plan.bulk_conns
+    ));
+    let bulk = wrk(
+        &client,
+        &WrkArgs {
+            threads: plan.bulk_threads,
+            conns: plan.bulk_conns,
+            secs: plan.secs,
+            close: false,
+            latency: false,
+            url: &big_url,
+        },
+    )?;
+    running.check_alive()?;
+    let gbps = bulk.bytes_per_s * 8.0 / 1e9;
+
+    let snat_failures = running.snat_failures()?;
+    if let Some(f) = snat_failures
+        && f > 0.0
+    {
+        progress(format!(
+            "e2e {}: WARNING: {f} SYNs refused for lack of a SNAT tuple",
+            lb.name()
+        ));
+    }
+    drop(running);
+    drop(topo);
+    Ok(Measured {
+        cps,
+        cpu_s_per_10k,
+        rps,
+        gbps,
+        snat_failures,
+        background_cpu: background,
+    })
+}
+
+/// A short pause between runs (lets closing connections finish).
+fn settle() {
+    thread::sleep(Duration::from_millis(500));
+}
+
+fn which(tool: &str) -> anyhow::Result<PathBuf> {
+    let out = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()?;
+    anyhow::ensure!(out.status.success(), "{tool} not found");
+    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
+}
+
+/// GETs `/name` on new connections until every backend answered; returns the names seen.
+fn check_spread(topo: &Topology) -> anyhow::Result<Vec<String>> {
+    let vip = topo.vip();
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let mut last_err = String::new();
+    while seen.len() < BACKENDS {
+        if Instant::now() > deadline {
+            bail!("only {seen:?} answered through the balancer ({last_err})");
+        }
+        match topo.client.run(|| get_once(vip, "/name")) {
+            Ok(r) if r.status == 200 => {
+                let name = r.text();
+                if !seen.contains(&name) {
+                    seen.push(name);
+                }
+            }
+            Ok(r) => last_err = format!("HTTP {}", r.status),
+            Err(e) => {
+                last_err = format!("{e:#}");
+                thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    seen.sort();
+    Ok(seen)
+}
+
+// ----- the balancers ---------------------------------------------------------------------------
+
+fn start_xdp(topo: &Topology) -> anyhow::Result<Agent> {
+    for addr in &SNAT_ADDRS[1..] {
+        topo.servo
+            .ip(&["addr", "add", &format!("{addr}/24"), "dev", "s1"])?;
+    }
+    let snat = SNAT_ADDRS
+        .iter()
+        .map(|a| format!("\"{a}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let mut cfg = format!(
+        r#"interfaces = ["s0", "s1"]
+pin_root = "{pin}"
+metrics_listen = "{api}"
+snat_ports = "20000-59999"
+
+[[snat]]
+interface = "s1"
+addresses = [{snat}]
+
+[[snat]]
+interface = "s0"
+addresses = ["{VIP}"]
+
+[[LoadBalancers]]
+LoadBalancerName = "bench"
+Vips = ["{VIP}"]
+Listeners = [{{ Protocol = "TCP", LoadBalancerPort = 80, InstancePort = 80 }}]
+HealthCheck = {{ Target = "TCP:80", Interval = 5, Timeout = 2, UnhealthyThreshold = 2, HealthyThreshold = 2 }}
+Instances = [
+"#,
+        pin = topo.pin_root.display(),
+        api = crate::agent::API,
+    );
+    for i in 0..BACKENDS {
+        let _ = writeln!(
+            cfg,
+            "  {{ InstanceId = \"i-{}\", Address = \"{}\" }},",
+            i + 1,
+            backend_addr(i)
+        );
+    }
+    cfg.push_str("]\n");
+    let agent = Agent::start(topo, &cfg)?;
+    let want: Vec<(String, &str)> = (1..=BACKENDS)
+        .map(|i| (format!("i-{i}"), "InService"))
+        .collect();
+    let want: Vec<(&str, &str)> = want.iter().map(|(i, s)| (i.as_str(), *s)).collect();
+    progress("e2e xdp: waiting for the three instances to be InService");
+    agent
+        .wait_states("bench", &want, Duration::from_secs(30))
+        .with_context(|| format!("agent log:\n{}", agent.log_text()))?;
+    Ok(agent)
+}
+
+fn start_haproxy(topo: &Topology) -> anyhow::Result<(Proc, tempfile::TempDir)> {
+    let dir = tempdir("haproxy")?;
+    let mut cfg = format!(
+        "global
+    nbthread 2
+    maxconn 8000
+    tune.maxaccept 64
+
+defaults
+    mode tcp
+    timeout connect 5s
+    timeout client 30s
+    timeout server 30s
+    maxconn 8000
+
+frontend bench
+    bind {VIP}:80
+    default_backend web
+
+backend web
+    balance roundrobin
+"
+    );
+    for i in 0..BACKENDS {
+        let _ = writeln!(cfg, "    server b{} {}:80", i + 1, backend_addr(i));
+    }
+    let path = dir.path().join("haproxy.cfg");
+    fs::write(&path, cfg)?;
+    // Validate first: a config error then shows as such instead of as a dead process.
+    topo.servo
+        .exec(&["haproxy", "-c", "-q", "-f", &path.display().to_string()])?;
+    let log = fs::File::create(dir.path().join("haproxy.log"))?;
+    let mut cmd = topo.servo.command("haproxy");
+    cmd.arg("-db")
+        .arg("-f")
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(log);
+    let mut proc = Proc::spawn(cmd, "haproxy")?;
+    let servo = topo.servo.name().to_string();
+    crate::netns::wait_for(Duration::from_secs(10), "haproxy listening", || {
+        if !proc.is_running() {
+            return Some(false);
+        }
+        let out = Command::new("ip")
+            .args(["netns", "exec", &servo, "ss", "-Hltn", "sport = :80"])
+            .output()
+            .ok()?;
+        (!String::from_utf8_lossy(&out.stdout).trim().is_empty()).then_some(true)
+    })?
+    .then_some(())
+    .with_context(|| {
+        format!(
+            "haproxy exited: {}",
+            fs::read_to_string(dir.path().join("haproxy.log")).unwrap_or_default()
+        )
+    })?;
+    Ok((proc, dir))
+}
+
+fn start_nftables(topo: &Topology) -> anyhow::Result<()> {
+    let map = (0..BACKENDS)
+        .map(|i| format!("{i} : {}", backend_addr(i)))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let rules = format!(
+        "table ip elbbench {{
+    chain pre {{
+        type nat hook prerouting priority dstnat; policy accept;
+        ip daddr {VIP} tcp dport 80 dnat to numgen inc mod {BACKENDS} map {{ {map} }}
+    }}
+    chain post {{
+        type nat hook postrouting priority srcnat; policy accept;
+        oifname \"s1\" masquerade
+    }}
+}}
+"
+    );
+    let dir = tempdir("nft")?;
+    let path = dir.path().join("rules.nft");
+    fs::write(&path, rules)?;
+    topo.servo.sysctl("net.ipv4.ip_forward", "1")?;
+    topo.servo
+        .exec(&["nft", "-f", &path.display().to_string()])?;
+    Ok(())
+}
+
+// ----- wrk --------------------------------------------------------------------------------------
+
+struct WrkArgs<'a> {
+    threads: u32,
+    conns: u32,
+    secs: u32,
+    close: bool,
+    latency: bool,
+    url: &'a str,
+}
+
+/// What a wrk run reported.
+#[derive(Debug, Default, Clone)]
+pub struct WrkStats {
+    /// Completed requests.
+    pub requests: u64,
+    /// Requests per second.
+    pub rps: f64,
+    /// Bytes read per second.
+    pub bytes_per_s: f64,
+    /// Socket errors: connect, read, write, timeout.
+    pub socket_errors: [u64; 4],
+    /// Responses other than 2xx/3xx.
+    pub non_2xx: u64,
+    /// Latency percentiles (with `--latency`), milliseconds.
+    pub p50_ms: f64,
+    pub p99_ms: f64,
+}
+
+impl WrkStats {
+    /// Socket errors, timeouts and non-2xx/3xx responses.
+    pub fn errors(&self) -> u64 {
+        self.socket_errors.iter().sum::<u64>() + self.non_2xx
+    }
+}
+
+/// Runs wrk in `ns` (killed if it overruns or on error) and parses its report.
+fn wrk(ns: &str, a: &WrkArgs) -> anyhow::Result<WrkStats> {
+    let dir = tempdir("wrk")?;
+    let out_path = dir.path().join("out");
+    let err_path = dir.path().join("err");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", ns, "wrk"])
+        .arg(format!("-t{}", a.threads))
+        .arg(format!("-c{}", a.conns))
+        .arg(format!("-d{}s", a.secs))
+        .args(["--timeout", "10s"]);
+    if a.close {
+        cmd.args(["-H", "Connection: close"]);
+    }
+    if a.latency {
+        cmd.arg("--latency");
+    }
+    cmd.arg(a.url)
+        .stdin(Stdio::null())
+        .stdout(fs::File::create(&out_path)?)
+        .stderr(fs::File::create(&err_path)?);
+    let mut proc = Proc::spawn(cmd, "wrk")?;
+    let status = proc.wait_timeout(Duration::from_secs(u64::from(a.secs) + 30))?;
+    let out = fs::read_to_string(&out_path)?;
+    if !status.success() {
+        bail!(
+            "wrk failed ({status}): {}{}",
+            out,
+            fs::read_to_string(&err_path).unwrap_or_default()
+        );
+    }
+    parse_wrk(&out).with_context(|| format!("parsing wrk output:\n{out}"))
+}
+
+/// Parses wrk's text report.
+pub fn parse_wrk(text: &str) -> anyhow::Result<WrkStats> {
+    let mut s = WrkStats::default();
+    let mut have_rps = false;
+    for line in text.lines().map(str::trim) {
+        if let Some(v) = line.strip_prefix("Requests/sec:") {
+            s.rps = v.trim().parse()?;
+            have_rps = true;
+        } else if let Some(v) = line.strip_prefix("Transfer/sec:") {
+            s.bytes_per_s = parse_size(v.trim())?;
+        } else if let Some(v) = line.strip_prefix("Socket errors:") {
+            // "connect 0, read 0, write 0, timeout 0"
+            for (i, part) in v.split(',').enumerate().take(4) {
+                s.socket_errors[i] = part
+                    .split_whitespace()
+                    .nth(1)
+                    .context("socket errors")?
+                    .parse()?;
+            }
+        } else if let Some(v) = line.strip_prefix("Non-2xx or 3xx responses:") {
+            s.non_2xx = v.trim().parse()?;
+        } else if line.contains(" requests in ") {
+            s.requests = line
+                .split_whitespace()
+                .next()
+                .context("requests")?
+                .parse()?;
+        } else if let Some(v) = line.strip_prefix("50%") {
+            s.p50_ms = parse_time_ms(v.trim())?;
+        } else if let Some(v) = line.strip_prefix("99%") {
+            s.p99_ms = parse_time_ms(v.trim())?;
+        }
+    }
+    anyhow::ensure!(have_rps, "no Requests/sec line");
+    Ok(s)
+}
+
+/// `1.23GB` (wrk's binary units) -> bytes.
+fn parse_size(v: &str) -> anyhow::Result<f64> {
+    let split = v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let num: f64 = num.parse()?;
+    let mult = match unit {
+        "B" | "" => 1.0,
+        "KB" => 1024.0,
+        "MB" => 1024.0 * 1024.0,
+        "GB" => 1024.0 * 1024.0 * 1024.0,
+        "TB" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
+        _ => bail!("unknown size unit {unit:?}"),
+    };
+    Ok(num * mult)
+}
+
+/// `812.00us`, `1.23ms`, `2.00s`, `1.00m` -> milliseconds.
+fn parse_time_ms(v: &str) -> anyhow::Result<f64> {
+    let split = v.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(v.len());
+    let (num, unit) = v.split_at(split);
+    let num: f64 = num.parse()?;
+    Ok(match unit {
+        "us" => num / 1000.0,
+        "ms" => num,
+        "s" => num * 1000.0,
+        "m" => num * 60_000.0,
+        "h" => num * 3_600_000.0,
+        _ => bail!("unknown time unit {unit:?}"),
+    })
+}
+
+// ----- CPU --------------------------------------------------------------------------------------
+
+/// Jiffies per second as /proc/stat counts them (USER_HZ).
+const USER_HZ: f64 = 100.0;
+
+/// Fraction of the whole machine busy over one second of no load of ours (0..1).
+fn background_cpu() -> anyhow::Result<f64> {
+    let busy0 = cpu_jiffies()?;
+    let t0 = Instant::now();
+    thread::sleep(Duration::from_secs(1));
+    let busy = (cpu_jiffies()? - busy0) as f64 / USER_HZ;
+    let cpus = thread::available_parallelism().map_or(1, usize::from) as f64;
+    Ok(busy / (t0.elapsed().as_secs_f64() * cpus))
+}
+
+/// Busy jiffies of the whole machine: user + nice + system + irq + softirq + steal.
+fn cpu_jiffies() -> anyhow::Result<u64> {
+    let stat = fs::read_to_string("/proc/stat")?;
+    let line = stat.lines().next().context("empty /proc/stat")?;
+    let v: Vec<u64> = line
+        .split_whitespace()
+        .skip(1)
+        .map(str::parse)
+        .collect::<Result<_, _>>()?;
+    anyhow::ensure!(v.len() >= 8, "short cpu line in /proc/stat: {line}");
+    // user nice system idle iowait irq softirq steal
+    Ok(v[0] + v[1] + v[2] + v[5] + v[6] + v[7])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_wrk_reports() {
+        let text = "Running 4s test @ http://198.18.0.1/name
+  2 threads and 64 connections
+  Thread Stats   Avg      Stdev     Max   +/- Stdev
+    Latency     7.27ms    2.69ms  40.27ms   75.53%
+    Req/Sec     4.42k   458.89     5.55k    70.50%
+  Latency Distribution
+     50%  812.00us
+     75%    8.50ms
+     90%   10.58ms
+     99%    1.34s
+  88016 requests in 10.01s, 20.23MB read
+  Socket errors: connect 1, read 2, write 3, timeout 4
+  Non-2xx or 3xx responses: 5
+Requests/sec:   8795.77
+Transfer/sec:      1.50GB
+";
+        let s = parse_wrk(text).unwrap();
+        assert_eq!(s.requests, 88016);
+        assert!((s.rps - 8795.77).abs() < 1e-9);
+        assert!((s.p50_ms - 0.812).abs() < 1e-9);
+        assert!((s.p99_ms - 1340.0).abs() < 1e-9);
+        assert_eq!(s.socket_errors, [1, 2, 3, 4]);
+        assert_eq!(s.errors(), 15);
+        assert!((s.bytes_per_s - 1.5 * 1024.0 * 1024.0 * 1024.0).abs() < 1.0);
+    }
+}
