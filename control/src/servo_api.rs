@@ -464,8 +464,8 @@ async fn config_inner(
     };
     if since != Some(data.version) {
         tracing::info!(
-            servo = %servo.id, version = data.version, since = ?since,
-            request_ids = ?data.request_ids, load_balancers = reply.load_balancers.len(),
+            servo = %servo.id, version = data.version, request_ids = ?data.request_ids,
+            since = ?since, load_balancers = reply.load_balancers.len(),
             "servo configuration served"
         );
     }
