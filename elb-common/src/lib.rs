@@ -10,7 +10,7 @@ pub mod csum;
 
 /// Bumped whenever a map key or value layout changes. The agent refuses to reuse pinned maps that
 /// were created by a different ABI version (they would be misread); `--reset` starts fresh.
-pub const ABI_VERSION: u32 = 1;
+pub const ABI_VERSION: u32 = 3;
 
 /// An IPv4 address in network byte order, as it appears on the wire.
 pub type Ipv4 = [u8; 4];
@@ -32,6 +32,9 @@ pub const SNAT_TRIES: u32 = 16;
 /// `last_seen_ns` is refreshed at most this often, so established packets rarely write to the
 /// shared conntrack entry (a write per packet would bounce its cache line between CPUs).
 pub const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
+/// How long a flow half trusts its cached next hop (egress interface and MACs) before looking
+/// the route up again: a moved backend or a changed neighbour is followed within this time.
+pub const ROUTE_CACHE_NS: u64 = 1_000_000_000;
 /// After both FINs, the flow keeps forwarding stragglers (last ACK, retransmitted FINs) this
 /// long; the agent removes the forward entry after it.
 pub const CLOSE_GRACE_NS: u64 = 10_000_000_000;
@@ -65,9 +68,11 @@ pub mod map_names {
     pub const LISTENER_STATS: &str = "listener_stats";
     /// Per-CPU [`crate::TrafficStats`] per backend id.
     pub const BACKEND_STATS: &str = "backend_stats";
+    /// backend id -> [`crate::NextHop`], written by the program (new flows skip the FIB lookup).
+    pub const BACKEND_ROUTES: &str = "backend_routes";
 
     /// Every map, in the order the agent checks and pins them.
-    pub const ALL: [&str; 12] = [
+    pub const ALL: [&str; 13] = [
         LISTENERS,
         BACKEND_SETS,
         BACKENDS,
@@ -80,6 +85,7 @@ pub mod map_names {
         COUNTERS,
         LISTENER_STATS,
         BACKEND_STATS,
+        BACKEND_ROUTES,
     ];
 }
 
@@ -230,8 +236,11 @@ pub struct Flow {
     pub closed_ns: u64,
     /// Monotonic time the flow was created.
     pub created_ns: u64,
+    /// Cached next hop of the rewritten packets. A FIB lookup costs several times the rest of
+    /// the established path, so it runs once per [`ROUTE_CACHE_NS`] per flow half.
+    pub route: NextHop,
 }
-const _: () = assert!(size_of::<Flow>() == 56);
+const _: () = assert!(size_of::<Flow>() == 88);
 
 impl Flow {
     /// The key under which the other half of this flow is stored.
@@ -251,6 +260,33 @@ impl Flow {
     #[inline(always)]
     pub fn is_closed(&self) -> bool {
         self.closed_ns != 0
+    }
+}
+
+/// A resolved next hop: where and how to send a rewritten packet.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NextHop {
+    /// Egress ifindex, 0 when nothing is cached.
+    pub ifindex: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+    /// Destination MAC (the next hop's).
+    pub dmac: [u8; 6],
+    /// Source MAC (the egress interface's).
+    pub smac: [u8; 6],
+    /// Explicit padding, always zero.
+    pub _pad2: [u8; 4],
+    /// Monotonic time of the lookup.
+    pub updated_ns: u64,
+}
+const _: () = assert!(size_of::<NextHop>() == 32);
+
+impl NextHop {
+    /// True if a next hop is cached and younger than [`ROUTE_CACHE_NS`] at `now`.
+    #[inline(always)]
+    pub fn fresh(&self, now: u64) -> bool {
+        self.ifindex != 0 && now.wrapping_sub(self.updated_ns) < ROUTE_CACHE_NS
     }
 }
 
@@ -423,4 +459,5 @@ mod pod {
     unsafe impl aya::Pod for Meta {}
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for TrafficStats {}
+    unsafe impl aya::Pod for NextHop {}
 }

@@ -12,7 +12,7 @@ use aya_ebpf::{
     helpers::bpf_fib_lookup,
     programs::XdpContext,
 };
-use elb_common::Counters;
+use elb_common::{Counters, NextHop};
 
 use crate::{hdr::EthHdr, maps::TX_PORTS};
 
@@ -27,6 +27,18 @@ pub struct Route {
 }
 
 impl Route {
+    /// Stores a successful lookup in `hop` (an unresolved neighbour is not cached: the next
+    /// packet looks again, once the kernel has resolved it).
+    #[inline(always)]
+    pub fn remember(&self, hop: &mut NextHop, now: u64) {
+        if self.rc == BPF_FIB_LKUP_RET_SUCCESS {
+            hop.ifindex = self.params.ifindex;
+            hop.dmac = self.params.dmac;
+            hop.smac = self.params.smac;
+            hop.updated_ns = now;
+        }
+    }
+
     /// Egress interface, when the lookup found one (also for an unresolved neighbour).
     #[inline(always)]
     pub fn egress(&self) -> Option<u32> {
@@ -65,32 +77,45 @@ pub fn lookup(ctx: &XdpContext, proto: u8, src: u32, dst: u32, tot_len: u16) -> 
     }
 }
 
+/// Sends the packet to `hop`: XDP_TX if that is out of the interface it came in on, a devmap
+/// redirect otherwise.
+#[inline(always)]
+pub fn transmit(ctx: &XdpContext, c: &mut Counters, eth: *mut EthHdr, hop: &NextHop) -> u32 {
+    let (ifindex, dmac, smac) = (hop.ifindex, hop.dmac, hop.smac);
+    // SAFETY: `eth` was bounds-checked by the caller and no helper that could move packet data
+    // ran since.
+    unsafe {
+        (*eth).dst = dmac;
+        (*eth).src = smac;
+    }
+    if ifindex == ctx.ingress_ifindex() as u32 {
+        c.fwd_tx += 1;
+        return XDP_TX;
+    }
+    match TX_PORTS.redirect(ifindex, 0) {
+        Ok(action) => {
+            c.fwd_redirect += 1;
+            action
+        }
+        Err(_) => {
+            c.pass_no_tx_port += 1;
+            XDP_PASS
+        }
+    }
+}
+
 /// Sends the (already rewritten) packet along `route`.
 #[inline(always)]
 pub fn emit(ctx: &XdpContext, c: &mut Counters, eth: *mut EthHdr, route: &Route) -> u32 {
     match route.rc {
         BPF_FIB_LKUP_RET_SUCCESS => {
-            // SAFETY: `eth` was bounds-checked by the caller and no helper that could move
-            // packet data ran since.
-            unsafe {
-                (*eth).dst = route.params.dmac;
-                (*eth).src = route.params.smac;
-            }
-            if route.params.ifindex == ctx.ingress_ifindex() as u32 {
-                c.fwd_tx += 1;
-                XDP_TX
-            } else {
-                match TX_PORTS.redirect(route.params.ifindex, 0) {
-                    Ok(action) => {
-                        c.fwd_redirect += 1;
-                        action
-                    }
-                    Err(_) => {
-                        c.pass_no_tx_port += 1;
-                        XDP_PASS
-                    }
-                }
-            }
+            let hop = NextHop {
+                ifindex: route.params.ifindex,
+                dmac: route.params.dmac,
+                smac: route.params.smac,
+                ..NextHop::default()
+            };
+            transmit(ctx, c, eth, &hop)
         }
         BPF_FIB_LKUP_RET_NO_NEIGH => {
             c.pass_no_neigh += 1;

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use elb_common::{
     Backend, BackendSet, Config, Counters, DEFAULT_CONNTRACK_ENTRIES, Flow, FlowKey, Listener,
-    ListenerKey, MAX_BACKENDS, MAX_IFACES, MAX_LISTENERS, Meta, SnatAddrs, TrafficStats,
+    ListenerKey, MAX_BACKENDS, MAX_IFACES, MAX_LISTENERS, Meta, NextHop, SnatAddrs, TrafficStats,
 };
 
 const LISTENERS_N: usize = MAX_LISTENERS as usize;
@@ -65,3 +65,8 @@ pub static LISTENER_STATS: PerCpuArray<TrafficStats, LISTENERS_N> = PerCpuArray:
 /// Traffic per backend id.
 #[btf_map(name = "backend_stats")]
 pub static BACKEND_STATS: PerCpuArray<TrafficStats, BACKENDS_N> = PerCpuArray::new();
+
+/// Next hop towards each backend, cached by the program for new flows (refreshed by a FIB
+/// lookup when older than ROUTE_CACHE_NS).
+#[btf_map(name = "backend_routes")]
+pub static BACKEND_ROUTES: Array<NextHop, BACKENDS_N> = Array::new();

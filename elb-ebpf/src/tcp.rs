@@ -14,13 +14,16 @@ use aya_ebpf::{
 use elb_common::{
     BACKEND_ACTIVE, BACKEND_REMOVED, CLOSE_GRACE_NS, Counters, FLOW_F_EXPIRED, FLOW_F_FIN_BACKEND,
     FLOW_F_FIN_CLIENT, FLOW_F_REPLY, FLOW_F_RST, Flow, FlowKey, LAST_SEEN_GRANULARITY_NS, Listener,
-    ListenerKey, MAX_SET_BACKENDS, MAX_SNAT_ADDRS, PROTO_TCP, SNAT_TRIES, csum,
+    ListenerKey, MAX_SET_BACKENDS, MAX_SNAT_ADDRS, NextHop, PROTO_TCP, SNAT_TRIES, csum,
 };
 
 use crate::{
     fwd,
     hdr::{EthHdr, IP_LEN, Ipv4Hdr, TCP_ACK, TCP_FIN, TCP_LEN, TCP_RST, TCP_SYN, TcpHdr, ptr_at},
-    maps::{BACKEND_SETS, BACKENDS, CONFIG, CONNTRACK, LISTENERS, RR_CURSORS, SNAT_ADDRS},
+    maps::{
+        BACKEND_ROUTES, BACKEND_SETS, BACKENDS, CONFIG, CONNTRACK, LISTENERS, RR_CURSORS,
+        SNAT_ADDRS,
+    },
     rst,
     stats::{self, Direction},
 };
@@ -166,6 +169,9 @@ fn established(
         tot_len as u64,
         false,
     );
+    if f.route.fresh(now) {
+        return fwd::transmit(ctx, c, eth, &f.route);
+    }
     let route = fwd::lookup(
         ctx,
         PROTO_TCP,
@@ -173,6 +179,7 @@ fn established(
         u32::from_ne_bytes(f.nat_dst),
         tot_len as u16,
     );
+    route.remember(&mut f.route, now);
     fwd::emit(ctx, c, eth, &route)
 }
 
@@ -272,18 +279,43 @@ fn new_flow(
     let backend_addr = backend.addr;
     let backend_port = backend.port;
 
-    // Route to the backend first: the egress interface decides the SNAT address.
-    let route = fwd::lookup(
-        ctx,
-        PROTO_TCP,
-        u32::from_ne_bytes(key.dst),
-        u32::from_ne_bytes(backend_addr),
-        tot_len as u16,
-    );
-    let Some(egress) = route.egress() else {
-        c.drop_fib_failed += 1;
+    // SAFETY: helper without side effects.
+    let now = unsafe { bpf_ktime_get_ns() };
+    // Route to the backend first: the egress interface decides the SNAT address. The next hop
+    // towards a backend is the same for all its flows; it is cached per backend.
+    let Some(cached) = BACKEND_ROUTES.get_ptr_mut(backend_id) else {
+        c.drop_internal += 1;
         return XDP_DROP;
     };
+    // SAFETY: array element of a live map; concurrent writers store the same lookup result.
+    let cached = unsafe { &mut *cached };
+    let mut hop = *cached;
+    let mut unresolved = false;
+    if !hop.fresh(now) {
+        let route = fwd::lookup(
+            ctx,
+            PROTO_TCP,
+            u32::from_ne_bytes(key.dst),
+            u32::from_ne_bytes(backend_addr),
+            tot_len as u16,
+        );
+        match route.egress() {
+            Some(_) if route.rc == aya_ebpf::bindings::BPF_FIB_LKUP_RET_SUCCESS => {
+                route.remember(cached, now);
+                hop = *cached;
+            }
+            Some(egress) => {
+                // Neighbour not resolved yet: the kernel forwards this packet (and resolves it).
+                hop.ifindex = egress;
+                unresolved = true;
+            }
+            None => {
+                c.drop_fib_failed += 1;
+                return XDP_DROP;
+            }
+        }
+    }
+    let egress = hop.ifindex;
     // SAFETY: map value read-only here.
     let Some(snat) = (unsafe { SNAT_ADDRS.get(egress) }) else {
         c.drop_no_snat_addr += 1;
@@ -301,8 +333,6 @@ fn new_flow(
         c.drop_no_snat_addr += 1;
         return XDP_DROP;
     }
-    // SAFETY: helper without side effects.
-    let now = unsafe { bpf_ktime_get_ns() };
     let reverse = Flow {
         nat_src: key.dst,
         nat_dst: key.src,
@@ -316,6 +346,7 @@ fn new_flow(
         last_seen_ns: now,
         closed_ns: 0,
         created_ns: now,
+        route: NextHop::default(),
     };
     let span = u32::from(cfg.snat_port_max - cfg.snat_port_min) + 1;
     let first_addr = u32::from(key.sport) ^ u32::from_ne_bytes(key.src);
@@ -363,6 +394,7 @@ fn new_flow(
         nat_sport: reverse_key.dport,
         nat_dport: backend_port,
         flags: 0,
+        route: if unresolved { NextHop::default() } else { hop },
         ..reverse
     };
     if CONNTRACK.insert(key, forward, u64::from(BPF_ANY)).is_err() {
@@ -375,7 +407,11 @@ fn new_flow(
 
     rewrite(ip, tcp, &forward);
     stats::account(listener.id, backend_id, Direction::In, tot_len as u64, true);
-    fwd::emit(ctx, c, eth, &route)
+    if unresolved {
+        c.pass_no_neigh += 1;
+        return XDP_PASS;
+    }
+    fwd::transmit(ctx, c, eth, &hop)
 }
 
 /// Masks `value` with `mask` in a way the compiler cannot fold away: when the compiler already

@@ -66,7 +66,13 @@ pub struct Fixture {
 }
 
 impl Fixture {
+    /// A fixture with the default conntrack size.
     pub fn new() -> anyhow::Result<Self> {
+        Self::with_conntrack(elb_common::DEFAULT_CONNTRACK_ENTRIES)
+    }
+
+    /// A fixture whose conntrack holds `entries` entries (two per flow).
+    pub fn with_conntrack(entries: u32) -> anyhow::Result<Self> {
         crate::netns::require_root();
         let tag = unique("fx");
         let ns = Netns::new(&format!("{tag}-lb"))?;
@@ -119,7 +125,7 @@ impl Fixture {
         let dp = Dataplane::load(&LoadOptions {
             pin_root: root.clone(),
             reset: true,
-            ..LoadOptions::default()
+            conntrack_entries: entries,
         })?;
         let fx = Self {
             dp,

@@ -380,6 +380,61 @@ impl Maps {
         )
     }
 
+    /// Kernel memory charged to each map (`memlock` in `/proc/self/fdinfo`), in bytes.
+    pub fn memory(&self) -> Vec<(&'static str, u64)> {
+        use std::os::fd::AsRawFd as _;
+        let fds = [
+            (
+                map_names::LISTENERS,
+                self.listeners.map().fd().as_fd().as_raw_fd(),
+            ),
+            (
+                map_names::BACKEND_SETS,
+                self.backend_sets.map().fd().as_fd().as_raw_fd(),
+            ),
+            (
+                map_names::BACKENDS,
+                self.backends.map().fd().as_fd().as_raw_fd(),
+            ),
+            (
+                map_names::RR_CURSORS,
+                self.rr_cursors.map().fd().as_fd().as_raw_fd(),
+            ),
+            (
+                map_names::CONNTRACK,
+                self.conntrack.map().fd().as_fd().as_raw_fd(),
+            ),
+            (
+                map_names::SNAT_ADDRS,
+                self.snat_addrs.map().fd().as_fd().as_raw_fd(),
+            ),
+            (
+                map_names::COUNTERS,
+                self.counters.map().fd().as_fd().as_raw_fd(),
+            ),
+            (
+                map_names::LISTENER_STATS,
+                self.listener_stats.map().fd().as_fd().as_raw_fd(),
+            ),
+            (
+                map_names::BACKEND_STATS,
+                self.backend_stats.map().fd().as_fd().as_raw_fd(),
+            ),
+        ];
+        fds.into_iter()
+            .map(|(name, fd)| {
+                let info =
+                    std::fs::read_to_string(format!("/proc/self/fdinfo/{fd}")).unwrap_or_default();
+                let bytes = info
+                    .lines()
+                    .find_map(|l| l.strip_prefix("memlock:"))
+                    .and_then(|v| v.trim().parse().ok())
+                    .unwrap_or(0);
+                (name, bytes)
+            })
+            .collect()
+    }
+
     /// Every conntrack entry (both halves of each flow), read in batches.
     pub fn flows(&self) -> Result<Vec<(FlowKey, Flow)>, DataplaneError> {
         sys::lookup_batch(self.conntrack.map().fd().as_fd(), BATCH).map_err(|source| {

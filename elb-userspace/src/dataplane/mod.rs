@@ -206,6 +206,7 @@ fn expected_sizes(name: &str) -> (usize, usize) {
         map_names::META => (4, size_of::<Meta>()),
         map_names::COUNTERS => (4, size_of::<Counters>()),
         map_names::LISTENER_STATS | map_names::BACKEND_STATS => (4, size_of::<TrafficStats>()),
+        map_names::BACKEND_ROUTES => (4, size_of::<NextHop>()),
         _ => (0, 0),
     }
 }
@@ -485,9 +486,6 @@ pub fn pin_floor_program(path: &Path) -> Result<(), DataplaneError> {
 }
 
 fn pin_aux_program(name: &str, path: &Path) -> Result<(), DataplaneError> {
-    if ELB_OBJECT.is_empty() {
-        return Err(DataplaneError::NoObject);
-    }
     if path.exists() {
         return Ok(());
     }
@@ -495,7 +493,27 @@ fn pin_aux_program(name: &str, path: &Path) -> Result<(), DataplaneError> {
         ensure_bpffs(parent)?;
         fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
     }
-    // Maps are created but not pinned: the auxiliary programs use none of them.
+    let mut ebpf = load_aux_program(name)?;
+    let program: &mut Xdp = ebpf
+        .program_mut(name)
+        .ok_or_else(|| DataplaneError::Invalid(format!("object has no program {name}")))?
+        .try_into()
+        .map_err(|e| DataplaneError::Program {
+            what: format!("finding {name}"),
+            source: Box::new(e),
+        })?;
+    program.pin(path).map_err(|e| {
+        DataplaneError::Invalid(format!("pinning {name} at {}: {e}", path.display()))
+    })?;
+    Ok(())
+}
+
+/// Loads one of the object's auxiliary programs (`elb_pass`, `elb_floor`, the benchmark
+/// generators) on its own: its maps are created unpinned.
+pub fn load_aux_program(name: &str) -> Result<Ebpf, DataplaneError> {
+    if ELB_OBJECT.is_empty() {
+        return Err(DataplaneError::NoObject);
+    }
     let mut ebpf = EbpfLoader::new()
         .load(ELB_OBJECT)
         .map_err(|e| DataplaneError::Load(Box::new(e)))?;
@@ -511,10 +529,7 @@ fn pin_aux_program(name: &str, path: &Path) -> Result<(), DataplaneError> {
         what: format!("verifying {name}"),
         source: Box::new(e),
     })?;
-    program.pin(path).map_err(|e| {
-        DataplaneError::Invalid(format!("pinning {name} at {}: {e}", path.display()))
-    })?;
-    Ok(())
+    Ok(ebpf)
 }
 
 /// Kernel settings a servo needs in its network namespace, applied by the loader:

@@ -87,6 +87,8 @@ struct Plan {
     /// wrk threads and connections for the bulk run.
     bulk_threads: u32,
     bulk_conns: u32,
+    /// Longest wait, before each measured run, for other work on the machine to stop.
+    quiet_wait_secs: u32,
 }
 
 impl Plan {
@@ -99,6 +101,7 @@ impl Plan {
                 conns: 64,
                 bulk_threads: 1,
                 bulk_conns: 2,
+                quiet_wait_secs: 60,
             },
             Mode::Quick => Self {
                 secs: 4,
@@ -107,6 +110,7 @@ impl Plan {
                 conns: 64,
                 bulk_threads: 1,
                 bulk_conns: 2,
+                quiet_wait_secs: 15,
             },
             Mode::Tiny => Self {
                 secs: 1,
@@ -115,6 +119,7 @@ impl Plan {
                 conns: 4,
                 bulk_threads: 1,
                 bulk_conns: 2,
+                quiet_wait_secs: 0,
             },
         }
     }
@@ -208,7 +213,9 @@ fn note(plan: Plan) -> String {
          cps: wrk -t{t} -c{c} -d{s}s -H 'Connection: close' (after a {w} s warm-up); rps: \
          wrk -t{t} -c{c} -d{s}s --latency (keep-alive); gbps: wrk -t{bt} -c{bc} -d{s}s of the \
          big file (Transfer/sec). CPU: whole machine (2 cores) from /proc/stat during the cps \
-         run (user+nice+system+irq+softirq+steal), per 10,000 connections. xdp: elb-servo run \
+         run (user+nice+system+irq+softirq+steal), per 10,000 connections; the machine is shared, \
+         so before each measured run the harness waits up to {q} s for it to be under 15% busy \
+         (e2e.<lb>.background_cpu: busy fraction just before the cps run). xdp: elb-servo run \
          (TCP listener VIP:80, health check TCP:80 every 5 s), SNAT addresses {} on s1. \
          haproxy: 2.6, mode tcp, balance roundrobin, nbthread 2, maxconn 8000. nftables: \
          dnat to numgen inc mod 3 + masquerade, ip_forward=1. Identical topology for all three: \
@@ -223,6 +230,7 @@ fn note(plan: Plan) -> String {
         w = plan.warmup_secs,
         bt = plan.bulk_threads,
         bc = plan.bulk_conns,
+        q = plan.quiet_wait_secs,
     )
 }
 
@@ -267,35 +275,63 @@ impl Running {
     }
 }
 
-fn measure(lb: Balancer, plan: Plan) -> anyhow::Result<Measured> {
-    progress(format!("e2e {}: building fresh namespaces", lb.name()));
-    let mut topo = Topology::build(BACKENDS)?;
-    topo.client
-        .sysctl("net.ipv4.ip_local_port_range", CLIENT_PORTS)?;
-    topo.start_nginx(NGINX_WORKERS)?;
-    for nginx in &topo.nginx {
-        let big = fs::File::create(nginx.www().join("big.bin"))?;
-        big.set_len(BIG_FILE_BYTES)?;
+/// One balancer running in fresh namespaces with its backends. Fields drop in order: the
+/// balancer first, then the topology (nginx, namespaces, pins).
+pub struct Setup {
+    running: Running,
+    /// The namespaces and backends.
+    pub topo: Topology,
+    /// Which balancer runs in the servo namespace.
+    pub lb: Balancer,
+}
+
+impl Setup {
+    /// Builds fresh namespaces, starts nginx on the backends (with `/big.bin`) and `lb` in the
+    /// servo namespace, and checks that every backend answers through it.
+    pub fn start(lb: Balancer) -> anyhow::Result<Self> {
+        progress(format!("e2e {}: building fresh namespaces", lb.name()));
+        let mut topo = Topology::build(BACKENDS)?;
+        topo.client
+            .sysctl("net.ipv4.ip_local_port_range", CLIENT_PORTS)?;
+        topo.start_nginx(NGINX_WORKERS)?;
+        for nginx in &topo.nginx {
+            let big = fs::File::create(nginx.www().join("big.bin"))?;
+            big.set_len(BIG_FILE_BYTES)?;
+        }
+        progress(format!("e2e {}: starting the balancer", lb.name()));
+        let running = match lb {
+            Balancer::Xdp => Running::Xdp(start_xdp(&topo)?),
+            Balancer::Haproxy => {
+                let (proc, dir) = start_haproxy(&topo)?;
+                Running::Haproxy { proc, _dir: dir }
+            }
+            Balancer::Nftables => {
+                start_nftables(&topo)?;
+                Running::Nftables
+            }
+        };
+        let setup = Self { running, topo, lb };
+        // Every backend answers through the balancer before anything is measured.
+        let spread = check_spread(&setup.topo)?;
+        progress(format!("e2e {}: first answers from {spread:?}", lb.name()));
+        Ok(setup)
     }
-    progress(format!("e2e {}: starting the balancer", lb.name()));
-    let mut running = match lb {
-        Balancer::Xdp => Running::Xdp(start_xdp(&topo)?),
-        Balancer::Haproxy => {
-            let (proc, dir) = start_haproxy(&topo)?;
-            Running::Haproxy { proc, _dir: dir }
+
+    /// The agent, for the XDP balancer.
+    pub fn agent(&self) -> Option<&Agent> {
+        match &self.running {
+            Running::Xdp(agent) => Some(agent),
+            _ => None,
         }
-        Balancer::Nftables => {
-            start_nftables(&topo)?;
-            Running::Nftables
-        }
-    };
+    }
+}
+
+fn measure(lb: Balancer, plan: Plan) -> anyhow::Result<Measured> {
+    let mut setup = Setup::start(lb)?;
+    let Setup { running, topo, .. } = &mut setup;
     let client = topo.client.name().to_string();
     let name_url = format!("http://{VIP}/name");
     let big_url = format!("http://{VIP}/big.bin");
-
-    // Every backend answers through the balancer before anything is measured.
-    let spread = check_spread(&topo)?;
-    progress(format!("e2e {}: first answers from {spread:?}", lb.name()));
 
     if plan.warmup_secs > 0 {
         progress(format!(
@@ -323,15 +359,7 @@ fn measure(lb: Balancer, plan: Plan) -> anyhow::Result<Measured> {
         plan.secs,
         plan.conns
     ));
-    let background = background_cpu()?;
-    if background > 0.1 {
-        progress(format!(
-            "e2e {}: WARNING: {:.0}% of the machine was busy before the run (other work \
-             distorts the CPU numbers)",
-            lb.name(),
-            background * 100.0
-        ));
-    }
+    let background = wait_quiet(lb, plan)?;
     let cpu0 = cpu_jiffies()?;
     let cps = wrk(
         &client,
@@ -353,6 +381,7 @@ fn measure(lb: Balancer, plan: Plan) -> anyhow::Result<Measured> {
     };
     running.check_alive()?;
     settle();
+    wait_quiet(lb, plan)?;
 
     progress(format!(
         "e2e {}: keep-alive requests/s ({} s, -c{})",
@@ -373,6 +402,7 @@ fn measure(lb: Balancer, plan: Plan) -> anyhow::Result<Measured> {
     )?;
     running.check_alive()?;
     settle();
+    wait_quiet(lb, plan)?;
 
     progress(format!(
         "e2e {}: bulk download ({} s, -c{})",
@@ -403,8 +433,7 @@ fn measure(lb: Balancer, plan: Plan) -> anyhow::Result<Measured> {
             lb.name()
         ));
     }
-    drop(running);
-    drop(topo);
+    drop(setup);
     Ok(Measured {
         cps,
         cpu_s_per_10k,
@@ -744,11 +773,52 @@ fn parse_time_ms(v: &str) -> anyhow::Result<f64> {
 /// Jiffies per second as /proc/stat counts them (USER_HZ).
 const USER_HZ: f64 = 100.0;
 
-/// Fraction of the whole machine busy over one second of no load of ours (0..1).
-fn background_cpu() -> anyhow::Result<f64> {
+/// The machine counts as quiet below this busy fraction.
+const QUIET: f64 = 0.15;
+
+/// Waits up to the plan's limit for the machine to be quiet (other jobs share it and distort
+/// every number, the CPU ones most); returns the busy fraction of the last second sampled.
+fn wait_quiet(lb: Balancer, plan: Plan) -> anyhow::Result<f64> {
+    let deadline = Instant::now() + Duration::from_secs(plan.quiet_wait_secs.into());
+    let mut warned = false;
+    // Tiny runs only prove the harness works: a short sample, no waiting.
+    let sample = if plan.quiet_wait_secs == 0 {
+        Duration::from_millis(200)
+    } else {
+        Duration::from_secs(1)
+    };
+    loop {
+        let busy = background_cpu(sample)?;
+        if busy < QUIET {
+            return Ok(busy);
+        }
+        if Instant::now() >= deadline {
+            progress(format!(
+                "e2e {}: WARNING: the machine is {:.0}% busy with other work; measuring anyway \
+                 (the numbers, CPU ones most, are distorted)",
+                lb.name(),
+                busy * 100.0
+            ));
+            return Ok(busy);
+        }
+        if !warned {
+            progress(format!(
+                "e2e {}: the machine is {:.0}% busy with other work; waiting up to {} s for it \
+                 to calm down",
+                lb.name(),
+                busy * 100.0,
+                plan.quiet_wait_secs
+            ));
+            warned = true;
+        }
+    }
+}
+
+/// Fraction of the whole machine busy over `sample` with no load of ours (0..1).
+fn background_cpu(sample: Duration) -> anyhow::Result<f64> {
     let busy0 = cpu_jiffies()?;
     let t0 = Instant::now();
-    thread::sleep(Duration::from_secs(1));
+    thread::sleep(sample);
     let busy = (cpu_jiffies()? - busy0) as f64 / USER_HZ;
     let cpus = thread::available_parallelism().map_or(1, usize::from) as f64;
     Ok(busy / (t0.elapsed().as_secs_f64() * cpus))

@@ -5,6 +5,7 @@
 //! one run mean more than absolute numbers across runs.
 
 pub mod e2e;
+pub mod per_packet;
 pub mod report;
 
 /// How much work a run does.
@@ -36,7 +37,11 @@ pub fn median(values: &mut [f64]) -> f64 {
     }
     values.sort_by(f64::total_cmp);
     let n = values.len();
-    if n % 2 == 1 { values[n / 2] } else { (values[n / 2 - 1] + values[n / 2]) / 2.0 }
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
 }
 
 /// Prints a progress line (the harness runs for minutes; say what it is doing).

@@ -41,10 +41,14 @@ impl Results {
                     .as_object_mut()
                     .expect("keys are not both a value and a section");
             }
-            let v = serde_json::Number::from_f64(*value).map_or(serde_json::Value::Null, serde_json::Value::Number);
+            let v = serde_json::Number::from_f64(*value)
+                .map_or(serde_json::Value::Null, serde_json::Value::Number);
             node.insert(parts[parts.len() - 1].to_string(), v);
         }
-        root.insert("notes".into(), serde_json::to_value(&self.notes).unwrap_or_default());
+        root.insert(
+            "notes".into(),
+            serde_json::to_value(&self.notes).unwrap_or_default(),
+        );
         serde_json::Value::Object(root)
     }
 }
