@@ -3,8 +3,10 @@
 
 pub mod agent;
 pub mod bench;
+pub mod dns;
 pub mod fixture;
 pub mod http;
 pub mod netns;
 pub mod packet;
+pub mod system;
 pub mod topo;
