@@ -237,3 +237,194 @@ fn config_changes_reach_the_dataplane_within_a_second() {
         assert!(ms < 1000, "{what} took {ms} ms");
     }
 }
+
+fn zone_a_pair() -> SystemSpec {
+    let mut spec = SystemSpec::poc();
+    spec.servos = vec![
+        tests::system::ServoSpec {
+            id: "servo-a1".into(),
+            zone: "zone-a".into(),
+        },
+        tests::system::ServoSpec {
+            id: "servo-a2".into(),
+            zone: "zone-a".into(),
+        },
+    ];
+    spec.web.truncate(2);
+    spec
+}
+
+fn create_zone_a_lb(sys: &System) -> String {
+    let created = sys
+        .aws(&[
+            "create-load-balancer",
+            "--load-balancer-name",
+            "web",
+            "--listeners",
+            "Protocol=HTTP,LoadBalancerPort=80,InstanceProtocol=HTTP,InstancePort=80",
+            "--availability-zones",
+            "zone-a",
+        ])
+        .unwrap();
+    sys.aws(&[
+        "configure-health-check",
+        "--load-balancer-name",
+        "web",
+        "--health-check",
+        "Target=HTTP:80/name,Interval=5,Timeout=2,UnhealthyThreshold=2,HealthyThreshold=2",
+    ])
+    .unwrap();
+    sys.aws(&[
+        "register-instances-with-load-balancer",
+        "--load-balancer-name",
+        "web",
+        "--instances",
+        "i-web1",
+        "i-web2",
+    ])
+    .unwrap();
+    sys.wait_health(
+        "web",
+        &[("i-web1", "InService"), ("i-web2", "InService")],
+        Duration::from_secs(40),
+    )
+    .unwrap();
+    created["DNSName"].as_str().unwrap().to_string()
+}
+
+#[test]
+fn servo_failover_moves_the_load_balancer_and_dns_follows() {
+    let mut sys = System::start(zone_a_pair()).expect("starting the system");
+    let dns = create_zone_a_lb(&sys);
+    let answer = sys.resolve(&dns).unwrap();
+    assert_eq!(answer.addrs.len(), 1, "one servo per zone: {answer:?}");
+    let first = sys.servo_of(answer.addrs[0]).unwrap();
+    let other = 1 - first;
+    System::check_even(
+        &sys.spread_by_name(&dns, 80, 10).unwrap(),
+        &["web1", "web2"],
+        5,
+    )
+    .unwrap();
+
+    // The serving servo's host dies.
+    let ns = &sys.servo_ns[first];
+    let died = Instant::now();
+    sys.servos[first].power_off(ns).unwrap();
+    let moved = wait_for(
+        Duration::from_secs(20),
+        "DNS to answer with the other servo",
+        || {
+            let a = sys.resolve(&dns).ok()?;
+            (a.addrs == [sys.servos[other].vip]).then_some(())
+        },
+    );
+    assert!(moved.is_ok(), "{moved:?}");
+    println!(
+        "DNS moved to {} {:.1?} after {} died (heartbeat timeout 4 s)",
+        sys.servos[other].id,
+        died.elapsed(),
+        sys.servos[first].id
+    );
+    // A client that re-resolves keeps working once the other servo's checks pass.
+    sys.wait_health(
+        "web",
+        &[("i-web1", "InService"), ("i-web2", "InService")],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let counts = wait_for(
+        Duration::from_secs(30),
+        "traffic through the other servo",
+        || {
+            let c = sys.spread_by_name(&dns, 80, 10).ok()?;
+            System::check_even(&c, &["web1", "web2"], 5)
+                .ok()
+                .map(|()| c)
+        },
+    )
+    .unwrap();
+    println!("after failover: {counts:?}");
+}
+
+#[test]
+fn traffic_flows_while_control_is_down_and_changes_arrive_after_it_returns() {
+    let mut sys = System::start(SystemSpec::poc()).expect("starting the system");
+    let dns = create_poc_lb(&sys).unwrap();
+    let vips = sys.resolve(&dns).unwrap().addrs;
+
+    sys.controls[0].kill9();
+    // Both servos keep forwarding with their last configuration (to every VIP they serve).
+    for vip in &vips {
+        let counts: Vec<String> = (0..6)
+            .map(|_| sys.get_name(SocketAddr::from((*vip, 80))).unwrap())
+            .collect();
+        assert_eq!(counts.len(), 6);
+        assert!(
+            counts.iter().all(|n| WEB.contains(&n.as_str())),
+            "{counts:?}"
+        );
+    }
+    // A servo agent restarted meanwhile starts from the configuration it saved.
+    sys.servos[0].kill9();
+    sys.servos[0].start().unwrap();
+    assert!(
+        sys.servos[0]
+            .log_text()
+            .contains("starting from the configuration last received from control")
+    );
+    let served = sys
+        .get_name(SocketAddr::from((sys.servos[0].vip, 80)))
+        .unwrap();
+    assert!(WEB.contains(&served.as_str()), "{served}");
+
+    sys.controls[0].restart().unwrap();
+    sys.aws(&[
+        "create-load-balancer-listeners",
+        "--load-balancer-name",
+        "web",
+        "--listeners",
+        "Protocol=HTTP,LoadBalancerPort=8080,InstanceProtocol=HTTP,InstancePort=80",
+    ])
+    .unwrap();
+    for servo in [sys.servos[0].vip, sys.servos[1].vip] {
+        wait_for(
+            Duration::from_secs(15),
+            "the change made after control returned",
+            || sys.get_name(SocketAddr::from((servo, 8080))).ok(),
+        )
+        .unwrap();
+    }
+}
+
+#[test]
+fn two_control_replicas_on_postgresql_reach_each_others_servos() {
+    let mut spec = SystemSpec::poc();
+    spec.replicas = 2;
+    spec.postgres = true;
+    let sys = System::start(spec).expect("starting the system");
+    // servo-a talks to replica 0, servo-b to replica 1; the API calls go to replica 0.
+    create_poc_lb(&sys).unwrap();
+    sys.aws(&[
+        "create-load-balancer-listeners",
+        "--load-balancer-name",
+        "web",
+        "--listeners",
+        "Protocol=TCP,LoadBalancerPort=9000,InstanceProtocol=TCP,InstancePort=80",
+    ])
+    .unwrap();
+    let t0 = Instant::now();
+    let vip_b = sys.servos[1].vip;
+    wait_for(
+        Duration::from_secs(5),
+        "servo-b (on replica 1) to serve the new listener",
+        || sys.get_name(SocketAddr::from((vip_b, 9000))).ok(),
+    )
+    .unwrap();
+    println!(
+        "change through replica 0 served by replica 1's servo after {:.0?}",
+        t0.elapsed()
+    );
+    assert!(t0.elapsed() < Duration::from_secs(1));
+    assert!(sys.servos[1].log_text().contains("registered with control"));
+}
