@@ -442,6 +442,22 @@ pub struct TrafficStats {
 }
 const _: () = assert!(size_of::<TrafficStats>() == 40);
 
+/// Frame length of the benchmark generators (Ethernet + IPv4 + TCP, no payload).
+pub const GEN_FRAME_LEN: usize = 54;
+
+/// The frame the benchmark generators send. Live-frames test runs recycle pages without
+/// rewriting them, and the receiving XDP program rewrites the frame in place, so the generator
+/// writes the whole template into every frame it sends.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GenTemplate {
+    /// The frame.
+    pub frame: [u8; GEN_FRAME_LEN],
+    /// Explicit padding, always zero.
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(size_of::<GenTemplate>() == 56);
+
 #[cfg(feature = "user")]
 mod pod {
     //! `aya::Pod` marks a type as safe to copy to and from the kernel byte for byte: these types
@@ -460,4 +476,5 @@ mod pod {
     unsafe impl aya::Pod for Counters {}
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for NextHop {}
+    unsafe impl aya::Pod for GenTemplate {}
 }

@@ -5,8 +5,10 @@
 //! one run mean more than absolute numbers across runs.
 
 pub mod e2e;
+pub mod mpps;
 pub mod per_packet;
 pub mod report;
+pub mod scale;
 
 /// How much work a run does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
