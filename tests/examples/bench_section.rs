@@ -12,6 +12,7 @@ fn main() -> anyhow::Result<()> {
         "per_packet" => per_packet::run(mode, &mut r)?,
         "mpps" => mpps::run(mode, &mut r)?,
         "scale" => tests::bench::scale::run(mode, &mut r)?,
+        "control" => tests::bench::control::run(mode, &mut r)?,
         other => anyhow::bail!("unknown section {other:?}"),
     }
     println!("{}", serde_json::to_string_pretty(&r.to_json())?);

@@ -184,6 +184,8 @@ pub struct Reconciler<W> {
     listeners: BTreeMap<ListenerKey, ListenerSlot>,
     backends: BTreeMap<u32, BackendSlot>,
     sets: BTreeMap<u32, Vec<u32>>,
+    /// Listener values last written, so unchanged ones are not written again.
+    written_listeners: BTreeMap<ListenerKey, Listener>,
     free_listener_ids: BTreeSet<u32>,
     free_backend_ids: BTreeSet<u32>,
 }
@@ -200,6 +202,7 @@ impl<W: MapWriter> Reconciler<W> {
             listeners: BTreeMap::new(),
             backends: BTreeMap::new(),
             sets: BTreeMap::new(),
+            written_listeners: BTreeMap::new(),
             free_listener_ids: (0..MAX_LISTENERS).collect(),
             free_backend_ids: (0..MAX_BACKENDS).collect(),
         }
@@ -492,18 +495,18 @@ impl<W: MapWriter> Reconciler<W> {
                 changes.sets_written += 1;
             }
         }
-        // Listeners are written after their sets, so a new listener never appears without one.
+        // Listeners are written after their sets, so a new listener never appears without one;
+        // only changed ones are written (an apply runs on every health event).
         for (key, slot) in &self.listeners {
-            if wanted.contains_key(key) {
-                self.writer.upsert_listener(
-                    *key,
-                    Listener {
-                        id: slot.id,
-                        flags: 0,
-                        idle_timeout_s: slot.idle_timeout_s,
-                        _pad: 0,
-                    },
-                )?;
+            let value = Listener {
+                id: slot.id,
+                flags: 0,
+                idle_timeout_s: slot.idle_timeout_s,
+                _pad: 0,
+            };
+            if wanted.contains_key(key) && self.written_listeners.get(key) != Some(&value) {
+                self.written_listeners.insert(*key, value);
+                self.writer.upsert_listener(*key, value)?;
             }
         }
 
@@ -518,6 +521,7 @@ impl<W: MapWriter> Reconciler<W> {
         for key in stale {
             let id = self.listeners[&key].id;
             if self.sets.contains_key(&id) {
+                self.written_listeners.remove(&key);
                 self.writer.remove_listener(&key)?;
                 self.writer.remove_backend_set(id)?;
                 self.sets.remove(&id);

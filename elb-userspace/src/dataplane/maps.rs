@@ -260,16 +260,12 @@ impl Maps {
             .map_err(map_err(map_names::BACKENDS, "get"))
     }
 
-    /// Every backend id ever used (state != 0), with its entry.
+    /// Every backend id ever used (state != 0), with its entry (one batched read of the
+    /// array, not one system call per slot).
     pub fn backends(&self) -> Result<Vec<(u32, Backend)>, DataplaneError> {
-        let mut out = Vec::new();
-        for (id, b) in self.backends.iter().enumerate() {
-            let b = b.map_err(map_err(map_names::BACKENDS, "iter"))?;
-            if b.state != 0 {
-                out.push((id as u32, b));
-            }
-        }
-        Ok(out)
+        let all: Vec<(u32, Backend)> = sys::lookup_batch(self.backends.map().fd().as_fd(), BATCH)
+            .map_err(|source| DataplaneError::Syscall { what: "BPF_MAP_LOOKUP_BATCH on backends", source })?;
+        Ok(all.into_iter().filter(|(_, b)| b.state != 0).collect())
     }
 
     /// Changes the state of backend `id` (active, draining, removed).
@@ -459,6 +455,16 @@ impl Maps {
         self.conntrack
             .insert(key, flow, 0)
             .map_err(map_err(map_names::CONNTRACK, "insert"))
+    }
+
+    /// Writes conntrack entries in batches (benchmarks fill the table this way).
+    pub fn insert_flows(&mut self, keys: &[FlowKey], flows: &[Flow]) -> Result<(), DataplaneError> {
+        sys::update_batch(self.conntrack.map().fd().as_fd(), keys, flows).map_err(|source| {
+            DataplaneError::Syscall {
+                what: "BPF_MAP_UPDATE_BATCH on conntrack",
+                source,
+            }
+        })
     }
 
     /// Deletes conntrack entries in batches; returns how many existed.

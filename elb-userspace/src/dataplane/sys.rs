@@ -11,6 +11,7 @@ use std::{
 
 const BPF_OBJ_GET: libc::c_long = 7;
 const BPF_MAP_LOOKUP_BATCH: libc::c_long = 24;
+const BPF_MAP_UPDATE_BATCH: libc::c_long = 26;
 const BPF_MAP_DELETE_BATCH: libc::c_long = 27;
 const BPF_LINK_DETACH: libc::c_long = 34;
 /// `statfs.f_type` of a BPF filesystem.
@@ -102,6 +103,29 @@ pub fn lookup_batch<K: Copy + Default, V: Copy + Default>(
         token_in = token_out;
         first = false;
     }
+}
+
+/// Writes `entries` into a hash map with `BPF_MAP_UPDATE_BATCH`, in chunks.
+pub fn update_batch<K: Copy, V: Copy>(
+    fd: BorrowedFd<'_>,
+    keys: &[K],
+    values: &[V],
+) -> io::Result<()> {
+    assert_eq!(keys.len(), values.len());
+    for (k, v) in keys.chunks(8192).zip(values.chunks(8192)) {
+        let mut attr = Attr {
+            inner: BatchAttr {
+                keys: k.as_ptr() as u64,
+                values: v.as_ptr() as u64,
+                count: k.len() as u32,
+                map_fd: fd.as_raw_fd() as u32,
+                ..BatchAttr::default()
+            },
+            _zero: [0; 64],
+        };
+        bpf(BPF_MAP_UPDATE_BATCH, &mut attr)?;
+    }
+    Ok(())
 }
 
 /// Deletes `keys` from a hash map with `BPF_MAP_DELETE_BATCH`. Keys that no longer exist (the

@@ -127,8 +127,12 @@ impl Plan {
 
 /// Measures the three balancers in turn, each in fresh namespaces, and records
 /// `e2e.<lb>.{cps,cpu_s_per_10k_conn,cps_errors,rps,p50_ms,p99_ms,gbps}`, `e2e.xdp.snat_failures`
-/// and `ratios.*`; also `e2e.<lb>.background_cpu`, the fraction of the machine busy with other
-/// work in the second before the cps run (the CPU numbers are the whole machine's).
+/// and `ratios.*`.
+///
+/// The machine is shared: `cpu_s_per_10k_conn` is the whole machine's busy time minus what
+/// processes outside this benchmark used meanwhile (identical to the raw value on an idle
+/// machine); `e2e.<lb>.cpu_s_per_10k_conn_raw` is the whole machine's and
+/// `e2e.<lb>.others_cpu_frac` the share of the machine other jobs took during the cps run.
 pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
     crate::netns::require_root();
     for tool in ["wrk", "haproxy", "nft", "nginx", "ethtool"] {
@@ -146,7 +150,8 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
         results.set(key("p50_ms"), m.rps.p50_ms);
         results.set(key("p99_ms"), m.rps.p99_ms);
         results.set(key("gbps"), m.gbps);
-        results.set(key("background_cpu"), m.background_cpu);
+        results.set(key("cpu_s_per_10k_conn_raw"), m.cpu_s_per_10k_raw);
+        results.set(key("others_cpu_frac"), m.others_cpu_frac);
         if let Some(f) = m.snat_failures {
             results.set(key("snat_failures"), f);
         }
@@ -213,9 +218,11 @@ fn note(plan: Plan) -> String {
          cps: wrk -t{t} -c{c} -d{s}s -H 'Connection: close' (after a {w} s warm-up); rps: \
          wrk -t{t} -c{c} -d{s}s --latency (keep-alive); gbps: wrk -t{bt} -c{bc} -d{s}s of the \
          big file (Transfer/sec). CPU: whole machine (2 cores) from /proc/stat during the cps \
-         run (user+nice+system+irq+softirq+steal), per 10,000 connections; the machine is shared, \
-         so before each measured run the harness waits up to {q} s for it to be under 15% busy \
-         (e2e.<lb>.background_cpu: busy fraction just before the cps run). xdp: elb-servo run \
+         run (user+nice+system+irq+softirq+steal), per 10,000 connections. The machine is shared: \
+         before each measured run the harness waits up to {q} s for it to be under 15% busy, \
+         and cpu_s_per_10k_conn subtracts the CPU time of processes outside the benchmark \
+         (/proc/<pid>/stat of every process not descended from the harness, kernel threads \
+         excluded); cpu_s_per_10k_conn_raw is the whole machine, others_cpu_frac their share. xdp: elb-servo run \
          (TCP listener VIP:80, health check TCP:80 every 5 s), SNAT addresses {} on s1. \
          haproxy: 2.6, mode tcp, balance roundrobin, nbthread 2, maxconn 8000. nftables: \
          dnat to numgen inc mod 3 + masquerade, ip_forward=1. Identical topology for all three: \
@@ -242,7 +249,8 @@ struct Measured {
     rps: WrkStats,
     gbps: f64,
     snat_failures: Option<f64>,
-    background_cpu: f64,
+    cpu_s_per_10k_raw: f64,
+    others_cpu_frac: f64,
 }
 
 /// A balancer under test, running in the servo namespace; stopped on drop.
@@ -253,15 +261,37 @@ enum Running {
 }
 
 impl Running {
-    fn snat_failures(&self) -> anyhow::Result<Option<f64>> {
-        match self {
-            Self::Xdp(agent) => Ok(Some(metric(
-                &agent.metrics()?,
-                "elb_snat_failures_total",
-                &[],
-            ))),
-            _ => Ok(None),
+    /// For the XDP balancer: SNAT failures, and every counter outside the normal forwarding
+    /// path that is not zero (what to look at when a number is off).
+    fn xdp_counters(&self) -> anyhow::Result<Option<(f64, Vec<(String, f64)>)>> {
+        let Self::Xdp(agent) = self else {
+            return Ok(None);
+        };
+        let m = agent.metrics()?;
+        let failures = metric(&m, "elb_snat_failures_total", &[]);
+        let normal = [
+            "rx_packets",
+            "new_flows",
+            "fwd_tx",
+            "fwd_redirect",
+            "pass_not_ipv4",
+            "pass_not_tcp",
+            "pass_not_ours",
+        ];
+        let mut unusual = Vec::new();
+        for line in m.lines() {
+            let Some(rest) = line.strip_prefix("elb_xdp_packets_total{decision=\"") else {
+                continue;
+            };
+            let Some((name, value)) = rest.split_once("\"} ") else {
+                continue;
+            };
+            let value: f64 = value.trim().parse().unwrap_or(0.0);
+            if value > 0.0 && !normal.contains(&name) {
+                unusual.push((name.to_string(), value));
+            }
         }
+        Ok(Some((failures, unusual)))
     }
 
     /// Fails if a balancer process died during the run.
@@ -359,8 +389,8 @@ fn measure(lb: Balancer, plan: Plan) -> anyhow::Result<Measured> {
         plan.secs,
         plan.conns
     ));
-    let background = wait_quiet(lb, plan)?;
-    let cpu0 = cpu_jiffies()?;
+    wait_quiet(lb, plan)?;
+    let cpu0 = CpuSample::take()?;
     let cps = wrk(
         &client,
         &WrkArgs {
@@ -372,13 +402,26 @@ fn measure(lb: Balancer, plan: Plan) -> anyhow::Result<Measured> {
             url: &name_url,
         },
     )?;
-    let cpu1 = cpu_jiffies()?;
-    let cpu_s = (cpu1 - cpu0) as f64 / USER_HZ;
-    let cpu_s_per_10k = if cps.requests > 0 {
-        cpu_s * 10_000.0 / cps.requests as f64
-    } else {
-        f64::NAN
+    let cpu = CpuSample::take()?.since(&cpu0);
+    let per_10k = |cpu_s: f64| {
+        if cps.requests > 0 {
+            cpu_s * 10_000.0 / cps.requests as f64
+        } else {
+            f64::NAN
+        }
     };
+    let cpu_s_per_10k = per_10k(cpu.ours_s());
+    let cpu_s_per_10k_raw = per_10k(cpu.machine_s);
+    if cpu.others_frac() > QUIET {
+        progress(format!(
+            "e2e {}: WARNING: other jobs used {:.0}% of the machine during the run ({:.1} of \
+             {:.1} CPU-s, subtracted)",
+            lb.name(),
+            cpu.others_frac() * 100.0,
+            cpu.others_s,
+            cpu.machine_s
+        ));
+    }
     running.check_alive()?;
     settle();
     wait_quiet(lb, plan)?;
@@ -424,14 +467,21 @@ fn measure(lb: Balancer, plan: Plan) -> anyhow::Result<Measured> {
     running.check_alive()?;
     let gbps = bulk.bytes_per_s * 8.0 / 1e9;
 
-    let snat_failures = running.snat_failures()?;
-    if let Some(f) = snat_failures
-        && f > 0.0
-    {
-        progress(format!(
-            "e2e {}: WARNING: {f} SYNs refused for lack of a SNAT tuple",
-            lb.name()
-        ));
+    let mut snat_failures = None;
+    if let Some((failures, unusual)) = running.xdp_counters()? {
+        snat_failures = Some(failures);
+        if failures > 0.0 {
+            progress(format!(
+                "e2e {}: WARNING: {failures} SYNs refused for lack of a SNAT tuple",
+                lb.name()
+            ));
+        }
+        if !unusual.is_empty() {
+            progress(format!(
+                "e2e {}: XDP counters off the fast path: {unusual:?}",
+                lb.name()
+            ));
+        }
     }
     drop(setup);
     Ok(Measured {
@@ -440,7 +490,8 @@ fn measure(lb: Balancer, plan: Plan) -> anyhow::Result<Measured> {
         rps,
         gbps,
         snat_failures,
-        background_cpu: background,
+        cpu_s_per_10k_raw,
+        others_cpu_frac: cpu.others_frac(),
     })
 }
 
@@ -777,8 +828,8 @@ const USER_HZ: f64 = 100.0;
 const QUIET: f64 = 0.15;
 
 /// Waits up to the plan's limit for the machine to be quiet (other jobs share it and distort
-/// every number, the CPU ones most); returns the busy fraction of the last second sampled.
-fn wait_quiet(lb: Balancer, plan: Plan) -> anyhow::Result<f64> {
+/// every number, the CPU ones most).
+fn wait_quiet(lb: Balancer, plan: Plan) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(plan.quiet_wait_secs.into());
     let mut warned = false;
     // Tiny runs only prove the harness works: a short sample, no waiting.
@@ -790,7 +841,7 @@ fn wait_quiet(lb: Balancer, plan: Plan) -> anyhow::Result<f64> {
     loop {
         let busy = background_cpu(sample)?;
         if busy < QUIET {
-            return Ok(busy);
+            return Ok(());
         }
         if Instant::now() >= deadline {
             progress(format!(
@@ -799,7 +850,7 @@ fn wait_quiet(lb: Balancer, plan: Plan) -> anyhow::Result<f64> {
                 lb.name(),
                 busy * 100.0
             ));
-            return Ok(busy);
+            return Ok(());
         }
         if !warned {
             progress(format!(
@@ -822,6 +873,119 @@ fn background_cpu(sample: Duration) -> anyhow::Result<f64> {
     let busy = (cpu_jiffies()? - busy0) as f64 / USER_HZ;
     let cpus = thread::available_parallelism().map_or(1, usize::from) as f64;
     Ok(busy / (t0.elapsed().as_secs_f64() * cpus))
+}
+
+/// CPU time counters at one instant.
+struct CpuSample {
+    /// Busy jiffies of the whole machine.
+    machine: u64,
+    /// Clock ticks used by processes outside this benchmark (with their reaped children).
+    others: u64,
+    at: Instant,
+}
+
+impl CpuSample {
+    fn take() -> anyhow::Result<Self> {
+        let others = others_ticks()?;
+        let machine = cpu_jiffies()?;
+        Ok(Self {
+            machine,
+            others,
+            at: Instant::now(),
+        })
+    }
+
+    /// CPU time used between `start` and this sample.
+    fn since(&self, start: &Self) -> CpuUse {
+        CpuUse {
+            machine_s: self.machine.saturating_sub(start.machine) as f64 / USER_HZ,
+            others_s: self.others.saturating_sub(start.others) as f64 / USER_HZ,
+            wall_s: self.at.duration_since(start.at).as_secs_f64(),
+        }
+    }
+}
+
+/// CPU time over an interval.
+struct CpuUse {
+    machine_s: f64,
+    others_s: f64,
+    wall_s: f64,
+}
+
+impl CpuUse {
+    /// The benchmark's CPU seconds: the machine's minus the other processes'.
+    fn ours_s(&self) -> f64 {
+        (self.machine_s - self.others_s).max(0.0)
+    }
+
+    /// The share of the machine's capacity other processes used.
+    fn others_frac(&self) -> f64 {
+        let cpus = thread::available_parallelism().map_or(1, usize::from) as f64;
+        self.others_s / (self.wall_s * cpus).max(1e-9)
+    }
+}
+
+/// Clock ticks (utime + stime + cutime + cstime) of every process that is neither this process,
+/// nor one of its descendants (wrk, nginx, HAProxy, the agent), nor a kernel thread (softirq
+/// work on behalf of the benchmark). Summed over all processes, so a child that exits and is
+/// reaped moves its time into its parent's cutime without being lost or counted twice.
+fn others_ticks() -> anyhow::Result<u64> {
+    const PF_KTHREAD: u64 = 0x0020_0000;
+    struct Entry {
+        ppid: u32,
+        kthread: bool,
+        ticks: u64,
+    }
+    let mut procs = std::collections::HashMap::new();
+    for dirent in fs::read_dir("/proc")? {
+        let Ok(dirent) = dirent else { continue };
+        let Some(pid) = dirent
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // The process may have exited since the listing: skip it.
+        let Ok(stat) = fs::read_to_string(dirent.path().join("stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid ...": comm may hold spaces and parentheses.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        if f.len() < 15 {
+            continue;
+        }
+        let num = |i: usize| f[i].parse::<u64>().unwrap_or(0);
+        procs.insert(
+            pid,
+            Entry {
+                ppid: num(1) as u32,
+                kthread: num(6) & PF_KTHREAD != 0,
+                ticks: num(11) + num(12) + num(13) + num(14),
+            },
+        );
+    }
+    let me = std::process::id();
+    let ours = |mut pid: u32| {
+        for _ in 0..64 {
+            if pid == me {
+                return true;
+            }
+            match procs.get(&pid) {
+                Some(e) if e.ppid != 0 && e.ppid != pid => pid = e.ppid,
+                _ => return false,
+            }
+        }
+        false
+    };
+    Ok(procs
+        .iter()
+        .filter(|(pid, e)| !e.kthread && !ours(**pid))
+        .map(|(_, e)| e.ticks)
+        .sum())
 }
 
 /// Busy jiffies of the whole machine: user + nice + system + irq + softirq + steal.

@@ -4,6 +4,7 @@
 //! (the floor XDP program, HAProxy, nftables), because the machines here are noisy: ratios from
 //! one run mean more than absolute numbers across runs.
 
+pub mod control;
 pub mod e2e;
 pub mod mpps;
 pub mod per_packet;

@@ -1,7 +1,218 @@
-//! Scale limits (filled in below).
-use super::{Mode, report::Results};
+//! Scale limits: a conntrack table with a million live flows (memory, per-packet cost on the
+//! full table, sweep time), and a configuration of 1,000 listeners and 10,000 backends (map
+//! memory, time to apply it).
+
+use std::{collections::BTreeMap, net::Ipv4Addr, time::Instant};
+
+use anyhow::ensure;
+use elb_common::{FLOW_F_REPLY, Flow, FlowKey, PROTO_TCP};
+use elb_userspace::{
+    agent::{reconcile::Reconciler, sweep},
+    config::{InstanceConfig, LoadBalancerConfig, ServoConfig},
+    health::InstanceHealth,
+};
+
+use super::{Mode, median, per_packet, progress, report::Results};
+use crate::fixture::{Fixture, XDP_REDIRECT, XDP_TX};
 
 /// Runs the section.
-pub fn run(_mode: Mode, _results: &mut Results) -> anyhow::Result<()> {
+pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
+    conntrack(mode, results)?;
+    config(mode, results)
+}
+
+fn conntrack(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
+    let flows: u32 = mode.pick(1_000_000, 1_000_000, 10_000);
+    let repeat: u32 = mode.pick(1_000_000, 1_000_000, 1_000);
+    let rounds = mode.pick(9, 5, 3);
+    progress(format!("scale: conntrack with {flows} live flows"));
+    let fx = Fixture::with_conntrack((2 * flows + 8192).next_power_of_two())?;
+    per_packet::prepare(&fx)?;
+    let cycles = per_packet::cycles(&fx, 45000)?;
+    let ours = fx.dp_program();
+    let mut empty = Vec::new();
+    for _ in 0..rounds {
+        let (ns, action) = per_packet::time(&fx, ours, fx.cl, &cycles.established, repeat)?;
+        ensure!(action == XDP_REDIRECT || action == XDP_TX);
+        empty.push(ns);
+    }
+
+    // Fill: `flows` flows, both halves, last seen now (none idle).
+    let now = sweep::monotonic_ns();
+    let mut keys = Vec::with_capacity(2 * flows as usize);
+    let mut values = Vec::with_capacity(2 * flows as usize);
+    for i in 0..flows {
+        let client = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + i / 50_000);
+        let port = 1024 + (i % 50_000) as u16;
+        let snat_port = 1024 + (i % 60_000) as u16;
+        let backend = [198, 19, 0, 11 + (i % 3) as u8];
+        let snat = [198, 19, 1, (i / 60_000) as u8];
+        let flow = Flow {
+            backend_id: 10 + i % 3,
+            backend_gen: 1,
+            listener_id: 1,
+            last_seen_ns: now,
+            created_ns: now,
+            ..Flow::default()
+        };
+        keys.push(FlowKey {
+            src: client.octets(),
+            dst: per_packet::BENCH_VIP.octets(),
+            sport: port,
+            dport: 80,
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        });
+        values.push(Flow {
+            nat_src: snat,
+            nat_dst: backend,
+            nat_sport: snat_port,
+            nat_dport: 80,
+            ..flow
+        });
+        keys.push(FlowKey {
+            src: backend,
+            dst: snat,
+            sport: 80,
+            dport: snat_port,
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        });
+        values.push(Flow {
+            nat_src: per_packet::BENCH_VIP.octets(),
+            nat_dst: client.octets(),
+            nat_sport: 80,
+            nat_dport: port,
+            flags: FLOW_F_REPLY,
+            ..flow
+        });
+    }
+    let mut maps = fx.maps()?;
+    let fill_started = Instant::now();
+    maps.insert_flows(&keys, &values)?;
+    let fill = fill_started.elapsed();
+    let entries = maps.flows()?.len();
+    ensure!(
+        entries >= 2 * flows as usize,
+        "conntrack holds {entries} entries after inserting {}",
+        2 * flows
+    );
+    let memory: BTreeMap<&str, u64> = maps.memory().into_iter().collect();
+    let conntrack_bytes = memory.get("conntrack").copied().unwrap_or(0);
+
+    let mut full = Vec::new();
+    for _ in 0..rounds {
+        let (ns, action) = per_packet::time(&fx, ours, fx.cl, &cycles.established, repeat)?;
+        ensure!(action == XDP_REDIRECT || action == XDP_TX);
+        full.push(ns);
+    }
+
+    // The agent's sweep over the full table (nothing to expire: the cost of reading it all).
+    let mut sweeps = Vec::new();
+    for _ in 0..mode.pick(5, 3, 2) {
+        let report = sweep::sweep(&mut maps, sweep::monotonic_ns())?;
+        ensure!(
+            report.entries >= 2 * flows as usize && report.expired_idle == 0,
+            "sweep saw {report:?}"
+        );
+        sweeps.push(report.duration.as_secs_f64() * 1e3);
+    }
+    let empty = median(&mut empty);
+    let full = median(&mut full);
+    let sweep_ms = median(&mut sweeps);
+    progress(format!(
+        "  {entries} entries ({:.0} MiB), established {empty:.0} ns empty / {full:.0} ns full, sweep {sweep_ms:.0} ms, batched fill {:.0} ms",
+        conntrack_bytes as f64 / (1 << 20) as f64,
+        fill.as_secs_f64() * 1e3
+    ));
+    let scaled = |v: f64| v * 1_000_000.0 / f64::from(flows);
+    results.set("scale.conntrack_flows", f64::from(flows));
+    results.set("scale.conntrack_1m_bytes", scaled(conntrack_bytes as f64));
+    results.set("scale.established_empty_ns", empty);
+    results.set("scale.established_1m_ns", full);
+    results.set("scale.established_1m_ratio", full / empty);
+    results.set("scale.sweep_1m_ms", scaled(sweep_ms));
+    results.note(
+        "scale",
+        format!(
+            "conntrack sized {} entries, {flows} flows (both halves) inserted with BPF_MAP_UPDATE_BATCH; established cost measured with the per-packet cycle \
+             before and after filling; sweep = the agent's batched read of the whole table (1M values are per million flows{})",
+            (2 * flows + 8192).next_power_of_two(),
+            if flows == 1_000_000 { "" } else { ", scaled from the measured size" }
+        ),
+    );
+    Ok(())
+}
+
+fn config(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
+    let (lbs, listeners_per_lb, instances_per_lb) =
+        mode.pick((100, 10, 10), (100, 10, 10), (10, 2, 5));
+    progress(format!(
+        "scale: {} listeners, {} backends",
+        lbs * listeners_per_lb,
+        lbs * listeners_per_lb * instances_per_lb
+    ));
+    let fx = Fixture::new()?;
+    let mut cfg: ServoConfig =
+        serde_json::from_value(serde_json::json!({"interfaces": ["cl", "bk"]}))?;
+    let mut health = BTreeMap::new();
+    for l in 0..lbs {
+        let name = format!("lb{l}");
+        let vip = Ipv4Addr::new(198, 18, 1 + (l / 250) as u8, (l % 250) as u8 + 1);
+        let listeners: Vec<serde_json::Value> = (0..listeners_per_lb)
+            .map(|k| serde_json::json!({"Protocol": "TCP", "LoadBalancerPort": 1000 + k, "InstancePort": 8000 + k}))
+            .collect();
+        let mut lb: LoadBalancerConfig = serde_json::from_value(
+            serde_json::json!({"LoadBalancerName": name, "Vips": [vip.to_string()], "Listeners": listeners}),
+        )?;
+        for i in 0..instances_per_lb {
+            let id = format!("i-{l}-{i}");
+            lb.instances.push(InstanceConfig {
+                instance_id: id.clone(),
+                address: Ipv4Addr::new(
+                    198,
+                    19,
+                    1 + (l / 250) as u8,
+                    ((l * instances_per_lb + i) % 250) as u8 + 1,
+                ),
+                zone: None,
+                health_check: true,
+                state: None,
+            });
+            health.insert((name.clone(), id), InstanceHealth::in_service());
+        }
+        cfg.load_balancers.push(lb);
+    }
+    cfg.validate()?;
+    let mut reconciler = Reconciler::new(fx.maps()?);
+    let started = Instant::now();
+    let changes = reconciler.apply(&cfg, &health, Instant::now())?;
+    let apply_ms = started.elapsed().as_secs_f64() * 1e3;
+    let backends = reconciler.backends().len();
+    ensure!(
+        changes.listeners_added.len() == lbs * listeners_per_lb
+            && backends == lbs * listeners_per_lb * instances_per_lb
+    );
+    // A second apply with nothing changed: what a reload of an unchanged file costs.
+    let started = Instant::now();
+    let again = reconciler.apply(&cfg, &health, Instant::now())?;
+    let noop_ms = started.elapsed().as_secs_f64() * 1e3;
+    ensure!(again.is_empty());
+    let memory: u64 = fx
+        .maps()?
+        .memory()
+        .iter()
+        .filter(|(n, _)| *n != "conntrack")
+        .map(|(_, b)| b)
+        .sum();
+    progress(format!(
+        "  applied {backends} backends in {apply_ms:.0} ms (unchanged re-apply {noop_ms:.1} ms); maps other than conntrack {:.1} MiB",
+        memory as f64 / (1 << 20) as f64
+    ));
+    results.set("scale.listeners", (lbs * listeners_per_lb) as f64);
+    results.set("scale.backends", backends as f64);
+    results.set("scale.apply_10k_backends_ms", apply_ms);
+    results.set("scale.reapply_unchanged_ms", noop_ms);
+    results.set("scale.maps_bytes_without_conntrack", memory as f64);
     Ok(())
 }
