@@ -63,6 +63,13 @@ enum Task {
     /// Build the servo install bundle: dist/elb-servo-<version>-x86_64.tar.gz (binary, systemd
     /// unit, example configuration, operator guide, install script).
     Image,
+    /// Measure the dataplane and the control service against HAProxy, nftables and the XDP
+    /// floor; writes bench/results/latest.json, summary.md and SVG charts.
+    Bench {
+        /// Fewer rounds and shorter runs (under five minutes), same keys.
+        #[arg(long)]
+        quick: bool,
+    },
     /// Run the demo in network namespaces.
     Demo {
         /// Run the checks once and exit (0 if they all pass) instead of staying up.
@@ -147,6 +154,12 @@ fn test(filter: Option<String>, no_python: bool) -> anyhow::Result<()> {
         cmd.arg(f);
     }
     run(&mut cmd)?;
+    if filter.is_none() {
+        // The benchmark harness, tiny: proves it still works, so it cannot rot.
+        run(Command::new(bin("elb-bench"))
+            .args(["--tiny", "--out"])
+            .arg(root().join("target/bench-tiny")))?;
+    }
     if !no_python && filter.is_none() {
         let py = root().join(".venv/bin/python");
         run(Command::new(py)
@@ -262,6 +275,15 @@ fn main() -> anyhow::Result<()> {
             run(&mut cmd)
         }
         Task::Image => image(),
+        Task::Bench { quick } => {
+            setup::setup()?;
+            build()?;
+            let mut cmd = Command::new(bin("elb-bench"));
+            if quick {
+                cmd.arg("--quick");
+            }
+            run(&mut cmd)
+        }
         Task::Demo { once } => {
             setup::setup()?;
             build()?;

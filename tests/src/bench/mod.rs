@@ -8,6 +8,7 @@ pub mod control;
 pub mod e2e;
 pub mod mpps;
 pub mod per_packet;
+pub mod render;
 pub mod report;
 pub mod scale;
 

@@ -1,0 +1,102 @@
+//! `cargo xtask bench`: every measurement, side by side with its baseline from the same run.
+//! Writes `<out>/latest.json`, `<out>/summary.md` and SVG charts.
+
+use std::{path::PathBuf, time::Instant};
+
+use clap::Parser;
+use tests::bench::{
+    Mode, control, e2e, mpps, per_packet, progress, render, report::Results, scale,
+};
+
+#[derive(Parser)]
+struct Args {
+    /// The same keys in under five minutes (fewer rounds, shorter runs).
+    #[arg(long, conflicts_with = "tiny")]
+    quick: bool,
+    /// A few hundred packets and connections: proves the harness works (cargo xtask test).
+    #[arg(long)]
+    tiny: bool,
+    /// Output directory.
+    #[arg(long, default_value = "bench/results")]
+    out: PathBuf,
+    /// Run only these sections (per_packet, mpps, scale, control, e2e), comma-separated.
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .map(|l| l.split(':').nth(1).unwrap_or("").trim().to_string())
+        })
+        .unwrap_or_default();
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb / 1024 / 1024);
+    format!(
+        "Machine: {cores} vCPU ({cpu}), {mem} GiB, Linux {}; veth pairs between network namespaces.",
+        kernel.trim()
+    )
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (mode, name) = if args.tiny {
+        (Mode::Tiny, "tiny")
+    } else if args.quick {
+        (Mode::Quick, "quick")
+    } else {
+        (Mode::Full, "full")
+    };
+    let started = Instant::now();
+    let mut results = Results::default();
+    type Section = fn(Mode, &mut Results) -> anyhow::Result<()>;
+    let sections: [(&str, Section); 5] = [
+        ("per_packet", per_packet::run),
+        ("mpps", mpps::run),
+        ("scale", scale::run),
+        ("control", control::run),
+        ("e2e", e2e::run),
+    ];
+    let mut failed = Vec::new();
+    for (name, run) in sections {
+        if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
+            continue;
+        }
+        progress(format!("section {name} ({:.0?} so far)", started.elapsed()));
+        if let Err(e) = run(mode, &mut results) {
+            progress(format!("section {name} FAILED: {e:#}"));
+            results.note(format!("{name}.error"), format!("{e:#}"));
+            failed.push(name);
+        }
+    }
+    results.set("meta.duration_s", started.elapsed().as_secs_f64());
+    std::fs::create_dir_all(&args.out)?;
+    let json = serde_json::to_string_pretty(&results.to_json())?;
+    std::fs::write(args.out.join("latest.json"), json + "\n")?;
+    std::fs::write(
+        args.out.join("summary.md"),
+        render::summary(&results, &machine(), name),
+    )?;
+    render::charts(&results, &args.out)?;
+    progress(format!(
+        "wrote {}/latest.json, summary.md and charts in {:.0?}",
+        args.out.display(),
+        started.elapsed()
+    ));
+    if !failed.is_empty() {
+        anyhow::bail!("sections failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
