@@ -523,6 +523,11 @@ pub async fn run(
                 if update.local_only {
                     new.load_balancers = cfg.load_balancers.clone();
                 }
+                if new == cfg {
+                    // Control bumps its version for every change anywhere; most are not ours.
+                    tracing::debug!(origin = %update.origin, "configuration unchanged");
+                    continue;
+                }
                 if let Err(e) = new.validate() {
                     error!(origin = %update.origin, error = %e, "configuration rejected; keeping the running one");
                     continue;
@@ -539,7 +544,7 @@ pub async fn run(
                     continue;
                 }
                 version += 1;
-                info!(origin = %update.origin, version, load_balancers = new.load_balancers.len(), "configuration accepted");
+                info!(origin = %update.origin, load_balancers = new.load_balancers.len(), "configuration accepted");
                 for lb in &new.load_balancers {
                     for i in &lb.instances {
                         let key = (lb.load_balancer_name.clone(), i.instance_id.clone());
