@@ -225,6 +225,10 @@ impl Client {
     }
 }
 
+/// A long-poll in flight.
+type PendingPoll<'a> =
+    std::pin::Pin<Box<dyn Future<Output = Result<ConfigReply, String>> + Send + 'a>>;
+
 /// Resolves once `stop` is set (the guard `wait_for` returns is not `Send`; this drops it).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -267,9 +271,7 @@ pub async fn run(
     let mut reported: BTreeMap<(String, String), HealthReport> = BTreeMap::new();
     let mut last_full_report = tokio::time::Instant::now();
     let mut next_heartbeat = tokio::time::Instant::now();
-    let mut poll: Option<
-        std::pin::Pin<Box<dyn Future<Output = Result<ConfigReply, String>> + Send + '_>>,
-    > = None;
+    let mut poll: Option<PendingPoll<'_>> = None;
     loop {
         if !registered {
             match client.register(&local).await {

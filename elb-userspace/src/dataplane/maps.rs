@@ -264,7 +264,10 @@ impl Maps {
     /// array, not one system call per slot).
     pub fn backends(&self) -> Result<Vec<(u32, Backend)>, DataplaneError> {
         let all: Vec<(u32, Backend)> = sys::lookup_batch(self.backends.map().fd().as_fd(), BATCH)
-            .map_err(|source| DataplaneError::Syscall { what: "BPF_MAP_LOOKUP_BATCH on backends", source })?;
+            .map_err(|source| DataplaneError::Syscall {
+            what: "BPF_MAP_LOOKUP_BATCH on backends",
+            source,
+        })?;
         Ok(all.into_iter().filter(|(_, b)| b.state != 0).collect())
     }
 
