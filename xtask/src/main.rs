@@ -140,8 +140,13 @@ fn eulb_links() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The cargo target directory (`CARGO_TARGET_DIR` if set).
+fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root().join("target"), PathBuf::from)
+}
+
 fn bin(name: &str) -> PathBuf {
-    root().join("target/release").join(name)
+    target_dir().join("release").join(name)
 }
 
 fn test(filter: Option<String>, no_python: bool) -> anyhow::Result<()> {
@@ -158,7 +163,7 @@ fn test(filter: Option<String>, no_python: bool) -> anyhow::Result<()> {
         // The benchmark harness, tiny: proves it still works, so it cannot rot.
         run(Command::new(bin("elb-bench"))
             .args(["--tiny", "--out"])
-            .arg(root().join("target/bench-tiny")))?;
+            .arg(target_dir().join("bench-tiny")))?;
     }
     if !no_python && filter.is_none() {
         let py = root().join(".venv/bin/python");
