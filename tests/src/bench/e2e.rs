@@ -46,6 +46,11 @@ const SNAT_ADDRS: [Ipv4Addr; 4] = [
 ];
 /// Size of the file the bulk run downloads (sparse: nothing is written to disk).
 const BIG_FILE_BYTES: u64 = 256 << 20;
+/// Conntrack entries of the XDP servo. A closed flow keeps its reverse entry 60 s (TIME_WAIT
+/// reservation) and its forward entry 10 s (close grace), so the default 2^18 entries hold about
+/// 262144 / 70 = 3,700 new connections per second sustained; a 12 s run at 10k conn/s gets
+/// close to that, and the LRU map then evicts live flows. 2^20 entries (about 160 MB) give room.
+const CONNTRACK_ENTRIES: u32 = 1 << 20;
 /// Client ephemeral ports (the same for every balancer).
 const CLIENT_PORTS: &str = "10000 65000";
 
@@ -132,7 +137,8 @@ impl Plan {
 /// The machine is shared: `cpu_s_per_10k_conn` is the whole machine's busy time minus what
 /// processes outside this benchmark used meanwhile (identical to the raw value on an idle
 /// machine); `e2e.<lb>.cpu_s_per_10k_conn_raw` is the whole machine's and
-/// `e2e.<lb>.others_cpu_frac` the share of the machine other jobs took during the cps run.
+/// `e2e.<lb>.others_cpu_frac` the share of the machine other jobs took during the cps run,
+/// `e2e.<lb>.steal_frac` the share the hypervisor gave to other guests.
 pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
     crate::netns::require_root();
     for tool in ["wrk", "haproxy", "nft", "nginx", "ethtool"] {
@@ -152,6 +158,7 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
         results.set(key("gbps"), m.gbps);
         results.set(key("cpu_s_per_10k_conn_raw"), m.cpu_s_per_10k_raw);
         results.set(key("others_cpu_frac"), m.others_cpu_frac);
+        results.set(key("steal_frac"), m.steal_frac);
         if let Some(f) = m.snat_failures {
             results.set(key("snat_failures"), f);
         }
@@ -210,34 +217,49 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
 }
 
 fn note(plan: Plan) -> String {
+    let (t, c, d) = (plan.threads, plan.conns, plan.secs);
+    let warmup = if plan.warmup_secs > 0 {
+        format!(" after a {} s warm-up", plan.warmup_secs)
+    } else {
+        String::new()
+    };
+    let quiet = if plan.quiet_wait_secs > 0 {
+        format!(
+            "before each measured run the harness waits up to {} s for it to be under 15% busy, \
+             and ",
+            plan.quiet_wait_secs
+        )
+    } else {
+        String::new()
+    };
+    let snat = SNAT_ADDRS.map(|a| a.to_string()).join(", ");
     format!(
-        "Namespaces: client -> servo -> switch (bridge) -> 3 backends, built fresh for each \
+        "Namespaces client -> servo -> switch (bridge) -> 3 backends, built fresh for each \
          balancer (TIME_WAIT on the backends would otherwise collide with the next run's NAT \
-         tuples). Backends: nginx, {NGINX_WORKERS} worker each, /name (a few bytes) and a {} MB \
-         sparse file. Client: wrk from the client namespace, ephemeral ports {CLIENT_PORTS}. \
-         cps: wrk -t{t} -c{c} -d{s}s -H 'Connection: close' (after a {w} s warm-up); rps: \
-         wrk -t{t} -c{c} -d{s}s --latency (keep-alive); gbps: wrk -t{bt} -c{bc} -d{s}s of the \
-         big file (Transfer/sec). CPU: whole machine (2 cores) from /proc/stat during the cps \
-         run (user+nice+system+irq+softirq+steal), per 10,000 connections. The machine is shared: \
-         before each measured run the harness waits up to {q} s for it to be under 15% busy, \
-         and cpu_s_per_10k_conn subtracts the CPU time of processes outside the benchmark \
-         (/proc/<pid>/stat of every process not descended from the harness, kernel threads \
-         excluded); cpu_s_per_10k_conn_raw is the whole machine, others_cpu_frac their share. xdp: elb-servo run \
-         (TCP listener VIP:80, health check TCP:80 every 5 s), SNAT addresses {} on s1. \
-         haproxy: 2.6, mode tcp, balance roundrobin, nbthread 2, maxconn 8000. nftables: \
-         dnat to numgen inc mod 3 + masquerade, ip_forward=1. Identical topology for all three: \
-         client and backend veths with TX checksum offload off (models a wire, needed by XDP), \
-         pass-through XDP on c0 and sw0 (the peers of the servo's veths, needed by XDP_TX/redirect); \
-         the only difference is what runs in the servo namespace.",
-        BIG_FILE_BYTES >> 20,
-        SNAT_ADDRS.map(|a| a.to_string()).join(", "),
-        t = plan.threads,
-        c = plan.conns,
-        s = plan.secs,
-        w = plan.warmup_secs,
+         tuples). Backends: nginx, {NGINX_WORKERS} worker each, /name (a few bytes) and a {big} \
+         MB sparse /big.bin. Client: wrk in the client namespace, ephemeral ports \
+         {CLIENT_PORTS}, tcp_tw_reuse=1. cps: wrk -t{t} -c{c} -d{d}s -H 'Connection: \
+         close'{warmup}; rps, p50, p99: wrk -t{t} -c{c} -d{d}s --latency (keep-alive); gbps: \
+         wrk -t{bt} -c{bc} -d{d}s /big.bin (Transfer/sec). CPU: busy jiffies of the whole \
+         machine (2 cores, /proc/stat user+nice+system+irq+softirq+steal) during the cps run, \
+         per 10,000 connections. The machine is shared: {quiet}cpu_s_per_10k_conn subtracts the \
+         CPU time of processes outside the benchmark (/proc/<pid>/stat of processes not \
+         descended from the harness, kernel threads excluded); cpu_s_per_10k_conn_raw is the \
+         whole machine, others_cpu_frac the others' share, steal_frac the hypervisor's steal. \
+         xdp: elb-servo run with a standalone config (TCP listener VIP:80 -> port 80, health \
+         check TCP:80 every 5 s, measured once all three are InService), SNAT addresses {snat} \
+         on s1, conntrack_entries {CONNTRACK_ENTRIES} (the default 2^18 holds only ~3,700 new \
+         conn/s sustained with the 60 s TIME_WAIT reservation and the 10 s close grace; beyond \
+         that the LRU evicts live flows). haproxy 2.6: mode tcp, balance roundrobin, nbthread \
+         2, maxconn 8000, no logging. nftables: dnat to numgen inc mod 3 map + masquerade on \
+         s1, ip_forward=1. Same topology for all three: client and backend veths with TX \
+         checksum offload off (models a wire; needed by XDP), pass-through XDP on c0 and sw0 \
+         (peers of the servo's veths; needed by XDP_TX/redirect, kept for HAProxy and nftables \
+         too), bridge-nf-call-iptables=0 in the switch (a plain L2 switch). Only the servo \
+         namespace differs: XDP on s0/s1 and the agent, or HAProxy, or the nft ruleset.",
+        big = BIG_FILE_BYTES >> 20,
         bt = plan.bulk_threads,
         bc = plan.bulk_conns,
-        q = plan.quiet_wait_secs,
     )
 }
 
@@ -251,6 +273,7 @@ struct Measured {
     snat_failures: Option<f64>,
     cpu_s_per_10k_raw: f64,
     others_cpu_frac: f64,
+    steal_frac: f64,
 }
 
 /// A balancer under test, running in the servo namespace; stopped on drop.
@@ -321,8 +344,25 @@ impl Setup {
     pub fn start(lb: Balancer) -> anyhow::Result<Self> {
         progress(format!("e2e {}: building fresh namespaces", lb.name()));
         let mut topo = Topology::build(BACKENDS)?;
+        // The load generator must not run out of ports: a wide range, and TIME_WAIT ports
+        // reused for new connections (wrk sometimes closes first, mostly through HAProxy).
         topo.client
             .sysctl("net.ipv4.ip_local_port_range", CLIENT_PORTS)?;
+        topo.client.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
+        // The switch is a plain L2 bridge: no IP netfilter on bridged frames (br_netfilter is
+        // built into this kernel and on by default; it cost about 10% of the connection rate).
+        for key in [
+            "net.bridge.bridge-nf-call-iptables",
+            "net.bridge.bridge-nf-call-ip6tables",
+            "net.bridge.bridge-nf-call-arptables",
+        ] {
+            if topo.switch.sysctl(key, "0").is_err() {
+                progress(format!(
+                    "e2e {}: could not set {key}=0 in the switch",
+                    lb.name()
+                ));
+            }
+        }
         topo.start_nginx(NGINX_WORKERS)?;
         for nginx in &topo.nginx {
             let big = fs::File::create(nginx.www().join("big.bin"))?;
@@ -412,6 +452,13 @@ fn measure(lb: Balancer, plan: Plan) -> anyhow::Result<Measured> {
     };
     let cpu_s_per_10k = per_10k(cpu.ours_s());
     let cpu_s_per_10k_raw = per_10k(cpu.machine_s);
+    if cpu.steal_frac() > 0.05 {
+        progress(format!(
+            "e2e {}: WARNING: the hypervisor stole {:.0}% of the CPU time during the run",
+            lb.name(),
+            cpu.steal_frac() * 100.0
+        ));
+    }
     if cpu.others_frac() > QUIET {
         progress(format!(
             "e2e {}: WARNING: other jobs used {:.0}% of the machine during the run ({:.1} of \
@@ -492,6 +539,7 @@ fn measure(lb: Balancer, plan: Plan) -> anyhow::Result<Measured> {
         snat_failures,
         cpu_s_per_10k_raw,
         others_cpu_frac: cpu.others_frac(),
+        steal_frac: cpu.steal_frac(),
     })
 }
 
@@ -553,6 +601,7 @@ fn start_xdp(topo: &Topology) -> anyhow::Result<Agent> {
 pin_root = "{pin}"
 metrics_listen = "{api}"
 snat_ports = "20000-59999"
+conntrack_entries = {CONNTRACK_ENTRIES}
 
 [[snat]]
 interface = "s1"
@@ -566,7 +615,6 @@ addresses = ["{VIP}"]
 LoadBalancerName = "bench"
 Vips = ["{VIP}"]
 Listeners = [{{ Protocol = "TCP", LoadBalancerPort = 80, InstancePort = 80 }}]
-HealthCheck = {{ Target = "TCP:80", Interval = 5, Timeout = 2, UnhealthyThreshold = 2, HealthyThreshold = 2 }}
 Instances = [
 "#,
         pin = topo.pin_root.display(),
@@ -580,7 +628,10 @@ Instances = [
             backend_addr(i)
         );
     }
-    cfg.push_str("]\n");
+    cfg.push_str(
+        "]\n\n[LoadBalancers.HealthCheck]\nTarget = \"TCP:80\"\nInterval = 5\nTimeout = 2\n\
+         UnhealthyThreshold = 2\nHealthyThreshold = 2\n",
+    );
     let agent = Agent::start(topo, &cfg)?;
     let want: Vec<(String, &str)> = (1..=BACKENDS)
         .map(|i| (format!("i-{i}"), "InService"))
@@ -830,16 +881,14 @@ const QUIET: f64 = 0.15;
 /// Waits up to the plan's limit for the machine to be quiet (other jobs share it and distort
 /// every number, the CPU ones most).
 fn wait_quiet(lb: Balancer, plan: Plan) -> anyhow::Result<()> {
+    // Tiny runs only prove the harness works: no waiting.
+    if plan.quiet_wait_secs == 0 {
+        return Ok(());
+    }
     let deadline = Instant::now() + Duration::from_secs(plan.quiet_wait_secs.into());
     let mut warned = false;
-    // Tiny runs only prove the harness works: a short sample, no waiting.
-    let sample = if plan.quiet_wait_secs == 0 {
-        Duration::from_millis(200)
-    } else {
-        Duration::from_secs(1)
-    };
     loop {
-        let busy = background_cpu(sample)?;
+        let busy = background_cpu(Duration::from_secs(1))?;
         if busy < QUIET {
             return Ok(());
         }
@@ -867,10 +916,10 @@ fn wait_quiet(lb: Balancer, plan: Plan) -> anyhow::Result<()> {
 
 /// Fraction of the whole machine busy over `sample` with no load of ours (0..1).
 fn background_cpu(sample: Duration) -> anyhow::Result<f64> {
-    let busy0 = cpu_jiffies()?;
+    let busy0 = cpu_jiffies()?.0;
     let t0 = Instant::now();
     thread::sleep(sample);
-    let busy = (cpu_jiffies()? - busy0) as f64 / USER_HZ;
+    let busy = (cpu_jiffies()?.0 - busy0) as f64 / USER_HZ;
     let cpus = thread::available_parallelism().map_or(1, usize::from) as f64;
     Ok(busy / (t0.elapsed().as_secs_f64() * cpus))
 }
@@ -879,6 +928,8 @@ fn background_cpu(sample: Duration) -> anyhow::Result<f64> {
 struct CpuSample {
     /// Busy jiffies of the whole machine.
     machine: u64,
+    /// Steal jiffies.
+    steal: u64,
     /// Clock ticks used by processes outside this benchmark (with their reaped children).
     others: u64,
     at: Instant,
@@ -887,9 +938,10 @@ struct CpuSample {
 impl CpuSample {
     fn take() -> anyhow::Result<Self> {
         let others = others_ticks()?;
-        let machine = cpu_jiffies()?;
+        let (machine, steal) = cpu_jiffies()?;
         Ok(Self {
             machine,
+            steal,
             others,
             at: Instant::now(),
         })
@@ -899,6 +951,7 @@ impl CpuSample {
     fn since(&self, start: &Self) -> CpuUse {
         CpuUse {
             machine_s: self.machine.saturating_sub(start.machine) as f64 / USER_HZ,
+            steal_s: self.steal.saturating_sub(start.steal) as f64 / USER_HZ,
             others_s: self.others.saturating_sub(start.others) as f64 / USER_HZ,
             wall_s: self.at.duration_since(start.at).as_secs_f64(),
         }
@@ -908,6 +961,7 @@ impl CpuSample {
 /// CPU time over an interval.
 struct CpuUse {
     machine_s: f64,
+    steal_s: f64,
     others_s: f64,
     wall_s: f64,
 }
@@ -920,8 +974,17 @@ impl CpuUse {
 
     /// The share of the machine's capacity other processes used.
     fn others_frac(&self) -> f64 {
+        self.others_s / self.capacity_s()
+    }
+
+    /// The share of the machine's capacity the hypervisor gave to other guests.
+    fn steal_frac(&self) -> f64 {
+        self.steal_s / self.capacity_s()
+    }
+
+    fn capacity_s(&self) -> f64 {
         let cpus = thread::available_parallelism().map_or(1, usize::from) as f64;
-        self.others_s / (self.wall_s * cpus).max(1e-9)
+        (self.wall_s * cpus).max(1e-9)
     }
 }
 
@@ -988,8 +1051,9 @@ fn others_ticks() -> anyhow::Result<u64> {
         .sum())
 }
 
-/// Busy jiffies of the whole machine: user + nice + system + irq + softirq + steal.
-fn cpu_jiffies() -> anyhow::Result<u64> {
+/// Jiffies of the whole machine: busy (user + nice + system + irq + softirq + steal) and, of
+/// those, steal (time the hypervisor gave our virtual CPUs to someone else).
+fn cpu_jiffies() -> anyhow::Result<(u64, u64)> {
     let stat = fs::read_to_string("/proc/stat")?;
     let line = stat.lines().next().context("empty /proc/stat")?;
     let v: Vec<u64> = line
@@ -999,7 +1063,7 @@ fn cpu_jiffies() -> anyhow::Result<u64> {
         .collect::<Result<_, _>>()?;
     anyhow::ensure!(v.len() >= 8, "short cpu line in /proc/stat: {line}");
     // user nice system idle iowait irq softirq steal
-    Ok(v[0] + v[1] + v[2] + v[5] + v[6] + v[7])
+    Ok((v[0] + v[1] + v[2] + v[5] + v[6] + v[7], v[7]))
 }
 
 #[cfg(test)]
