@@ -309,6 +309,7 @@ pub async fn servo_list(store: &Store, timeout_secs: u64) -> Result<Value, Admin
                     "Registered": s.registered_at.map(format_iso8601_millis),
                     "LastHeartbeat": s.last_heartbeat.map(format_iso8601_millis),
                     "Live": info.live,
+                    "Counters": s.counters.as_deref().and_then(|c| serde_json::from_str::<Value>(c).ok()),
                     "LoadBalancers": info.load_balancers.iter()
                         .map(|(name, vip)| json!({"LoadBalancerName": name, "Vip": vip}))
                         .collect::<Vec<_>>(),

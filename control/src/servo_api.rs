@@ -10,6 +10,7 @@
 //! Every request carries `Authorization: Bearer <ServoId>:<Secret>`. Errors are
 //! `{"Error": "..."}` with 400/401/403/404/405/409/413/500; internal details are logged only.
 
+use std::collections::BTreeMap;
 use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
@@ -360,6 +361,9 @@ async fn register_inner(
 #[serde(rename_all = "PascalCase")]
 struct HeartbeatBody {
     servo_id: String,
+    /// Dataplane counters (name -> number), shown by `admin servo list`.
+    #[serde(default)]
+    counters: Option<BTreeMap<String, f64>>,
 }
 
 async fn heartbeat(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
@@ -371,9 +375,17 @@ async fn heartbeat(State(state): State<AppState>, headers: HeaderMap, body: Body
     let result = async {
         let req: HeartbeatBody = read_json(body).await?;
         same_servo(&servo, &req.servo_id)?;
+        let counters = req
+            .counters
+            .as_ref()
+            .map(|c| serde_json::to_string(c).unwrap_or_default());
         let was_live = state
             .store()
-            .heartbeat(&servo.id, state.config().servo.timeout_ms())
+            .heartbeat(
+                &servo.id,
+                state.config().servo.timeout_ms(),
+                counters.as_deref(),
+            )
             .await?
             .ok_or_else(|| {
                 ServoError::Conflict(format!(

@@ -122,6 +122,18 @@ fn poc_round_robin_through_dns_failure_and_recovery() {
     })
     .unwrap();
 
+    // Servos report their dataplane counters with their heartbeats.
+    let listed = wait_for(Duration::from_secs(10), "counters in `admin servo list`", || {
+        let list: serde_json::Value = serde_json::from_str(&sys.admin(&["servo", "list"]).ok()?).ok()?;
+        let servos = list.as_array()?.clone();
+        servos.iter().all(|s| s["Counters"]["NewFlows"].as_f64().unwrap_or(0.0) > 0.0).then_some(servos)
+    })
+    .unwrap();
+    for s in &listed {
+        assert_eq!(s["Counters"]["Listeners"], 1.0, "{s}");
+        assert!(s["Live"].as_bool().unwrap());
+    }
+
     // One grep follows a change: the request id of RegisterInstances is in control's log, in
     // each servo's log line that applied it, and in the health transitions it caused.
     let control_log = sys.controls[0].log_text();

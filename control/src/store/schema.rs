@@ -190,4 +190,12 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
                 created_at BIGINT NOT NULL)",
         ],
     ),
+    (
+        3,
+        &[
+            // The dataplane counters a servo sends with its heartbeats (JSON object of
+            // name -> number), for `admin servo list`.
+            "ALTER TABLE servos ADD COLUMN counters TEXT",
+        ],
+    ),
 ];

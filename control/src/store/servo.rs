@@ -35,6 +35,8 @@ pub struct ServoRecord {
     /// Milliseconds (database clock) of the last registration or heartbeat.
     pub last_heartbeat: Option<i64>,
     pub created_at: i64,
+    /// The dataplane counters of the last heartbeat that carried them (JSON object).
+    pub counters: Option<String>,
 }
 
 /// A servo with what `admin servo list` shows about it.
@@ -204,10 +206,11 @@ fn servo_from_row(r: &AnyRow) -> Result<ServoRecord, StoreError> {
         registered_at: r.try_get("registered_at")?,
         last_heartbeat: r.try_get("last_heartbeat")?,
         created_at: r.try_get("created_at")?,
+        counters: r.try_get("counters")?,
     })
 }
 
-const SERVO_COLUMNS: &str = "id, zone, secret_hash, public_addresses, private_addresses, capacity, registered_at, last_heartbeat, created_at";
+const SERVO_COLUMNS: &str = "id, zone, secret_hash, public_addresses, private_addresses, capacity, registered_at, last_heartbeat, created_at, counters";
 
 /// Whether a servo with this record is live at `now` given the timeout.
 pub fn is_live(servo: &ServoRecord, now: i64, timeout_ms: i64) -> bool {
@@ -358,7 +361,12 @@ impl Store {
 
     /// Records a heartbeat. `None` if the servo has not registered (it must register first);
     /// otherwise whether it was live before this beat.
-    pub async fn heartbeat(&self, id: &str, timeout_ms: i64) -> Result<Option<bool>, StoreError> {
+    pub async fn heartbeat(
+        &self,
+        id: &str,
+        timeout_ms: i64,
+        counters: Option<&str>,
+    ) -> Result<Option<bool>, StoreError> {
         let Some(before) = self.servo(id).await? else {
             return Ok(None);
         };
@@ -367,13 +375,27 @@ impl Store {
         }
         let mut conn = self.pool().acquire().await?;
         let now = self.db_now(&mut conn).await?;
-        sqlx::query(&format!(
-            "UPDATE servos SET last_heartbeat = {} WHERE id = $1",
-            self.now_sql()
-        ))
-        .bind(id)
-        .execute(&mut *conn)
-        .await?;
+        match counters {
+            Some(counters) => {
+                sqlx::query(&format!(
+                    "UPDATE servos SET last_heartbeat = {}, counters = $2 WHERE id = $1",
+                    self.now_sql()
+                ))
+                .bind(id)
+                .bind(counters)
+                .execute(&mut *conn)
+                .await?;
+            }
+            None => {
+                sqlx::query(&format!(
+                    "UPDATE servos SET last_heartbeat = {} WHERE id = $1",
+                    self.now_sql()
+                ))
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+            }
+        }
         Ok(Some(is_live(&before, now, timeout_ms)))
     }
 

@@ -229,6 +229,53 @@ impl Client {
 type PendingPoll<'a> =
     std::pin::Pin<Box<dyn Future<Output = Result<ConfigReply, String>> + Send + 'a>>;
 
+/// The dataplane figures a heartbeat carries (control shows them in `admin servo list`).
+fn counters_of(
+    status: &StatusView,
+    maps: Option<&crate::dataplane::Maps>,
+) -> BTreeMap<&'static str, f64> {
+    let mut out = BTreeMap::new();
+    out.insert(
+        "LoadBalancers",
+        status
+            .instances
+            .iter()
+            .map(|i| &i.load_balancer_name)
+            .collect::<std::collections::BTreeSet<_>>()
+            .len() as f64,
+    );
+    out.insert("Listeners", status.listeners.len() as f64);
+    out.insert(
+        "BackendsActive",
+        status
+            .backends
+            .iter()
+            .filter(|b| b.state == "active")
+            .count() as f64,
+    );
+    out.insert(
+        "InstancesInService",
+        status
+            .instances
+            .iter()
+            .filter(|i| i.state == "InService")
+            .count() as f64,
+    );
+    if let Some(c) = maps.and_then(|m| m.counters().ok()) {
+        for (name, value) in [
+            ("Packets", c.rx_packets),
+            ("NewFlows", c.new_flows),
+            ("SnatRetries", c.snat_retries),
+            ("SnatFailures", c.snat_failures),
+            ("ResetsNoBackend", c.rst_no_backend),
+            ("DropsNoFlow", c.drop_no_flow + c.rst_no_flow),
+        ] {
+            out.insert(name, value as f64);
+        }
+    }
+    out
+}
+
 /// Resolves once `stop` is set (the guard `wait_for` returns is not `Send`; this drops it).
 async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
@@ -272,6 +319,7 @@ pub async fn run(
     let mut last_full_report = tokio::time::Instant::now();
     let mut next_heartbeat = tokio::time::Instant::now();
     let mut poll: Option<PendingPoll<'_>> = None;
+    let mut maps: Option<crate::dataplane::Maps> = None;
     loop {
         if !registered {
             match client.register(&local).await {
@@ -333,8 +381,12 @@ pub async fn run(
             () = tokio::time::sleep_until(next_heartbeat) => {
                 #[derive(Serialize)]
                 #[serde(rename_all = "PascalCase")]
-                struct Beat<'a> { servo_id: &'a str }
-                match client.post::<_, HeartbeatReply>("heartbeat", &Beat { servo_id: &servo }).await {
+                struct Beat<'a> { servo_id: &'a str, counters: BTreeMap<&'static str, f64> }
+                if maps.is_none() {
+                    maps = crate::dataplane::Maps::open(&local.pin_root).ok();
+                }
+                let counters = counters_of(&status.borrow(), maps.as_ref());
+                match client.post::<_, HeartbeatReply>("heartbeat", &Beat { servo_id: &servo, counters }).await {
                     Ok(r) => heartbeat = Duration::from_secs(r.heartbeat_interval.max(1)),
                     Err(e) => {
                         warn!(error = %e, "heartbeat failed");
