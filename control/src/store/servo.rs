@@ -829,6 +829,7 @@ mod tests {
             registered_at: None,
             last_heartbeat: Some(10_000),
             created_at: 0,
+            counters: None,
         };
         assert!(!is_live(&s, 10_000, 3_000), "never registered");
         s.registered_at = Some(9_000);
