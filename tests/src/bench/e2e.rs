@@ -276,6 +276,13 @@ struct Measured {
     steal_frac: f64,
 }
 
+/// What the XDP program's counters say after a run.
+struct XdpCounters {
+    snat_failures: f64,
+    /// Non-zero counters outside the normal forwarding path, by name.
+    unusual: Vec<(String, f64)>,
+}
+
 /// A balancer under test, running in the servo namespace; stopped on drop.
 enum Running {
     Xdp(Agent),
@@ -286,7 +293,7 @@ enum Running {
 impl Running {
     /// For the XDP balancer: SNAT failures, and every counter outside the normal forwarding
     /// path that is not zero (what to look at when a number is off).
-    fn xdp_counters(&self) -> anyhow::Result<Option<(f64, Vec<(String, f64)>)>> {
+    fn xdp_counters(&self) -> anyhow::Result<Option<XdpCounters>> {
         let Self::Xdp(agent) = self else {
             return Ok(None);
         };
@@ -314,7 +321,10 @@ impl Running {
                 unusual.push((name.to_string(), value));
             }
         }
-        Ok(Some((failures, unusual)))
+        Ok(Some(XdpCounters {
+            snat_failures: failures,
+            unusual,
+        }))
     }
 
     /// Fails if a balancer process died during the run.
@@ -515,7 +525,11 @@ fn measure(lb: Balancer, plan: Plan) -> anyhow::Result<Measured> {
     let gbps = bulk.bytes_per_s * 8.0 / 1e9;
 
     let mut snat_failures = None;
-    if let Some((failures, unusual)) = running.xdp_counters()? {
+    if let Some(XdpCounters {
+        snat_failures: failures,
+        unusual,
+    }) = running.xdp_counters()?
+    {
         snat_failures = Some(failures);
         if failures > 0.0 {
             progress(format!(
