@@ -128,6 +128,9 @@ pub fn sweep(maps: &mut Maps, now: u64) -> Result<SweepReport, DataplaneError> {
         ..SweepReport::default()
     };
     let mut delete: Vec<FlowKey> = Vec::new();
+    // Forward halves to delete, with the creation time seen: a client may reuse its port and
+    // open a new flow on the same key between the read and the delete (see below).
+    let mut delete_forward: Vec<(FlowKey, u64)> = Vec::new();
     let mut expire: Vec<(FlowKey, Flow)> = Vec::new();
     for (key, flow) in &flows {
         let (v, reason) = verdict(
@@ -150,11 +153,13 @@ pub fn sweep(maps: &mut Maps, now: u64) -> Result<SweepReport, DataplaneError> {
             Reason::Released => report.released += 1,
             Reason::None => {}
         }
+        let forward = flow.flags & FLOW_F_REPLY == 0;
         match v {
             Verdict::Keep => {}
+            Verdict::Delete if forward => delete_forward.push((*key, flow.created_ns)),
             Verdict::Delete => delete.push(*key),
             Verdict::Expire => {
-                delete.push(*key);
+                delete_forward.push((*key, flow.created_ns));
                 expire.push((*key, *flow));
             }
         }
@@ -169,6 +174,15 @@ pub fn sweep(maps: &mut Maps, now: u64) -> Result<SweepReport, DataplaneError> {
                 r.closed_ns = now;
             }
             maps.set_flow(reverse, r)?;
+        }
+    }
+    // The table was read a while ago (a second per million flows): a forward key may hold a
+    // new flow by now (the client reused its port), which must not be deleted. Checking each
+    // key right before the batch delete narrows that window from the whole sweep to
+    // microseconds. Reverse keys need no check: their tuple cannot be taken while they exist.
+    for (key, created) in delete_forward {
+        if maps.flow(&key)?.is_some_and(|f| f.created_ns == created) {
+            delete.push(key);
         }
     }
     maps.remove_flows(&delete)?;
