@@ -123,11 +123,19 @@ fn poc_round_robin_through_dns_failure_and_recovery() {
     .unwrap();
 
     // Servos report their dataplane counters with their heartbeats.
-    let listed = wait_for(Duration::from_secs(10), "counters in `admin servo list`", || {
-        let list: serde_json::Value = serde_json::from_str(&sys.admin(&["servo", "list"]).ok()?).ok()?;
-        let servos = list.as_array()?.clone();
-        servos.iter().all(|s| s["Counters"]["NewFlows"].as_f64().unwrap_or(0.0) > 0.0).then_some(servos)
-    })
+    let listed = wait_for(
+        Duration::from_secs(10),
+        "counters in `admin servo list`",
+        || {
+            let list: serde_json::Value =
+                serde_json::from_str(&sys.admin(&["servo", "list"]).ok()?).ok()?;
+            let servos = list.as_array()?.clone();
+            servos
+                .iter()
+                .all(|s| s["Counters"]["NewFlows"].as_f64().unwrap_or(0.0) > 0.0)
+                .then_some(servos)
+        },
+    )
     .unwrap();
     for s in &listed {
         assert_eq!(s["Counters"]["Listeners"], 1.0, "{s}");

@@ -213,9 +213,11 @@ fn measure(
 
         // Ours: an established flow, then a SYN flood of distinct flows.
         topo.load()?;
-        // Several SNAT addresses (set again after every load, which writes the command line's):
-        // a flood of never-closed flows needs tuples.
-        let extra: Vec<Ipv4Addr> = (0..4).map(|k| Ipv4Addr::new(198, 19, 0, 1 + k)).collect();
+        // The most SNAT addresses (set again after every load, which writes the command line's):
+        // a flood of never-closed flows holds its tuples until the LRU evicts the flows, so the
+        // tuple space (8 addresses x 3 backends x 40,000 ports) must exceed the table's flows
+        // (half of 1M entries), or every SYN past that point is refused for lack of a tuple.
+        let extra: Vec<Ipv4Addr> = (0..8).map(|k| Ipv4Addr::new(198, 19, 0, 1 + k)).collect();
         Maps::open(&topo.pin_root)?.set_snat_addrs(topo.servo.ifindex("s1")?, &extra)?;
         if round == 0 {
             for a in &extra[1..] {

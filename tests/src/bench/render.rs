@@ -105,30 +105,36 @@ pub fn summary(r: &Results, machine: &str, mode: &str) -> String {
     let _ = writeln!(out, "# Benchmark results ({mode})\n\n{machine}\n");
     let _ = writeln!(
         out,
-        "## Targets\n\n| Measure | Value | Target | Met |\n|---|---|---|---|"
+        "## Targets\n\n| Measure | Value | Target | Met | Off by |\n|---|---|---|---|---|"
     );
     for t in TARGETS {
         let v = g(t.key);
-        let (target, met) = match (t.at_most, t.at_least, v) {
-            (Some(m), _, Some(v)) => (format!("<= {m}"), v <= m),
-            (_, Some(m), Some(v)) => (format!(">= {m}"), v >= m),
-            (Some(m), _, None) => (format!("<= {m}"), false),
-            (_, Some(m), None) => (format!(">= {m}"), false),
-            _ => (String::new(), false),
+        let (target, met, bound) = match (t.at_most, t.at_least, v) {
+            (Some(m), _, Some(v)) => (format!("<= {m}"), v <= m, m),
+            (_, Some(m), Some(v)) => (format!(">= {m}"), v >= m, m),
+            (Some(m), _, None) => (format!("<= {m}"), false, m),
+            (_, Some(m), None) => (format!(">= {m}"), false, m),
+            _ => (String::new(), false, f64::NAN),
+        };
+        // How far from the target, as a factor.
+        let gap = match v {
+            Some(v) if !met && t.at_most.is_some() => format!("{:.2}x over", v / bound),
+            Some(v) if !met => format!("{:.2}x short", bound / v),
+            _ => String::new(),
+        };
+        let verdict = if v.is_none() {
+            "not measured"
+        } else if met {
+            "yes"
+        } else {
+            "**no**"
         };
         let _ = writeln!(
             out,
-            "| {} (`{}`) | {} | {target} | {} |",
+            "| {} (`{}`) | {} | {target} | {verdict} | {gap} |",
             t.what,
             t.key,
-            fmt(v),
-            if v.is_none() {
-                "not measured"
-            } else if met {
-                "yes"
-            } else {
-                "**no**"
-            }
+            fmt(v)
         );
     }
     let _ = writeln!(

@@ -28,6 +28,35 @@ impl Results {
         self.notes.insert(section.into(), text.into());
     }
 
+    /// Reads results written by [`Results::to_json`] (to re-run some sections and keep the rest).
+    pub fn from_json(value: &serde_json::Value) -> Self {
+        fn walk(prefix: &str, v: &serde_json::Value, out: &mut Results) {
+            if let Some(map) = v.as_object() {
+                for (k, child) in map {
+                    let key = if prefix.is_empty() {
+                        k.clone()
+                    } else {
+                        format!("{prefix}.{k}")
+                    };
+                    walk(&key, child, out);
+                }
+            } else if let Some(n) = v.as_f64() {
+                out.set(prefix, n);
+            }
+        }
+        let mut out = Self::default();
+        for (k, v) in value.as_object().into_iter().flatten() {
+            if k == "notes" {
+                for (section, note) in v.as_object().into_iter().flatten() {
+                    out.note(section.clone(), note.as_str().unwrap_or_default());
+                }
+            } else {
+                walk(k, v, &mut out);
+            }
+        }
+        out
+    }
+
     /// Nested JSON (`{"per_packet": {"floor_ns": ...}}`).
     pub fn to_json(&self) -> serde_json::Value {
         let mut root = serde_json::Map::new();

@@ -22,6 +22,9 @@ struct Args {
     /// Run only these sections (per_packet, mpps, scale, control, e2e), comma-separated.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
+    /// Start from the existing `<out>/latest.json` and replace only what this run measures.
+    #[arg(long)]
+    merge: bool,
 }
 
 fn machine() -> String {
@@ -60,7 +63,12 @@ fn main() -> anyhow::Result<()> {
         (Mode::Full, "full")
     };
     let started = Instant::now();
-    let mut results = Results::default();
+    let mut results = if args.merge {
+        let text = std::fs::read_to_string(args.out.join("latest.json"))?;
+        Results::from_json(&serde_json::from_str(&text)?)
+    } else {
+        Results::default()
+    };
     type Section = fn(Mode, &mut Results) -> anyhow::Result<()>;
     let sections: [(&str, Section); 5] = [
         ("per_packet", per_packet::run),
@@ -70,6 +78,10 @@ fn main() -> anyhow::Result<()> {
         ("e2e", e2e::run),
     ];
     let mut failed = Vec::new();
+    let ran = args.only.is_empty()
+        || sections
+            .iter()
+            .any(|(n, _)| args.only.iter().any(|o| o == n));
     for (name, run) in sections {
         if !args.only.is_empty() && !args.only.iter().any(|o| o == name) {
             continue;
@@ -81,7 +93,9 @@ fn main() -> anyhow::Result<()> {
             failed.push(name);
         }
     }
-    results.set("meta.duration_s", started.elapsed().as_secs_f64());
+    if ran {
+        results.set("meta.duration_s", started.elapsed().as_secs_f64());
+    }
     std::fs::create_dir_all(&args.out)?;
     let json = serde_json::to_string_pretty(&results.to_json())?;
     std::fs::write(args.out.join("latest.json"), json + "\n")?;
