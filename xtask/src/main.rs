@@ -225,6 +225,31 @@ fn image() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Builds `elb-servo` and prepares `elb-servo [--netns NS] SUBCOMMAND --iface ...`.
+fn servo_command(
+    subcommand: &str,
+    netns: Option<String>,
+    ifaces: &[String],
+) -> anyhow::Result<Command> {
+    run(cargo().args([
+        "build",
+        "--release",
+        "-p",
+        "elb-userspace",
+        "--bin",
+        "elb-servo",
+    ]))?;
+    let mut cmd = Command::new(bin("elb-servo"));
+    if let Some(ns) = netns {
+        cmd.args(["--netns", &ns]);
+    }
+    cmd.arg(subcommand);
+    for iface in ifaces {
+        cmd.args(["--iface", iface]);
+    }
+    Ok(cmd)
+}
+
 fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Task::Setup => setup::setup(),
@@ -234,46 +259,13 @@ fn main() -> anyhow::Result<()> {
             ifaces,
             netns,
             rest,
-        } => {
-            run(cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "elb-userspace",
-                "--bin",
-                "elb-servo",
-            ]))?;
-            let mut cmd = Command::new(bin("elb-servo"));
-            if let Some(ns) = netns {
-                cmd.args(["--netns", &ns]);
-            }
-            cmd.arg("load");
-            for iface in &ifaces {
-                cmd.args(["--iface", iface]);
-            }
-            run(cmd.args(rest))
-        }
+        } => run(servo_command("load", netns, &ifaces)?.args(rest)),
         Task::Unload {
             ifaces,
             netns,
             purge,
         } => {
-            run(cargo().args([
-                "build",
-                "--release",
-                "-p",
-                "elb-userspace",
-                "--bin",
-                "elb-servo",
-            ]))?;
-            let mut cmd = Command::new(bin("elb-servo"));
-            if let Some(ns) = netns {
-                cmd.args(["--netns", &ns]);
-            }
-            cmd.arg("unload");
-            for iface in &ifaces {
-                cmd.args(["--iface", iface]);
-            }
+            let mut cmd = servo_command("unload", netns, &ifaces)?;
             if purge {
                 cmd.arg("--purge");
             }
