@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use crate::config::ConfigError;
 use crate::store::{InventoryInstance, Store, StoreError};
-use crate::{sigv4, timefmt};
+use elb_sigv4::encoding::uri_encode;
 
 /// Connection details of an EC2-compatible DescribeInstances endpoint.
 #[derive(Clone)]
@@ -145,11 +145,11 @@ impl Ec2Client {
                     body.push_str(&format!(
                         "&Filter.1.Value.{}={}",
                         i + 1,
-                        sigv4::uri_encode(id, false)
+                        uri_encode(id, false)
                     ));
                 }
                 if let Some(token) = &next_token {
-                    body.push_str(&format!("&NextToken={}", sigv4::uri_encode(token, false)));
+                    body.push_str(&format!("&NextToken={}", uri_encode(token, false)));
                 }
                 let xml = self.call(body).await?;
                 let (instances, token) = parse_describe_instances(&xml)?;
@@ -175,28 +175,28 @@ impl Ec2Client {
             (Some(h), None) => h.to_string(),
             (None, _) => return Err(InventoryError::BadResponse("endpoint has no host".into())),
         };
-        let amz_date = timefmt::format_amz_date(timefmt::now_millis() / 1000);
+        let amz_date = elb_sigv4::time::format_amz_date(elb_sigv4::time::now_secs());
         let content_type = "application/x-www-form-urlencoded; charset=utf-8";
         let headers = vec![
             ("content-type".to_string(), content_type.to_string()),
             ("host".to_string(), host),
             ("x-amz-date".to_string(), amz_date.clone()),
         ];
-        let parts = sigv4::SignedParts {
-            method: "POST",
-            raw_path: url.path(),
-            raw_query: url.query().unwrap_or(""),
-            headers: &headers,
-            body: body.as_bytes(),
+        let signer = elb_sigv4::Signer {
+            access_key_id: &self.config.access_key_id,
+            secret_access_key: &self.config.secret_access_key,
+            region: &self.config.region,
+            service: "ec2",
         };
-        let authorization = sigv4::sign_headers(
-            &parts,
-            &self.config.access_key_id,
-            &self.config.secret_access_key,
-            &self.config.region,
-            "ec2",
-        )
-        .map_err(|e| InventoryError::BadResponse(format!("cannot sign: {e}")))?;
+        let authorization = signer
+            .authorization(&elb_sigv4::Request {
+                method: "POST",
+                raw_path: url.path(),
+                raw_query: url.query().unwrap_or(""),
+                headers: &headers,
+                body: body.as_bytes(),
+            })
+            .map_err(|e| InventoryError::BadResponse(format!("cannot sign: {e}")))?;
         let response = self
             .http
             .post(url)

@@ -4,8 +4,9 @@
 //!
 //! Layout: [`server`] (HTTP, authentication, request ids) calls [`api`] (one module per group
 //! of actions) which works on [`model`] types kept in the [`store`]. Parsing and rules live in
-//! [`query`], [`validate`], [`sigv4`], [`iam`], [`policy_types`]; [`inventory`] resolves
-//! instance ids (built-in or EC2); [`xml`] and [`error`] write responses.
+//! [`query`], [`validate`], [`iam`], [`policy_types`]; [`inventory`] resolves
+//! instance ids (built-in or EC2); [`xml`] and [`error`] write responses. Signatures (SigV4,
+//! both directions) come from the `elb-sigv4` crate.
 //!
 //! Servos (the load balancer nodes) talk to [`servo_api`] on the same listener; [`assign`]
 //! keeps each load balancer on `servos-per-zone` live servos per zone; [`dns`] answers the
@@ -14,7 +15,6 @@
 pub mod admin;
 pub mod api;
 pub mod assign;
-pub mod cli;
 pub mod config;
 pub mod dns;
 pub mod error;
@@ -26,7 +26,6 @@ pub mod query;
 pub mod quota;
 pub mod server;
 pub mod servo_api;
-pub mod sigv4;
 pub mod store;
 pub mod timefmt;
 pub mod validate;

@@ -22,42 +22,14 @@ fn malformed(message: impl Into<String>) -> ApiError {
     ApiError::new(ErrorCode::MalformedQueryString, message)
 }
 
-fn hex_value(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
-    }
-}
-
-/// Percent-decodes one component. `plus_is_space` follows the form encoding, where `+` is a
-/// space; SigV4 canonicalisation decodes without it.
+/// Percent-decodes one component with SigV4's strict rules (`elb_sigv4::encoding`);
+/// `plus_is_space` follows the form encoding, where `+` is a space.
 pub fn percent_decode(input: &[u8], plus_is_space: bool) -> Result<String, ApiError> {
-    let mut out = Vec::with_capacity(input.len());
-    let mut i = 0;
-    while i < input.len() {
-        match input[i] {
-            b'%' => {
-                let hi = input.get(i + 1).copied().and_then(hex_value);
-                let lo = input.get(i + 2).copied().and_then(hex_value);
-                match (hi, lo) {
-                    (Some(hi), Some(lo)) => out.push(hi << 4 | lo),
-                    _ => return Err(malformed("Malformed percent-encoding in the request")),
-                }
-                i += 3;
-            }
-            b'+' if plus_is_space => {
-                out.push(b' ');
-                i += 1;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).map_err(|_| malformed("Request parameters must be valid UTF-8"))
+    use elb_sigv4::encoding::DecodeError;
+    elb_sigv4::encoding::percent_decode(input, plus_is_space).map_err(|e| match e {
+        DecodeError::BadEscape => malformed("Malformed percent-encoding in the request"),
+        DecodeError::NotUtf8 => malformed("Request parameters must be valid UTF-8"),
+    })
 }
 
 /// The request's parameters by name.

@@ -24,9 +24,8 @@ use crate::error::{ApiError, ErrorCode, RequestFailure, xml_response};
 use crate::iam::PolicyDocument;
 use crate::inventory::Inventory;
 use crate::query::Params;
-use crate::sigv4::{self, SigV4Error, SignedParts};
 use crate::store::{ChangeOrigin, Store, with_origin};
-use crate::timefmt;
+use elb_sigv4::SigV4Error;
 
 /// The API version this service implements.
 pub const API_VERSION: &str = "2012-06-01";
@@ -127,7 +126,7 @@ pub fn new_request_id() -> String {
     crate::store::fill_random(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
     b[8] = (b[8] & 0x3f) | 0x80;
-    let h = sigv4::hex(&b);
+    let h = elb_sigv4::hex(&b);
     format!(
         "{}-{}-{}-{}-{}",
         &h[..8],
@@ -276,7 +275,7 @@ async fn process(
             )
         })
         .collect();
-    let signed = SignedParts {
+    let signed = elb_sigv4::Request {
         method: method.as_str(),
         raw_path: uri.path(),
         raw_query,
@@ -342,9 +341,9 @@ fn sig_error(e: SigV4Error) -> ApiError {
 /// Verifies the SigV4 signature and returns the caller and the region it addressed.
 async fn authenticate(
     state: &AppState,
-    req: &SignedParts<'_>,
+    req: &elb_sigv4::Request<'_>,
 ) -> Result<(Caller, String), ApiError> {
-    let pending = sigv4::parse(req).map_err(sig_error)?;
+    let pending = elb_sigv4::parse(req).map_err(sig_error)?;
     let scope = &pending.credential;
     if scope.service != SIGNING_SERVICE {
         return Err(sig_error(SigV4Error::Mismatch(format!(
@@ -352,7 +351,7 @@ async fn authenticate(
             crate::validate::printable(&scope.service)
         ))));
     }
-    let now = timefmt::now_millis() / 1000;
+    let now = elb_sigv4::time::now_secs();
     let skew = i64::try_from(state.config().max_clock_skew.as_secs()).unwrap_or(900);
     pending.check_time(now, skew).map_err(sig_error)?;
     let has_token = req.headers.iter().any(|(n, _)| n == "x-amz-security-token")
@@ -374,16 +373,16 @@ async fn authenticate(
             )
         })?;
     pending.verify(req, &principal.secret).map_err(sig_error)?;
-    if !state.config().serves_region(&scope.region) {
-        return Err(ApiError::new(
+    let region = addressed_region(state.config(), &scope.region).ok_or_else(|| {
+        ApiError::new(
             ErrorCode::SignatureDoesNotMatch,
             format!(
                 "Credential should be scoped to a valid region, not '{}'. This endpoint serves: {}",
                 crate::validate::printable(&scope.region),
                 state.config().regions.join(", ")
             ),
-        ));
-    }
+        )
+    })?;
     let mut policies = Vec::new();
     if !principal.is_root {
         for p in state
@@ -408,7 +407,23 @@ async fn authenticate(
         is_admin: principal.account_is_admin,
         policies,
     };
-    Ok((caller, scope.region.clone()))
+    Ok((caller, region))
+}
+
+/// The region a request whose credential scope names `scope_region` addresses: that region if
+/// this endpoint serves it; this endpoint's first region for euca2ools' placeholder. euca2ools
+/// 3.x, given its endpoint with `-U` or `AWS_ELB_URL` and no region from a configuration file,
+/// signs for `undefined-<pid>` (its `add_fake_region_name`), which Eucalyptus accepts since it
+/// does not check the scope's region. The signature has been verified for the scope as sent,
+/// so the placeholder changes which region is addressed, never who is authenticated.
+fn addressed_region(config: &ServiceConfig, scope_region: &str) -> Option<String> {
+    if config.serves_region(scope_region) {
+        return Some(scope_region.to_string());
+    }
+    let placeholder = scope_region
+        .strip_prefix("undefined-")
+        .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
+    placeholder.then(|| config.regions.first().cloned()).flatten()
 }
 
 /// Waits for SIGINT or SIGTERM (whichever comes first) and logs which.
@@ -449,3 +464,25 @@ pub async fn until_true(flag: &mut watch::Receiver<bool>) {
 
 /// How often a server re-reads the config version committed by other processes.
 pub const VERSION_POLL: Duration = Duration::from_secs(1);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn euca2ools_placeholder_region_addresses_the_first_region() {
+        let mut config = ServiceConfig::default();
+        config.regions = vec!["eu-west-1".into(), "us-east-1".into()];
+        assert_eq!(
+            addressed_region(&config, "us-east-1").as_deref(),
+            Some("us-east-1")
+        );
+        assert_eq!(
+            addressed_region(&config, "undefined-4242").as_deref(),
+            Some("eu-west-1")
+        );
+        for refused in ["ap-south-1", "undefined-", "undefined-12a", "undefined", "xundefined-1"] {
+            assert_eq!(addressed_region(&config, refused), None, "{refused}");
+        }
+    }
+}

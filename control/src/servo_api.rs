@@ -135,7 +135,7 @@ async fn not_found() -> Response {
 
 /// The hex SHA-256 of a servo secret, the form it is stored in.
 pub fn secret_hash(secret: &str) -> String {
-    crate::sigv4::sha256_hex(secret.as_bytes())
+    elb_sigv4::sha256_hex(secret.as_bytes())
 }
 
 /// Checks `Authorization: Bearer <ServoId>:<Secret>` and returns the servo.
@@ -163,7 +163,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<ServoReco
     let presented = secret_hash(secret);
     match servo {
         Some(servo)
-            if crate::sigv4::constant_time_eq(
+            if elb_sigv4::constant_time_eq(
                 presented.as_bytes(),
                 servo.secret_hash.as_bytes(),
             ) =>

@@ -6,7 +6,6 @@ use axum::http::{Request, StatusCode};
 use control::config::ServiceConfig;
 use control::inventory::Inventory;
 use control::model::{InstanceHealth, InstanceState, LbKey};
-use control::sigv4::{SignedParts, sign_headers};
 use control::store::{InventoryInstance, Store};
 use control::{AppState, app, timefmt};
 use http_body_util::BodyExt;
@@ -53,21 +52,21 @@ impl Harness {
             ("host".to_string(), "control.test".to_string()),
             ("x-amz-date".to_string(), amz_date.clone()),
         ];
-        let parts = SignedParts {
-            method: "POST",
-            raw_path: "/",
-            raw_query: "",
-            headers: &headers,
-            body: body.as_bytes(),
+        let signer = elb_sigv4::Signer {
+            access_key_id: &self.key_id,
+            secret_access_key: &self.secret,
+            region: "us-east-1",
+            service: "elasticloadbalancing",
         };
-        let auth = sign_headers(
-            &parts,
-            &self.key_id,
-            &self.secret,
-            "us-east-1",
-            "elasticloadbalancing",
-        )
-        .unwrap();
+        let auth = signer
+            .authorization(&elb_sigv4::Request {
+                method: "POST",
+                raw_path: "/",
+                raw_query: "",
+                headers: &headers,
+                body: body.as_bytes(),
+            })
+            .unwrap();
         let request = Request::post("/")
             .header("content-type", "application/x-www-form-urlencoded")
             .header("host", "control.test")

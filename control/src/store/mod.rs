@@ -408,7 +408,7 @@ async fn migrate(pool: &AnyPool, backend: Backend) -> Result<(), StoreError> {
 pub fn random_hex(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     fill_random(&mut buf);
-    crate::sigv4::hex(&buf)
+    elb_sigv4::hex(&buf)
 }
 
 /// Fills `buf` from the OS's random source.
