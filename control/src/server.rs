@@ -423,7 +423,9 @@ fn addressed_region(config: &ServiceConfig, scope_region: &str) -> Option<String
     let placeholder = scope_region
         .strip_prefix("undefined-")
         .is_some_and(|pid| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()));
-    placeholder.then(|| config.regions.first().cloned()).flatten()
+    placeholder
+        .then(|| config.regions.first().cloned())
+        .flatten()
 }
 
 /// Waits for SIGINT or SIGTERM (whichever comes first) and logs which.
@@ -481,7 +483,13 @@ mod tests {
             addressed_region(&config, "undefined-4242").as_deref(),
             Some("eu-west-1")
         );
-        for refused in ["ap-south-1", "undefined-", "undefined-12a", "undefined", "xundefined-1"] {
+        for refused in [
+            "ap-south-1",
+            "undefined-",
+            "undefined-12a",
+            "undefined",
+            "xundefined-1",
+        ] {
             assert_eq!(addressed_region(&config, refused), None, "{refused}");
         }
     }

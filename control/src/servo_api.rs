@@ -163,10 +163,7 @@ async fn authenticate(state: &AppState, headers: &HeaderMap) -> Result<ServoReco
     let presented = secret_hash(secret);
     match servo {
         Some(servo)
-            if elb_sigv4::constant_time_eq(
-                presented.as_bytes(),
-                servo.secret_hash.as_bytes(),
-            ) =>
+            if elb_sigv4::constant_time_eq(presented.as_bytes(), servo.secret_hash.as_bytes()) =>
         {
             Ok(servo)
         }

@@ -25,7 +25,12 @@ fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         .collect()
 }
 
-fn req<'a>(method: &'a str, query: &'a str, headers: &'a [(String, String)], body: &'a [u8]) -> Request<'a> {
+fn req<'a>(
+    method: &'a str,
+    query: &'a str,
+    headers: &'a [(String, String)],
+    body: &'a [u8],
+) -> Request<'a> {
     Request {
         method,
         raw_path: "/",
@@ -246,7 +251,11 @@ fn missing_and_malformed_signatures() {
     let auth = format!(
         "AWS4-HMAC-SHA256 Credential=AKID/20150831/us-east-1/svc/aws4_request, SignedHeaders=host;x-amz-date, Signature={sig}"
     );
-    let headers = h(&[("host", "h"), ("x-amz-date", DATE), ("authorization", &auth)]);
+    let headers = h(&[
+        ("host", "h"),
+        ("x-amz-date", DATE),
+        ("authorization", &auth),
+    ]);
     let r = Request {
         headers: &headers,
         ..r
@@ -254,7 +263,12 @@ fn missing_and_malformed_signatures() {
     assert!(matches!(parse(&r), Err(SigV4Error::Mismatch(_))));
     // SigV2 is named as unsupported.
     let headers = h(&[("host", "h")]);
-    let r = req("GET", "Action=X&SignatureVersion=2&Signature=abc", &headers, b"");
+    let r = req(
+        "GET",
+        "Action=X&SignatureVersion=2&Signature=abc",
+        &headers,
+        b"",
+    );
     assert!(matches!(parse(&r), Err(SigV4Error::Incomplete(m)) if m.contains("Version 4")));
 }
 

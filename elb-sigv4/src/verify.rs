@@ -65,7 +65,9 @@ impl CredentialScope {
 pub enum SignatureLocation {
     Header,
     /// Presigned URL with its `X-Amz-Expires`.
-    Query { expires: i64 },
+    Query {
+        expires: i64,
+    },
 }
 
 /// A parsed, not yet verified signature.

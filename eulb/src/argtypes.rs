@@ -1,16 +1,17 @@
 //! Parsers for the structured command-line values of the `eulb-*` commands: listener
 //! definitions, comma-separated lists, tags, policy attributes and load balancer attributes.
 //! They follow euca2ools' syntax and error wording, so scripts written for euca2ools work.
+//!
+//! They check syntax only. What a value may be (protocols, port and attribute ranges, health
+//! check targets) is the service's rule: eulb sends the values as given and prints the
+//! service's error, so the client never disagrees with the server it talks to.
 
-/// Protocols of ELB listeners and health checks.
-pub const PROTOCOLS: [&str; 4] = ["HTTP", "HTTPS", "SSL", "TCP"];
-
-/// One `-l/--listener` value: the `Listeners.member.N` structure of the API.
+/// One `-l/--listener` value: the `Listeners.member.N` structure of the API, values as given.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
-    pub protocol: String,
-    pub lb_port: u16,
-    pub instance_port: u16,
+    pub protocol: Option<String>,
+    pub lb_port: Option<String>,
+    pub instance_port: Option<String>,
     pub instance_protocol: Option<String>,
     pub cert_id: Option<String>,
 }
@@ -19,24 +20,20 @@ impl Listener {
     /// The request parameters of this listener as member `index` (1-based) of `prefix`.
     pub fn params(&self, prefix: &str, index: usize) -> Vec<(String, String)> {
         let base = format!("{prefix}.member.{index}");
-        let mut out = vec![
-            (format!("{base}.Protocol"), self.protocol.clone()),
-            (format!("{base}.LoadBalancerPort"), self.lb_port.to_string()),
-            (
-                format!("{base}.InstancePort"),
-                self.instance_port.to_string(),
-            ),
-        ];
-        if let Some(p) = &self.instance_protocol {
-            out.push((format!("{base}.InstanceProtocol"), p.clone()));
-        }
-        if let Some(c) = &self.cert_id {
-            out.push((format!("{base}.SSLCertificateId"), c.clone()));
-        }
-        out
+        [
+            ("Protocol", &self.protocol),
+            ("LoadBalancerPort", &self.lb_port),
+            ("InstancePort", &self.instance_port),
+            ("InstanceProtocol", &self.instance_protocol),
+            ("SSLCertificateId", &self.cert_id),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| Some((format!("{base}.{name}"), value.clone()?)))
+        .collect()
     }
 }
 
+/// The element names of a listener definition (euca2ools' syntax).
 const LISTENER_KEYS: [&str; 5] = [
     "protocol",
     "lb-port",
@@ -45,52 +42,21 @@ const LISTENER_KEYS: [&str; 5] = [
     "cert-id",
 ];
 
-fn is_secure_family(protocol: &str) -> bool {
-    protocol == "SSL" || protocol == "TCP"
-}
-
-fn port(text: &str, what: &str, listener: &str) -> Result<u16, String> {
-    match text.parse::<u32>() {
-        Ok(p @ 1..=65535) => Ok(p as u16),
-        Ok(_) => Err(format!(
-            "listener '{listener}': {what} must be between 1 and 65535"
-        )),
-        Err(_) => Err(format!("listener '{listener}': {what} must be an integer")),
-    }
-}
-
-fn protocol(text: &str, what: &str, listener: &str) -> Result<String, String> {
-    let upper = text.to_ascii_uppercase();
-    if PROTOCOLS.contains(&upper.as_str()) {
-        Ok(upper)
-    } else {
-        Err(format!(
-            "listener '{listener}': {what} '{text}' is invalid (choose from 'HTTP', 'HTTPS', \
-             'SSL', 'TCP')"
-        ))
-    }
-}
-
 /// Parses `"lb-port=80, protocol=HTTP, instance-port=8080, instance-protocol=HTTP,
-/// cert-id=ARN"`. `protocol`, `lb-port` and `instance-port` are required; protocols are
-/// upper-cased; a back-end protocol must be of the front end's family (HTTP/HTTPS with
-/// HTTP/HTTPS, SSL/TCP with SSL/TCP).
+/// cert-id=ARN"`: comma-separated `KEY=VALUE` elements in any order, a later element
+/// replacing an earlier one of the same key. Unknown keys are refused (a typo would otherwise
+/// silently drop a setting); missing or invalid values are the service's to refuse.
 pub fn parse_listener(text: &str) -> Result<Listener, String> {
     let mut pairs: Vec<(&str, &str)> = Vec::new();
     for element in text.trim().split(',') {
         if element.trim().is_empty() {
             continue;
         }
-        let Some((key, value)) = element.split_once('=') else {
+        let Some((key, value)) = element.split_once('=').filter(|(_, v)| !v.contains('=')) else {
             return Err(format!(
                 "listener '{text}': element '{element}' must have format KEY=VALUE"
             ));
         };
-        if value.contains('=') {
-            return Err(format!(
-                "listener '{text}': element '{element}' must have format KEY=VALUE"
-            ));
-        }
         let key = key.trim();
         match pairs.iter_mut().find(|(k, _)| *k == key) {
             Some(pair) => pair.1 = value.trim(),
@@ -108,46 +74,18 @@ pub fn parse_listener(text: &str) -> Result<Listener, String> {
             unknown.join(", ")
         ));
     }
-    let get = |key: &str| pairs.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
-    let front = match get("protocol") {
-        Some(p) => protocol(p, "protocol", text)?,
-        None => return Err(format!("listener '{text}': protocol is required")),
+    let get = |key: &str| {
+        pairs
+            .iter()
+            .find(|(k, _)| *k == key)
+            .map(|(_, v)| (*v).to_string())
     };
-    let lb_port = match get("lb-port") {
-        Some(p) => port(p, "lb-port", text)?,
-        None => return Err(format!("listener '{text}': lb-port is required")),
-    };
-    let instance_port = match get("instance-port") {
-        Some(p) => port(p, "instance-port", text)?,
-        None => return Err(format!("listener '{text}': instance-port is required")),
-    };
-    let instance_protocol = match get("instance-protocol") {
-        Some(p) => {
-            let back = protocol(p, "instance-protocol", text)?;
-            if is_secure_family(&back) != is_secure_family(&front) {
-                return Err(if is_secure_family(&back) {
-                    format!(
-                        "listener '{text}': instance-protocol must be 'HTTP' or 'HTTPS' when \
-                         protocol is 'HTTP' or 'HTTPS'"
-                    )
-                } else {
-                    format!(
-                        "listener '{text}': instance-protocol must be 'SSL' or 'TCP' when \
-                         protocol is 'SSL' or 'TCP'"
-                    )
-                });
-            }
-            Some(back)
-        }
-        None => None,
-    };
-    let cert_id = get("cert-id").filter(|c| !c.is_empty()).map(str::to_string);
     Ok(Listener {
-        protocol: front,
-        lb_port,
-        instance_port,
-        instance_protocol,
-        cert_id,
+        protocol: get("protocol"),
+        lb_port: get("lb-port"),
+        instance_port: get("instance-port"),
+        instance_protocol: get("instance-protocol"),
+        cert_id: get("cert-id").filter(|c| !c.is_empty()),
     })
 }
 
@@ -158,22 +96,6 @@ pub fn delimited_list(text: &str) -> Vec<String> {
         .map(str::trim)
         .filter(|s| !s.is_empty())
         .map(str::to_string)
-        .collect()
-}
-
-/// `clap` value parser for a comma-separated list.
-pub fn parse_list(text: &str) -> Result<Vec<String>, String> {
-    Ok(delimited_list(text))
-}
-
-/// `clap` value parser for a comma-separated list of ports.
-pub fn parse_port_list(text: &str) -> Result<Vec<u16>, String> {
-    delimited_list(text)
-        .iter()
-        .map(|p| match p.parse::<u32>() {
-            Ok(n @ 1..=65535) => Ok(n as u16),
-            _ => Err(format!("'{p}' is not a port number (1-65535)")),
-        })
         .collect()
 }
 
@@ -206,7 +128,7 @@ pub fn parse_tag_key(text: &str) -> Result<String, String> {
     Ok(key.to_string())
 }
 
-/// A policy attribute given as `"name=NAME, value=VALUE"`.
+/// A policy attribute: the `PolicyAttributes.member.N` structure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PolicyAttribute {
     pub name: String,
@@ -214,7 +136,8 @@ pub struct PolicyAttribute {
 }
 
 /// `clap` value parser for `-a/--attribute "name=NAME, value=VALUE"` of eulb-create-lb-policy.
-/// Only the first comma separates the two parts, so values may contain commas.
+/// Only the first comma after `name=` ends the name, so values may contain commas (euca2ools
+/// splits at every comma and refuses them).
 pub fn parse_policy_attribute(text: &str) -> Result<PolicyAttribute, String> {
     let mut name = None;
     let mut value = None;
@@ -261,6 +184,42 @@ pub fn parse_policy_attribute(text: &str) -> Result<PolicyAttribute, String> {
     }
 }
 
+/// One `NAME=VALUE` policy attribute (of `-A/--attributes` and `--attributes-from-file`),
+/// both sides trimmed.
+pub fn parse_name_value_attribute(text: &str) -> Result<PolicyAttribute, String> {
+    let Some((name, value)) = text.split_once('=') else {
+        return Err(format!("attribute '{text}' must have format NAME=VALUE"));
+    };
+    if name.trim().is_empty() {
+        return Err(format!("attribute '{text}' must have a name"));
+    }
+    Ok(PolicyAttribute {
+        name: name.trim().to_string(),
+        value: value.trim().to_string(),
+    })
+}
+
+/// `clap` value parser for `-A/--attributes NAME=VALUE,...`.
+pub fn parse_attribute_list(text: &str) -> Result<Vec<PolicyAttribute>, String> {
+    delimited_list(text)
+        .iter()
+        .map(|item| parse_name_value_attribute(item))
+        .collect()
+}
+
+/// The attributes of an `--attributes-from-file` file: one `NAME=VALUE` a line; blank lines
+/// and lines starting with `#` are skipped. `source` names the file in errors.
+pub fn parse_attribute_file(source: &str, text: &str) -> Result<Vec<PolicyAttribute>, String> {
+    text.lines()
+        .enumerate()
+        .filter(|(_, line)| !line.trim().is_empty() && !line.starts_with('#'))
+        .map(|(i, line)| {
+            parse_name_value_attribute(line.trim())
+                .map_err(|e| format!("error on {source} line {}: {e}", i + 1))
+        })
+        .collect()
+}
+
 /// `KEY=VALUE` with a non-empty key (load balancer attributes).
 pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
     match text.split_once('=') {
@@ -269,35 +228,21 @@ pub fn parse_key_value(text: &str) -> Result<(String, String), String> {
     }
 }
 
-/// The structured load balancer attributes of the API, as `Structure.Field`.
-pub const LB_ATTRIBUTES: [&str; 8] = [
-    "CrossZoneLoadBalancing.Enabled",
-    "AccessLog.Enabled",
-    "AccessLog.S3BucketName",
-    "AccessLog.EmitInterval",
-    "AccessLog.S3BucketPrefix",
-    "ConnectionDraining.Enabled",
-    "ConnectionDraining.Timeout",
-    "ConnectionSettings.IdleTimeout",
-];
-
 /// Where an `ATTR=VALUE` of eulb-modify-lb-attributes goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LbAttribute {
-    /// `LoadBalancerAttributes.<path>` (a structured attribute, canonical spelling).
+    /// `LoadBalancerAttributes.<path>` (a structured attribute such as
+    /// `CrossZoneLoadBalancing.Enabled`).
     Structured(String, String),
     /// `LoadBalancerAttributes.AdditionalAttributes.member.N.{Key,Value}`.
     Additional(String, String),
 }
 
-/// Classifies an attribute name: a known `Structure.Field` (any case) maps to its canonical
-/// spelling; another name starting with an upper-case letter is passed through as a
-/// structured attribute (as euca2ools does; the service rejects unknown ones); anything else
-/// (`elb.http.desyncmitigationmode`) is an additional attribute.
+/// Classifies an attribute name by its spelling alone: `AdditionalAttributes.KEY` and names
+/// that do not start with an upper-case letter (`elb.http.desyncmitigationmode`) are
+/// additional attributes; the rest (`Structure.Field`, as euca2ools sends every name) go to
+/// the structure of that name, which the service checks.
 pub fn classify_lb_attribute(key: &str, value: &str) -> LbAttribute {
-    if let Some(known) = LB_ATTRIBUTES.iter().find(|a| a.eq_ignore_ascii_case(key)) {
-        return LbAttribute::Structured((*known).to_string(), value.to_string());
-    }
     if let Some(rest) = key.strip_prefix("AdditionalAttributes.") {
         return LbAttribute::Additional(rest.to_string(), value.to_string());
     }
@@ -306,29 +251,6 @@ pub fn classify_lb_attribute(key: &str, value: &str) -> LbAttribute {
     } else {
         LbAttribute::Additional(key.to_string(), value.to_string())
     }
-}
-
-/// `clap` value parser for `true`/`false` (any case), returned in the API's lower case.
-pub fn parse_bool(text: &str) -> Result<String, String> {
-    match text.to_ascii_lowercase().as_str() {
-        "true" => Ok("true".into()),
-        "false" => Ok("false".into()),
-        _ => Err(format!("'{text}' is not 'true' or 'false'")),
-    }
-}
-
-/// Checks a health check target `PROTOCOL:PORT[/PATH]` the way euca2ools does before
-/// sending: a port is required, and a path for HTTP and HTTPS.
-pub fn parse_health_target(text: &str) -> Result<String, String> {
-    let (protocol, rest) = text.split_once(':').unwrap_or((text, ""));
-    if rest.is_empty() {
-        return Err("must have form PROTOCOL:PORT[/PATH]".into());
-    }
-    let proto = protocol.to_ascii_uppercase();
-    if (proto == "HTTP" || proto == "HTTPS") && !rest.contains('/') {
-        return Err(format!("path is required for protocol '{protocol}'"));
-    }
-    Ok(text.to_string())
 }
 
 #[cfg(test)]
@@ -343,21 +265,11 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            l,
-            Listener {
-                protocol: "HTTPS".into(),
-                lb_port: 443,
-                instance_port: 8443,
-                instance_protocol: Some("HTTPS".into()),
-                cert_id: Some("arn:aws:iam::123456789012:server-certificate/web".into()),
-            }
-        );
-        assert_eq!(
             l.params("Listeners", 2),
             vec![
                 (
                     "Listeners.member.2.Protocol".to_string(),
-                    "HTTPS".to_string()
+                    "https".to_string()
                 ),
                 ("Listeners.member.2.LoadBalancerPort".into(), "443".into()),
                 ("Listeners.member.2.InstancePort".into(), "8443".into()),
@@ -371,36 +283,27 @@ mod tests {
     }
 
     #[test]
-    fn listener_minimal_any_order_and_spacing() {
+    fn listener_values_are_passed_as_given() {
         let l = parse_listener("  instance-port=80,protocol=tcp ,lb-port=8080,").unwrap();
-        assert_eq!(l.protocol, "TCP");
-        assert_eq!((l.lb_port, l.instance_port), (8080, 80));
-        assert_eq!(l.instance_protocol, None);
-        assert_eq!(l.cert_id, None);
+        assert_eq!(l.protocol.as_deref(), Some("tcp"));
         assert_eq!(l.params("Listeners", 1).len(), 3);
-    }
-
-    #[test]
-    fn listener_required_elements() {
-        let e = parse_listener("lb-port=80, instance-port=80").unwrap_err();
-        assert!(e.contains("protocol is required"), "{e}");
-        let e = parse_listener("protocol=HTTP, instance-port=80").unwrap_err();
-        assert!(e.contains("lb-port is required"), "{e}");
-        let e = parse_listener("protocol=HTTP, lb-port=80").unwrap_err();
-        assert!(e.contains("instance-port is required"), "{e}");
-    }
-
-    #[test]
-    fn listener_bad_values() {
-        let e = parse_listener("protocol=UDP, lb-port=80, instance-port=80").unwrap_err();
-        assert!(e.contains("protocol 'UDP' is invalid"), "{e}");
-        let e = parse_listener("protocol=HTTP, lb-port=eighty, instance-port=80").unwrap_err();
-        assert!(e.contains("lb-port must be an integer"), "{e}");
-        let e = parse_listener("protocol=HTTP, lb-port=80, instance-port=70000").unwrap_err();
-        assert!(
-            e.contains("instance-port must be between 1 and 65535"),
-            "{e}"
+        // Out-of-range ports, unknown protocols and missing elements are the service's to
+        // refuse: they are sent (or left out) as written.
+        let l = parse_listener("protocol=UDP, lb-port=70000").unwrap();
+        assert_eq!(
+            l.params("Listeners", 1),
+            vec![
+                ("Listeners.member.1.Protocol".to_string(), "UDP".to_string()),
+                ("Listeners.member.1.LoadBalancerPort".into(), "70000".into()),
+            ]
         );
+        // A later element replaces an earlier one.
+        let l = parse_listener("protocol=TCP, lb-port=1, lb-port=2, instance-port=3").unwrap();
+        assert_eq!(l.lb_port.as_deref(), Some("2"));
+    }
+
+    #[test]
+    fn listener_syntax_errors() {
         let e =
             parse_listener("protocol=HTTP, lb-port=80, instance-port=80, colour=blue").unwrap_err();
         assert!(e.contains("invalid element(s): 'colour'"), "{e}");
@@ -409,40 +312,14 @@ mod tests {
             e.contains("element ' lb-port' must have format KEY=VALUE"),
             "{e}"
         );
+        let e = parse_listener("protocol=HTTP=1").unwrap_err();
+        assert!(e.contains("must have format KEY=VALUE"), "{e}");
     }
 
     #[test]
-    fn listener_protocol_families() {
-        let e =
-            parse_listener("protocol=HTTP, lb-port=80, instance-port=80, instance-protocol=TCP")
-                .unwrap_err();
-        assert!(
-            e.contains("instance-protocol must be 'HTTP' or 'HTTPS'"),
-            "{e}"
-        );
-        let e =
-            parse_listener("protocol=SSL, lb-port=443, instance-port=80, instance-protocol=http")
-                .unwrap_err();
-        assert!(
-            e.contains("instance-protocol must be 'SSL' or 'TCP'"),
-            "{e}"
-        );
-        let l =
-            parse_listener("protocol=SSL, lb-port=443, instance-port=80, instance-protocol=tcp")
-                .unwrap();
-        assert_eq!(l.instance_protocol.as_deref(), Some("TCP"));
-        let l =
-            parse_listener("protocol=HTTPS, lb-port=443, instance-port=80, instance-protocol=HTTP")
-                .unwrap();
-        assert_eq!(l.instance_protocol.as_deref(), Some("HTTP"));
-    }
-
-    #[test]
-    fn lists_tags_and_attributes() {
+    fn lists_and_tags() {
         assert_eq!(delimited_list("a, b,,c ,"), vec!["a", "b", "c"]);
         assert!(delimited_list("").is_empty());
-        assert_eq!(parse_port_list("80, 443").unwrap(), vec![80, 443]);
-        assert!(parse_port_list("80,x").is_err());
         assert_eq!(
             parse_tag("env=prod=1").unwrap(),
             Tag {
@@ -453,41 +330,67 @@ mod tests {
         assert_eq!(parse_tag("solo").unwrap().value, "");
         assert!(parse_tag("=x").is_err());
         assert_eq!(parse_tag_key("env=whatever").unwrap(), "env");
+    }
+
+    #[test]
+    fn policy_attributes() {
+        let attr = |n: &str, v: &str| PolicyAttribute {
+            name: n.into(),
+            value: v.into(),
+        };
         assert_eq!(
             parse_policy_attribute("name=Protocol-TLSv1.2, value=true").unwrap(),
-            PolicyAttribute {
-                name: "Protocol-TLSv1.2".into(),
-                value: "true".into()
-            }
+            attr("Protocol-TLSv1.2", "true")
         );
         assert_eq!(
             parse_policy_attribute("value=a,b, name=X").unwrap(),
-            PolicyAttribute {
-                name: "X".into(),
-                value: "a,b".into()
-            }
+            attr("X", "a,b")
+        );
+        for (bad, why) in [
+            ("name=X", "value is required"),
+            ("value=1", "name is required"),
+            ("kind=1", "'kind'"),
+        ] {
+            let e = parse_policy_attribute(bad).unwrap_err();
+            assert!(e.contains(why), "{bad}: {e}");
+        }
+        assert_eq!(
+            parse_attribute_list("ProxyProtocol=true, Reference = ELBSecurityPolicy-2016-08")
+                .unwrap(),
+            vec![
+                attr("ProxyProtocol", "true"),
+                attr("Reference", "ELBSecurityPolicy-2016-08")
+            ]
         );
         assert!(
-            parse_policy_attribute("name=X")
+            parse_attribute_list("a=1,b")
                 .unwrap_err()
-                .contains("value is required")
+                .contains("'b' must have format NAME=VALUE")
         );
         assert!(
-            parse_policy_attribute("value=1")
+            parse_attribute_list("=1")
                 .unwrap_err()
-                .contains("name is required")
+                .contains("must have a name")
         );
-        assert!(
-            parse_policy_attribute("kind=1")
-                .unwrap_err()
-                .contains("'kind'")
+        let file =
+            "# TLS settings\n\nProtocol-TLSv1.2=true\n  Server-Defined-Cipher-Order = true\n";
+        assert_eq!(
+            parse_attribute_file("attrs.txt", file).unwrap(),
+            vec![
+                attr("Protocol-TLSv1.2", "true"),
+                attr("Server-Defined-Cipher-Order", "true")
+            ]
+        );
+        assert_eq!(
+            parse_attribute_file("attrs.txt", "a=1\nbroken\n").unwrap_err(),
+            "error on attrs.txt line 2: attribute 'broken' must have format NAME=VALUE"
         );
     }
 
     #[test]
     fn lb_attribute_classification() {
         assert_eq!(
-            classify_lb_attribute("crosszoneloadbalancing.enabled", "true"),
+            classify_lb_attribute("CrossZoneLoadBalancing.Enabled", "true"),
             LbAttribute::Structured("CrossZoneLoadBalancing.Enabled".into(), "true".into())
         );
         assert_eq!(
@@ -507,23 +410,5 @@ mod tests {
             ("a".into(), "b=c".into())
         );
         assert!(parse_key_value("novalue").is_err());
-        assert_eq!(parse_bool("TRUE").unwrap(), "true");
-        assert!(parse_bool("yes").is_err());
-    }
-
-    #[test]
-    fn health_targets() {
-        assert!(parse_health_target("TCP:80").is_ok());
-        assert!(parse_health_target("HTTP:80/health").is_ok());
-        assert!(
-            parse_health_target("http:80")
-                .unwrap_err()
-                .contains("path is required")
-        );
-        assert!(
-            parse_health_target("TCP")
-                .unwrap_err()
-                .contains("PROTOCOL:PORT")
-        );
     }
 }

@@ -3,11 +3,13 @@
 //! error.
 
 use std::fmt;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use super::config::Settings;
-use super::sigv4::{Request, Signer, aws_encode};
-use super::xmltree::Elem;
+use elb_sigv4::encoding::form_encode;
+use elb_sigv4::{Request, Signer};
+
+use crate::config::Settings;
+use crate::xmltree::Elem;
 
 pub const API_VERSION: &str = "2012-06-01";
 pub const SERVICE: &str = "elasticloadbalancing";
@@ -48,11 +50,7 @@ pub fn form_body(action: &str, params: &[(String, String)]) -> String {
         ("Version".to_string(), API_VERSION.to_string()),
     ];
     pairs.extend(params.iter().cloned());
-    pairs
-        .iter()
-        .map(|(k, v)| format!("{}={}", aws_encode(k, false), aws_encode(v, false)))
-        .collect::<Vec<_>>()
-        .join("&")
+    form_encode(pairs.iter().map(|(k, v)| (k.as_str(), v.as_str())))
 }
 
 /// Reads a response: the result element on 2xx, the service's error otherwise.
@@ -145,11 +143,7 @@ impl HttpApi {
 impl Api for HttpApi {
     fn call(&self, action: &str, params: &[(String, String)]) -> Result<Elem, CliError> {
         let body = form_body(action, params);
-        let now = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_secs())
-            .unwrap_or(0);
-        let amz_date = crate::timefmt::format_amz_date(i64::try_from(now).unwrap_or(0));
+        let amz_date = elb_sigv4::time::format_amz_date(elb_sigv4::time::now_secs());
         let mut headers = vec![
             (
                 "content-type".to_string(),
@@ -163,20 +157,19 @@ impl Api for HttpApi {
         }
         let signer = Signer {
             access_key_id: &self.settings.access_key_id,
-            secret_key: &self.settings.secret_key,
+            secret_access_key: &self.settings.secret_key,
             region: &self.settings.region,
             service: SERVICE,
         };
-        let authorization = signer.authorization(
-            &Request {
+        let authorization = signer
+            .authorization(&Request {
                 method: "POST",
-                path: self.url.path(),
-                query: self.url.query().unwrap_or(""),
+                raw_path: self.url.path(),
+                raw_query: self.url.query().unwrap_or(""),
                 headers: &headers,
                 body: body.as_bytes(),
-            },
-            &amz_date,
-        );
+            })
+            .map_err(|e| CliError::Other(format!("cannot sign the request: {e}")))?;
         if self.debug {
             eprintln!("POST {} (region {})", self.url, self.settings.region);
             eprintln!("{body}");

@@ -4,13 +4,13 @@
 
 use clap::{ArgGroup, Args, Parser};
 
-use super::argtypes::{
-    LbAttribute, Listener, PolicyAttribute, Tag, classify_lb_attribute, delimited_list, parse_bool,
-    parse_health_target, parse_key_value, parse_listener, parse_policy_attribute, parse_port_list,
-    parse_tag, parse_tag_key,
+use crate::argtypes::{
+    LbAttribute, Listener, PolicyAttribute, Tag, classify_lb_attribute, delimited_list,
+    parse_attribute_file, parse_attribute_list, parse_key_value, parse_listener,
+    parse_policy_attribute, parse_tag, parse_tag_key,
 };
-use super::client::{Api, CliError, Params};
-use super::xmltree::Elem;
+use crate::client::{Api, CliError, Params};
+use crate::xmltree::Elem;
 
 /// One output line: its fields (an empty field prints as nothing, or `(nil)` with
 /// `--show-empty-fields`).
@@ -52,14 +52,6 @@ pub struct List(pub Vec<String>);
 
 fn list(text: &str) -> Result<List, String> {
     Ok(List(delimited_list(text)))
-}
-
-/// A comma-separated list of ports.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Ports(pub Vec<u16>);
-
-fn ports(text: &str) -> Result<Ports, String> {
-    parse_port_list(text).map(Ports)
 }
 
 fn flat(lists: &[List]) -> Vec<String> {
@@ -207,21 +199,20 @@ pub struct ConfigureHealthcheck {
     /// number of consecutive successful health checks that will mark instances as Healthy
     /// (required)
     #[arg(long = "healthy-threshold", value_name = "COUNT")]
-    pub healthy_threshold: u32,
+    pub healthy_threshold: String,
     /// approximate interval between health checks (required)
     #[arg(short = 'i', long = "interval", value_name = "SECONDS")]
-    pub interval: u32,
+    pub interval: String,
     /// connection target for health checks (required)
-    #[arg(short = 't', long = "target", value_name = "PROTOCOL:PORT[/PATH]",
-          value_parser = parse_health_target)]
+    #[arg(short = 't', long = "target", value_name = "PROTOCOL:PORT[/PATH]")]
     pub target: String,
     /// maximum health check duration (required)
     #[arg(long = "timeout", value_name = "SECONDS")]
-    pub timeout: u32,
+    pub timeout: String,
     /// number of consecutive failed health checks that will mark instances as Unhealthy
     /// (required)
     #[arg(long = "unhealthy-threshold", value_name = "COUNT")]
-    pub unhealthy_threshold: u32,
+    pub unhealthy_threshold: String,
     #[command(flatten)]
     pub common: Common,
 }
@@ -233,10 +224,10 @@ impl EulbCommand for ConfigureHealthcheck {
         let params = vec![
             p("LoadBalancerName", &self.elb),
             p("HealthCheck.Target", &self.target),
-            p("HealthCheck.Interval", self.interval),
-            p("HealthCheck.Timeout", self.timeout),
-            p("HealthCheck.UnhealthyThreshold", self.unhealthy_threshold),
-            p("HealthCheck.HealthyThreshold", self.healthy_threshold),
+            p("HealthCheck.Interval", &self.interval),
+            p("HealthCheck.Timeout", &self.timeout),
+            p("HealthCheck.UnhealthyThreshold", &self.unhealthy_threshold),
+            p("HealthCheck.HealthyThreshold", &self.healthy_threshold),
         ];
         let r = api.call("ConfigureHealthCheck", &params)?;
         Ok(vec![row(&[
@@ -302,10 +293,10 @@ pub struct CreateLb {
     #[arg(short = 'z', long = "availability-zones", value_name = "ZONE1,ZONE2,...",
           value_parser = list)]
     pub zones: Vec<List>,
-    /// port/protocol settings for the load balancer, as "lb-port=PORT,
-    /// protocol={HTTP,HTTPS,SSL,TCP}, instance-port=PORT, instance-protocol={HTTP,HTTPS,SSL,TCP},
-    /// cert-id=ARN", where lb-port is the external port number, protocol is the external protocol, instance-port is the back end server port
-    /// number, instance-protocol is the protocol to use for routing traffic to back end
+    /// port/protocol settings for the load balancer, as "lb-port=PORT, protocol=PROTOCOL,
+    /// instance-port=PORT, instance-protocol=PROTOCOL, cert-id=ARN", where lb-port is the
+    /// external port number, protocol is the external protocol, instance-port is the back end
+    /// server port number, instance-protocol is the protocol to use for routing traffic to back end
     /// instances, and cert-id is the ARN of the server certificate to use for encrypted
     /// connections.  lb-port, protocol, and instance-port are required.  This option may be
     /// used multiple times.  (at least 1 required)
@@ -313,8 +304,7 @@ pub struct CreateLb {
           value_name = "LISTENER")]
     pub listeners: Vec<Listener>,
     /// [VPC only] "internal" to make the new load balancer private to a VPC
-    #[arg(short = 'i', long = "scheme", value_name = "internal",
-          value_parser = ["internal", "internet-facing"])]
+    #[arg(short = 'i', long = "scheme", value_name = "internal")]
     pub scheme: Option<String>,
     /// [VPC only] IDs of the security groups to assign to the new load balancer
     #[arg(short = 'g', long = "security-groups", value_name = "GROUP1,GROUP2,...",
@@ -322,7 +312,7 @@ pub struct CreateLb {
     pub groups: Vec<List>,
     /// key and optional value of a tag to add to the new load balancer (may be used
     /// multiple times)
-    #[arg(long = "tag", value_name = "KEY[=VALUE]", value_parser = parse_tag)]
+    #[arg(short = 't', long = "tag", value_name = "KEY[=VALUE]", value_parser = parse_tag)]
     pub tags: Vec<Tag>,
     #[command(flatten)]
     pub common: Common,
@@ -367,7 +357,7 @@ pub struct CreateLbCookieStickinessPolicy {
     /// time period after which cookies should be considered stale (default: user's session
     /// length)
     #[arg(short = 'e', long = "expiration-period", value_name = "SECONDS")]
-    pub expiration_period: Option<u64>,
+    pub expiration_period: Option<String>,
     /// name of the new policy (required)
     #[arg(short = 'p', long = "policy-name", value_name = "POLICY")]
     pub policy_name: String,
@@ -383,7 +373,7 @@ impl EulbCommand for CreateLbCookieStickinessPolicy {
             p("LoadBalancerName", &self.elb),
             p("PolicyName", &self.policy_name),
         ];
-        if let Some(period) = self.expiration_period {
+        if let Some(period) = &self.expiration_period {
             params.push(p("CookieExpirationPeriod", period));
         }
         api.call("CreateLBCookieStickinessPolicy", &params)?;
@@ -397,10 +387,10 @@ pub struct CreateLbListeners {
     /// name of the load balancer to modify (required)
     #[arg(value_name = "ELB")]
     pub elb: String,
-    /// port/protocol settings for the load balancer, as "lb-port=PORT,
-    /// protocol={HTTP,HTTPS,SSL,TCP}, instance-port=PORT, instance-protocol={HTTP,HTTPS,SSL,TCP},
-    /// cert-id=ARN", where lb-port is the external port number, protocol is the external protocol, instance-port is the back end server port
-    /// number, instance-protocol is the protocol to use for routing traffic to back end
+    /// port/protocol settings for the load balancer, as "lb-port=PORT, protocol=PROTOCOL,
+    /// instance-port=PORT, instance-protocol=PROTOCOL, cert-id=ARN", where lb-port is the
+    /// external port number, protocol is the external protocol, instance-port is the back end
+    /// server port number, instance-protocol is the protocol to use for routing traffic to back end
     /// instances, and cert-id is the ARN of the server certificate to use for encrypted
     /// connections.  lb-port, protocol, and instance-port are required.  This option may be
     /// used multiple times.  (at least 1 required)
@@ -429,19 +419,52 @@ pub struct CreateLbPolicy {
     #[arg(value_name = "ELB")]
     pub elb: String,
     /// name of the new policy (required)
-    #[arg(long = "policy-name", value_name = "POLICY")]
+    #[arg(short = 'n', long = "policy-name", value_name = "POLICY")]
     pub policy_name: String,
     /// type of the new policy.  For a list of policy types, use
     /// eulb-describe-lb-policy-types.  (required)
-    #[arg(long = "policy-type", value_name = "POLTYPE")]
+    #[arg(short = 't', long = "policy-type", value_name = "POLTYPE")]
     pub policy_type: String,
     /// name and value for each attribute associated with the new policy.  Use this option
     /// multiple times to supply multiple attributes.
     #[arg(short = 'a', long = "attribute", value_name = "\"name=NAME, value=VALUE\"",
           value_parser = parse_policy_attribute)]
     pub attributes: Vec<PolicyAttribute>,
+    /// a comma-delimited list of attribute names and values to associate with the new policy,
+    /// each pair of which is separated by "=".  This is a more concise alternative to the
+    /// -a/--attribute option.
+    #[arg(short = 'A', long = "attributes", value_name = "NAME=VALUE,...",
+          value_parser = parse_attribute_list)]
+    pub attribute_lists: Vec<Vec<PolicyAttribute>>,
+    /// a file containing attribute names and values to associate with the new policy, one per
+    /// line, each pair of which is separated by "=".  Lines that are blank or begin with "#"
+    /// are ignored.  "-" reads standard input.
+    #[arg(long = "attributes-from-file", value_name = "FILE")]
+    pub attributes_file: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub common: Common,
+}
+
+impl CreateLbPolicy {
+    /// Every attribute, in euca2ools' order: `-a`, then `-A`, then the file's lines.
+    pub fn all_attributes(&self) -> Result<Vec<PolicyAttribute>, CliError> {
+        let mut all = self.attributes.clone();
+        all.extend(self.attribute_lists.iter().flatten().cloned());
+        if let Some(path) = &self.attributes_file {
+            let (source, text) = if path.as_os_str() == "-" {
+                let mut text = String::new();
+                std::io::Read::read_to_string(&mut std::io::stdin(), &mut text)
+                    .map_err(|e| CliError::Other(format!("reading standard input: {e}")))?;
+                ("<stdin>".to_string(), text)
+            } else {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| CliError::Other(format!("cannot read {}: {e}", path.display())))?;
+                (path.display().to_string(), text)
+            };
+            all.extend(parse_attribute_file(&source, &text).map_err(CliError::Other)?);
+        }
+        Ok(all)
+    }
 }
 
 impl EulbCommand for CreateLbPolicy {
@@ -453,7 +476,7 @@ impl EulbCommand for CreateLbPolicy {
             p("PolicyName", &self.policy_name),
             p("PolicyTypeName", &self.policy_type),
         ];
-        for (i, a) in self.attributes.iter().enumerate() {
+        for (i, a) in self.all_attributes()?.iter().enumerate() {
             let base = format!("PolicyAttributes.member.{}", i + 1);
             params.push((format!("{base}.AttributeName"), a.name.clone()));
             params.push((format!("{base}.AttributeValue"), a.value.clone()));
@@ -522,8 +545,8 @@ pub struct DeleteLbListeners {
     pub elb: String,
     /// port numbers of the listeners to remove (required)
     #[arg(short = 'l', long = "lb-ports", value_name = "PORT1,PORT2,...", required = true,
-          value_parser = ports)]
-    pub ports: Vec<Ports>,
+          value_parser = list)]
+    pub ports: Vec<List>,
     /// accepted for compatibility; has no effect
     #[arg(long, hide = true)]
     pub force: bool,
@@ -536,12 +559,7 @@ impl EulbCommand for DeleteLbListeners {
     common!();
     fn run(&self, api: &dyn Api) -> Result<Vec<Row>, CliError> {
         let mut params = vec![p("LoadBalancerName", &self.elb)];
-        let ports: Vec<String> = self
-            .ports
-            .iter()
-            .flat_map(|p| p.0.iter().map(u16::to_string))
-            .collect();
-        push_list(&mut params, "LoadBalancerPorts", &ports);
+        push_list(&mut params, "LoadBalancerPorts", &flat(&self.ports));
         api.call("DeleteLoadBalancerListeners", &params)?;
         Ok(Vec::new())
     }
@@ -641,8 +659,7 @@ pub struct DescribeInstanceHealth {
     /// limit results to specific instances
     #[arg(long = "instances", value_name = "INSTANCE1,INSTANCE2,...", value_parser = list)]
     pub instances: Vec<List>,
-    /// show all of the instances' info (the description and reason code are always shown
-    /// for instances that are not InService)
+    /// show all of the instances' info
     #[arg(long = "show-long")]
     pub show_long: bool,
     #[command(flatten)]
@@ -661,7 +678,7 @@ impl EulbCommand for DescribeInstanceHealth {
             .map(|m| {
                 let state = m.text("State");
                 let mut fields = vec!["INSTANCE".to_string(), m.text("InstanceId"), state.clone()];
-                if self.show_long || state != "InService" {
+                if self.show_long {
                     fields.push(m.text("Description"));
                     fields.push(m.text("ReasonCode"));
                 }
@@ -932,13 +949,11 @@ pub fn load_balancer_row(d: &Elem, long: bool) -> Row {
             d.members("Policies/LBCookieStickinessPolicies")
                 .iter()
                 .map(|pol| {
-                    kv_braced(&[
-                        ("policy-name", pol.text("PolicyName")),
-                        (
-                            "cookie-expiration-period",
-                            pol.text("CookieExpirationPeriod"),
-                        ),
-                    ])
+                    format!(
+                        "{{policy-name={},expiration-period={}}}",
+                        pol.text("PolicyName"),
+                        pol.text("CookieExpirationPeriod")
+                    )
                 })
                 .collect::<Vec<_>>()
                 .join(","),
@@ -1149,11 +1164,10 @@ pub struct ModifyLbAttributes {
           value_parser = parse_key_value)]
     pub attribute: Vec<(String, String)>,
     /// whether to route traffic evenly across all instances in all enabled zones
-    #[arg(long = "cross-zone-load-balancing", value_name = "true|false",
-          value_parser = parse_bool)]
+    #[arg(long = "cross-zone-load-balancing", value_name = "true|false")]
     pub cross_zone: Option<String>,
     /// whether to write access logs
-    #[arg(long = "access-log-enabled", value_name = "true|false", value_parser = parse_bool)]
+    #[arg(long = "access-log-enabled", value_name = "true|false")]
     pub access_log_enabled: Option<String>,
     /// S3 bucket to write access logs to
     #[arg(long = "access-log-s3-bucket-name", value_name = "BUCKET")]
@@ -1161,19 +1175,18 @@ pub struct ModifyLbAttributes {
     /// prefix of the access log objects in the bucket
     #[arg(long = "access-log-s3-bucket-prefix", value_name = "PREFIX")]
     pub access_log_prefix: Option<String>,
-    /// minutes between access log writes (5 or 60)
+    /// minutes between access log writes
     #[arg(long = "access-log-emit-interval", value_name = "MINUTES")]
-    pub access_log_interval: Option<u32>,
+    pub access_log_interval: Option<String>,
     /// whether to let in-flight requests finish on deregistered or unhealthy instances
-    #[arg(long = "connection-draining-enabled", value_name = "true|false",
-          value_parser = parse_bool)]
+    #[arg(long = "connection-draining-enabled", value_name = "true|false")]
     pub draining_enabled: Option<String>,
     /// longest time to keep draining connections open
     #[arg(long = "connection-draining-timeout", value_name = "SECONDS")]
-    pub draining_timeout: Option<u32>,
+    pub draining_timeout: Option<String>,
     /// time after which idle connections are closed
     #[arg(long = "idle-timeout", value_name = "SECONDS")]
-    pub idle_timeout: Option<u32>,
+    pub idle_timeout: Option<String>,
     #[command(flatten)]
     pub common: Common,
 }
@@ -1189,19 +1202,10 @@ impl ModifyLbAttributes {
             ("AccessLog.Enabled", self.access_log_enabled.clone()),
             ("AccessLog.S3BucketName", self.access_log_bucket.clone()),
             ("AccessLog.S3BucketPrefix", self.access_log_prefix.clone()),
-            (
-                "AccessLog.EmitInterval",
-                self.access_log_interval.map(|v| v.to_string()),
-            ),
+            ("AccessLog.EmitInterval", self.access_log_interval.clone()),
             ("ConnectionDraining.Enabled", self.draining_enabled.clone()),
-            (
-                "ConnectionDraining.Timeout",
-                self.draining_timeout.map(|v| v.to_string()),
-            ),
-            (
-                "ConnectionSettings.IdleTimeout",
-                self.idle_timeout.map(|v| v.to_string()),
-            ),
+            ("ConnectionDraining.Timeout", self.draining_timeout.clone()),
+            ("ConnectionSettings.IdleTimeout", self.idle_timeout.clone()),
         ];
         for (name, value) in options {
             if let Some(value) = value {
@@ -1281,7 +1285,7 @@ pub struct SetLbListenerSslCert {
     pub elb: String,
     /// port that should use the certificate (required)
     #[arg(short = 'l', long = "lb-port", value_name = "PORT")]
-    pub lb_port: u16,
+    pub lb_port: String,
     /// ARN for the server certificate to use (required)
     #[arg(short = 'c', long = "cert-id", value_name = "ARN")]
     pub cert_id: String,
@@ -1295,7 +1299,7 @@ impl EulbCommand for SetLbListenerSslCert {
     fn run(&self, api: &dyn Api) -> Result<Vec<Row>, CliError> {
         let params = vec![
             p("LoadBalancerName", &self.elb),
-            p("LoadBalancerPort", self.lb_port),
+            p("LoadBalancerPort", &self.lb_port),
             p("SSLCertificateId", &self.cert_id),
         ];
         api.call("SetLoadBalancerListenerSSLCertificate", &params)?;
@@ -1312,7 +1316,7 @@ pub struct SetLbPoliciesForBackendServer {
     pub elb: String,
     /// port number of the back end server (required)
     #[arg(short = 'i', long = "instance-port", value_name = "PORT")]
-    pub instance_port: u16,
+    pub instance_port: String,
     /// list of policies to associate with the back end server; "" removes them all
     /// (required)
     #[arg(short = 'p', long = "policy-names", value_name = "POLICY1,POLICY2,...",
@@ -1328,7 +1332,7 @@ impl EulbCommand for SetLbPoliciesForBackendServer {
     fn run(&self, api: &dyn Api) -> Result<Vec<Row>, CliError> {
         let mut params = vec![
             p("LoadBalancerName", &self.elb),
-            p("InstancePort", self.instance_port),
+            p("InstancePort", &self.instance_port),
         ];
         push_list_or_empty(&mut params, "PolicyNames", &flat(&self.policy_names));
         api.call("SetLoadBalancerPoliciesForBackendServer", &params)?;
@@ -1344,7 +1348,7 @@ pub struct SetLbPoliciesOfListener {
     pub elb: String,
     /// port of the listener to modify (required)
     #[arg(short = 'l', long = "lb-port", value_name = "PORT")]
-    pub lb_port: u16,
+    pub lb_port: String,
     /// list of policies to associate with the listener; "" removes them all (required)
     #[arg(short = 'p', long = "policy-names", value_name = "POLICY1,POLICY2,...",
           required = true, value_parser = list)]
@@ -1359,7 +1363,7 @@ impl EulbCommand for SetLbPoliciesOfListener {
     fn run(&self, api: &dyn Api) -> Result<Vec<Row>, CliError> {
         let mut params = vec![
             p("LoadBalancerName", &self.elb),
-            p("LoadBalancerPort", self.lb_port),
+            p("LoadBalancerPort", &self.lb_port),
         ];
         push_list_or_empty(&mut params, "PolicyNames", &flat(&self.policy_names));
         api.call("SetLoadBalancerPoliciesOfListener", &params)?;
@@ -1464,7 +1468,7 @@ mod tests {
                  {protocol=TCP,lb-port=25,instance-protocol=TCP,instance-port=2525}",
                 "",
                 "",
-                "{policy-name=sticky,cookie-expiration-period=60}",
+                "{policy-name=sticky,expiration-period=60}",
                 "",
                 "{owner-alias=amazon-elb,group-name=amazon-elb-sg}",
                 "",
@@ -1484,7 +1488,7 @@ mod tests {
             "lb-port=80, protocol=http, instance-port=8080",
             "--listener",
             "lb-port=443,protocol=TCP,instance-port=8443,instance-protocol=ssl",
-            "--tag",
+            "-t",
             "env=prod",
         ]);
         let fake = Fake::new(&["<R><DNSName>web-1.lb</DNSName></R>"]);
@@ -1499,13 +1503,13 @@ mod tests {
             params,
             vec![
                 "LoadBalancerName=web",
-                "Listeners.member.1.Protocol=HTTP",
+                "Listeners.member.1.Protocol=http",
                 "Listeners.member.1.LoadBalancerPort=80",
                 "Listeners.member.1.InstancePort=8080",
                 "Listeners.member.2.Protocol=TCP",
                 "Listeners.member.2.LoadBalancerPort=443",
                 "Listeners.member.2.InstancePort=8443",
-                "Listeners.member.2.InstanceProtocol=SSL",
+                "Listeners.member.2.InstanceProtocol=ssl",
                 "AvailabilityZones.member.1=us-east-1a",
                 "AvailabilityZones.member.2=us-east-1b",
                 "Tags.member.1.Key=env",
@@ -1539,27 +1543,28 @@ mod tests {
             ])
             .is_err()
         );
-        let e =
-            CreateLb::try_parse_from(["x", "web", "-z", "a", "-l", "protocol=HTTP"]).unwrap_err();
-        assert!(e.to_string().contains("lb-port is required"), "{e}");
+        let e = CreateLb::try_parse_from(["x", "web", "-z", "a", "-l", "protocol"]).unwrap_err();
+        assert!(e.to_string().contains("must have format KEY=VALUE"), "{e}");
+        // An incomplete listener is the service's to refuse: it parses.
+        CreateLb::try_parse_from(["x", "web", "-z", "a", "-l", "protocol=HTTP"]).unwrap();
         assert!(ModifyLbAttributes::try_parse_from(["x", "web"]).is_err());
-        assert!(
-            ConfigureHealthcheck::try_parse_from([
-                "x",
-                "web",
-                "-t",
-                "HTTP:80",
-                "-i",
-                "30",
-                "--timeout",
-                "5",
-                "--healthy-threshold",
-                "2",
-                "--unhealthy-threshold",
-                "2"
-            ])
-            .is_err()
-        );
+        // Every health check setting is required; their values are the service's to check.
+        let full = [
+            "x",
+            "web",
+            "-t",
+            "HTTP:80",
+            "-i",
+            "30",
+            "--timeout",
+            "5",
+            "--healthy-threshold",
+            "2",
+            "--unhealthy-threshold",
+            "2",
+        ];
+        ConfigureHealthcheck::try_parse_from(full).unwrap();
+        assert!(ConfigureHealthcheck::try_parse_from(&full[..full.len() - 2]).is_err());
     }
 
     #[test]
@@ -1583,7 +1588,7 @@ mod tests {
         assert_eq!(
             params,
             vec![
-                "LoadBalancerAttributes.CrossZoneLoadBalancing.Enabled=true",
+                "LoadBalancerAttributes.CrossZoneLoadBalancing.Enabled=TRUE",
                 "LoadBalancerAttributes.ConnectionDraining.Timeout=120",
                 "LoadBalancerAttributes.ConnectionSettings.IdleTimeout=30",
                 "LoadBalancerAttributes.AdditionalAttributes.member.1.Key=\
@@ -1625,6 +1630,17 @@ mod tests {
             rows,
             vec![
                 row(&["INSTANCE", "i-1", "InService"]),
+                row(&["INSTANCE", "i-2", "OutOfService"]),
+            ]
+        );
+        // The description and reason code only with --show-long, as in euca2ools.
+        let rows = parse::<DescribeInstanceHealth>(&["web", "--show-long"])
+            .run(&Fake::new(&[health]))
+            .unwrap();
+        assert_eq!(
+            rows,
+            vec![
+                row(&["INSTANCE", "i-1", "InService", "N/A", "N/A"]),
                 row(&[
                     "INSTANCE",
                     "i-2",
@@ -1633,13 +1649,6 @@ mod tests {
                     "ELB"
                 ]),
             ]
-        );
-        let rows = parse::<DescribeInstanceHealth>(&["web", "--show-long"])
-            .run(&Fake::new(&[health]))
-            .unwrap();
-        assert_eq!(
-            rows[0],
-            row(&["INSTANCE", "i-1", "InService", "N/A", "N/A"])
         );
 
         let policies = "<R><PolicyDescriptions><member><PolicyName>p</PolicyName>\
@@ -1669,6 +1678,76 @@ mod tests {
         assert_eq!(
             rows,
             vec![row(&["TAG", "load-balancer", "web", "env", "prod"])]
+        );
+    }
+
+    #[test]
+    fn create_lb_policy_attribute_sources_in_euca2ools_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("attrs");
+        std::fs::write(
+            &file,
+            "# from a file\n\nReference = ELBSecurityPolicy-2016-08\n",
+        )
+        .unwrap();
+        let cmd = parse::<CreateLbPolicy>(&[
+            "web",
+            "-n",
+            "tls",
+            "-t",
+            "SSLNegotiationPolicyType",
+            "--attributes-from-file",
+            file.to_str().unwrap(),
+            "-A",
+            "Protocol-TLSv1.2=true,Protocol-TLSv1=false",
+            "-a",
+            "name=Server-Defined-Cipher-Order, value=true",
+            "--attributes",
+            "ECDHE-RSA-AES128-GCM-SHA256=true",
+        ]);
+        let fake = Fake::new(&["<R/>"]);
+        cmd.run(&fake).unwrap();
+        let calls = fake.calls.borrow();
+        assert_eq!(calls[0].0, "CreateLoadBalancerPolicy");
+        let params: Vec<String> = calls[0].1.iter().map(|(k, v)| format!("{k}={v}")).collect();
+        let attr = |i: usize, name: &str, value: &str| {
+            [
+                format!("PolicyAttributes.member.{i}.AttributeName={name}"),
+                format!("PolicyAttributes.member.{i}.AttributeValue={value}"),
+            ]
+        };
+        let mut expected = vec![
+            "LoadBalancerName=web".to_string(),
+            "PolicyName=tls".into(),
+            "PolicyTypeName=SSLNegotiationPolicyType".into(),
+        ];
+        expected.extend(attr(1, "Server-Defined-Cipher-Order", "true"));
+        expected.extend(attr(2, "Protocol-TLSv1.2", "true"));
+        expected.extend(attr(3, "Protocol-TLSv1", "false"));
+        expected.extend(attr(4, "ECDHE-RSA-AES128-GCM-SHA256", "true"));
+        expected.extend(attr(5, "Reference", "ELBSecurityPolicy-2016-08"));
+        assert_eq!(params, expected);
+
+        // Long forms, and a bad file line names the file and line; nothing is sent.
+        std::fs::write(&file, "ok=1\nbroken\n").unwrap();
+        let cmd = parse::<CreateLbPolicy>(&[
+            "web",
+            "--policy-name",
+            "p",
+            "--policy-type",
+            "T",
+            "--attributes-from-file",
+            file.to_str().unwrap(),
+        ]);
+        let fake = Fake::new(&[]);
+        let e = cmd.run(&fake).unwrap_err().to_string();
+        assert!(
+            e.contains("line 2: attribute 'broken' must have format NAME=VALUE"),
+            "{e}"
+        );
+        assert!(fake.calls.borrow().is_empty());
+        assert!(
+            CreateLbPolicy::try_parse_from(["x", "web", "-n", "p", "-t", "T", "-A", "x"]).is_err()
         );
     }
 

@@ -3,20 +3,22 @@
 //! One binary provides the 28 `eulb-*` commands of euca2ools. It is run as `eulb COMMAND ...`
 //! or, through a symlink named `eulb-COMMAND`, as `eulb-COMMAND ...` (the command is taken
 //! from the file name the program was started as). Requests are form-encoded POSTs signed
-//! with SigV4 ([`sigv4`]), sent by [`client`]; the endpoint, region and credentials come from
-//! the options and the environment ([`config`]); options and output follow euca2ools
-//! ([`commands`], [`argtypes`]).
+//! with SigV4 (the `elb-sigv4` crate), sent by [`client`]; the endpoint, region and
+//! credentials come from the options, the environment and euca2ools' configuration files
+//! ([`config`]); options and output follow euca2ools 3.4 ([`commands`], [`argtypes`]).
+//!
+//! eulb knows the API's shapes, not its rules: values go to the service as given, and what
+//! the service refuses is printed with its error code.
 
 pub mod argtypes;
 pub mod client;
 pub mod commands;
 pub mod config;
-pub mod sigv4;
 pub mod xmltree;
 
 use std::ffi::OsString;
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::ExitCode;
 
 use client::{CliError, HttpApi};
@@ -142,14 +144,10 @@ fn run_command<T: EulbCommand>(display: &str, args: Vec<OsString>) -> ExitCode {
         security_token: common.security_token.clone(),
         profile: common.profile.clone(),
     };
-    let result = config::resolve(
-        &overrides,
-        &|name| std::env::var(name).ok(),
-        &|path: &PathBuf| std::fs::read_to_string(path).ok(),
-    )
-    .map_err(CliError::Other)
-    .and_then(|settings| HttpApi::new(settings, common.debug))
-    .and_then(|api| cmd.run(&api));
+    let result = config::resolve(&overrides, &config::Sources::system())
+        .map_err(CliError::Other)
+        .and_then(|settings| HttpApi::new(settings, common.debug))
+        .and_then(|api| cmd.run(&api));
     match result {
         Ok(rows) => {
             let mut out = std::io::stdout().lock();
@@ -190,12 +188,14 @@ fn top_help() -> String {
         \x20     --print-command-names  Print the eulb-COMMAND names, one a line\n\
          \n\
          Environment:\n\
-        \x20 AWS_ELB_URL (or EUCA_ELB_URL, AWS_ENDPOINT_URL_ELASTIC_LOAD_BALANCING)  endpoint (-U)\n\
-        \x20 AWS_DEFAULT_REGION (or AWS_REGION, EUCA_DEFAULT_REGION)  region (--region), \
-         default us-east-1\n\
-        \x20 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY  credentials (-I, -S)\n\
-        \x20 AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE  profile and file of shared credentials \
-         (default ~/.aws/credentials [default])\n",
+        \x20 AWS_ELB_URL [REGION::]URL  endpoint (-U); then the region's elasticloadbalancing-url\n\
+        \x20 EUCA_DEFAULT_REGION, then AWS_DEFAULT_REGION  [USER@]REGION (--region)\n\
+        \x20 AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY  credentials (-I, -S); then \
+         AWS_CREDENTIAL_FILE, the [user] section's key-id and secret-key, ~/.aws/credentials\n\
+        \x20 EUCA_CONFIG_PATH  colon-separated globs of euca2ools configuration files \
+         (default /etc/euca2ools/euca2ools.ini, /etc/euca2ools/conf.d/*.ini, ~/.euca/*.ini; \
+         EULB_SYSCONFDIR replaces /etc/euca2ools)\n\
+        \x20 AWS_PROFILE, AWS_SHARED_CREDENTIALS_FILE, AWS_CONFIG_FILE  the AWS shared files\n",
     );
     text
 }

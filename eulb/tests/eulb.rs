@@ -1,16 +1,37 @@
 //! The `eulb` binary against a real `elb-control serve` (SQLite in a temporary directory,
 //! port 0): a create/describe/register/health/tag/attribute/delete round trip run both as
-//! `eulb COMMAND` and through `eulb-COMMAND` symlinks, API and usage errors, credentials
-//! from the shared credentials file, and a wrong secret.
+//! `eulb COMMAND` and through `eulb-COMMAND` symlinks, API and usage errors, the flags taken
+//! from euca2ools 3.4, credentials from the shared credentials file and from euca2ools'
+//! configuration files (with their precedence), euca2ools' placeholder signing region, and a
+//! wrong secret.
+//!
+//! `elb-control` is another package's binary: it is found next to this test's directory
+//! (`target/release/elb-control`, built by `cargo xtask build` or `cargo build --release
+//! --bins`).
 
 use std::io::{BufRead, BufReader};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
 
-const ELB_CONTROL: &str = env!("CARGO_BIN_EXE_elb-control");
 const EULB: &str = env!("CARGO_BIN_EXE_eulb");
+
+/// `target/<profile>/elb-control`, beside this test's `deps/` directory.
+fn elb_control() -> PathBuf {
+    let exe = std::env::current_exe().expect("current_exe");
+    let mut dir = exe.parent().expect("test directory").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    let path = dir.join("elb-control");
+    assert!(
+        path.exists(),
+        "{} not found: build it first (`cargo build --release --bins`; `cargo xtask test` does)",
+        path.display()
+    );
+    path
+}
 const I1: &str = "i-1234567890abcdef0";
 const I2: &str = "i-1234567890abcdef1";
 
@@ -36,6 +57,10 @@ const CLEARED: &[&str] = &[
     "AWS_DEFAULT_PROFILE",
     "AWS_SHARED_CREDENTIALS_FILE",
     "AWS_CONFIG_FILE",
+    "AWS_SECURITY_TOKEN",
+    "AWS_AUTH_REGION",
+    "EUCA_CONFIG_PATH",
+    "EULB_SYSCONFDIR",
 ];
 
 struct Server {
@@ -56,7 +81,7 @@ impl Drop for Server {
 }
 
 fn admin(db: &str, args: &[&str]) -> serde_json::Value {
-    let out = Command::new(ELB_CONTROL)
+    let out = Command::new(elb_control())
         .arg("--db")
         .arg(db)
         .arg("admin")
@@ -102,7 +127,7 @@ fn start() -> Server {
     }
     let account = admin(&db, &["account", "create", "--name", "demo"]);
     let log = std::fs::File::create(dir.path().join("serve.log")).unwrap();
-    let mut child = Command::new(ELB_CONTROL)
+    let mut child = Command::new(elb_control())
         .args(["--db", &db, "serve", "--listen", "127.0.0.1:0"])
         .stdout(Stdio::piped())
         .stderr(log)
@@ -148,13 +173,15 @@ enum Style<'a> {
 
 impl Server {
     /// `eulb` with only the settings given here: endpoint and keys from the environment,
-    /// and HOME in the temporary directory (so no ~/.aws of the developer is read).
+    /// HOME in the temporary directory (so no ~/.aws or ~/.euca of the developer is read)
+    /// and the system configuration directory there too (not /etc/euca2ools).
     fn command(&self, program: &Path) -> Command {
         let mut cmd = Command::new(program);
         for var in CLEARED {
             cmd.env_remove(var);
         }
         cmd.env("HOME", self.dir.path())
+            .env("EULB_SYSCONFDIR", self.dir.path().join("etc-euca2ools"))
             .env("AWS_ELB_URL", &self.url)
             .env("AWS_ACCESS_KEY_ID", &self.key_id)
             .env("AWS_SECRET_ACCESS_KEY", &self.secret);
@@ -280,10 +307,9 @@ fn round_trip(server: &Server, style: Style<'_>) {
     assert_eq!(row[10], listeners);
 
     let out = server.ok(style, "describe-instance-health", &["web"]);
-    let pending = "OutOfService\tInstance registration is still in progress.\tELB";
     let expected = [
-        format!("INSTANCE\t{I1}\t{pending}"),
-        format!("INSTANCE\t{I2}\t{pending}"),
+        format!("INSTANCE\t{I1}\tOutOfService"),
+        format!("INSTANCE\t{I2}\tOutOfService"),
     ];
     assert_eq!(
         sorted(&out),
@@ -294,6 +320,7 @@ fn round_trip(server: &Server, style: Style<'_>) {
         "describe-instance-health",
         &["web", "--instances", I2, "--show-long"],
     );
+    let pending = "OutOfService\tInstance registration is still in progress.\tELB";
     assert_eq!(out, format!("INSTANCE\t{I2}\t{pending}\n"));
 
     assert_eq!(
@@ -420,24 +447,11 @@ fn api_errors_and_usage_errors() {
         String::from_utf8_lossy(&out.stderr)
     );
 
-    // Client-side checks: a listener without lb-port, a back end of the wrong family, no
-    // zones or subnets: usage errors (status 2) and nothing sent.
+    // Usage errors (status 2, nothing sent): no zones or subnets, a listener element that is
+    // not KEY=VALUE.
     for args in [
-        &[
-            "web",
-            "-z",
-            "us-east-1a",
-            "-l",
-            "protocol=HTTP, instance-port=80",
-        ][..],
-        &[
-            "web",
-            "-z",
-            "us-east-1a",
-            "-l",
-            "protocol=HTTP, lb-port=80, instance-port=80, instance-protocol=TCP",
-        ],
-        &["web", "-l", "protocol=HTTP, lb-port=80, instance-port=80"],
+        &["web", "-l", "protocol=HTTP, lb-port=80, instance-port=80"][..],
+        &["web", "-z", "us-east-1a", "-l", "protocol, lb-port=80"],
     ] {
         let out = server.run(Style::Subcommand, "create-lb", args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
@@ -445,6 +459,63 @@ fn api_errors_and_usage_errors() {
         assert!(
             stderr.contains("Usage: eulb create-lb") || stderr.contains("--help"),
             "{stderr}"
+        );
+    }
+    // Values are the service's to judge: eulb sends them as written and prints the service's
+    // error (status 1), so the client can never disagree with the server.
+    for (args, code, says) in [
+        (
+            &[
+                "web",
+                "-z",
+                "us-east-1a",
+                "-l",
+                "protocol=HTTP, instance-port=80",
+            ][..],
+            "MissingParameter",
+            "LoadBalancerPort",
+        ),
+        (
+            &[
+                "web",
+                "-z",
+                "us-east-1a",
+                "-l",
+                "protocol=HTTP, lb-port=80, instance-port=80, instance-protocol=TCP",
+            ],
+            "ValidationError",
+            "cannot forward to back-end protocol TCP",
+        ),
+        (
+            &[
+                "web",
+                "-z",
+                "us-east-1a",
+                "-l",
+                "protocol=UDP, lb-port=80, instance-port=80",
+            ],
+            "UnsupportedProtocol",
+            "'UDP'",
+        ),
+        (
+            &[
+                "web",
+                "-z",
+                "us-east-1a",
+                "-l",
+                "protocol=TCP, lb-port=70000, instance-port=80",
+            ],
+            "ValidationError",
+            "70000",
+        ),
+    ] {
+        let out = server.run(Style::Subcommand, "create-lb", args);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.starts_with(&format!("eulb-create-lb: error ({code}): "))
+                && stderr.contains(says),
+            "{args:?}: {stderr}"
         );
     }
     assert_eq!(server.ok(Style::Subcommand, "describe-lbs", &[]), "");
@@ -546,7 +617,11 @@ fn credentials_from_the_shared_credentials_file() {
 #[test]
 fn wrong_secret_is_signature_does_not_match() {
     let server = start();
-    let out = server.run(Style::Subcommand, "describe-lbs", &["-S", "wrong-secret"]);
+    let out = server.run(
+        Style::Subcommand,
+        "describe-lbs",
+        &["-I", &server.key_id, "-S", "wrong-secret"],
+    );
     assert_eq!(out.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -592,4 +667,319 @@ fn wrong_secret_is_signature_does_not_match() {
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+}
+
+fn stderr_of(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn flags_of_euca2ools_3_4() {
+    let server = start();
+    let style = Style::Subcommand;
+    // create-lb -t/--tag.
+    server.ok(
+        style,
+        "create-lb",
+        &[
+            "web",
+            "-z",
+            "us-east-1a",
+            "-l",
+            "protocol=HTTP, lb-port=80, instance-port=8080",
+            "-t",
+            "env=prod",
+            "--tag",
+            "team",
+        ],
+    );
+    assert_eq!(
+        sorted(&server.ok(style, "describe-tags", &["web"])),
+        [
+            "TAG\tload-balancer\tweb\tenv\tprod",
+            "TAG\tload-balancer\tweb\tteam\t"
+        ]
+    );
+
+    // create-lb-policy -n/-t with -A, and --policy-name/--policy-type with
+    // --attributes-from-file (comments and blank lines skipped) plus -a.
+    server.ok(
+        style,
+        "create-lb-policy",
+        &[
+            "web",
+            "-n",
+            "proxy",
+            "-t",
+            "ProxyProtocolPolicyType",
+            "-A",
+            "ProxyProtocol=true",
+        ],
+    );
+    let file = server.dir.path().join("tls-attributes");
+    std::fs::write(
+        &file,
+        "# negotiation\n\nReference-Security-Policy=ELBSecurityPolicy-2016-08\n",
+    )
+    .unwrap();
+    server.ok(
+        style,
+        "create-lb-policy",
+        &[
+            "web",
+            "--policy-name",
+            "tls",
+            "--policy-type",
+            "SSLNegotiationPolicyType",
+            "--attributes-from-file",
+            file.to_str().unwrap(),
+            "-a",
+            "name=Server-Defined-Cipher-Order, value=true",
+        ],
+    );
+    let out = server.ok(
+        style,
+        "describe-lb-policies",
+        &["web", "-p", "proxy,tls", "--show-long"],
+    );
+    let rows = lines(&out);
+    let proxy = rows.iter().find(|r| r[1] == "proxy").expect(&out);
+    assert_eq!(
+        proxy[..],
+        [
+            "POLICY",
+            "proxy",
+            "ProxyProtocolPolicyType",
+            "{name=ProxyProtocol,value=true}"
+        ]
+    );
+    let tls = rows.iter().find(|r| r[1] == "tls").expect(&out);
+    assert_eq!(tls[2], "SSLNegotiationPolicyType");
+    for attribute in [
+        "{name=Reference-Security-Policy,value=ELBSecurityPolicy-2016-08}",
+        "{name=Server-Defined-Cipher-Order,value=true}",
+    ] {
+        assert!(tls[3].contains(attribute), "{out}");
+    }
+    // A malformed line of the file is refused before anything is sent.
+    std::fs::write(&file, "Server-Defined-Cipher-Order\n").unwrap();
+    let out = server.run(
+        style,
+        "create-lb-policy",
+        &[
+            "web",
+            "-n",
+            "bad",
+            "-t",
+            "SSLNegotiationPolicyType",
+            "--attributes-from-file",
+            file.to_str().unwrap(),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("line 1: attribute"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = server.ok(style, "describe-lb-policies", &["web"]);
+    assert!(!out.contains("\tbad\t"), "{out}");
+
+    // describe-lbs --show-long prints LB cookie policies as euca2ools 3.4 does.
+    server.ok(
+        style,
+        "create-lb-cookie-stickiness-policy",
+        &["web", "-p", "sticky", "-e", "60"],
+    );
+    server.ok(
+        style,
+        "create-app-cookie-stickiness-policy",
+        &["web", "-p", "app", "-c", "SESSION"],
+    );
+    let out = server.ok(style, "describe-lbs", &["web", "--show-long"]);
+    let row = &lines(&out)[0];
+    assert_eq!(row[12], "{policy-name=app,cookie-name=SESSION}", "{out}");
+    assert_eq!(
+        row[13], "{policy-name=sticky,expiration-period=60}",
+        "{out}"
+    );
+    assert!(
+        row[14].contains("proxy") && row[14].contains("tls"),
+        "{out}"
+    );
+}
+
+/// Writes `text` to `path`, creating its directory.
+fn write(path: &Path, text: &str) {
+    std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+    std::fs::write(path, text).unwrap();
+}
+
+#[test]
+fn euca2ools_configuration_files_and_their_precedence() {
+    let server = start();
+    let home = server.dir.path();
+    let sysconf = home.join("etc-euca2ools");
+    // Regions named like euca2ools sites; `name` gives the region to sign for.
+    let regions = format!(
+        "[global]\ndefault-region = good\n\n\
+         [region good]\nelasticloadbalancing-url = {url}\nname = us-east-1\nuser = alice\n\n\
+         [region bad]\nelasticloadbalancing-url = {url}\nname = us-east-1\nuser = mallory\n",
+        url = server.url
+    );
+    let alice = |secret: &str| {
+        format!(
+            "[user alice]\nkey-id = {}\nsecret-key = {secret}\n\n\
+             [user mallory]\nkey-id = {}\nsecret-key = not-the-secret\n",
+            server.key_id, server.key_id
+        )
+    };
+    let eulb = |envs: &[(&str, &str)], args: &[&str]| -> Output {
+        let mut cmd = server.command(Path::new(EULB));
+        cmd.env_remove("AWS_ELB_URL")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .envs(envs.iter().copied())
+            .arg("describe-lbs")
+            .args(args);
+        cmd.output().unwrap()
+    };
+    let succeeds = |out: Output| assert!(out.status.success(), "{}", stderr_of(&out));
+    let refused = |out: Output| {
+        assert_eq!(out.status.code(), Some(1));
+        assert!(
+            stderr_of(&out).contains("(SignatureDoesNotMatch)"),
+            "{}",
+            stderr_of(&out)
+        );
+    };
+
+    // Nothing configured: a clear error.
+    let out = eulb(&[], &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("no load balancing service URL"),
+        "{}",
+        stderr_of(&out)
+    );
+
+    // Only ~/.euca: endpoint, region and keys from the files.
+    write(&home.join(".euca/site.ini"), &regions);
+    write(&home.join(".euca/users.ini"), &alice(&server.secret));
+    succeeds(eulb(&[], &[]));
+
+    // The system directory (EULB_SYSCONFDIR stands in for /etc/euca2ools): ~/.euca, read
+    // later, wins; conf.d is read after euca2ools.ini.
+    std::fs::remove_file(home.join(".euca/users.ini")).unwrap();
+    write(&sysconf.join("euca2ools.ini"), &alice(&server.secret));
+    succeeds(eulb(&[], &[]));
+    write(&sysconf.join("conf.d/zz-wrong.ini"), &alice("wrong-secret"));
+    refused(eulb(&[], &[]));
+    write(&home.join(".euca/users.ini"), &alice(&server.secret));
+    succeeds(eulb(&[], &[]));
+    write(&home.join(".euca/zz-override.ini"), &alice("wrong-secret"));
+    refused(eulb(&[], &[]));
+    std::fs::remove_file(home.join(".euca/zz-override.ini")).unwrap();
+
+    // Region selection: --region, then EUCA_DEFAULT_REGION, then AWS_DEFAULT_REGION, then
+    // [global] default-region; the selected region's user signs.
+    refused(eulb(&[], &["--region", "bad"]));
+    refused(eulb(&[("AWS_DEFAULT_REGION", "bad")], &[]));
+    refused(eulb(
+        &[
+            ("EUCA_DEFAULT_REGION", "bad"),
+            ("AWS_DEFAULT_REGION", "good"),
+        ],
+        &[],
+    ));
+    succeeds(eulb(
+        &[
+            ("EUCA_DEFAULT_REGION", "good"),
+            ("AWS_DEFAULT_REGION", "bad"),
+        ],
+        &[],
+    ));
+    succeeds(eulb(
+        &[("EUCA_DEFAULT_REGION", "bad")],
+        &["--region", "good"],
+    ));
+    // USER@REGION picks the user; the environment's keys beat the files' user.
+    succeeds(eulb(&[], &["--region", "alice@bad"]));
+    refused(eulb(&[], &["--region", "mallory@good"]));
+    succeeds(eulb(
+        &[
+            ("AWS_ACCESS_KEY_ID", &server.key_id),
+            ("AWS_SECRET_ACCESS_KEY", &server.secret),
+        ],
+        &["--region", "mallory@good"],
+    ));
+
+    // EUCA_CONFIG_PATH replaces the list of files.
+    let only = home.join("only.ini");
+    write(&only, &format!("{regions}\n{}", alice("wrong-secret")));
+    refused(eulb(&[("EUCA_CONFIG_PATH", only.to_str().unwrap())], &[]));
+    let path = format!("{}:{}/.euca/*.ini", only.display(), home.display());
+    succeeds(eulb(&[("EUCA_CONFIG_PATH", &path)], &[]));
+}
+
+#[test]
+fn euca2ools_placeholder_signing_region() {
+    // euca2ools 3.x with -U and keys but no configuration file signs for `undefined-<pid>`;
+    // control accepts it (as Eucalyptus does) and still verifies the signature. eulb signs
+    // for the region a `REGION::URL` names, which reproduces that request exactly.
+    let server = start();
+    let url = format!("undefined-31337::{}", server.url);
+    let eulb = |secret: &str, command: &str, args: &[&str]| -> Output {
+        let mut cmd = server.command(Path::new(EULB));
+        cmd.env_remove("AWS_ELB_URL")
+            .env_remove("AWS_ACCESS_KEY_ID")
+            .env_remove("AWS_SECRET_ACCESS_KEY")
+            .args([command, "-U", &url, "-I", &server.key_id, "-S", secret])
+            .args(args);
+        cmd.output().unwrap()
+    };
+    let out = eulb(
+        &server.secret,
+        "create-lb",
+        &[
+            "web",
+            "-z",
+            "us-east-1a",
+            "-l",
+            "protocol=TCP, lb-port=25, instance-port=25",
+        ],
+    );
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    // The placeholder addresses the first region: the same load balancer as us-east-1's.
+    let out = eulb(&server.secret, "describe-lbs", &[]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("LOAD_BALANCER\tweb\t"));
+    assert!(
+        server
+            .ok(Style::Subcommand, "describe-lbs", &[])
+            .starts_with("LOAD_BALANCER\tweb\t")
+    );
+    // The signature is still checked.
+    let out = eulb("wrong-secret", "describe-lbs", &[]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("(SignatureDoesNotMatch)"),
+        "{}",
+        stderr_of(&out)
+    );
+    // Other regions are still refused.
+    let mut cmd = server.command(Path::new(EULB));
+    let out = cmd
+        .args(["describe-lbs", "-U", &format!("ap-south-1::{}", server.url)])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr_of(&out).contains("valid region"),
+        "{}",
+        stderr_of(&out)
+    );
+    let out = eulb(&server.secret, "delete-lb", &["web"]);
+    assert!(out.status.success(), "{}", stderr_of(&out));
+    assert_eq!(server.ok(Style::Subcommand, "describe-lbs", &[]), "");
 }

@@ -201,8 +201,8 @@ fn run(once: bool) -> anyhow::Result<()> {
     );
     sys.web[1].stop();
     wait_health(&sys, &[("i-web2", "OutOfService")], Duration::from_secs(60))?;
-    let out = sys.eulb("describe-instance-health", &["web"])?;
-    show("eulb-describe-instance-health web", &out);
+    let out = sys.eulb("describe-instance-health", &["web", "--show-long"])?;
+    show("eulb-describe-instance-health web --show-long", &out);
     // servo-b learns web2's state from control (zone-a's servo checks it): give it a moment.
     std::thread::sleep(Duration::from_secs(2));
     let counts = requests(&sys, &dns, 30)?;
