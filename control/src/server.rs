@@ -473,8 +473,10 @@ mod tests {
 
     #[test]
     fn euca2ools_placeholder_region_addresses_the_first_region() {
-        let mut config = ServiceConfig::default();
-        config.regions = vec!["eu-west-1".into(), "us-east-1".into()];
+        let config = ServiceConfig {
+            regions: vec!["eu-west-1".into(), "us-east-1".into()],
+            ..ServiceConfig::default()
+        };
         assert_eq!(
             addressed_region(&config, "us-east-1").as_deref(),
             Some("us-east-1")

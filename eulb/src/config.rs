@@ -402,27 +402,20 @@ fn glob(pattern: &str, src: &Sources<'_>) -> Vec<PathBuf> {
     names.into_iter().map(|n| dir.join(n)).collect()
 }
 
+/// Shell-style `*` and `?` over the bytes of a file name (names are short, so the plain
+/// recursive form is fine).
 fn wildcard_match(pattern: &str, text: &str) -> bool {
-    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
-    // Classic two-pointer match with backtracking to the last '*'.
-    let (mut pi, mut ti, mut star, mut mark) = (0, 0, None, 0);
-    while ti < t.len() {
-        if pi < p.len() && (p[pi] == '?' || p[pi] == t[ti]) {
-            pi += 1;
-            ti += 1;
-        } else if pi < p.len() && p[pi] == '*' {
-            star = Some(pi);
-            mark = ti;
-            pi += 1;
-        } else if let Some(s) = star {
-            pi = s + 1;
-            mark += 1;
-            ti = mark;
-        } else {
-            return false;
+    fn go(p: &[u8], t: &[u8]) -> bool {
+        match (p.split_first(), t.split_first()) {
+            (None, None) => true,
+            (Some((b'*', rest)), _) => go(rest, t) || (!t.is_empty() && go(p, &t[1..])),
+            (Some((&pc, p_rest)), Some((&tc, t_rest))) if pc == b'?' || pc == tc => {
+                go(p_rest, t_rest)
+            }
+            _ => false,
         }
     }
-    p[pi..].iter().all(|&c| c == '*')
+    go(pattern.as_bytes(), text.as_bytes())
 }
 
 // ---------------------------------------------------------------------------------------------
