@@ -23,7 +23,8 @@ pub struct Common {
     /// load balancing service endpoint URL (default: $AWS_ELB_URL)
     #[arg(short = 'U', long = "url", value_name = "URL")]
     pub url: Option<String>,
-    /// region to sign requests for; USER@ picks a profile of the AWS credentials file
+    /// name of the region and/or user in config files to use (a [user] section of the
+    /// euca2ools files, or else a profile of the AWS files)
     #[arg(long, value_name = "[USER@]REGION")]
     pub region: Option<String>,
     /// profile of the AWS credentials file to use
