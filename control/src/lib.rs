@@ -14,6 +14,7 @@
 pub mod admin;
 pub mod api;
 pub mod assign;
+pub mod certs;
 pub mod cli;
 pub mod config;
 pub mod dns;
