@@ -19,6 +19,9 @@ pub struct ServiceConfig {
     pub ec2: Option<Ec2Config>,
     /// Servo protocol and assignment.
     pub servo: ServoSettings,
+    /// The key file that seals certificate private keys at rest (created on first use);
+    /// `None`: certificates cannot be uploaded (the API says why).
+    pub key_file: Option<std::path::PathBuf>,
 }
 
 /// How servos are told to behave and judged.
@@ -75,6 +78,7 @@ impl Default for ServiceConfig {
             max_clock_skew: Duration::from_secs(15 * 60),
             ec2: None,
             servo: ServoSettings::default(),
+            key_file: None,
         }
     }
 }

@@ -32,6 +32,13 @@ pub enum ErrorCode {
     InvalidScheme,
     LoadBalancerAttributeNotFound,
     UnsupportedProtocol,
+    // IAM errors of the server-certificate actions (botocore's iam model).
+    EntityAlreadyExists,
+    NoSuchEntity,
+    MalformedCertificate,
+    KeyPairMismatch,
+    DeleteConflict,
+    LimitExceeded,
     // Common Query API errors.
     ValidationError,
     MissingParameter,
@@ -77,6 +84,12 @@ impl ErrorCode {
             InvalidScheme => "InvalidScheme",
             LoadBalancerAttributeNotFound => "LoadBalancerAttributeNotFound",
             UnsupportedProtocol => "UnsupportedProtocol",
+            EntityAlreadyExists => "EntityAlreadyExists",
+            NoSuchEntity => "NoSuchEntity",
+            MalformedCertificate => "MalformedCertificate",
+            KeyPairMismatch => "KeyPairMismatch",
+            DeleteConflict => "DeleteConflict",
+            LimitExceeded => "LimitExceeded",
             ValidationError => "ValidationError",
             MissingParameter => "MissingParameter",
             InvalidParameterValue => "InvalidParameterValue",
@@ -98,12 +111,16 @@ impl ErrorCode {
         }
     }
 
-    /// HTTP status: botocore's model for the modeled errors (all 400 except
-    /// InvalidConfigurationRequest's 409), AWS's common-errors table for the rest.
+    /// HTTP status: botocore's models for the modeled errors (ELB's are all 400 except
+    /// InvalidConfigurationRequest's 409; IAM's as its model says), AWS's common-errors table
+    /// for the rest.
     pub fn status(self) -> StatusCode {
         use ErrorCode::*;
         match self {
-            InvalidConfigurationRequest => StatusCode::CONFLICT,
+            InvalidConfigurationRequest | EntityAlreadyExists | DeleteConflict | LimitExceeded => {
+                StatusCode::CONFLICT
+            }
+            NoSuchEntity => StatusCode::NOT_FOUND,
             AccessDenied
             | InvalidClientTokenId
             | MissingAuthenticationToken

@@ -15,6 +15,7 @@
 pub mod admin;
 pub mod api;
 pub mod assign;
+pub mod certs;
 pub mod config;
 pub mod dns;
 pub mod error;

@@ -91,6 +91,11 @@ struct ServeArgs {
     /// TTL (seconds) of the A records the DNS server answers.
     #[arg(long, default_value_t = 60)]
     dns_ttl: u32,
+    /// File with the key that seals server certificates' private keys in the database
+    /// (created, mode 0600, on first use). Default with SQLite: the database path + `.key`;
+    /// with PostgreSQL it must be given, the same file on every replica.
+    #[arg(long, env = "ELB_CONTROL_KEY_FILE")]
+    key_file: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -434,6 +439,7 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
             timeout: Duration::from_secs(args.servo_timeout),
             servos_per_zone: args.servos_per_zone,
         },
+        key_file: args.key_file.clone().or_else(|| default_key_file(db)),
     };
     config.validate()?;
     let store = Store::open(db)
@@ -500,6 +506,20 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Next to an SQLite database: `<path>.key`. PostgreSQL replicas must share one given file.
+fn default_key_file(db: &str) -> Option<std::path::PathBuf> {
+    match control::store::parse_database_url(db).ok()? {
+        (control::store::Backend::Sqlite, _) => {
+            let path = db
+                .strip_prefix("sqlite://")
+                .or_else(|| db.strip_prefix("sqlite:"))
+                .unwrap_or(db);
+            Some(std::path::PathBuf::from(format!("{path}.key")))
+        }
+        (control::store::Backend::Postgres, _) => None,
+    }
 }
 
 /// The database URL without a password, for logs.

@@ -19,6 +19,7 @@ use tokio::sync::{Notify, watch};
 use tracing::Instrument;
 
 use crate::api::{self, Action, Caller, Ctx};
+use crate::certs::{self, IamAction, seal::Sealer};
 use crate::config::ServiceConfig;
 use crate::error::{ApiError, ErrorCode, RequestFailure, xml_response};
 use crate::iam::PolicyDocument;
@@ -47,6 +48,8 @@ struct AppInner {
     assign_wake: Arc<Notify>,
     /// Turns true when the server starts shutting down, so long-polls answer at once.
     shutdown: watch::Sender<bool>,
+    /// The key that seals certificate private keys, read from `config.key_file` on first use.
+    sealer: std::sync::OnceLock<Sealer>,
 }
 
 impl AppState {
@@ -58,6 +61,7 @@ impl AppState {
                 inventory,
                 assign_wake: Arc::new(Notify::new()),
                 shutdown: watch::Sender::new(false),
+                sealer: std::sync::OnceLock::new(),
             }),
         }
     }
@@ -91,6 +95,29 @@ impl AppState {
 
     pub fn inventory(&self) -> &Inventory {
         &self.inner.inventory
+    }
+
+    /// The sealer of certificate private keys (loads or creates the key file once).
+    pub fn sealer(&self) -> Result<&Sealer, ApiError> {
+        if let Some(sealer) = self.inner.sealer.get() {
+            return Ok(sealer);
+        }
+        let Some(path) = &self.inner.config.key_file else {
+            return Err(ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "This control service has no key file to seal certificate private keys: its \
+                 administrator must start it with --key-file",
+            ));
+        };
+        let sealer = Sealer::load_or_create(path).map_err(|e| {
+            tracing::error!(error = %e, "cannot load the key file for certificate private keys");
+            ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                "This control service cannot read its key file for certificate private keys; \
+                 its administrator must check the log",
+            )
+        })?;
+        Ok(self.inner.sealer.get_or_init(|| sealer))
     }
 }
 
@@ -149,7 +176,7 @@ async fn not_found() -> Response {
 /// What the log line of a request records.
 #[derive(Default)]
 struct Outcome {
-    action: Option<Action>,
+    action: Option<&'static str>,
     account: Option<String>,
     user: Option<String>,
 }
@@ -183,7 +210,7 @@ async fn handle(
     )
     .await;
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
-    let action = outcome.action.map(Action::as_str).unwrap_or("-");
+    let action = outcome.action.unwrap_or("-");
     let account = outcome.account.as_deref().unwrap_or("-");
     let user = outcome.user.as_deref().unwrap_or("-");
     match result {
@@ -282,7 +309,7 @@ async fn process(
         headers: &header_list,
         body: &body,
     };
-    let (caller, region) = authenticate(state, &signed).await?;
+    let (caller, region, service) = authenticate(state, &signed).await?;
     outcome.account = Some(caller.account_id.clone());
     outcome.user = Some(caller.user_name.clone());
 
@@ -299,16 +326,20 @@ async fn process(
         .get("Version")
         .filter(|v| !v.is_empty())
         .ok_or_else(|| ApiError::missing("Version"))?;
-    if version != API_VERSION {
+    let api_version = match service {
+        Service::Elb => API_VERSION,
+        Service::Iam => certs::API_VERSION,
+    };
+    if version != api_version {
         return Err(ApiError::new(
             ErrorCode::NoSuchVersion,
             format!(
-                "Version {} is not supported by this service; use {API_VERSION}",
+                "Version {} is not supported by this service; use {api_version}",
                 crate::validate::printable(version)
             ),
         ));
     }
-    let action = Action::parse(action_name).ok_or_else(|| {
+    let invalid_action = || {
         ApiError::new(
             ErrorCode::InvalidAction,
             format!(
@@ -316,8 +347,14 @@ async fn process(
                 crate::validate::printable(action_name)
             ),
         )
-    })?;
-    outcome.action = Some(action);
+    };
+    if service == Service::Iam {
+        let action = IamAction::parse(action_name).ok_or_else(invalid_action)?;
+        outcome.action = Some(action.as_str());
+        return certs::dispatch(state, &caller, action, request_id, &params).await;
+    }
+    let action = Action::parse(action_name).ok_or_else(invalid_action)?;
+    outcome.action = Some(action.as_str());
     let ctx = Ctx {
         state,
         caller: &caller,
@@ -329,6 +366,15 @@ async fn process(
     api::dispatch(&ctx).await
 }
 
+/// The APIs served on `/`, told apart by the service of the request's SigV4 credential scope.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Service {
+    /// Elastic Load Balancing 2012-06-01.
+    Elb,
+    /// IAM 2010-05-08 (server certificates only).
+    Iam,
+}
+
 fn sig_error(e: SigV4Error) -> ApiError {
     match e {
         SigV4Error::Missing => ApiError::new(ErrorCode::MissingAuthenticationToken, e.to_string()),
@@ -338,19 +384,25 @@ fn sig_error(e: SigV4Error) -> ApiError {
     }
 }
 
-/// Verifies the SigV4 signature and returns the caller and the region it addressed.
+/// Verifies the SigV4 signature and returns the caller, the region it addressed and the
+/// service it signed for.
 async fn authenticate(
     state: &AppState,
     req: &elb_sigv4::Request<'_>,
-) -> Result<(Caller, String), ApiError> {
+) -> Result<(Caller, String, Service), ApiError> {
     let pending = elb_sigv4::parse(req).map_err(sig_error)?;
     let scope = &pending.credential;
-    if scope.service != SIGNING_SERVICE {
-        return Err(sig_error(SigV4Error::Mismatch(format!(
-            "Credential should be scoped to correct service: '{SIGNING_SERVICE}', not '{}'",
-            crate::validate::printable(&scope.service)
-        ))));
-    }
+    let service = match scope.service.as_str() {
+        SIGNING_SERVICE => Service::Elb,
+        certs::SIGNING_SERVICE => Service::Iam,
+        other => {
+            return Err(sig_error(SigV4Error::Mismatch(format!(
+                "Credential should be scoped to correct service: '{SIGNING_SERVICE}' or '{}', not '{}'",
+                certs::SIGNING_SERVICE,
+                crate::validate::printable(other)
+            ))));
+        }
+    };
     let now = elb_sigv4::time::now_secs();
     let skew = i64::try_from(state.config().max_clock_skew.as_secs()).unwrap_or(900);
     pending.check_time(now, skew).map_err(sig_error)?;
@@ -407,7 +459,7 @@ async fn authenticate(
         is_admin: principal.account_is_admin,
         policies,
     };
-    Ok((caller, region))
+    Ok((caller, region, service))
 }
 
 /// The region a request whose credential scope names `scope_region` addresses: that region if

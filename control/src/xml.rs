@@ -100,11 +100,21 @@ pub fn response_document(
     request_id: &str,
     result: impl FnOnce(&mut XmlWriter),
 ) -> String {
+    response_document_in(NAMESPACE, action, request_id, result)
+}
+
+/// [`response_document`] in another service's namespace (IAM's for its actions).
+pub fn response_document_in(
+    namespace: &str,
+    action: &str,
+    request_id: &str,
+    result: impl FnOnce(&mut XmlWriter),
+) -> String {
     let mut w = XmlWriter::new();
     w.out
         .push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
     let root = format!("{action}Response");
-    w.out.push_str(&format!("<{root} xmlns=\"{NAMESPACE}\">"));
+    w.out.push_str(&format!("<{root} xmlns=\"{namespace}\">"));
     w.elem(&format!("{action}Result"), result);
     w.elem("ResponseMetadata", |w| w.text("RequestId", request_id));
     w.out.push_str(&format!("</{root}>\n"));

@@ -64,6 +64,9 @@ class Server:
     def start(self):
         self.log = open(self.log_path, "ab")
         cmd = [str(BIN), "--db", self.db, "serve", "--listen", "127.0.0.1:0", *self.extra_args]
+        if self.db.startswith("postgres") and "--key-file" not in self.extra_args:
+            # SQLite defaults to a key file next to the database; PostgreSQL replicas share one.
+            cmd += ["--key-file", str(Path(self.log_path).with_name("control-" + self.db.rsplit("/", 1)[-1] + ".key"))]
         env = dict(os.environ, **(self.env or {}))
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=self.log, env=env)
         line = _read_line_with_timeout(self.proc, 30)
@@ -226,6 +229,31 @@ def elb_client(url, key_id, secret, region=REGION, validate=True):
     )
 
 
+def iam_client(url, key_id, secret, validate=True):
+    """A boto3 IAM client for control's server-certificate actions."""
+    return boto3.client(
+        "iam",
+        endpoint_url=url,
+        region_name=REGION,
+        aws_access_key_id=key_id,
+        aws_secret_access_key=secret,
+        config=botocore.config.Config(retries={"total_max_attempts": 1}, parameter_validation=validate),
+    )
+
+
+def make_certificate(common_name, days=30, key_type="ec"):
+    """A self-signed certificate and its unencrypted key, PEM, made by openssl."""
+    with tempfile.TemporaryDirectory() as tmp:
+        key, cert = Path(tmp) / "key.pem", Path(tmp) / "cert.pem"
+        newkey = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256"] if key_type == "ec" else ["-newkey", "rsa:2048"]
+        subprocess.run(
+            ["openssl", "req", "-x509", *newkey, "-nodes", "-keyout", str(key), "-out", str(cert),
+             "-subj", f"/CN={common_name}", "-days", str(days), "-addext", f"subjectAltName=DNS:{common_name}"],
+            check=True, capture_output=True, timeout=60,
+        )
+        return cert.read_text(), key.read_text()
+
+
 class Account:
     def __init__(self, env, created):
         self.env = env
@@ -236,6 +264,14 @@ class Account:
         self.elb = elb_client(env.url, self.key_id, self.secret)
         # Without client-side validation, so that the server's own checks are exercised.
         self.raw = elb_client(env.url, self.key_id, self.secret, validate=False)
+        self.iam = iam_client(env.url, self.key_id, self.secret)
+
+    def certificate(self, name=None):
+        """Uploads a fresh self-signed certificate; returns its ARN."""
+        name = name or "cert-" + uuid.uuid4().hex[:8]
+        body, key = make_certificate(f"{name}.example.test")
+        meta = self.iam.upload_server_certificate(ServerCertificateName=name, CertificateBody=body, PrivateKey=key)
+        return meta["ServerCertificateMetadata"]["Arn"]
 
     def user(self, name=None, policy=None):
         name = name or "u" + uuid.uuid4().hex[:8]

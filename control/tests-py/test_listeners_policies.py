@@ -46,8 +46,8 @@ def test_listener_quota(acct, env):
 
 def test_ssl_certificate(acct):
     elb = acct.elb
-    cert1 = f"arn:aws:iam::{acct.id}:server-certificate/one"
-    cert2 = f"arn:aws:iam::{acct.id}:server-certificate/two"
+    cert1 = acct.certificate("one")
+    cert2 = acct.certificate("two")
     name = make_lb(elb, listeners=[listener("HTTPS", 443, 80, "HTTP", cert1), listener("HTTP", 80, 80)])
     elb.set_load_balancer_listener_ssl_certificate(LoadBalancerName=name, LoadBalancerPort=443, SSLCertificateId=cert2)
     assert describe(elb, name)["ListenerDescriptions"][0]["Listener"]["SSLCertificateId"] == cert2
@@ -120,7 +120,7 @@ def test_stickiness_and_listener_policies(acct):
 
 def test_create_policy_proxy_protocol_backend_and_ssl(acct):
     elb = acct.elb
-    cert = f"arn:aws:iam::{acct.id}:server-certificate/c"
+    cert = acct.certificate("c")
     name = make_lb(elb, listeners=[listener("TCP", 80, 8080), listener("SSL", 443, 8443, "SSL", cert)])
     elb.create_load_balancer_policy(
         LoadBalancerName=name, PolicyName="proxy", PolicyTypeName="ProxyProtocolPolicyType",

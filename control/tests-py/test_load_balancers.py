@@ -115,10 +115,25 @@ def test_listener_backend_security_must_agree(acct):
 
 
 def test_https_listener_with_certificate(acct):
-    cert = f"arn:aws:acm:us-east-1:{acct.id}:certificate/abc-123"
+    cert = acct.certificate()
     name = make_lb(acct.elb, listeners=[listener("HTTPS", 443, 80, "HTTP", cert)])
     l = describe(acct.elb, name)["ListenerDescriptions"][0]["Listener"]
     assert l["SSLCertificateId"] == cert and l["InstanceProtocol"] == "HTTP"
+
+
+@pytest.mark.parametrize("which", ["unknown-iam", "acm", "other-account"])
+def test_listener_certificate_must_exist(env, acct, which):
+    """A certificate that control cannot serve is refused at once, never stored and ignored."""
+    if which == "unknown-iam":
+        cert = f"arn:aws:iam::{acct.id}:server-certificate/never-uploaded"
+    elif which == "acm":
+        cert = f"arn:aws:acm:us-east-1:{acct.id}:certificate/abc-123"
+    else:
+        cert = env.account().certificate()
+    with pytest.raises(ClientError) as e:
+        make_lb(acct.elb, listeners=[listener("HTTPS", 443, 80, "HTTP", cert)])
+    assert error_code(e) == "CertificateNotFound"
+    assert acct.elb.describe_load_balancers()["LoadBalancerDescriptions"] == []
 
 
 def test_empty_listeners_and_placement_errors(acct):

@@ -113,6 +113,7 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     }
     let listeners = validate::listeners(&members, name, account)?;
     validate::backend_security_consistent(&listeners)?;
+    super::listeners::require_certificates(ctx, &listeners).await?;
 
     let zones = p.string_list("AvailabilityZones")?.unwrap_or_default();
     let subnet_ids = p.string_list("Subnets")?.unwrap_or_default();

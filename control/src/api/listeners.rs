@@ -2,7 +2,9 @@
 
 use super::Ctx;
 use super::lbs::too_many_listeners;
+use crate::certs;
 use crate::error::{ApiError, ErrorCode};
+use crate::model::Listener;
 use crate::quota::QuotaName;
 use crate::validate;
 
@@ -16,6 +18,7 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         return Err(ApiError::validation("Listeners cannot be empty"));
     }
     let new = validate::listeners(&members, name, &ctx.caller.account_id)?;
+    require_certificates(ctx, &new).await?;
     let limit = ctx.quotas().await?.get(QuotaName::Listeners);
     ctx.state
         .store()
@@ -65,7 +68,12 @@ pub async fn set_certificate(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let name = ctx.lb_name()?;
     let port = ctx.params.required_int("LoadBalancerPort", 1, 65535)?;
     let cert = ctx.params.required("SSLCertificateId")?.to_string();
+    // A missing load balancer is reported before a missing certificate, as on AWS.
     validate::certificate_arn(&cert, &ctx.caller.account_id)?;
+    if ctx.state.store().get_lb(&ctx.key(name)).await?.is_none() {
+        return Err(ApiError::lb_not_found(name));
+    }
+    certs::require_listener_certificate(ctx.state, &ctx.caller.account_id, &cert).await?;
     ctx.state
         .store()
         .update_lb(&ctx.key(name), |lb| {
@@ -91,4 +99,15 @@ pub fn listener_not_found(lb: &str, port: i64) -> ApiError {
         ErrorCode::ListenerNotFound,
         format!("There is no listener on port {port} of load balancer {lb}"),
     )
+}
+
+/// Every certificate the listeners name must exist in the caller's account.
+pub async fn require_certificates(ctx: &Ctx<'_>, listeners: &[Listener]) -> Result<(), ApiError> {
+    for arn in listeners
+        .iter()
+        .filter_map(|l| l.ssl_certificate_id.as_deref())
+    {
+        certs::require_listener_certificate(ctx.state, &ctx.caller.account_id, arn).await?;
+    }
+    Ok(())
 }

@@ -16,6 +16,7 @@
 //! - Every bump records what made it in `changes` (the API request id when there is one, see
 //!   [`with_origin`]).
 
+mod certs;
 mod identity;
 mod inventory;
 mod lb;
@@ -30,6 +31,7 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 use tokio::sync::watch;
 
+pub use certs::{CertificateDeletion, ServerCertificate};
 pub use identity::{AccessKey, Account, Principal, ROOT_USER as ROOT_USER_NAME, User, UserPolicy};
 pub use inventory::{InventoryInstance, Subnet, Zone};
 pub use lb::LbPage;

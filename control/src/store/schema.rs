@@ -198,4 +198,26 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE servos ADD COLUMN counters TEXT",
         ],
     ),
+    (
+        4,
+        &[
+            // IAM server certificates. `name_key` is the lower-cased name (IAM names are
+            // unique per account without regard to case); `sealed_key` is the private key
+            // sealed with control's key file (never stored in clear); `tags` a JSON list.
+            "CREATE TABLE server_certificates (
+                account_id TEXT NOT NULL REFERENCES accounts(id),
+                name TEXT NOT NULL,
+                name_key TEXT NOT NULL,
+                path TEXT NOT NULL,
+                id TEXT NOT NULL UNIQUE,
+                arn TEXT NOT NULL UNIQUE,
+                body TEXT NOT NULL,
+                chain TEXT,
+                sealed_key TEXT NOT NULL,
+                uploaded_at BIGINT NOT NULL,
+                not_after BIGINT NOT NULL,
+                tags TEXT,
+                PRIMARY KEY (account_id, name_key))",
+        ],
+    ),
 ];
