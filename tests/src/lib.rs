@@ -6,6 +6,7 @@ pub mod bench;
 pub mod dns;
 pub mod fixture;
 pub mod http;
+pub mod moto;
 pub mod netns;
 pub mod packet;
 pub mod system;
