@@ -16,6 +16,7 @@ pub mod api;
 pub mod assign;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod dns;
 pub mod error;
 pub mod iam;

@@ -25,7 +25,7 @@ use crate::iam::PolicyDocument;
 use crate::inventory::Inventory;
 use crate::query::Params;
 use crate::sigv4::{self, SigV4Error, SignedParts};
-use crate::store::{ChangeOrigin, Store, with_origin};
+use crate::store::{ChangeOrigin, Principal, Store, with_origin};
 use crate::timefmt;
 
 /// The API version this service implements.
@@ -48,6 +48,8 @@ struct AppInner {
     assign_wake: Arc<Notify>,
     /// Turns true when the server starts shutting down, so long-polls answer at once.
     shutdown: watch::Sender<bool>,
+    /// The web console's in-memory state (metrics history).
+    console: crate::console::Console,
 }
 
 impl AppState {
@@ -59,6 +61,7 @@ impl AppState {
                 inventory,
                 assign_wake: Arc::new(Notify::new()),
                 shutdown: watch::Sender::new(false),
+                console: crate::console::Console::default(),
             }),
         }
     }
@@ -93,6 +96,10 @@ impl AppState {
     pub fn inventory(&self) -> &Inventory {
         &self.inner.inventory
     }
+
+    pub fn console(&self) -> &crate::console::Console {
+        &self.inner.console
+    }
 }
 
 /// The router: the Query API answers on `/` (GET with a query string, or POST with a form).
@@ -100,6 +107,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", any(handle))
         .nest("/servo/v1", crate::servo_api::router())
+        .merge(crate::console::router())
         .fallback(not_found)
         .with_state(state)
 }
@@ -112,6 +120,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stopping = state.clone();
+    tokio::spawn(crate::console::run_background(state.clone()));
     let shutdown = async move {
         shutdown.await;
         stopping.begin_shutdown();
@@ -183,6 +192,41 @@ async fn handle(
         .instrument(span),
     )
     .await;
+    finish(request_id, started, &outcome, result)
+}
+
+/// Runs one Query API request for a caller authenticated by other means than a signature (the
+/// console's session): the same action parsing, dispatch and IAM evaluation as a signed
+/// request, with its own RequestId, change origin and log line.
+pub async fn handle_authenticated(
+    state: &AppState,
+    caller: &Caller,
+    region: &str,
+    params: &Params,
+) -> Response {
+    let request_id = new_request_id();
+    let started = Instant::now();
+    let mut outcome = Outcome {
+        account: Some(caller.account_id.clone()),
+        user: Some(caller.user_name.clone()),
+        ..Outcome::default()
+    };
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let result = with_origin(
+        ChangeOrigin::Request(request_id.clone()),
+        execute(state, &request_id, caller, region, params, &mut outcome).instrument(span),
+    )
+    .await;
+    finish(request_id, started, &outcome, result)
+}
+
+/// Logs the request's outcome and renders its response.
+fn finish(
+    request_id: String,
+    started: Instant,
+    outcome: &Outcome,
+    result: Result<String, ApiError>,
+) -> Response {
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let action = outcome.action.map(Action::as_str).unwrap_or("-");
     let account = outcome.account.as_deref().unwrap_or("-");
@@ -286,7 +330,18 @@ async fn process(
     let (caller, region) = authenticate(state, &signed).await?;
     outcome.account = Some(caller.account_id.clone());
     outcome.user = Some(caller.user_name.clone());
+    execute(state, request_id, &caller, &region, &params, outcome).await
+}
 
+/// Checks `Action` and `Version` and runs the action for an authenticated caller.
+async fn execute(
+    state: &AppState,
+    request_id: &str,
+    caller: &Caller,
+    region: &str,
+    params: &Params,
+    outcome: &mut Outcome,
+) -> Result<String, ApiError> {
     let action_name = params
         .get("Action")
         .filter(|a| !a.is_empty())
@@ -321,11 +376,11 @@ async fn process(
     outcome.action = Some(action);
     let ctx = Ctx {
         state,
-        caller: &caller,
-        region: &region,
+        caller,
+        region,
         action,
         request_id,
-        params: &params,
+        params,
     };
     api::dispatch(&ctx).await
 }
@@ -384,6 +439,11 @@ async fn authenticate(
             ),
         ));
     }
+    Ok((caller_of(state, principal).await?, scope.region.clone()))
+}
+
+/// The caller an authenticated principal acts as, with its current policies.
+pub async fn caller_of(state: &AppState, principal: Principal) -> Result<Caller, ApiError> {
     let mut policies = Vec::new();
     if !principal.is_root {
         for p in state
@@ -408,7 +468,7 @@ async fn authenticate(
         is_admin: principal.account_is_admin,
         policies,
     };
-    Ok((caller, scope.region.clone()))
+    Ok(caller)
 }
 
 /// Waits for SIGINT or SIGTERM (whichever comes first) and logs which.

@@ -198,4 +198,19 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE servos ADD COLUMN counters TEXT",
         ],
     ),
+    (
+        4,
+        &[
+            // Web console sessions (control/src/console/session.rs): only a SHA-256 of the
+            // random session token is kept. Times in milliseconds of the serving replica's clock.
+            "CREATE TABLE console_sessions (
+                token_hash TEXT PRIMARY KEY,
+                access_key_id TEXT NOT NULL,
+                region TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                last_seen BIGINT NOT NULL)",
+            "CREATE INDEX console_sessions_by_expiry ON console_sessions (expires_at)",
+        ],
+    ),
 ];
