@@ -11,6 +11,8 @@
   const HEALTH_POLL_MS = 2000;
   const METRICS_POLL_MS = 10000;
   const ADMIN_POLL_MS = 5000;
+  /** Shortest time span a plot shows, in 10-second points (5 minutes). */
+  const MIN_SPAN_POINTS = 30;
 
   /** The signed-in session (`GET api/session`), or null. */
   let session = null;
@@ -627,6 +629,15 @@
       if (generation !== viewGeneration || !container) return;
       $("metrics-note").textContent = data.Note || "";
       if (!figures.size) container.replaceChildren();
+      // The axes start at the oldest value reported (at most an hour ago, at least
+      // MIN_SPAN_POINTS ago), the same for every plot.
+      const n = data.Timestamps.length;
+      let start = Math.max(0, n - MIN_SPAN_POINTS);
+      for (const m of data.Metrics) {
+        const first = m.Values.findIndex((v) => v !== null);
+        if (first >= 0) start = Math.min(start, first);
+      }
+      const timestamps = data.Timestamps.slice(start);
       for (const m of data.Metrics) {
         let fig = figures.get(m.Name);
         if (!fig) {
@@ -634,7 +645,7 @@
           figures.set(m.Name, fig);
           container.append(fig.el);
         }
-        updateFigure(fig, m, data.Timestamps, data.Period);
+        updateFigure(fig, { ...m, Values: m.Values.slice(start) }, timestamps, data.Period);
       }
     };
     load();
@@ -695,7 +706,9 @@
       series: [
         {},
         { label: m.Label, stroke: "#0b5cad", width: 2, fill: "rgba(11, 92, 173, 0.12)", spanGaps: false,
-          value: (u, v) => formatNumber(v, m.Unit) },
+          value: (u, v) => formatNumber(v, m.Unit),
+          // A value between two gaps has no line to draw: mark it with a dot.
+          points: { show: false, size: 7, fill: "#0b5cad", filter: (u, si) => isolated(u.data[si]) } },
       ],
       axes: [
         { stroke: "#57606a", grid: { stroke: "#eaeef2" } },
@@ -703,6 +716,16 @@
       ],
     }, series, fig.plotBox);
     viewPlots.push(fig.plot);
+  }
+
+  /** Indices of values with no value on either side (null when there are none). */
+  function isolated(values) {
+    const out = [];
+    for (let i = 0; i < values.length; i += 1) {
+      const v = values[i];
+      if (v !== null && (i === 0 || values[i - 1] === null) && (i === values.length - 1 || values[i + 1] === null)) out.push(i);
+    }
+    return out.length ? out : null;
   }
 
   function healthCheckSection(lb, reload) {
