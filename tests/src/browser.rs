@@ -111,18 +111,16 @@ impl Chrome {
             "goog:chromeOptions".into(),
             serde_json::json!({ "binary": CHROMIUM, "args": args }),
         );
-        let client = ClientBuilder::new(
-            hyper_util::client::legacy::connect::HttpConnector::new(),
-        )
-        .capabilities(caps)
-        .connect(&format!("http://127.0.0.1:{DRIVER_PORT}"))
-        .await
-        .with_context(|| {
-            format!(
-                "starting Chromium through chromedriver (log: {})",
-                fs::read_to_string(&self.log).unwrap_or_default()
-            )
-        })?;
+        let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
+            .capabilities(caps)
+            .connect(&format!("http://127.0.0.1:{DRIVER_PORT}"))
+            .await
+            .with_context(|| {
+                format!(
+                    "starting Chromium through chromedriver (log: {})",
+                    fs::read_to_string(&self.log).unwrap_or_default()
+                )
+            })?;
         Ok(client)
     }
 

@@ -55,8 +55,16 @@ fn screenshot_dir() -> PathBuf {
 
 /// Reports what the page shows at a failure.
 async fn page_state(client: &Client) -> String {
-    let error = text_of(client, "#error").await.ok().flatten().unwrap_or_default();
-    let title = text_of(client, "h1").await.ok().flatten().unwrap_or_default();
+    let error = text_of(client, "#error")
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
+    let title = text_of(client, "h1")
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or_default();
     format!("page '{title}', error box: '{error}'")
 }
 
@@ -125,19 +133,34 @@ async fn scenario(sys: &System, client: &Client) -> anyhow::Result<()> {
         .for_element(Locator::Css("#sign-in"))
         .await
         .context("the sign-in form")?;
-    fill(client, "#sign-in input[name=AccessKeyId]", &sys.account.access_key).await?;
-    fill(client, "#sign-in input[name=SecretAccessKey]", &sys.account.secret).await?;
+    fill(
+        client,
+        "#sign-in input[name=AccessKeyId]",
+        &sys.account.access_key,
+    )
+    .await?;
+    fill(
+        client,
+        "#sign-in input[name=SecretAccessKey]",
+        &sys.account.secret,
+    )
+    .await?;
     click(client, "#sign-in button[type=submit]").await?;
-    wait_until(Duration::from_secs(20), "the load balancer list", || async {
-        Ok(text_of(client, "#lb-list caption").await?)
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the load balancer list",
+        || async { text_of(client, "#lb-list caption").await },
+    )
     .await?;
     let who = text_of(client, "#who-text").await?.unwrap_or_default();
     ensure!(who.contains(&sys.account.id), "signed in as {who}");
     // The session lives in an HttpOnly cookie: the page's script cannot read it.
     let cookies = client.execute("return document.cookie;", vec![]).await?;
     ensure!(
-        !cookies.as_str().unwrap_or("").contains("elb_console_session"),
+        !cookies
+            .as_str()
+            .unwrap_or("")
+            .contains("elb_console_session"),
         "the session cookie is visible to scripts: {cookies}"
     );
 
@@ -157,9 +180,11 @@ async fn scenario(sys: &System, client: &Client) -> anyhow::Result<()> {
     }
     // The listener row's defaults are HTTP 80 -> HTTP 80.
     click(client, "#create-lb button[type=submit]").await?;
-    wait_until(Duration::from_secs(20), "the load balancer page", || async {
-        Ok(text_of(client, "#lb-dns").await?.filter(|t| !t.is_empty()))
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the load balancer page",
+        || async { Ok(text_of(client, "#lb-dns").await?.filter(|t| !t.is_empty())) },
+    )
     .await?;
     let dns = text_of(client, "#lb-dns").await?.unwrap_or_default();
     ensure!(dns == sys.dns_name("web"), "DNS name on the page: {dns}");
@@ -171,13 +196,24 @@ async fn scenario(sys: &System, client: &Client) -> anyhow::Result<()> {
     fill(client, "#health-check input[name=UnhealthyThreshold]", "2").await?;
     fill(client, "#health-check input[name=HealthyThreshold]", "2").await?;
     click(client, "#health-check button[type=submit]").await?;
-    wait_until(Duration::from_secs(20), "the health check to be saved", || async {
-        Ok(text_of(client, "#notice").await?.filter(|t| t.contains("Health check saved")))
-    })
+    wait_until(
+        Duration::from_secs(20),
+        "the health check to be saved",
+        || async {
+            Ok(text_of(client, "#notice")
+                .await?
+                .filter(|t| t.contains("Health check saved")))
+        },
+    )
     .await?;
 
     // An API error is shown with the API's message.
-    fill(client, "#register-instances input[name=Instances]", "i-nope").await?;
+    fill(
+        client,
+        "#register-instances input[name=Instances]",
+        "i-nope",
+    )
+    .await?;
     click(client, "#register-instances button[type=submit]").await?;
     let error = wait_until(Duration::from_secs(20), "the API's error", || async {
         Ok(text_of(client, "#error").await?.filter(|t| !t.is_empty()))
@@ -189,16 +225,28 @@ async fn scenario(sys: &System, client: &Client) -> anyhow::Result<()> {
     );
 
     // Register both instances; both become InService on the page, which polls.
-    fill(client, "#register-instances input[name=Instances]", "i-web1, i-web2").await?;
+    fill(
+        client,
+        "#register-instances input[name=Instances]",
+        "i-web1, i-web2",
+    )
+    .await?;
     click(client, "#register-instances button[type=submit]").await?;
     let started = Instant::now();
-    let states = wait_until(Duration::from_secs(90), "both instances InService on the page", || async {
-        let states = instance_states(client).await?;
-        let ok = states.len() == 2 && states.iter().all(|(_, s)| s == "InService");
-        Ok(ok.then_some(states))
-    })
+    let states = wait_until(
+        Duration::from_secs(90),
+        "both instances InService on the page",
+        || async {
+            let states = instance_states(client).await?;
+            let ok = states.len() == 2 && states.iter().all(|(_, s)| s == "InService");
+            Ok(ok.then_some(states))
+        },
+    )
     .await?;
-    eprintln!("InService on the page after {:?}: {states:?}", started.elapsed());
+    eprintln!(
+        "InService on the page after {:?}: {states:?}",
+        started.elapsed()
+    );
 
     // Traffic through the servo's VIP, in two bursts; the connection plot rises with each.
     let vip = sys.servos[0].vip;
@@ -215,19 +263,23 @@ async fn scenario(sys: &System, client: &Client) -> anyhow::Result<()> {
             "round robin over both instances: {seen:?}"
         );
         sent += burst;
-        let total = wait_until(Duration::from_secs(60), "the connection plot to rise", || async {
-            let Ok(fig) = client.find(Locator::Css(plot)).await else {
-                return Ok(None);
-            };
-            let total: f64 = fig
-                .attr("data-total")
-                .await?
-                .unwrap_or_default()
-                .parse()
-                .unwrap_or(0.0);
-            // Health checks are not forwarded flows: only the client's connections count.
-            Ok((total >= f64::from(sent)).then_some(total))
-        })
+        let total = wait_until(
+            Duration::from_secs(60),
+            "the connection plot to rise",
+            || async {
+                let Ok(fig) = client.find(Locator::Css(plot)).await else {
+                    return Ok(None);
+                };
+                let total: f64 = fig
+                    .attr("data-total")
+                    .await?
+                    .unwrap_or_default()
+                    .parse()
+                    .unwrap_or(0.0);
+                // Health checks are not forwarded flows: only the client's connections count.
+                Ok((total >= f64::from(sent)).then_some(total))
+            },
+        )
         .await?;
         eprintln!("connection plot total after {sent} connections: {total}");
     }
@@ -272,16 +324,22 @@ async fn scenario(sys: &System, client: &Client) -> anyhow::Result<()> {
     let plot_png = save_png(&dir, "console-metrics-plot.png", &fig.screenshot().await?)?;
     eprintln!("screenshots: {} {}", page.display(), plot_png.display());
 
+    edit_settings(sys, client).await?;
+
     // Delete the load balancer through the confirmation dialog.
     click(client, "#delete-lb").await?;
-    wait_until(Duration::from_secs(10), "the confirmation dialog", || async {
-        let open = client
-            .find(Locator::Css("#delete-dialog"))
-            .await?
-            .attr("open")
-            .await?;
-        Ok(open.map(|_| ()))
-    })
+    wait_until(
+        Duration::from_secs(10),
+        "the confirmation dialog",
+        || async {
+            let open = client
+                .find(Locator::Css("#delete-dialog"))
+                .await?
+                .attr("open")
+                .await?;
+            Ok(open.map(|_| ()))
+        },
+    )
     .await?;
     click(client, "#confirm-delete").await?;
     wait_until(Duration::from_secs(20), "the list without web", || async {
@@ -321,6 +379,144 @@ async fn scenario(sys: &System, client: &Client) -> anyhow::Result<()> {
         )
         .await?;
     ensure!(status == 401, "after sign-out api/session answers {status}");
+
+    admin_view(sys, client).await
+}
+
+/// Waits for the notice that confirms a change.
+async fn confirmed(client: &Client, text: &str) -> anyhow::Result<()> {
+    wait_until(Duration::from_secs(20), text, || async {
+        let error = text_of(client, "#error").await?.unwrap_or_default();
+        ensure!(error.is_empty(), "the page shows an error: {error}");
+        Ok(text_of(client, "#notice")
+            .await?
+            .filter(|t| t.contains(text))
+            .map(|_| ()))
+    })
+    .await
+}
+
+/// Policies (stickiness on a listener), a new listener and attributes, through the page's
+/// forms; checked through the API with awscli.
+async fn edit_settings(sys: &System, client: &Client) -> anyhow::Result<()> {
+    fill(client, "#lb-cookie-policy input[name=PolicyName]", "sticky").await?;
+    fill(
+        client,
+        "#lb-cookie-policy input[name=CookieExpirationPeriod]",
+        "60",
+    )
+    .await?;
+    click(client, "#lb-cookie-policy button[type=submit]").await?;
+    confirmed(client, "Policy sticky created").await?;
+    click(
+        client,
+        "form[data-listener-policies='80'] input[value=sticky]",
+    )
+    .await?;
+    click(
+        client,
+        "form[data-listener-policies='80'] button[type=submit]",
+    )
+    .await?;
+    confirmed(client, "Policies of the listener on port 80 set").await?;
+
+    client
+        .find(Locator::Css("#add-listener select[name=Protocol]"))
+        .await?
+        .select_by_value("TCP")
+        .await?;
+    client
+        .find(Locator::Css("#add-listener select[name=InstanceProtocol]"))
+        .await?
+        .select_by_value("TCP")
+        .await?;
+    fill(client, "#add-listener input[name=LoadBalancerPort]", "8080").await?;
+    fill(client, "#add-listener input[name=InstancePort]", "80").await?;
+    click(client, "#add-listener button[type=submit]").await?;
+    confirmed(client, "Listener added").await?;
+
+    click(client, "#attributes-form .check input").await?; // cross-zone, was off
+    fill(
+        client,
+        "#attributes-form input[name='ConnectionSettings.IdleTimeout']",
+        "120",
+    )
+    .await?;
+    click(client, "#attributes-form button[type=submit]").await?;
+    confirmed(client, "Attributes saved").await?;
+
+    let lb = &sys.aws(&["describe-load-balancers", "--load-balancer-names", "web"])?["LoadBalancerDescriptions"]
+        [0];
+    let listeners = lb["ListenerDescriptions"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
+    let on = |port: u64| {
+        listeners
+            .iter()
+            .find(|l| l["Listener"]["LoadBalancerPort"] == port)
+            .cloned()
+            .unwrap_or_default()
+    };
+    ensure!(
+        on(80)["PolicyNames"] == serde_json::json!(["sticky"]),
+        "listener 80: {}",
+        on(80)
+    );
+    ensure!(
+        on(8080)["Listener"]["Protocol"] == "TCP",
+        "listener 8080: {}",
+        on(8080)
+    );
+    ensure!(
+        lb["Policies"]["LBCookieStickinessPolicies"][0]["CookieExpirationPeriod"] == 60,
+        "policies: {}",
+        lb["Policies"]
+    );
+    let attrs = sys.aws(&[
+        "describe-load-balancer-attributes",
+        "--load-balancer-name",
+        "web",
+    ])?;
+    let a = &attrs["LoadBalancerAttributes"];
+    ensure!(
+        a["CrossZoneLoadBalancing"]["Enabled"] == true
+            && a["ConnectionSettings"]["IdleTimeout"] == 120,
+        "attributes: {a}"
+    );
+    Ok(())
+}
+
+/// An administrator signs in and sees servos, zones and readiness.
+async fn admin_view(sys: &System, client: &Client) -> anyhow::Result<()> {
+    let ops: serde_json::Value =
+        serde_json::from_str(&sys.admin(&["account", "create", "--name", "ops", "--admin"])?)?;
+    let key = ops["AccessKeyId"].as_str().context("AccessKeyId")?;
+    let secret = ops["SecretAccessKey"].as_str().context("SecretAccessKey")?;
+    fill(client, "#sign-in input[name=AccessKeyId]", key).await?;
+    fill(client, "#sign-in input[name=SecretAccessKey]", secret).await?;
+    click(client, "#sign-in button[type=submit]").await?;
+    client
+        .wait()
+        .at_most(Duration::from_secs(20))
+        .for_element(Locator::Css("#nav-admin:not([hidden]) a"))
+        .await
+        .context("the administrators' link")?;
+    click(client, "#nav-admin a").await?;
+    let readiness = wait_until(Duration::from_secs(20), "the readiness", || async {
+        text_of(client, "#readiness").await
+    })
+    .await?;
+    ensure!(readiness == "Ready", "readiness: {readiness}");
+    let state = text_of(client, "tr[data-servo=servo-a] td.state")
+        .await?
+        .unwrap_or_default();
+    ensure!(state == "Live", "servo-a: {state}");
+    save_png(
+        &screenshot_dir(),
+        "console-admin.png",
+        &client.screenshot().await?,
+    )?;
     Ok(())
 }
 

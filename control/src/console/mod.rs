@@ -453,7 +453,9 @@ async fn authenticate(
         .await?
         .ok_or_else(|| ConsoleError::unauthenticated("Your session is not valid; sign in again"))?;
     let now = crate::timefmt::now_millis();
-    if !stored.is_valid_at(now) {
+    // A region this server no longer serves (after a restart with other --region flags)
+    // ends the session like an expiry.
+    if !stored.is_valid_at(now) || !state.config().serves_region(&stored.region) {
         session::delete(state.store(), &stored.token_hash).await?;
         return Err(ConsoleError::unauthenticated(
             "Your session has expired; sign in again",
