@@ -17,6 +17,7 @@ pub mod api;
 pub mod assign;
 pub mod certs;
 pub mod config;
+pub mod console;
 pub mod dns;
 pub mod error;
 pub mod iam;

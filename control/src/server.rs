@@ -25,7 +25,7 @@ use crate::error::{ApiError, ErrorCode, RequestFailure, xml_response};
 use crate::iam::PolicyDocument;
 use crate::inventory::Inventory;
 use crate::query::Params;
-use crate::store::{ChangeOrigin, Store, with_origin};
+use crate::store::{ChangeOrigin, Principal, Store, with_origin};
 use elb_sigv4::SigV4Error;
 
 /// The API version this service implements.
@@ -50,6 +50,8 @@ struct AppInner {
     shutdown: watch::Sender<bool>,
     /// The key that seals certificate private keys, read from `config.key_file` on first use.
     sealer: std::sync::OnceLock<Sealer>,
+    /// The web console's in-memory state (metrics history).
+    console: crate::console::Console,
 }
 
 impl AppState {
@@ -62,6 +64,7 @@ impl AppState {
                 assign_wake: Arc::new(Notify::new()),
                 shutdown: watch::Sender::new(false),
                 sealer: std::sync::OnceLock::new(),
+                console: crate::console::Console::default(),
             }),
         }
     }
@@ -119,6 +122,10 @@ impl AppState {
         })?;
         Ok(self.inner.sealer.get_or_init(|| sealer))
     }
+
+    pub fn console(&self) -> &crate::console::Console {
+        &self.inner.console
+    }
 }
 
 /// The router: the Query API answers on `/` (GET with a query string, or POST with a form).
@@ -126,6 +133,7 @@ pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", any(handle))
         .nest("/servo/v1", crate::servo_api::router())
+        .merge(crate::console::router())
         .fallback(not_found)
         .with_state(state)
 }
@@ -138,6 +146,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let stopping = state.clone();
+    tokio::spawn(crate::console::run_background(state.clone()));
     let shutdown = async move {
         shutdown.await;
         stopping.begin_shutdown();
@@ -209,6 +218,50 @@ async fn handle(
         .instrument(span),
     )
     .await;
+    finish(request_id, started, &outcome, result)
+}
+
+/// Runs one Query API request for a caller authenticated by other means than a signature (the
+/// console's session): the same action parsing, dispatch and IAM evaluation as a signed
+/// request, with its own RequestId, change origin and log line.
+pub async fn handle_authenticated(
+    state: &AppState,
+    caller: &Caller,
+    region: &str,
+    params: &Params,
+) -> Response {
+    let request_id = new_request_id();
+    let started = Instant::now();
+    let mut outcome = Outcome {
+        account: Some(caller.account_id.clone()),
+        user: Some(caller.user_name.clone()),
+        ..Outcome::default()
+    };
+    let span = tracing::info_span!("request", request_id = %request_id);
+    let result = with_origin(
+        ChangeOrigin::Request(request_id.clone()),
+        execute(
+            state,
+            &request_id,
+            caller,
+            region,
+            Service::Elb,
+            params,
+            &mut outcome,
+        )
+        .instrument(span),
+    )
+    .await;
+    finish(request_id, started, &outcome, result)
+}
+
+/// Logs the request's outcome and renders its response.
+fn finish(
+    request_id: String,
+    started: Instant,
+    outcome: &Outcome,
+    result: Result<String, ApiError>,
+) -> Response {
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     let action = outcome.action.unwrap_or("-");
     let account = outcome.account.as_deref().unwrap_or("-");
@@ -312,7 +365,22 @@ async fn process(
     let (caller, region, service) = authenticate(state, &signed).await?;
     outcome.account = Some(caller.account_id.clone());
     outcome.user = Some(caller.user_name.clone());
+    execute(
+        state, request_id, &caller, &region, service, &params, outcome,
+    )
+    .await
+}
 
+/// Checks `Action` and `Version` and runs the action for an authenticated caller.
+async fn execute(
+    state: &AppState,
+    request_id: &str,
+    caller: &Caller,
+    region: &str,
+    service: Service,
+    params: &Params,
+    outcome: &mut Outcome,
+) -> Result<String, ApiError> {
     let action_name = params
         .get("Action")
         .filter(|a| !a.is_empty())
@@ -351,17 +419,17 @@ async fn process(
     if service == Service::Iam {
         let action = IamAction::parse(action_name).ok_or_else(invalid_action)?;
         outcome.action = Some(action.as_str());
-        return certs::dispatch(state, &caller, action, request_id, &params).await;
+        return certs::dispatch(state, caller, action, request_id, params).await;
     }
     let action = Action::parse(action_name).ok_or_else(invalid_action)?;
     outcome.action = Some(action.as_str());
     let ctx = Ctx {
         state,
-        caller: &caller,
-        region: &region,
+        caller,
+        region,
         action,
         request_id,
-        params: &params,
+        params,
     };
     api::dispatch(&ctx).await
 }
@@ -435,6 +503,11 @@ async fn authenticate(
             ),
         )
     })?;
+    Ok((caller_of(state, principal).await?, region, service))
+}
+
+/// The caller an authenticated principal acts as, with its current policies.
+pub async fn caller_of(state: &AppState, principal: Principal) -> Result<Caller, ApiError> {
     let mut policies = Vec::new();
     if !principal.is_root {
         for p in state
@@ -459,7 +532,7 @@ async fn authenticate(
         is_admin: principal.account_is_admin,
         policies,
     };
-    Ok((caller, region, service))
+    Ok(caller)
 }
 
 /// The region a request whose credential scope names `scope_region` addresses: that region if

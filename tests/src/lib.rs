@@ -3,6 +3,7 @@
 
 pub mod agent;
 pub mod bench;
+pub mod browser;
 pub mod dns;
 pub mod fixture;
 pub mod http;

@@ -13,7 +13,8 @@ use crate::{root, run};
 
 /// Debian packages: the LLVM that bpf-linker links against, kernel tools, the baselines and
 /// load generators of the benchmarks, the backends' web server, PostgreSQL for the HA store's
-/// tests, and Python for the real AWS clients.
+/// tests, Python for the real AWS clients, and the headless browser (with a font, since
+/// recommended packages are not installed) that drives the web console's test.
 const PACKAGES: &[&str] = &[
     "llvm-22-dev",
     "libpolly-22-dev",
@@ -35,6 +36,9 @@ const PACKAGES: &[&str] = &[
     "openssl",
     "curl",
     "python3-venv",
+    "chromium",
+    "chromium-driver",
+    "fonts-dejavu-core",
 ];
 
 /// The LLVM prefix bpf-linker is built against (its major must match nightly's LLVM).

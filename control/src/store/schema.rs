@@ -220,4 +220,19 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
                 PRIMARY KEY (account_id, name_key))",
         ],
     ),
+    (
+        5,
+        &[
+            // Web console sessions (control/src/console/session.rs): only a SHA-256 of the
+            // random session token is kept. Times in milliseconds of the serving replica's clock.
+            "CREATE TABLE console_sessions (
+                token_hash TEXT PRIMARY KEY,
+                access_key_id TEXT NOT NULL,
+                region TEXT NOT NULL,
+                created_at BIGINT NOT NULL,
+                expires_at BIGINT NOT NULL,
+                last_seen BIGINT NOT NULL)",
+            "CREATE INDEX console_sessions_by_expiry ON console_sessions (expires_at)",
+        ],
+    ),
 ];
