@@ -64,21 +64,9 @@ pub fn iso8601_micros(time: SystemTime) -> String {
 }
 
 /// (year, month, day, hour, minute, second) of a Unix time, UTC.
-pub(crate) fn civil(secs: i64) -> (i64, u32, u32, i64, i64, i64) {
-    let days = secs.div_euclid(86_400);
-    let rem = secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let y = yoe + era * 400;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = u32::try_from(doy - (153 * mp + 2) / 5 + 1).unwrap_or(1);
-    let m = u32::try_from(if mp < 10 { mp + 3 } else { mp - 9 }).unwrap_or(1);
-    let y = if m <= 2 { y + 1 } else { y };
-    (y, m, d, rem / 3600, (rem % 3600) / 60, rem % 60)
+pub(crate) fn civil(secs: i64) -> (i64, u32, u32, u32, u32, u32) {
+    let t = elb_sigv4::time::UtcTime::from_unix(secs);
+    (t.year, t.month, t.day, t.hour, t.minute, t.second)
 }
 
 fn seconds(out: &mut String, value: Option<Duration>) {
