@@ -241,6 +241,24 @@ def iam_client(url, key_id, secret, validate=True):
     )
 
 
+def aws_cli(env, acct, service, *args):
+    """The unmodified AWS CLI (`aws <service> --endpoint-url <control> ...`) as `acct`."""
+    import sys
+    exe = Path(sys.executable).parent / "aws"
+    if not exe.exists():
+        pytest.fail(f"awscli not installed in the test venv ({exe}): pip install -r control/tests-py/requirements.txt")
+    environ = dict(
+        os.environ,
+        AWS_ACCESS_KEY_ID=acct.key_id,
+        AWS_SECRET_ACCESS_KEY=acct.secret,
+        AWS_DEFAULT_REGION=REGION,
+        AWS_CONFIG_FILE="/dev/null",
+        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
+    )
+    return subprocess.run([str(exe), service, "--endpoint-url", env.url, "--output", "json", *args],
+                          capture_output=True, text=True, env=environ, timeout=120)
+
+
 def make_certificate(common_name, days=30, key_type="ec"):
     """A self-signed certificate and its unencrypted key, PEM, made by openssl."""
     with tempfile.TemporaryDirectory() as tmp:

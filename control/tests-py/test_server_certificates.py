@@ -3,36 +3,20 @@ boto3's IAM client upload, get, list and delete them; HTTPS/SSL listeners accept
 of certificates that exist; keys are sealed at rest and never returned."""
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from botocore.exceptions import ClientError
 
-from conftest import error_code, http_status, iam_client, listener, make_certificate, make_lb
-
-AWS = Path(sys.executable).parent / "aws"
+from conftest import aws_cli, error_code, http_status, iam_client, listener, make_certificate, make_lb
 
 
 def aws_iam(env, acct, *args):
-    environ = dict(
-        os.environ,
-        AWS_ACCESS_KEY_ID=acct.key_id,
-        AWS_SECRET_ACCESS_KEY=acct.secret,
-        AWS_DEFAULT_REGION="us-east-1",
-        AWS_CONFIG_FILE="/dev/null",
-        AWS_SHARED_CREDENTIALS_FILE="/dev/null",
-    )
-    return subprocess.run([str(AWS), "iam", "--endpoint-url", env.url, "--output", "json", *args],
-                          capture_output=True, text=True, env=environ, timeout=120)
+    return aws_cli(env, acct, "iam", *args)
 
 
 def test_awscli_upload_get_list_delete(env, acct, tmp_path):
-    if not AWS.exists():
-        pytest.fail(f"awscli not installed in the test venv ({AWS}): pip install -r control/tests-py/requirements.txt")
     body, key = make_certificate("www.example.test", key_type="rsa")
     chain, _ = make_certificate("intermediate.example.test")
     (tmp_path / "cert.pem").write_text(body)
