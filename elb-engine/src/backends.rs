@@ -250,7 +250,9 @@ mod tests {
             ],
             Some(Duration::from_secs(10)),
         );
-        let picks: Vec<String> = (0..6).map(|_| set.next().unwrap().instance_id.clone()).collect();
+        let picks: Vec<String> = (0..6)
+            .map(|_| set.next().unwrap().instance_id.clone())
+            .collect();
         assert_eq!(picks, ["i-1", "i-2", "i-3", "i-1", "i-2", "i-3"]);
         let one = set.by_cookie(&cookie_value("i-1")).unwrap();
         assert_eq!(one.instance_id, "i-1");
@@ -289,10 +291,16 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn a_backend_back_in_service_is_not_cut_by_its_old_deadline() {
         let set = Backends::default();
-        set.update(&[b("i-1", 1, BackendState::Draining)], Some(Duration::from_secs(5)));
+        set.update(
+            &[b("i-1", 1, BackendState::Draining)],
+            Some(Duration::from_secs(5)),
+        );
         let e = set.all()[0].clone();
         let cut = e.cut_signal();
-        set.update(&[b("i-1", 1, BackendState::InService)], Some(Duration::from_secs(5)));
+        set.update(
+            &[b("i-1", 1, BackendState::InService)],
+            Some(Duration::from_secs(5)),
+        );
         assert!(
             tokio::time::timeout(Duration::from_secs(20), cut)
                 .await

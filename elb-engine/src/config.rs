@@ -191,8 +191,7 @@ impl ListenerConfig {
         {
             return Err(format!("invalid application cookie name {cookie_name:?}"));
         }
-        if !self.backend_protocol.is_tls() && !self.backend_authentication.public_keys.is_empty()
-        {
+        if !self.backend_protocol.is_tls() && !self.backend_authentication.public_keys.is_empty() {
             return Err("backend authentication needs HTTPS or SSL backends".into());
         }
         Ok(())

@@ -9,7 +9,6 @@ use std::{
     pin::Pin,
     sync::Arc,
     task::{Context, Poll},
-    time::Duration,
 };
 
 use bytes::Bytes;
@@ -40,6 +39,8 @@ const POOL_MAX: usize = 512;
 pub struct PooledConnection {
     sender: SendRequest<RequestBody>,
     idle_since: Instant,
+    /// [`Settings::generation`] it was made under.
+    generation: u64,
 }
 
 /// What goes to a backend: the client's body, or nothing (a retried bodyless request).
@@ -82,12 +83,19 @@ impl Body for RequestBody {
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
+/// A backend connection to return to its pool.
+struct Reuse {
+    sender: SendRequest<RequestBody>,
+    backend: Arc<BackendEntry>,
+    generation: u64,
+}
+
 /// What goes to the client: a backend's body (its connection returns to the pool when the body
 /// ends), or nothing (the engine's own error responses).
 pub struct ResponseBody {
     inner: Option<Incoming>,
     /// Returned to the backend's pool once the body has been read to its end.
-    reuse: Option<(SendRequest<RequestBody>, Arc<BackendEntry>)>,
+    reuse: Option<Reuse>,
     cut: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     _active: Option<ActiveGuard>,
 }
@@ -131,8 +139,8 @@ impl Body for ResponseBody {
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(None) => {
                 this.inner = None;
-                if let Some((sender, backend)) = this.reuse.take() {
-                    return_to_pool(&backend, sender);
+                if let Some(r) = this.reuse.take() {
+                    return_to_pool(&r.backend, r.sender, r.generation);
                 }
                 Poll::Ready(None)
             }
@@ -141,7 +149,17 @@ impl Body for ResponseBody {
                 this.reuse = None;
                 Poll::Ready(Some(Err(e.into())))
             }
-            other => other.map(|f| f.map(|r| r.map_err(Into::into))),
+            Poll::Ready(Some(Ok(frame))) => {
+                // hyper stops polling a body whose length is reached: hand the connection back
+                // now rather than on an end-of-stream poll that may never come.
+                if this.inner.as_ref().is_some_and(Body::is_end_stream)
+                    && let Some(r) = this.reuse.take()
+                {
+                    return_to_pool(&r.backend, r.sender, r.generation);
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Pending => Poll::Pending,
         }
     }
 
@@ -156,7 +174,7 @@ impl Body for ResponseBody {
     }
 }
 
-fn return_to_pool(backend: &BackendEntry, sender: SendRequest<RequestBody>) {
+fn return_to_pool(backend: &BackendEntry, sender: SendRequest<RequestBody>, generation: u64) {
     if !backend.in_service() || sender.is_closed() {
         return;
     }
@@ -165,15 +183,20 @@ fn return_to_pool(backend: &BackendEntry, sender: SendRequest<RequestBody>) {
         pool.push(PooledConnection {
             sender,
             idle_since: Instant::now(),
+            generation,
         });
     }
 }
 
-/// A pooled connection that is still open and younger than `idle_timeout`, if any.
-fn from_pool(backend: &BackendEntry, idle_timeout: Duration) -> Option<SendRequest<RequestBody>> {
+/// A pooled connection that is still open, younger than the idle timeout and made under the
+/// current settings, if any.
+fn from_pool(backend: &BackendEntry, settings: &Settings) -> Option<SendRequest<RequestBody>> {
     let mut pool = backend.pool.lock().expect("pool lock");
     while let Some(c) = pool.pop() {
-        if !c.sender.is_closed() && c.idle_since.elapsed() < idle_timeout {
+        if !c.sender.is_closed()
+            && c.idle_since.elapsed() < settings.idle_timeout
+            && c.generation == settings.generation
+        {
             return Some(c.sender);
         }
     }
@@ -313,7 +336,12 @@ fn app_cookie_set(headers: &HeaderMap, name: &str) -> Option<Vec<String>> {
         let attrs = parts
             .map(str::trim)
             .filter(|a| {
-                let key = a.split('=').next().unwrap_or("").trim().to_ascii_lowercase();
+                let key = a
+                    .split('=')
+                    .next()
+                    .unwrap_or("")
+                    .trim()
+                    .to_ascii_lowercase();
                 matches!(key.as_str(), "expires" | "max-age" | "secure" | "httponly")
             })
             .map(str::to_string)
@@ -463,12 +491,16 @@ async fn handle(req: Request<Incoming>, conn: &Connection) -> Response<ResponseB
         Stickiness::None => {}
     }
     let body = if body.is_end_stream() {
-        return_to_pool(&backend, sender);
+        return_to_pool(&backend, sender, settings.generation);
         ResponseBody::empty()
     } else {
         ResponseBody {
             inner: Some(body),
-            reuse: Some((sender, backend.clone())),
+            reuse: Some(Reuse {
+                sender,
+                backend: backend.clone(),
+                generation: settings.generation,
+            }),
             cut: Some(Box::pin(backend.cut_signal())),
             _active: Some(active),
         }
@@ -488,7 +520,7 @@ async fn exchange(
 ) -> Result<(Response<Incoming>, SendRequest<RequestBody>), Failure> {
     let cut = backend.cut_signal();
     let work = async {
-        let pooled = from_pool(backend, settings.idle_timeout);
+        let pooled = from_pool(backend, settings);
         let reused = pooled.is_some();
         let mut sender = match pooled {
             Some(s) => s,
@@ -552,7 +584,10 @@ mod tests {
             request_cookies(&h, Some("SESSION")),
             (Some("ABC".into()), true)
         );
-        assert_eq!(request_cookies(&h, Some("OTHER")), (Some("ABC".into()), false));
+        assert_eq!(
+            request_cookies(&h, Some("OTHER")),
+            (Some("ABC".into()), false)
+        );
         assert_eq!(request_cookies(&HeaderMap::new(), None), (None, false));
     }
 
@@ -583,7 +618,10 @@ mod tests {
     #[test]
     fn hop_by_hop_headers_are_removed() {
         let mut h = HeaderMap::new();
-        h.insert(header::CONNECTION, HeaderValue::from_static("keep-alive, X-Private"));
+        h.insert(
+            header::CONNECTION,
+            HeaderValue::from_static("keep-alive, X-Private"),
+        );
         h.insert("x-private", HeaderValue::from_static("1"));
         h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
         h.insert(header::HOST, HeaderValue::from_static("a"));
@@ -591,5 +629,4 @@ mod tests {
         assert_eq!(h.len(), 1);
         assert!(h.contains_key(header::HOST));
     }
-
 }

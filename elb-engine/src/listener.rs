@@ -37,7 +37,12 @@ pub struct Settings {
     pub idle_timeout: Duration,
     /// Session stickiness.
     pub stickiness: crate::config::Stickiness,
+    /// Distinguishes settings: a pooled backend connection made under other settings (another
+    /// backend protocol or authentication policy) is not reused.
+    pub generation: u64,
 }
+
+static GENERATION: AtomicU64 = AtomicU64::new(1);
 
 impl std::fmt::Debug for Settings {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -64,6 +69,7 @@ impl Settings {
             backend_tls,
             idle_timeout: config.idle_timeout,
             stickiness: config.stickiness.clone(),
+            generation: GENERATION.fetch_add(1, Ordering::Relaxed),
         })
     }
 }
@@ -199,15 +205,22 @@ impl RunningListener {
     pub fn update(&mut self, settings: Settings) -> Result<(), (SocketAddr, io::Error)> {
         let wanted = settings.config.bind.clone();
         let mut added = Vec::new();
+        // An address matches an acceptor by what it was asked for or what it got (a listener
+        // started on port 0 may be given its resolved port back).
         for addr in &wanted {
-            if !self.acceptors.iter().any(|a| a.requested == *addr) {
-                if let Err(e) = self.add_acceptor(*addr) {
-                    // Leave the listener as it was.
-                    for a in added {
-                        self.remove_acceptor(a);
-                    }
-                    return Err((*addr, e));
+            if let Some(a) = self
+                .acceptors
+                .iter_mut()
+                .find(|a| a.requested == *addr || a.bound == *addr)
+            {
+                a.requested = *addr;
+            } else if let Err(e) = self.add_acceptor(*addr) {
+                // Leave the listener as it was.
+                for a in added {
+                    self.remove_acceptor(a);
                 }
+                return Err((*addr, e));
+            } else {
                 added.push(*addr);
             }
         }

@@ -432,7 +432,12 @@ pub static PREDEFINED: &[PredefinedPolicy] = &[
     },
     PredefinedPolicy {
         name: "ELBSecurityPolicy-2014-01",
-        protocols: &[Protocol::SslV3, Protocol::TlsV1_0, Protocol::TlsV1_1, Protocol::TlsV1_2],
+        protocols: &[
+            Protocol::SslV3,
+            Protocol::TlsV1_0,
+            Protocol::TlsV1_1,
+            Protocol::TlsV1_2,
+        ],
         server_order: true,
         ciphers: SUITES_2014,
     },
@@ -663,7 +668,12 @@ pub fn resolve_predefined(name: &str) -> Result<ResolvedPolicy, PolicyError> {
         .iter()
         .filter(|c| policy.ciphers.contains(&c.name))
         .collect();
-    build(policy.protocols, &ciphers, policy.server_order, Mode::Lenient)
+    build(
+        policy.protocols,
+        &ciphers,
+        policy.server_order,
+        Mode::Lenient,
+    )
 }
 
 /// Resolves a policy given as `SSLNegotiationPolicyType` attributes (name, value), as
@@ -831,7 +841,10 @@ mod tests {
             [0xC02B, 0xC02F, 0xC02C, 0xC030]
         );
         assert!(p.server_order);
-        assert_eq!(p.not_offered_protocols, [Protocol::TlsV1_0, Protocol::TlsV1_1]);
+        assert_eq!(
+            p.not_offered_protocols,
+            [Protocol::TlsV1_0, Protocol::TlsV1_1]
+        );
         assert_eq!(p.not_offered_ciphers.len(), 14);
         assert!(p.serves(Authentication::Rsa) && p.serves(Authentication::Ecdsa));
     }

@@ -11,9 +11,7 @@ use rustls::{
     server::ServerSessionMemoryCache,
     sign::CertifiedKey,
 };
-use rustls_pki_types::{
-    CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject as _,
-};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime, pem::PemObject as _};
 
 use crate::{
     config::{BackendAuthentication, TlsSettings},
@@ -27,11 +25,7 @@ const SESSION_CACHE: usize = 16 * 1024;
 fn suites_for(codes: impl Iterator<Item = u16>) -> Vec<SupportedCipherSuite> {
     let all = ring::ALL_CIPHER_SUITES;
     codes
-        .filter_map(|code| {
-            all.iter()
-                .find(|s| u16::from(s.suite()) == code)
-                .copied()
-        })
+        .filter_map(|code| all.iter().find(|s| u16::from(s.suite()) == code).copied())
         .collect()
 }
 
@@ -154,12 +148,17 @@ impl ServerCertVerifier for BackendVerifier {
         if self.public_keys.is_empty() {
             return Ok(ServerCertVerified::assertion());
         }
-        let cert = webpki::EndEntityCert::try_from(end_entity)
-            .map_err(|e| rustls::Error::InvalidCertificate(rustls::CertificateError::Other(
-                rustls::OtherError(Arc::new(e)),
-            )))?;
+        let cert = webpki::EndEntityCert::try_from(end_entity).map_err(|e| {
+            rustls::Error::InvalidCertificate(rustls::CertificateError::Other(rustls::OtherError(
+                Arc::new(e),
+            )))
+        })?;
         let spki = cert.subject_public_key_info();
-        if self.public_keys.iter().any(|k| k.as_slice() == spki.as_ref()) {
+        if self
+            .public_keys
+            .iter()
+            .any(|k| k.as_slice() == spki.as_ref())
+        {
             Ok(ServerCertVerified::assertion())
         } else {
             Err(rustls::Error::InvalidCertificate(
