@@ -106,10 +106,7 @@ impl rustls::server::ResolvesServerCert for FixedCertificate {
 /// `auth`'s keys, or not at all when there are none (ELB does not verify backends otherwise).
 pub fn backend_client_config(auth: &BackendAuthentication) -> Arc<ClientConfig> {
     let provider = Arc::new(ring::default_provider());
-    let verifier = BackendVerifier {
-        public_keys: auth.public_keys.clone(),
-        algorithms: provider.signature_verification_algorithms,
-    };
+    let verifier = BackendVerifier::new(auth.public_keys.clone());
     let mut config = ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(rustls::ALL_VERSIONS)
         .expect("the ring provider supports TLS 1.2 and 1.3")
@@ -134,6 +131,17 @@ pub fn backend_server_name(addr: std::net::SocketAddr) -> ServerName<'static> {
 pub struct BackendVerifier {
     public_keys: Vec<Vec<u8>>,
     algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl BackendVerifier {
+    /// Accepts certificates whose key is one of `public_keys` (DER SubjectPublicKeyInfo), or any
+    /// certificate when there are none.
+    pub fn new(public_keys: Vec<Vec<u8>>) -> Self {
+        Self {
+            public_keys,
+            algorithms: ring::default_provider().signature_verification_algorithms,
+        }
+    }
 }
 
 impl ServerCertVerifier for BackendVerifier {

@@ -562,7 +562,7 @@ fn settle() {
     thread::sleep(Duration::from_millis(500));
 }
 
-fn which(tool: &str) -> anyhow::Result<PathBuf> {
+pub(super) fn which(tool: &str) -> anyhow::Result<PathBuf> {
     let out = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .output()?;
@@ -748,13 +748,13 @@ fn start_nftables(topo: &Topology) -> anyhow::Result<()> {
 
 // ----- wrk --------------------------------------------------------------------------------------
 
-struct WrkArgs<'a> {
-    threads: u32,
-    conns: u32,
-    secs: u32,
-    close: bool,
-    latency: bool,
-    url: &'a str,
+pub(super) struct WrkArgs<'a> {
+    pub(super) threads: u32,
+    pub(super) conns: u32,
+    pub(super) secs: u32,
+    pub(super) close: bool,
+    pub(super) latency: bool,
+    pub(super) url: &'a str,
 }
 
 /// What a wrk run reported.
@@ -783,7 +783,7 @@ impl WrkStats {
 }
 
 /// Runs wrk in `ns` (killed if it overruns or on error) and parses its report.
-fn wrk(ns: &str, a: &WrkArgs) -> anyhow::Result<WrkStats> {
+pub(super) fn wrk(ns: &str, a: &WrkArgs) -> anyhow::Result<WrkStats> {
     let dir = tempdir("wrk")?;
     let out_path = dir.path().join("out");
     let err_path = dir.path().join("err");
