@@ -37,55 +37,17 @@ const POOL_MAX: usize = 512;
 /// An idle keep-alive connection to a backend.
 #[derive(Debug)]
 pub struct PooledConnection {
-    sender: SendRequest<RequestBody>,
+    sender: SendRequest<Incoming>,
     idle_since: Instant,
     /// [`Settings::generation`] it was made under.
     generation: u64,
-}
-
-/// What goes to a backend: the client's body, or nothing (a retried bodyless request).
-#[derive(Debug)]
-pub enum RequestBody {
-    /// The client's request body.
-    Client(Incoming),
-    /// No body.
-    Empty,
-}
-
-impl Body for RequestBody {
-    type Data = Bytes;
-    type Error = hyper::Error;
-
-    fn poll_frame(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
-        match self.get_mut() {
-            Self::Client(b) => Pin::new(b).poll_frame(cx),
-            Self::Empty => Poll::Ready(None),
-        }
-    }
-
-    fn is_end_stream(&self) -> bool {
-        match self {
-            Self::Client(b) => b.is_end_stream(),
-            Self::Empty => true,
-        }
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        match self {
-            Self::Client(b) => b.size_hint(),
-            Self::Empty => SizeHint::with_exact(0),
-        }
-    }
 }
 
 type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// A backend connection to return to its pool.
 struct Reuse {
-    sender: SendRequest<RequestBody>,
+    sender: SendRequest<Incoming>,
     backend: Arc<BackendEntry>,
     generation: u64,
 }
@@ -174,7 +136,7 @@ impl Body for ResponseBody {
     }
 }
 
-fn return_to_pool(backend: &BackendEntry, sender: SendRequest<RequestBody>, generation: u64) {
+fn return_to_pool(backend: &BackendEntry, sender: SendRequest<Incoming>, generation: u64) {
     if !backend.in_service() || sender.is_closed() {
         return;
     }
@@ -190,7 +152,7 @@ fn return_to_pool(backend: &BackendEntry, sender: SendRequest<RequestBody>, gene
 
 /// A pooled connection that is still open, younger than the idle timeout and made under the
 /// current settings, if any.
-fn from_pool(backend: &BackendEntry, settings: &Settings) -> Option<SendRequest<RequestBody>> {
+fn from_pool(backend: &BackendEntry, settings: &Settings) -> Option<SendRequest<Incoming>> {
     let mut pool = backend.pool.lock().expect("pool lock");
     while let Some(c) = pool.pop() {
         if !c.sender.is_closed()
@@ -208,13 +170,13 @@ fn from_pool(backend: &BackendEntry, settings: &Settings) -> Option<SendRequest<
 async fn connect(
     backend: &Arc<BackendEntry>,
     settings: &Settings,
-) -> Result<SendRequest<RequestBody>, Failure> {
+) -> Result<SendRequest<Incoming>, Failure> {
     let stream = connect_backend(backend, settings).await.map_err(|e| {
         tracing::debug!(backend = %backend.addr, error = %e, "backend connection failed");
         Failure::Connect
     })?;
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake::<_, RequestBody>(TokioIo::new(stream))
+        .handshake::<_, Incoming>(TokioIo::new(stream))
         .await
         .map_err(|_| Failure::Connect)?;
     let cut = backend.cut_signal();
@@ -440,14 +402,13 @@ async fn handle(req: Request<Incoming>, conn: &Connection) -> Response<ResponseB
     strip_hop_by_hop(&mut parts.headers);
     x_forwarded(&mut parts.headers, conn);
     parts.version = Version::HTTP_11;
-    let bodyless = body.is_end_stream();
     let active = backend.track();
 
     let result = {
         let _waiting = conn.activity.waiting();
         tokio::time::timeout(
             settings.idle_timeout,
-            exchange(&backend, &settings, parts, body, bodyless),
+            exchange(&backend, &settings, parts, body),
         )
         .await
         .unwrap_or(Err(Failure::Timeout))
@@ -509,66 +470,46 @@ async fn handle(req: Request<Incoming>, conn: &Connection) -> Response<ResponseB
 }
 
 /// Sends the request to `backend` on a pooled connection (or a new one) and waits for the
-/// response headers. A bodyless request that fails on a reused connection (the backend may have
-/// closed it meanwhile) is retried once on a new connection.
+/// response headers. A request that a reused connection could not even send (the backend closed
+/// it meanwhile: the keep-alive race) is sent again on a new connection.
 async fn exchange(
     backend: &Arc<BackendEntry>,
     settings: &Settings,
     parts: http::request::Parts,
     body: Incoming,
-    bodyless: bool,
-) -> Result<(Response<Incoming>, SendRequest<RequestBody>), Failure> {
+) -> Result<(Response<Incoming>, SendRequest<Incoming>), Failure> {
     let cut = backend.cut_signal();
     let work = async {
-        let pooled = from_pool(backend, settings);
-        let reused = pooled.is_some();
-        let mut sender = match pooled {
-            Some(s) => s,
-            None => connect(backend, settings).await?,
-        };
-        let retry_parts = (reused && bodyless).then(|| clone_parts(&parts));
-        let first = match sender.ready().await {
-            Ok(()) => {
-                sender
-                    .send_request(Request::from_parts(parts, RequestBody::Client(body)))
-                    .await
-            }
-            Err(e) => Err(e),
-        };
-        match first {
-            Ok(resp) => Ok((resp, sender)),
-            Err(e) => {
-                let Some(parts) = retry_parts else {
-                    tracing::debug!(backend = %backend.addr, error = %e, "backend exchange failed");
-                    return Err(Failure::Bad);
-                };
-                let mut sender = connect(backend, settings).await?;
-                let resp = sender
-                    .send_request(Request::from_parts(parts, RequestBody::Empty))
-                    .await
-                    .map_err(|_| Failure::Bad)?;
-                Ok((resp, sender))
+        let mut request = Request::from_parts(parts, body);
+        if let Some(mut sender) = from_pool(backend, settings)
+            && sender.ready().await.is_ok()
+        {
+            match sender.try_send_request(request).await {
+                Ok(resp) => return Ok((resp, sender)),
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) => request = unsent,
+                    None => {
+                        tracing::debug!(
+                            backend = %backend.addr,
+                            error = %e.error(),
+                            "backend exchange failed"
+                        );
+                        return Err(Failure::Bad);
+                    }
+                },
             }
         }
+        let mut sender = connect(backend, settings).await?;
+        let resp = sender.send_request(request).await.map_err(|e| {
+            tracing::debug!(backend = %backend.addr, error = %e, "backend exchange failed");
+            Failure::Bad
+        })?;
+        Ok((resp, sender))
     };
     tokio::select! {
         r = work => r,
         () = cut => Err(Failure::Bad),
     }
-}
-
-fn clone_parts(parts: &http::request::Parts) -> http::request::Parts {
-    let mut b = Request::builder()
-        .method(parts.method.clone())
-        .uri(parts.uri.clone())
-        .version(parts.version);
-    if let Some(h) = b.headers_mut() {
-        *h = parts.headers.clone();
-    }
-    b.body(())
-        .expect("parts of a valid request build a valid request")
-        .into_parts()
-        .0
 }
 
 #[cfg(test)]

@@ -129,13 +129,17 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
     let dir = tempdir("tls-bench")?;
     let cert = Certificate::generate(dir.path())?;
     for t in [Terminator::Engine, Terminator::Haproxy] {
-        let m = measure(t, plan, &cert).with_context(|| format!("TLS benchmark of {}", t.name()))?;
+        let m =
+            measure(t, plan, &cert).with_context(|| format!("TLS benchmark of {}", t.name()))?;
         let prefix = match t {
             Terminator::Engine => "tls.",
             Terminator::Haproxy => "tls.haproxy_",
         };
         results.set(format!("{prefix}handshakes_per_s"), m.handshakes_per_s);
-        results.set(format!("{prefix}handshake_errors"), m.handshake_errors as f64);
+        results.set(
+            format!("{prefix}handshake_errors"),
+            m.handshake_errors as f64,
+        );
         results.set(format!("{prefix}requests_per_s"), m.requests_per_s);
         results.set(format!("{prefix}request_errors"), m.request_errors as f64);
         results.set(format!("{prefix}p50_ms"), m.p50_ms);
@@ -207,7 +211,9 @@ impl Certificate {
     fn generate(dir: &Path) -> anyhow::Result<Self> {
         let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
         let out = Command::new("openssl")
-            .args(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2"])
+            .args([
+                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            ])
             .args(["-subj", &format!("/CN={CERT_NAME}")])
             .args(["-addext", &format!("subjectAltName=DNS:{CERT_NAME}")])
             .arg("-keyout")
@@ -245,10 +251,7 @@ struct Measured {
 
 enum Running {
     Engine(EngineThread),
-    Haproxy {
-        proc: Proc,
-        _dir: tempfile::TempDir,
-    },
+    Haproxy { proc: Proc, _dir: tempfile::TempDir },
 }
 
 fn measure(t: Terminator, plan: Plan, cert: &Certificate) -> anyhow::Result<Measured> {
@@ -550,10 +553,15 @@ fn handshake_load(
                 let (connector, ok, errors) = (connector.clone(), ok.clone(), errors.clone());
                 tasks.push(tokio::spawn(async move {
                     while Instant::now() < deadline
-                        && limit.is_none_or(|l| ok.load(Ordering::Relaxed) + errors.load(Ordering::Relaxed) < l)
+                        && limit.is_none_or(|l| {
+                            ok.load(Ordering::Relaxed) + errors.load(Ordering::Relaxed) < l
+                        })
                     {
-                        match tokio::time::timeout(Duration::from_secs(10), one_request(&connector, vip))
-                            .await
+                        match tokio::time::timeout(
+                            Duration::from_secs(10),
+                            one_request(&connector, vip),
+                        )
+                        .await
                         {
                             Ok(Ok(())) => ok.fetch_add(1, Ordering::Relaxed),
                             _ => errors.fetch_add(1, Ordering::Relaxed),
@@ -573,7 +581,10 @@ fn handshake_load(
     })
 }
 
-async fn one_request(connector: &tokio_rustls::TlsConnector, vip: SocketAddr) -> anyhow::Result<()> {
+async fn one_request(
+    connector: &tokio_rustls::TlsConnector,
+    vip: SocketAddr,
+) -> anyhow::Result<()> {
     let tcp = tokio::net::TcpStream::connect(vip).await?;
     tcp.set_nodelay(true)?;
     let mut tls = connector
@@ -598,12 +609,13 @@ async fn one_request(connector: &tokio_rustls::TlsConnector, vip: SocketAddr) ->
 /// self-signed certificate but still checks the handshake signature against it.
 fn client_config() -> Arc<rustls::ClientConfig> {
     let verifier = elb_engine::tls::BackendVerifier::new(Vec::new());
-    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
-        .with_protocol_versions(&[&rustls::version::TLS12])
-        .expect("ring supports TLS 1.2")
-        .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
-        .with_no_client_auth();
+    let mut config =
+        rustls::ClientConfig::builder_with_provider(Arc::new(ring::default_provider()))
+            .with_protocol_versions(&[&rustls::version::TLS12])
+            .expect("ring supports TLS 1.2")
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(verifier))
+            .with_no_client_auth();
     config.resumption = rustls::client::Resumption::disabled();
     Arc::new(config)
 }
