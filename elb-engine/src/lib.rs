@@ -21,6 +21,7 @@ pub mod http;
 pub mod io;
 pub mod listener;
 pub mod policy;
+pub mod rsa;
 pub mod stream;
 pub mod tls;
 

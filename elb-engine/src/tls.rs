@@ -53,8 +53,17 @@ pub fn server_config(settings: &TlsSettings) -> Result<Arc<ServerConfig>, String
         cipher_suites: suites,
         ..ring::default_provider()
     });
-    let certified = CertifiedKey::from_der(chain, key, &provider)
-        .map_err(|e| format!("certificate and private key do not go together: {e}"))?;
+    let certified = match crate::rsa::RsaKey::from_pem(settings.private_key_pem.as_bytes())? {
+        // RSA keys sign through OpenSSL (see rsa.rs); the others through ring.
+        Some(rsa) => {
+            let c = CertifiedKey::new(chain, Arc::new(rsa));
+            c.keys_match()
+                .map_err(|e| format!("certificate and private key do not go together: {e}"))?;
+            c
+        }
+        None => CertifiedKey::from_der(chain, key, &provider)
+            .map_err(|e| format!("certificate and private key do not go together: {e}"))?,
+    };
     let key_kind = match certified.key.algorithm() {
         SignatureAlgorithm::RSA => Authentication::Rsa,
         SignatureAlgorithm::ECDSA => Authentication::Ecdsa,

@@ -788,3 +788,52 @@ async fn invalid_listeners_are_refused_and_others_still_applied() {
     assert_eq!(engine.status().len(), 1);
     engine.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rsa_certificates_are_served() {
+    let pki = Pki::new();
+    let leaf = pki.leaf_rsa(NAME);
+    let backends = three_backends(None).await;
+    let engine = Engine::new();
+    let mut config = listener(
+        "web:443",
+        [127, 0, 0, 2],
+        FrontendProtocol::Https,
+        BackendProtocol::Http,
+        Some(tls_settings(&leaf)),
+    );
+    engine.apply(vec![config.clone()]).unwrap();
+    engine
+        .update_backends("web:443", &in_service(&addrs(&backends)))
+        .unwrap();
+    let vip = addr_of(&engine, "web:443");
+    config.bind = vec![vip];
+    let cacert = pki.ca_file.display().to_string();
+    for cipher in ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"] {
+        let r = curl(&[
+            "--cacert",
+            &cacert,
+            "--resolve",
+            &resolve(vip),
+            "--tls-max",
+            "1.2",
+            "--ciphers",
+            cipher,
+            &https_url(vip, "/"),
+        ])
+        .await;
+        assert_eq!(r.status, 200, "{cipher}: {r:?}");
+    }
+    // An ECDSA-only policy cannot serve an RSA certificate.
+    config.tls.as_mut().unwrap().policy = policy::resolve_attributes(
+        &[
+            ("Protocol-TLSv1.2", "true"),
+            ("ECDHE-ECDSA-AES128-GCM-SHA256", "true"),
+        ],
+        policy::Mode::Strict,
+    )
+    .unwrap();
+    let err = engine.apply(vec![config]).unwrap_err().to_string();
+    assert!(err.contains("Rsa key"), "{err}");
+    engine.shutdown(Duration::from_secs(1)).await;
+}

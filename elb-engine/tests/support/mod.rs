@@ -69,13 +69,27 @@ impl Pki {
         }
     }
 
-    /// A certificate for `name` (each call a new key and serial).
+    /// A certificate for `name` with an ECDSA P-256 key (each call a new key and serial).
     pub fn leaf(&self, name: &str) -> Leaf {
+        self.leaf_with(name, rcgen::KeyPair::generate().unwrap())
+    }
+
+    /// A certificate for `name` with an RSA-2048 key (what IAM certificates usually hold).
+    pub fn leaf_rsa(&self, name: &str) -> Leaf {
+        let rsa = openssl::rsa::Rsa::generate(2048).unwrap();
+        let pem = openssl::pkey::PKey::from_rsa(rsa)
+            .unwrap()
+            .private_key_to_pem_pkcs8()
+            .unwrap();
+        let key = rcgen::KeyPair::from_pem(std::str::from_utf8(&pem).unwrap()).unwrap();
+        self.leaf_with(name, key)
+    }
+
+    fn leaf_with(&self, name: &str, key: rcgen::KeyPair) -> Leaf {
         let mut params = rcgen::CertificateParams::new(vec![name.to_string()]).unwrap();
         params
             .distinguished_name
             .push(rcgen::DnType::CommonName, name);
-        let key = rcgen::KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.ca_cert, &self.ca_key).unwrap();
         Leaf {
             chain_pem: format!("{}{}", cert.pem(), self.ca_cert.pem()),
