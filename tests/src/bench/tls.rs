@@ -399,8 +399,9 @@ impl EngineThread {
                     let _ = ready.send(Err(e.to_string()));
                     return;
                 }
+                let workers: usize = std::env::var("ELB_ENGINE_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
                 let rt = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(2)
+                    .worker_threads(workers)
                     .enable_all()
                     .build()
                 {
