@@ -42,12 +42,13 @@ pub struct BackendEntry {
     cut: watch::Sender<bool>,
     /// Connections (stream listeners) or requests (HTTP listeners) in flight.
     active: AtomicUsize,
-    /// Idle keep-alive connections to this backend (HTTP listeners).
-    pub(crate) pool: Mutex<Vec<crate::http::PooledConnection>>,
+    /// Idle keep-alive connections to this backend (HTTP listeners), one pool per engine worker:
+    /// a connection is reused on the thread that drives it.
+    pool: Box<[Mutex<Vec<crate::http::PooledConnection>>]>,
 }
 
 impl BackendEntry {
-    fn new(b: &Backend) -> Self {
+    fn new(b: &Backend, workers: usize) -> Self {
         Self {
             instance_id: b.instance_id.clone(),
             addr: b.addr,
@@ -56,7 +57,9 @@ impl BackendEntry {
             drain_epoch: AtomicU64::new(0),
             cut: watch::channel(false).0,
             active: AtomicUsize::new(0),
-            pool: Mutex::new(Vec::new()),
+            pool: (0..workers.max(1))
+                .map(|_| Mutex::new(Vec::new()))
+                .collect(),
         }
     }
 
@@ -101,7 +104,15 @@ impl BackendEntry {
 
     /// Closes idle keep-alive connections.
     pub fn clear_pool(&self) {
-        self.pool.lock().expect("pool lock").clear();
+        for p in &self.pool {
+            p.lock().expect("pool lock").clear();
+        }
+    }
+
+    /// The idle connections of the calling worker.
+    pub(crate) fn local_pool(&self) -> &Mutex<Vec<crate::http::PooledConnection>> {
+        let i = crate::workers::current().unwrap_or(0);
+        &self.pool[i % self.pool.len()]
     }
 }
 
@@ -123,13 +134,23 @@ struct BackendSet {
 }
 
 /// A listener's backends.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Backends {
     set: RwLock<Arc<BackendSet>>,
     cursor: AtomicUsize,
+    workers: usize,
 }
 
 impl Backends {
+    /// No backends yet; `workers` idle-connection pools per backend.
+    pub fn new(workers: usize) -> Self {
+        Self {
+            set: RwLock::default(),
+            cursor: AtomicUsize::new(0),
+            workers,
+        }
+    }
+
     fn current(&self) -> Arc<BackendSet> {
         self.set.read().expect("backend set lock").clone()
     }
@@ -160,8 +181,13 @@ impl Backends {
 
     /// Replaces the backends. Known ones (same instance and address) keep their connections;
     /// draining ones stop getting work and are cut after `draining_timeout`; missing ones are
-    /// cut now.
-    pub fn update(&self, list: &[Backend], draining_timeout: Option<Duration>) {
+    /// cut now. Draining deadlines run on `timers`.
+    pub fn update(
+        &self,
+        list: &[Backend],
+        draining_timeout: Option<Duration>,
+        timers: &tokio::runtime::Handle,
+    ) {
         let mut guard = self.set.write().expect("backend set lock");
         let old = guard.clone();
         let mut next = BackendSet::default();
@@ -171,7 +197,7 @@ impl Backends {
                 .iter()
                 .find(|e| e.instance_id == b.instance_id && e.addr == b.addr)
                 .cloned()
-                .unwrap_or_else(|| Arc::new(BackendEntry::new(b)));
+                .unwrap_or_else(|| Arc::new(BackendEntry::new(b, self.workers)));
             if next.all.iter().any(|e| Arc::ptr_eq(e, &entry)) {
                 continue; // listed twice
             }
@@ -189,7 +215,7 @@ impl Backends {
                         let epoch = entry.drain_epoch.fetch_add(1, Ordering::Relaxed) + 1;
                         if let Some(timeout) = draining_timeout {
                             let e = entry.clone();
-                            tokio::spawn(async move {
+                            timers.spawn(async move {
                                 tokio::time::sleep(timeout).await;
                                 if e.state.load(Ordering::Relaxed) == DRAINING
                                     && e.drain_epoch.load(Ordering::Relaxed) == epoch
@@ -240,7 +266,8 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn round_robin_draining_and_removal() {
-        let set = Backends::default();
+        let set = Backends::new(1);
+        let rt = tokio::runtime::Handle::current();
         assert!(set.next().is_none());
         set.update(
             &[
@@ -249,6 +276,7 @@ mod tests {
                 b("i-3", 3, BackendState::InService),
             ],
             Some(Duration::from_secs(10)),
+            &rt,
         );
         let picks: Vec<String> = (0..6)
             .map(|_| set.next().unwrap().instance_id.clone())
@@ -267,6 +295,7 @@ mod tests {
                 b("i-3", 3, BackendState::InService),
             ],
             Some(Duration::from_secs(10)),
+            &rt,
         );
         assert!(set.by_cookie(&cookie_value("i-1")).is_none());
         assert_eq!(one.state(), Some(BackendState::Draining));
@@ -290,16 +319,19 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn a_backend_back_in_service_is_not_cut_by_its_old_deadline() {
-        let set = Backends::default();
+        let set = Backends::new(1);
+        let rt = tokio::runtime::Handle::current();
         set.update(
             &[b("i-1", 1, BackendState::Draining)],
             Some(Duration::from_secs(5)),
+            &rt,
         );
         let e = set.all()[0].clone();
         let cut = e.cut_signal();
         set.update(
             &[b("i-1", 1, BackendState::InService)],
             Some(Duration::from_secs(5)),
+            &rt,
         );
         assert!(
             tokio::time::timeout(Duration::from_secs(20), cut)

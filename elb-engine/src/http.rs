@@ -140,7 +140,7 @@ fn return_to_pool(backend: &BackendEntry, sender: SendRequest<Incoming>, generat
     if !backend.in_service() || sender.is_closed() {
         return;
     }
-    let mut pool = backend.pool.lock().expect("pool lock");
+    let mut pool = backend.local_pool().lock().expect("pool lock");
     if pool.len() < POOL_MAX {
         pool.push(PooledConnection {
             sender,
@@ -153,7 +153,7 @@ fn return_to_pool(backend: &BackendEntry, sender: SendRequest<Incoming>, generat
 /// A pooled connection that is still open, younger than the idle timeout and made under the
 /// current settings, if any.
 fn from_pool(backend: &BackendEntry, settings: &Settings) -> Option<SendRequest<Incoming>> {
-    let mut pool = backend.pool.lock().expect("pool lock");
+    let mut pool = backend.local_pool().lock().expect("pool lock");
     while let Some(c) = pool.pop() {
         if !c.sender.is_closed()
             && c.idle_since.elapsed() < settings.idle_timeout

@@ -24,6 +24,7 @@ pub mod policy;
 pub mod rsa;
 pub mod stream;
 pub mod tls;
+pub mod workers;
 
 use std::{
     collections::HashMap,
@@ -66,6 +67,9 @@ pub enum EngineError {
     /// No listener of that name runs.
     #[error("no listener named {0}")]
     UnknownListener(String),
+    /// The engine's worker threads could not be started.
+    #[error("cannot start the engine's worker threads: {0}")]
+    Start(#[source] std::io::Error),
 }
 
 /// Listeners [`Engine::apply`] could not apply. Every other listener was applied; one that
@@ -104,25 +108,44 @@ pub struct ListenerStatus {
     pub backends: Vec<BackendStatus>,
 }
 
-/// The engine: a set of listeners, each with its backends. Cheap to clone (a handle).
-#[derive(Clone, Debug, Default)]
+/// The engine: a set of listeners, each with its backends, served by worker threads of its own
+/// (see [`workers`]). Cheap to clone (a handle); the workers stop with the last handle.
+#[derive(Clone, Debug)]
 pub struct Engine {
-    listeners: Arc<Mutex<HashMap<String, RunningListener>>>,
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    listeners: Mutex<HashMap<String, RunningListener>>,
+    workers: workers::Workers,
 }
 
 impl Engine {
-    /// An engine with no listener.
-    pub fn new() -> Self {
-        Self::default()
+    /// An engine with no listener and one worker per CPU. Its threads inherit the caller's
+    /// network namespace.
+    pub fn new() -> std::io::Result<Self> {
+        Self::with_workers(std::thread::available_parallelism().map_or(1, usize::from))
+    }
+
+    /// An engine with `workers` worker threads (at least one).
+    pub fn with_workers(workers: usize) -> std::io::Result<Self> {
+        Ok(Self {
+            inner: Arc::new(Inner {
+                listeners: Mutex::new(HashMap::new()),
+                workers: workers::Workers::start(workers)?,
+            }),
+        })
     }
 
     /// Makes the engine serve exactly `listeners`: new ones are bound and started, changed ones
     /// updated in place (certificate, policy, stickiness, timeouts apply to the next connection
     /// or request; bind addresses are added and removed), missing ones stopped (their
-    /// connections end). Must be called inside a tokio runtime.
+    /// connections end).
     pub fn apply(&self, listeners: Vec<ListenerConfig>) -> Result<(), ApplyError> {
         let mut failures = Vec::new();
-        let mut running = self.listeners.lock().expect("listeners lock");
+        let workers = &self.inner.workers;
+        let mut running = self.inner.listeners.lock().expect("listeners lock");
         let mut wanted: Vec<String> = Vec::new();
         for config in listeners {
             if wanted.contains(&config.name) {
@@ -148,8 +171,8 @@ impl Engine {
                 }
             };
             let result = match running.get_mut(&name) {
-                Some(r) => r.update(settings),
-                None => RunningListener::start(settings).map(|r| {
+                Some(r) => r.update(settings, workers),
+                None => RunningListener::start(settings, workers).map(|r| {
                     tracing::info!(listener = %name, addrs = ?r.local_addrs(), "listener started");
                     running.insert(name.clone(), r);
                 }),
@@ -184,24 +207,26 @@ impl Engine {
     /// new work, Draining ones finish what they have (up to the listener's draining timeout),
     /// and backends no longer listed are cut at once.
     pub fn update_backends(&self, listener: &str, backends: &[Backend]) -> Result<(), EngineError> {
-        let running = self.listeners.lock().expect("listeners lock");
+        let running = self.inner.listeners.lock().expect("listeners lock");
         let r = running
             .get(listener)
             .ok_or_else(|| EngineError::UnknownListener(listener.to_string()))?;
         let draining = r.shared.settings().config.draining_timeout;
-        r.shared.backends.update(backends, draining);
+        r.shared
+            .backends
+            .update(backends, draining, self.inner.workers.handle(0));
         Ok(())
     }
 
     /// The addresses a listener listens on (with the ports the system chose for port 0).
     pub fn local_addrs(&self, listener: &str) -> Option<Vec<SocketAddr>> {
-        let running = self.listeners.lock().expect("listeners lock");
+        let running = self.inner.listeners.lock().expect("listeners lock");
         running.get(listener).map(RunningListener::local_addrs)
     }
 
     /// Every listener's state.
     pub fn status(&self) -> Vec<ListenerStatus> {
-        let running = self.listeners.lock().expect("listeners lock");
+        let running = self.inner.listeners.lock().expect("listeners lock");
         let mut out: Vec<ListenerStatus> = running
             .values()
             .map(|r| ListenerStatus {
@@ -234,7 +259,7 @@ impl Engine {
     /// removes every listener.
     pub async fn shutdown(&self, grace: Duration) {
         let shared: Vec<_> = {
-            let mut running = self.listeners.lock().expect("listeners lock");
+            let mut running = self.inner.listeners.lock().expect("listeners lock");
             for r in running.values_mut() {
                 r.stop_accepting();
             }
@@ -246,7 +271,7 @@ impl Engine {
         {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
-        let mut running = self.listeners.lock().expect("listeners lock");
+        let mut running = self.inner.listeners.lock().expect("listeners lock");
         for (_, mut r) in running.drain() {
             r.stop();
         }
@@ -262,7 +287,7 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
     grace: Duration,
 ) -> Result<(), ApplyError> {
-    let engine = Engine::new();
+    let engine = Engine::new().map_err(|e| ApplyError(vec![EngineError::Start(e)]))?;
     engine.apply(listeners)?;
     with_engine(&engine);
     shutdown.await;

@@ -20,6 +20,7 @@ use crate::{
     config::{FrontendProtocol, ListenerConfig},
     io::{Activity, nodelay},
     tls,
+    workers::Workers,
 };
 
 /// Listen backlog of each listener socket.
@@ -127,13 +128,22 @@ impl ListenerShared {
     }
 }
 
-/// One bound socket and its accept loop.
+/// One listening address: a socket per worker (SO_REUSEPORT) and their accept loops.
 #[derive(Debug)]
 struct Acceptor {
     requested: SocketAddr,
     bound: SocketAddr,
     stop: watch::Sender<bool>,
-    task: JoinHandle<()>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl Acceptor {
+    fn stop(self) {
+        self.stop.send_replace(true);
+        for t in self.tasks {
+            t.abort();
+        }
+    }
 }
 
 /// A listener the engine runs.
@@ -144,24 +154,36 @@ pub struct RunningListener {
     acceptors: Vec<Acceptor>,
 }
 
-fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+fn bind_one(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
     socket.listen(BACKLOG)?;
-    TcpListener::from_std(socket.into())
+    Ok(socket.into())
+}
+
+/// `n` sockets on `addr` (the first one resolves port 0 for the others).
+fn bind_group(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListener>> {
+    let first = bind_one(addr)?;
+    let bound = first.local_addr()?;
+    let mut all = vec![first];
+    for _ in 1..n {
+        all.push(bind_one(bound)?);
+    }
+    Ok(all)
 }
 
 impl RunningListener {
     /// Binds every address of `settings` and starts accepting. Fails (binding nothing) if an
     /// address cannot be bound.
-    pub fn start(settings: Settings) -> Result<Self, (SocketAddr, io::Error)> {
+    pub fn start(settings: Settings, workers: &Workers) -> Result<Self, (SocketAddr, io::Error)> {
         let shared = Arc::new(ListenerShared {
             name: settings.config.name.clone(),
             settings: RwLock::new(Arc::new(settings)),
-            backends: Backends::default(),
+            backends: Backends::new(workers.len()),
             stop: watch::channel(false).0,
             requests: AtomicU64::new(0),
             connections: AtomicU64::new(0),
@@ -173,7 +195,7 @@ impl RunningListener {
         };
         let addrs = me.shared.settings().config.bind.clone();
         for addr in addrs {
-            if let Err(e) = me.add_acceptor(addr) {
+            if let Err(e) = me.add_acceptor(addr, workers) {
                 me.stop();
                 return Err((addr, e));
             }
@@ -181,16 +203,31 @@ impl RunningListener {
         Ok(me)
     }
 
-    fn add_acceptor(&mut self, addr: SocketAddr) -> io::Result<()> {
-        let socket = bind(addr)?;
-        let bound = socket.local_addr()?;
+    fn add_acceptor(&mut self, addr: SocketAddr, workers: &Workers) -> io::Result<()> {
+        let sockets = bind_group(addr, workers.len())?;
+        let bound = sockets[0].local_addr()?;
         let (stop, stop_rx) = watch::channel(false);
-        let task = tokio::spawn(accept_loop(socket, self.shared.clone(), stop_rx));
+        let tasks = sockets
+            .into_iter()
+            .enumerate()
+            .map(|(i, socket)| {
+                let (shared, stop_rx) = (self.shared.clone(), stop_rx.clone());
+                // Registered with the worker's own I/O driver, inside its runtime.
+                workers.handle(i).spawn(async move {
+                    match TcpListener::from_std(socket) {
+                        Ok(socket) => accept_loop(socket, shared, stop_rx).await,
+                        Err(e) => {
+                            tracing::error!(listener = %shared.name, error = %e, "cannot poll socket")
+                        }
+                    }
+                })
+            })
+            .collect();
         self.acceptors.push(Acceptor {
             requested: addr,
             bound,
             stop,
-            task,
+            tasks,
         });
         Ok(())
     }
@@ -202,7 +239,11 @@ impl RunningListener {
 
     /// Applies new settings: new connections use them at once; bind addresses are added and
     /// removed as they changed.
-    pub fn update(&mut self, settings: Settings) -> Result<(), (SocketAddr, io::Error)> {
+    pub fn update(
+        &mut self,
+        settings: Settings,
+        workers: &Workers,
+    ) -> Result<(), (SocketAddr, io::Error)> {
         let wanted = settings.config.bind.clone();
         let mut added = Vec::new();
         // An address matches an acceptor by what it was asked for or what it got (a listener
@@ -214,7 +255,7 @@ impl RunningListener {
                 .find(|a| a.requested == *addr || a.bound == *addr)
             {
                 a.requested = *addr;
-            } else if let Err(e) = self.add_acceptor(*addr) {
+            } else if let Err(e) = self.add_acceptor(*addr, workers) {
                 // Leave the listener as it was.
                 for a in added {
                     self.remove_acceptor(a);
@@ -239,17 +280,14 @@ impl RunningListener {
 
     fn remove_acceptor(&mut self, addr: SocketAddr) {
         if let Some(i) = self.acceptors.iter().position(|a| a.requested == addr) {
-            let a = self.acceptors.remove(i);
-            a.stop.send_replace(true);
-            a.task.abort();
+            self.acceptors.remove(i).stop();
         }
     }
 
     /// Stops accepting new connections.
     pub fn stop_accepting(&mut self) {
         for a in self.acceptors.drain(..) {
-            a.stop.send_replace(true);
-            a.task.abort();
+            a.stop();
         }
     }
 

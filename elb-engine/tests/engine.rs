@@ -41,7 +41,7 @@ async fn https_terminates_spreads_and_forwards_the_client() {
     let pki = Pki::new();
     let leaf = pki.leaf(NAME);
     let backends = three_backends(None).await;
-    let engine = Engine::new();
+    let engine = Engine::with_workers(2).unwrap();
     engine
         .apply(vec![listener(
             "web:443",
@@ -152,8 +152,9 @@ async fn https_terminates_spreads_and_forwards_the_client() {
         .map(|b| b.connections.load(std::sync::atomic::Ordering::Relaxed))
         .sum();
     assert_eq!(requests, 12);
+    // One idle-connection pool per backend and worker.
     assert!(
-        conns <= 3,
+        conns <= 3 * 2,
         "{conns} backend connections for {requests} requests"
     );
     engine.shutdown(Duration::from_secs(1)).await;
@@ -182,7 +183,7 @@ async fn a_replaced_certificate_reaches_new_connections_within_a_second() {
     let pki = Pki::new();
     let (first, second) = (pki.leaf(NAME), pki.leaf(NAME));
     let backends = three_backends(None).await;
-    let engine = Engine::new();
+    let engine = Engine::new().unwrap();
     let mut config = listener(
         "web:443",
         [127, 0, 0, 2],
@@ -229,7 +230,7 @@ async fn an_ssl_listener_reaches_plain_tcp_backends_per_connection() {
     let leaf = pki.leaf(NAME);
     let e1 = EchoBackend::start("e1", [127, 0, 0, 21]).await;
     let e2 = EchoBackend::start("e2", [127, 0, 0, 22]).await;
-    let engine = Engine::new();
+    let engine = Engine::new().unwrap();
     engine
         .apply(vec![listener(
             "smtp:465",
@@ -281,7 +282,7 @@ async fn jar_get(jar: &str, url: &str) -> CurlOut {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lb_cookie_stickiness_binds_clients_and_moves_them_off_a_leaving_backend() {
     let backends = three_backends(None).await;
-    let engine = Engine::new();
+    let engine = Engine::new().unwrap();
     let mut config = listener(
         "web:80",
         [127, 0, 0, 2],
@@ -363,7 +364,7 @@ async fn futures_bodies(jar: &str, url: &str, n: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_cookie_stickiness_follows_the_applications_cookie() {
     let backends = three_backends(None).await;
-    let engine = Engine::new();
+    let engine = Engine::new().unwrap();
     let mut config = listener(
         "app:80",
         [127, 0, 0, 2],
@@ -418,7 +419,7 @@ async fn the_negotiation_policy_decides_the_handshake() {
     let pki = Pki::new();
     let leaf = pki.leaf(NAME); // ECDSA P-256 key
     let backends = three_backends(None).await;
-    let engine = Engine::new();
+    let engine = Engine::new().unwrap();
     let mut config = listener(
         "web:443",
         [127, 0, 0, 2],
@@ -535,7 +536,7 @@ async fn the_negotiation_policy_decides_the_handshake() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_in_service_instance_is_503() {
     let backends = three_backends(None).await;
-    let engine = Engine::new();
+    let engine = Engine::new().unwrap();
     engine
         .apply(vec![listener(
             "web:80",
@@ -571,7 +572,7 @@ async fn https_backends_are_verified_only_with_a_key_policy() {
     let backend_leaf = pki.leaf("backend.test");
     let stranger = pki.leaf("backend.test");
     let backend = HttpBackend::start("secure", [127, 0, 0, 31], Some(&backend_leaf)).await;
-    let engine = Engine::new();
+    let engine = Engine::new().unwrap();
     let mut config = listener(
         "web:80",
         [127, 0, 0, 2],
@@ -620,7 +621,7 @@ async fn https_backends_are_verified_only_with_a_key_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_finishes_in_flight_requests_then_cuts() {
     let backends = three_backends(None).await;
-    let engine = Engine::new();
+    let engine = Engine::new().unwrap();
     let mut config = listener(
         "web:80",
         [127, 0, 0, 2],
@@ -703,7 +704,7 @@ async fn curl_owned(url: String) -> CurlOut {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_after_the_idle_timeout() {
     let backends = three_backends(None).await;
-    let engine = Engine::new();
+    let engine = Engine::new().unwrap();
     let mut config = listener(
         "web:80",
         [127, 0, 0, 2],
@@ -744,7 +745,7 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
 async fn invalid_listeners_are_refused_and_others_still_applied() {
     let pki = Pki::new();
     let leaf = pki.leaf(NAME);
-    let engine = Engine::new();
+    let engine = Engine::new().unwrap();
     let good = listener(
         "ok:80",
         [127, 0, 0, 2],
@@ -794,7 +795,7 @@ async fn rsa_certificates_are_served() {
     let pki = Pki::new();
     let leaf = pki.leaf_rsa(NAME);
     let backends = three_backends(None).await;
-    let engine = Engine::new();
+    let engine = Engine::new().unwrap();
     let mut config = listener(
         "web:443",
         [127, 0, 0, 2],

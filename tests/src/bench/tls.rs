@@ -186,7 +186,7 @@ fn note(plan: Plan) -> String {
          ECDHE-ECDSA/RSA-AES128/256-GCM; server order); HAProxy 2.6 is given the same \
          (ssl-min-ver/ssl-max-ver TLSv1.2, the same cipher list), mode http, option forwardfor, \
          balance roundrobin, nbthread 2, keep-alive to the backends (http-reuse safe). The \
-         engine: elb-engine in-process in the servo namespace on a 2-worker tokio runtime, HTTPS \
+         engine: elb-engine in-process in the servo namespace with 2 worker threads, HTTPS \
          listener VIP:443 -> HTTP:80 (X-Forwarded-For/-Proto/-Port added, round robin). \
          Handshakes: a rustls client on {ct} thread(s), {hc} concurrent connections, each a full \
          handshake (no resumption, X25519), one GET with Connection: close, {s} s. Requests: wrk \
@@ -360,7 +360,7 @@ fn check_alive(running: &mut Running) -> anyhow::Result<()> {
 
 /// The engine on its own runtime in the servo namespace; stopped on drop.
 struct EngineThread {
-    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    stop: Option<std::sync::mpsc::Sender<()>>,
     thread: Option<thread::JoinHandle<()>>,
 }
 
@@ -389,42 +389,40 @@ impl EngineThread {
                 state: BackendState::InService,
             })
             .collect();
-        let (stop, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let (stop, stop_rx) = std::sync::mpsc::channel::<()>();
         let (ready, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+        let workers: usize = std::env::var("ELB_ENGINE_WORKERS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(2);
         let thread = thread::Builder::new()
             .name("tls-bench-engine".into())
             .spawn(move || {
-                // Threads the runtime spawns inherit this thread's network namespace.
-                if let Err(e) = elb_userspace::dataplane::enter_netns(&ns) {
-                    let _ = ready.send(Err(e.to_string()));
-                    return;
-                }
-                let workers: usize = std::env::var("ELB_ENGINE_WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
-                let rt = match tokio::runtime::Builder::new_multi_thread()
-                    .worker_threads(workers)
-                    .enable_all()
-                    .build()
-                {
-                    Ok(rt) => rt,
+                let started = (|| -> Result<Engine, String> {
+                    // The engine's worker threads inherit this thread's network namespace.
+                    elb_userspace::dataplane::enter_netns(&ns).map_err(|e| e.to_string())?;
+                    let engine = Engine::with_workers(workers).map_err(|e| e.to_string())?;
+                    engine.apply(vec![listener]).map_err(|e| e.to_string())?;
+                    engine
+                        .update_backends("bench:443", &backends)
+                        .map_err(|e| e.to_string())?;
+                    Ok(engine)
+                })();
+                let engine = match started {
+                    Ok(e) => e,
                     Err(e) => {
-                        let _ = ready.send(Err(e.to_string()));
+                        let _ = ready.send(Err(e));
                         return;
                     }
                 };
-                rt.block_on(async move {
-                    let engine = Engine::new();
-                    if let Err(e) = engine.apply(vec![listener]) {
-                        let _ = ready.send(Err(e.to_string()));
-                        return;
-                    }
-                    if let Err(e) = engine.update_backends("bench:443", &backends) {
-                        let _ = ready.send(Err(e.to_string()));
-                        return;
-                    }
-                    let _ = ready.send(Ok(()));
-                    let _ = stop_rx.await;
-                    engine.shutdown(Duration::from_millis(200)).await;
-                });
+                let _ = ready.send(Ok(()));
+                let _ = stop_rx.recv();
+                if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    rt.block_on(engine.shutdown(Duration::from_millis(200)));
+                }
             })?;
         match ready_rx.recv_timeout(Duration::from_secs(10)) {
             Ok(Ok(())) => Ok(Self {
