@@ -284,11 +284,36 @@ pub struct PredefinedPolicy {
     pub protocols: &'static [Protocol],
     /// `Server-Defined-Cipher-Order`.
     pub server_order: bool,
-    /// Ciphers it enables (names from [`CIPHERS`], in that order).
-    pub ciphers: &'static [&'static str],
+    /// Ciphers it enables: the union of these lists of names from [`CIPHERS`] (the server's
+    /// order is always the table's).
+    pub ciphers: &'static [&'static [&'static str]],
 }
 
-/// 2016-08: the default (TLS 1.0-1.2, ECDHE and RSA suites, no 3DES).
+impl PredefinedPolicy {
+    /// Whether it enables cipher `name`.
+    pub fn enables(&self, name: &str) -> bool {
+        self.ciphers.iter().any(|list| list.contains(&name))
+    }
+
+    /// Its attributes as `DescribeLoadBalancerPolicies` lists them: every protocol, then
+    /// `Server-Defined-Cipher-Order`, then every cipher of [`CIPHERS`], each `true` or `false`.
+    pub fn attributes(&self) -> Vec<(String, String)> {
+        let flag = |b: bool| if b { "true" } else { "false" }.to_string();
+        let mut out: Vec<(String, String)> = Protocol::ALL
+            .iter()
+            .map(|p| (p.attribute().to_string(), flag(self.protocols.contains(p))))
+            .collect();
+        out.push((SERVER_ORDER_ATTRIBUTE.to_string(), flag(self.server_order)));
+        out.extend(
+            CIPHERS
+                .iter()
+                .map(|c| (c.name.to_string(), flag(self.enables(c.name)))),
+        );
+        out
+    }
+}
+
+/// 2016-08, the default: ECDHE (AEAD and CBC) and static-RSA AES suites.
 const SUITES_2016_08: &[&str] = &[
     "ECDHE-ECDSA-AES128-GCM-SHA256",
     "ECDHE-RSA-AES128-GCM-SHA256",
@@ -309,6 +334,48 @@ const SUITES_2016_08: &[&str] = &[
     "AES256-SHA256",
     "AES256-SHA",
 ];
+/// What the 2014 and early 2015 policies add: DHE with SHA-1.
+const DHE_SHA1: &[&str] = &["DHE-RSA-AES128-SHA", "DHE-DSS-AES128-SHA"];
+/// What 2015-03 and 2015-05 add: 3DES.
+const TRIPLE_DES: &[&str] = &["DES-CBC3-SHA"];
+/// What the 2014 policies add: RC4.
+const RC4: &[&str] = &["ECDHE-RSA-RC4-SHA", "RC4-SHA"];
+/// TLS 1.2 only: no SHA-1 suites.
+const SUITES_TLS_1_2: &[&str] = &[
+    "ECDHE-ECDSA-AES128-GCM-SHA256",
+    "ECDHE-RSA-AES128-GCM-SHA256",
+    "ECDHE-ECDSA-AES128-SHA256",
+    "ECDHE-RSA-AES128-SHA256",
+    "ECDHE-ECDSA-AES256-GCM-SHA384",
+    "ECDHE-RSA-AES256-GCM-SHA384",
+    "ECDHE-ECDSA-AES256-SHA384",
+    "ECDHE-RSA-AES256-SHA384",
+    "AES128-GCM-SHA256",
+    "AES128-SHA256",
+    "AES256-GCM-SHA384",
+    "AES256-SHA256",
+];
+/// 2011-08: SSLv3/TLS 1.0 era suites.
+const SUITES_2011_08: &[&str] = &[
+    "DHE-RSA-AES128-SHA",
+    "AES128-SHA",
+    "AES256-SHA",
+    "DHE-DSS-AES128-SHA",
+    "CAMELLIA128-SHA",
+    "EDH-RSA-DES-CBC3-SHA",
+    "DES-CBC3-SHA",
+    "RC4-SHA",
+    "DHE-RSA-AES256-SHA",
+    "DHE-DSS-AES256-SHA",
+    "DHE-RSA-CAMELLIA256-SHA",
+    "DHE-DSS-CAMELLIA256-SHA",
+    "CAMELLIA256-SHA",
+    "EDH-DSS-DES-CBC3-SHA",
+    "DHE-RSA-CAMELLIA128-SHA",
+    "DHE-DSS-CAMELLIA128-SHA",
+];
+
+const TLS_1_0_TO_1_2: &[Protocol] = &[Protocol::TlsV1_0, Protocol::TlsV1_1, Protocol::TlsV1_2];
 
 /// Every predefined classic policy with a documented attribute set.
 pub static PREDEFINED: &[PredefinedPolicy] = &[
@@ -316,119 +383,43 @@ pub static PREDEFINED: &[PredefinedPolicy] = &[
         name: "ELBSecurityPolicy-TLS-1-2-2017-01",
         protocols: &[Protocol::TlsV1_2],
         server_order: true,
-        ciphers: &[
-            "ECDHE-ECDSA-AES128-GCM-SHA256",
-            "ECDHE-RSA-AES128-GCM-SHA256",
-            "ECDHE-ECDSA-AES128-SHA256",
-            "ECDHE-RSA-AES128-SHA256",
-            "ECDHE-ECDSA-AES256-GCM-SHA384",
-            "ECDHE-RSA-AES256-GCM-SHA384",
-            "ECDHE-ECDSA-AES256-SHA384",
-            "ECDHE-RSA-AES256-SHA384",
-            "AES128-GCM-SHA256",
-            "AES128-SHA256",
-            "AES256-GCM-SHA384",
-            "AES256-SHA256",
-        ],
+        ciphers: &[SUITES_TLS_1_2],
     },
     PredefinedPolicy {
         name: "ELBSecurityPolicy-TLS-1-1-2017-01",
         protocols: &[Protocol::TlsV1_1, Protocol::TlsV1_2],
         server_order: true,
-        ciphers: SUITES_2016_08,
+        ciphers: &[SUITES_2016_08],
     },
     PredefinedPolicy {
         name: "ELBSecurityPolicy-2016-08",
-        protocols: &[Protocol::TlsV1_0, Protocol::TlsV1_1, Protocol::TlsV1_2],
+        protocols: TLS_1_0_TO_1_2,
         server_order: true,
-        ciphers: SUITES_2016_08,
+        ciphers: &[SUITES_2016_08],
     },
     PredefinedPolicy {
         name: "ELBSecurityPolicy-2015-05",
-        protocols: &[Protocol::TlsV1_0, Protocol::TlsV1_1, Protocol::TlsV1_2],
+        protocols: TLS_1_0_TO_1_2,
         server_order: true,
-        ciphers: &[
-            "ECDHE-ECDSA-AES128-GCM-SHA256",
-            "ECDHE-RSA-AES128-GCM-SHA256",
-            "ECDHE-ECDSA-AES128-SHA256",
-            "ECDHE-RSA-AES128-SHA256",
-            "ECDHE-ECDSA-AES128-SHA",
-            "ECDHE-RSA-AES128-SHA",
-            "ECDHE-ECDSA-AES256-GCM-SHA384",
-            "ECDHE-RSA-AES256-GCM-SHA384",
-            "ECDHE-ECDSA-AES256-SHA384",
-            "ECDHE-RSA-AES256-SHA384",
-            "ECDHE-RSA-AES256-SHA",
-            "ECDHE-ECDSA-AES256-SHA",
-            "AES128-GCM-SHA256",
-            "AES128-SHA256",
-            "AES128-SHA",
-            "AES256-GCM-SHA384",
-            "AES256-SHA256",
-            "AES256-SHA",
-            "DES-CBC3-SHA",
-        ],
+        ciphers: &[SUITES_2016_08, TRIPLE_DES],
     },
     PredefinedPolicy {
         name: "ELBSecurityPolicy-2015-03",
-        protocols: &[Protocol::TlsV1_0, Protocol::TlsV1_1, Protocol::TlsV1_2],
+        protocols: TLS_1_0_TO_1_2,
         server_order: true,
-        ciphers: &[
-            "ECDHE-ECDSA-AES128-GCM-SHA256",
-            "ECDHE-RSA-AES128-GCM-SHA256",
-            "ECDHE-ECDSA-AES128-SHA256",
-            "ECDHE-RSA-AES128-SHA256",
-            "ECDHE-ECDSA-AES128-SHA",
-            "ECDHE-RSA-AES128-SHA",
-            "DHE-RSA-AES128-SHA",
-            "ECDHE-ECDSA-AES256-GCM-SHA384",
-            "ECDHE-RSA-AES256-GCM-SHA384",
-            "ECDHE-ECDSA-AES256-SHA384",
-            "ECDHE-RSA-AES256-SHA384",
-            "ECDHE-RSA-AES256-SHA",
-            "ECDHE-ECDSA-AES256-SHA",
-            "AES128-GCM-SHA256",
-            "AES128-SHA256",
-            "AES128-SHA",
-            "AES256-GCM-SHA384",
-            "AES256-SHA256",
-            "AES256-SHA",
-            "DHE-DSS-AES128-SHA",
-            "DES-CBC3-SHA",
-        ],
+        ciphers: &[SUITES_2016_08, DHE_SHA1, TRIPLE_DES],
     },
     PredefinedPolicy {
         name: "ELBSecurityPolicy-2015-02",
-        protocols: &[Protocol::TlsV1_0, Protocol::TlsV1_1, Protocol::TlsV1_2],
+        protocols: TLS_1_0_TO_1_2,
         server_order: true,
-        ciphers: &[
-            "ECDHE-ECDSA-AES128-GCM-SHA256",
-            "ECDHE-RSA-AES128-GCM-SHA256",
-            "ECDHE-ECDSA-AES128-SHA256",
-            "ECDHE-RSA-AES128-SHA256",
-            "ECDHE-ECDSA-AES128-SHA",
-            "ECDHE-RSA-AES128-SHA",
-            "DHE-RSA-AES128-SHA",
-            "ECDHE-ECDSA-AES256-GCM-SHA384",
-            "ECDHE-RSA-AES256-GCM-SHA384",
-            "ECDHE-ECDSA-AES256-SHA384",
-            "ECDHE-RSA-AES256-SHA384",
-            "ECDHE-RSA-AES256-SHA",
-            "ECDHE-ECDSA-AES256-SHA",
-            "AES128-GCM-SHA256",
-            "AES128-SHA256",
-            "AES128-SHA",
-            "AES256-GCM-SHA384",
-            "AES256-SHA256",
-            "AES256-SHA",
-            "DHE-DSS-AES128-SHA",
-        ],
+        ciphers: &[SUITES_2016_08, DHE_SHA1],
     },
     PredefinedPolicy {
         name: "ELBSecurityPolicy-2014-10",
-        protocols: &[Protocol::TlsV1_0, Protocol::TlsV1_1, Protocol::TlsV1_2],
+        protocols: TLS_1_0_TO_1_2,
         server_order: true,
-        ciphers: SUITES_2014,
+        ciphers: &[SUITES_2016_08, DHE_SHA1, RC4],
     },
     PredefinedPolicy {
         name: "ELBSecurityPolicy-2014-01",
@@ -439,57 +430,14 @@ pub static PREDEFINED: &[PredefinedPolicy] = &[
             Protocol::TlsV1_2,
         ],
         server_order: true,
-        ciphers: SUITES_2014,
+        ciphers: &[SUITES_2016_08, DHE_SHA1, RC4],
     },
     PredefinedPolicy {
         name: "ELBSecurityPolicy-2011-08",
         protocols: &[Protocol::SslV3, Protocol::TlsV1_0],
         server_order: false,
-        ciphers: &[
-            "DHE-RSA-AES128-SHA",
-            "AES128-SHA",
-            "AES256-SHA",
-            "DHE-DSS-AES128-SHA",
-            "CAMELLIA128-SHA",
-            "EDH-RSA-DES-CBC3-SHA",
-            "DES-CBC3-SHA",
-            "RC4-SHA",
-            "DHE-RSA-AES256-SHA",
-            "DHE-DSS-AES256-SHA",
-            "DHE-RSA-CAMELLIA256-SHA",
-            "DHE-DSS-CAMELLIA256-SHA",
-            "CAMELLIA256-SHA",
-            "EDH-DSS-DES-CBC3-SHA",
-            "DHE-RSA-CAMELLIA128-SHA",
-            "DHE-DSS-CAMELLIA128-SHA",
-        ],
+        ciphers: &[SUITES_2011_08],
     },
-];
-
-/// 2014-01 and 2014-10 (which differ only in SSLv3).
-const SUITES_2014: &[&str] = &[
-    "ECDHE-ECDSA-AES128-GCM-SHA256",
-    "ECDHE-RSA-AES128-GCM-SHA256",
-    "ECDHE-ECDSA-AES128-SHA256",
-    "ECDHE-RSA-AES128-SHA256",
-    "ECDHE-ECDSA-AES128-SHA",
-    "ECDHE-RSA-AES128-SHA",
-    "DHE-RSA-AES128-SHA",
-    "ECDHE-ECDSA-AES256-GCM-SHA384",
-    "ECDHE-RSA-AES256-GCM-SHA384",
-    "ECDHE-ECDSA-AES256-SHA384",
-    "ECDHE-RSA-AES256-SHA384",
-    "ECDHE-RSA-AES256-SHA",
-    "ECDHE-ECDSA-AES256-SHA",
-    "AES128-GCM-SHA256",
-    "AES128-SHA256",
-    "AES128-SHA",
-    "AES256-GCM-SHA384",
-    "AES256-SHA256",
-    "AES256-SHA",
-    "DHE-DSS-AES128-SHA",
-    "ECDHE-RSA-RC4-SHA",
-    "RC4-SHA",
 ];
 
 /// The predefined policy `name`, if there is one.
@@ -664,10 +612,7 @@ impl std::error::Error for PolicyError {}
 /// Resolves predefined policy `name`, dropping what cannot be offered.
 pub fn resolve_predefined(name: &str) -> Result<ResolvedPolicy, PolicyError> {
     let policy = predefined(name).ok_or_else(|| PolicyError::UnknownPolicy(name.to_string()))?;
-    let ciphers: Vec<&'static Cipher> = CIPHERS
-        .iter()
-        .filter(|c| policy.ciphers.contains(&c.name))
-        .collect();
+    let ciphers: Vec<&'static Cipher> = CIPHERS.iter().filter(|c| policy.enables(c.name)).collect();
     build(
         policy.protocols,
         &ciphers,
@@ -804,21 +749,26 @@ mod tests {
             }
         }
         for p in PREDEFINED {
-            for name in p.ciphers {
+            for name in p.ciphers.iter().flat_map(|l| l.iter()) {
                 assert!(cipher(name).is_some(), "{}: unknown cipher {name}", p.name);
             }
-            // Each predefined list is in table order (AWS lists them in that order).
-            let positions: Vec<usize> = p
-                .ciphers
-                .iter()
-                .map(|n| CIPHERS.iter().position(|c| c.name == *n).unwrap())
-                .collect();
-            assert!(
-                positions.windows(2).all(|w| w[0] < w[1]),
-                "{} not in table order",
-                p.name
-            );
+            let attrs = p.attributes();
+            assert_eq!(attrs.len(), Protocol::ALL.len() + 1 + CIPHERS.len());
+            // Its own attribute list resolves to the same policy (lenient: as predefined).
+            let from_attrs = resolve_attributes(&attrs, Mode::Lenient);
+            assert_eq!(from_attrs, resolve_predefined(p.name), "{}", p.name);
         }
+        // 2015-05 is 2016-08 plus 3DES, as AWS lists them.
+        let enabled = |name| {
+            let p = predefined(name).unwrap();
+            CIPHERS.iter().filter(|c| p.enables(c.name)).count()
+        };
+        assert_eq!(enabled("ELBSecurityPolicy-2016-08"), 18);
+        assert_eq!(enabled("ELBSecurityPolicy-2015-05"), 19);
+        assert_eq!(enabled("ELBSecurityPolicy-2015-03"), 21);
+        assert_eq!(enabled("ELBSecurityPolicy-2014-01"), 22);
+        assert_eq!(enabled("ELBSecurityPolicy-TLS-1-2-2017-01"), 12);
+        assert_eq!(enabled("ELBSecurityPolicy-2011-08"), 16);
         assert_eq!(offered_ciphers().count(), 4);
         assert!(predefined(DEFAULT_POLICY).is_some());
     }

@@ -12,10 +12,6 @@ use elb_engine::{
 use support::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
-fn addr_of(engine: &Engine, name: &str) -> SocketAddr {
-    engine.local_addrs(name).unwrap()[0]
-}
-
 fn tally(bodies: &[String]) -> BTreeMap<String, usize> {
     let mut t = BTreeMap::new();
     for b in bodies {
@@ -41,20 +37,13 @@ async fn https_terminates_spreads_and_forwards_the_client() {
     let pki = Pki::new();
     let leaf = pki.leaf(NAME);
     let backends = three_backends(None).await;
-    let engine = Engine::with_workers(2).unwrap();
-    engine
-        .apply(vec![listener(
-            "web:443",
-            [127, 0, 0, 2],
-            FrontendProtocol::Https,
-            BackendProtocol::Http,
-            Some(tls_settings(&leaf)),
-        )])
-        .unwrap();
-    engine
-        .update_backends("web:443", &in_service(&addrs(&backends)))
-        .unwrap();
-    let vip = addr_of(&engine, "web:443");
+    let mut config = listener(
+        "web:443",
+        FrontendProtocol::Https,
+        BackendProtocol::Http,
+        Some(tls_settings(&leaf)),
+    );
+    let (engine, vip) = serve_with(2, &mut config, &addrs(&backends));
     let cacert = pki.ca_file.display().to_string();
     let url = https_url(vip, "/");
     let client = format!(
@@ -183,19 +172,13 @@ async fn a_replaced_certificate_reaches_new_connections_within_a_second() {
     let pki = Pki::new();
     let (first, second) = (pki.leaf(NAME), pki.leaf(NAME));
     let backends = three_backends(None).await;
-    let engine = Engine::new().unwrap();
     let mut config = listener(
         "web:443",
-        [127, 0, 0, 2],
         FrontendProtocol::Https,
         BackendProtocol::Http,
         Some(tls_settings(&first)),
     );
-    engine.apply(vec![config.clone()]).unwrap();
-    engine
-        .update_backends("web:443", &in_service(&addrs(&backends)))
-        .unwrap();
-    let vip = addr_of(&engine, "web:443");
+    let (engine, vip) = serve(&mut config, &addrs(&backends));
     assert_eq!(served_cert(&pki, vip).await, first.der);
     let mut old = tls_connect(&pki.client(None), vip).await.unwrap();
     assert!(get_on(&mut old).await.starts_with("HTTP/1.1 200"));
@@ -230,20 +213,13 @@ async fn an_ssl_listener_reaches_plain_tcp_backends_per_connection() {
     let leaf = pki.leaf(NAME);
     let e1 = EchoBackend::start("e1", [127, 0, 0, 21]).await;
     let e2 = EchoBackend::start("e2", [127, 0, 0, 22]).await;
-    let engine = Engine::new().unwrap();
-    engine
-        .apply(vec![listener(
-            "smtp:465",
-            [127, 0, 0, 2],
-            FrontendProtocol::Ssl,
-            BackendProtocol::Tcp,
-            Some(tls_settings(&leaf)),
-        )])
-        .unwrap();
-    engine
-        .update_backends("smtp:465", &in_service(&[e1.addr, e2.addr]))
-        .unwrap();
-    let vip = addr_of(&engine, "smtp:465");
+    let mut config = listener(
+        "smtp:465",
+        FrontendProtocol::Ssl,
+        BackendProtocol::Tcp,
+        Some(tls_settings(&leaf)),
+    );
+    let (engine, vip) = serve(&mut config, &[e1.addr, e2.addr]);
     let connector = pki.client(None);
     let mut answers = Vec::new();
     for _ in 0..4 {
@@ -282,10 +258,8 @@ async fn jar_get(jar: &str, url: &str) -> CurlOut {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lb_cookie_stickiness_binds_clients_and_moves_them_off_a_leaving_backend() {
     let backends = three_backends(None).await;
-    let engine = Engine::new().unwrap();
     let mut config = listener(
         "web:80",
-        [127, 0, 0, 2],
         FrontendProtocol::Http,
         BackendProtocol::Http,
         None,
@@ -293,11 +267,7 @@ async fn lb_cookie_stickiness_binds_clients_and_moves_them_off_a_leaving_backend
     config.stickiness = Stickiness::LbCookie {
         expiration: Some(Duration::from_secs(60)),
     };
-    engine.apply(vec![config]).unwrap();
-    engine
-        .update_backends("web:80", &in_service(&addrs(&backends)))
-        .unwrap();
-    let vip = addr_of(&engine, "web:80");
+    let (engine, vip) = serve(&mut config, &addrs(&backends));
     let url = format!("http://{vip}/");
     let dir = tempfile::tempdir().unwrap();
     let jar_a = dir.path().join("a").display().to_string();
@@ -341,7 +311,6 @@ async fn lb_cookie_stickiness_binds_clients_and_moves_them_off_a_leaving_backend
     // Without stickiness, the cookie means nothing: round robin again.
     let mut plain = listener(
         "web:80",
-        [127, 0, 0, 2],
         FrontendProtocol::Http,
         BackendProtocol::Http,
         None,
@@ -364,10 +333,8 @@ async fn futures_bodies(jar: &str, url: &str, n: usize) -> Vec<String> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn application_cookie_stickiness_follows_the_applications_cookie() {
     let backends = three_backends(None).await;
-    let engine = Engine::new().unwrap();
     let mut config = listener(
         "app:80",
-        [127, 0, 0, 2],
         FrontendProtocol::Http,
         BackendProtocol::Http,
         None,
@@ -375,11 +342,7 @@ async fn application_cookie_stickiness_follows_the_applications_cookie() {
     config.stickiness = Stickiness::AppCookie {
         cookie_name: "SESSIONID".into(),
     };
-    engine.apply(vec![config]).unwrap();
-    engine
-        .update_backends("app:80", &in_service(&addrs(&backends)))
-        .unwrap();
-    let vip = addr_of(&engine, "app:80");
+    let (engine, vip) = serve(&mut config, &addrs(&backends));
     let dir = tempfile::tempdir().unwrap();
     let jar = dir.path().join("jar").display().to_string();
 
@@ -419,20 +382,13 @@ async fn the_negotiation_policy_decides_the_handshake() {
     let pki = Pki::new();
     let leaf = pki.leaf(NAME); // ECDSA P-256 key
     let backends = three_backends(None).await;
-    let engine = Engine::new().unwrap();
     let mut config = listener(
         "web:443",
-        [127, 0, 0, 2],
         FrontendProtocol::Https,
         BackendProtocol::Http,
         Some(tls_settings(&leaf)),
     );
-    engine.apply(vec![config.clone()]).unwrap();
-    engine
-        .update_backends("web:443", &in_service(&addrs(&backends)))
-        .unwrap();
-    let vip = addr_of(&engine, "web:443");
-    config.bind = vec![vip];
+    let (engine, vip) = serve(&mut config, &addrs(&backends));
     let cacert = pki.ca_file.display().to_string();
     let client_needs = |cipher: &'static str| {
         let (cacert, r, url) = (cacert.clone(), resolve(vip), https_url(vip, "/"));
@@ -536,17 +492,13 @@ async fn the_negotiation_policy_decides_the_handshake() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_in_service_instance_is_503() {
     let backends = three_backends(None).await;
-    let engine = Engine::new().unwrap();
-    engine
-        .apply(vec![listener(
-            "web:80",
-            [127, 0, 0, 2],
-            FrontendProtocol::Http,
-            BackendProtocol::Http,
-            None,
-        )])
-        .unwrap();
-    let vip = addr_of(&engine, "web:80");
+    let mut config = listener(
+        "web:80",
+        FrontendProtocol::Http,
+        BackendProtocol::Http,
+        None,
+    );
+    let (engine, vip) = serve(&mut config, &[]);
     let url = format!("http://{vip}/");
     assert_eq!(curl(&[&url]).await.status, 503, "no backend at all");
     let mut list = in_service(&addrs(&backends));
@@ -572,20 +524,13 @@ async fn https_backends_are_verified_only_with_a_key_policy() {
     let backend_leaf = pki.leaf("backend.test");
     let stranger = pki.leaf("backend.test");
     let backend = HttpBackend::start("secure", [127, 0, 0, 31], Some(&backend_leaf)).await;
-    let engine = Engine::new().unwrap();
     let mut config = listener(
         "web:80",
-        [127, 0, 0, 2],
         FrontendProtocol::Http,
         BackendProtocol::Https,
         None,
     );
-    engine.apply(vec![config.clone()]).unwrap();
-    engine
-        .update_backends("web:80", &in_service(&[backend.addr]))
-        .unwrap();
-    let vip = addr_of(&engine, "web:80");
-    config.bind = vec![vip];
+    let (engine, vip) = serve(&mut config, &[backend.addr]);
     let url = format!("http://{vip}/");
     let r = curl(&[&url]).await;
     assert_eq!(
@@ -621,20 +566,15 @@ async fn https_backends_are_verified_only_with_a_key_policy() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn draining_finishes_in_flight_requests_then_cuts() {
     let backends = three_backends(None).await;
-    let engine = Engine::new().unwrap();
     let mut config = listener(
         "web:80",
-        [127, 0, 0, 2],
         FrontendProtocol::Http,
         BackendProtocol::Http,
         None,
     );
     config.draining_timeout = Some(Duration::from_secs(5));
-    engine.apply(vec![config.clone()]).unwrap();
     let all = in_service(&addrs(&backends));
-    engine.update_backends("web:80", &all).unwrap();
-    let vip = addr_of(&engine, "web:80");
-    config.bind = vec![vip];
+    let (engine, vip) = serve(&mut config, &addrs(&backends));
 
     // A slow request on b1 (the first in rotation); b1 starts draining meanwhile.
     let slow = tokio::spawn(curl_owned(format!("http://{vip}/slow")));
@@ -704,20 +644,14 @@ async fn curl_owned(url: String) -> CurlOut {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed_after_the_idle_timeout() {
     let backends = three_backends(None).await;
-    let engine = Engine::new().unwrap();
     let mut config = listener(
         "web:80",
-        [127, 0, 0, 2],
         FrontendProtocol::Http,
         BackendProtocol::Http,
         None,
     );
     config.idle_timeout = Duration::from_secs(1);
-    engine.apply(vec![config]).unwrap();
-    engine
-        .update_backends("web:80", &in_service(&addrs(&backends)))
-        .unwrap();
-    let vip = addr_of(&engine, "web:80");
+    let (engine, vip) = serve(&mut config, &addrs(&backends));
     let mut s = tokio::net::TcpStream::connect(vip).await.unwrap();
     assert!(get_on(&mut s).await.starts_with("HTTP/1.1 200"));
     let t0 = std::time::Instant::now();
@@ -746,35 +680,21 @@ async fn invalid_listeners_are_refused_and_others_still_applied() {
     let pki = Pki::new();
     let leaf = pki.leaf(NAME);
     let engine = Engine::new().unwrap();
-    let good = listener(
-        "ok:80",
-        [127, 0, 0, 2],
-        FrontendProtocol::Http,
-        BackendProtocol::Http,
-        None,
-    );
+    let good = listener("ok:80", FrontendProtocol::Http, BackendProtocol::Http, None);
     let no_cert = listener(
         "a:443",
-        [127, 0, 0, 2],
         FrontendProtocol::Https,
         BackendProtocol::Http,
         None,
     );
     let mut bad_key = listener(
         "b:443",
-        [127, 0, 0, 2],
         FrontendProtocol::Https,
         BackendProtocol::Http,
         Some(tls_settings(&leaf)),
     );
     bad_key.tls.as_mut().unwrap().private_key_pem = pki.leaf(NAME).key_pem;
-    let pairing = listener(
-        "c:80",
-        [127, 0, 0, 2],
-        FrontendProtocol::Http,
-        BackendProtocol::Tcp,
-        None,
-    );
+    let pairing = listener("c:80", FrontendProtocol::Http, BackendProtocol::Tcp, None);
     let err = engine
         .apply(vec![good, no_cert, bad_key, pairing])
         .unwrap_err();
@@ -795,20 +715,13 @@ async fn rsa_certificates_are_served() {
     let pki = Pki::new();
     let leaf = pki.leaf_rsa(NAME);
     let backends = three_backends(None).await;
-    let engine = Engine::new().unwrap();
     let mut config = listener(
         "web:443",
-        [127, 0, 0, 2],
         FrontendProtocol::Https,
         BackendProtocol::Http,
         Some(tls_settings(&leaf)),
     );
-    engine.apply(vec![config.clone()]).unwrap();
-    engine
-        .update_backends("web:443", &in_service(&addrs(&backends)))
-        .unwrap();
-    let vip = addr_of(&engine, "web:443");
-    config.bind = vec![vip];
+    let (engine, vip) = serve(&mut config, &addrs(&backends));
     let cacert = pki.ca_file.display().to_string();
     for cipher in ["ECDHE-RSA-AES128-GCM-SHA256", "ECDHE-RSA-AES256-GCM-SHA384"] {
         let r = curl(&[

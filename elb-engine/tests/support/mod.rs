@@ -16,7 +16,7 @@ use std::{
 
 use bytes::Bytes;
 use elb_engine::{
-    BackendAuthentication, BackendProtocol, FrontendProtocol, ListenerConfig, Stickiness,
+    BackendAuthentication, BackendProtocol, Engine, FrontendProtocol, ListenerConfig, Stickiness,
     TlsSettings, policy,
 };
 use http_body_util::Full;
@@ -301,17 +301,17 @@ impl EchoBackend {
     }
 }
 
-/// A listener configuration with defaults: round robin, 60 s idle timeout, no draining.
+/// A listener configuration on 127.0.0.2 (any port) with defaults: round robin, 60 s idle
+/// timeout, no draining.
 pub fn listener(
     name: &str,
-    bind_ip: [u8; 4],
     protocol: FrontendProtocol,
     backend_protocol: BackendProtocol,
     tls: Option<TlsSettings>,
 ) -> ListenerConfig {
     ListenerConfig {
         name: name.into(),
-        bind: vec![SocketAddr::from((bind_ip, 0))],
+        bind: vec![SocketAddr::from(([127, 0, 0, 2], 0))],
         protocol,
         backend_protocol,
         tls,
@@ -320,6 +320,33 @@ pub fn listener(
         idle_timeout: Duration::from_secs(60),
         draining_timeout: None,
     }
+}
+
+/// An engine (one worker per CPU) serving `config` with `backends` InService. `config.bind` is
+/// set to the address it got, so that applying `config` again updates the listener in place.
+pub fn serve(config: &mut ListenerConfig, backends: &[SocketAddr]) -> (Engine, SocketAddr) {
+    serve_with(0, config, backends)
+}
+
+/// [`serve`] with `workers` worker threads (0: one per CPU).
+pub fn serve_with(
+    workers: usize,
+    config: &mut ListenerConfig,
+    backends: &[SocketAddr],
+) -> (Engine, SocketAddr) {
+    let engine = if workers == 0 {
+        Engine::new()
+    } else {
+        Engine::with_workers(workers)
+    }
+    .unwrap();
+    engine.apply(vec![config.clone()]).unwrap();
+    engine
+        .update_backends(&config.name, &in_service(backends))
+        .unwrap();
+    let vip = engine.local_addrs(&config.name).unwrap()[0];
+    config.bind = vec![vip];
+    (engine, vip)
 }
 
 /// TLS settings with `leaf` and the default policy.
