@@ -12,6 +12,13 @@ use elb_engine::{
 use support::*;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
+/// A custom policy: TLS 1.2 and `ciphers`, the client's order.
+fn custom_policy(ciphers: &[&str]) -> policy::ResolvedPolicy {
+    let mut attributes = vec![("Protocol-TLSv1.2", "true")];
+    attributes.extend(ciphers.iter().map(|c| (*c, "true")));
+    policy::resolve_attributes(&attributes, policy::Mode::Strict).unwrap()
+}
+
 fn tally(bodies: &[String]) -> BTreeMap<String, usize> {
     let mut t = BTreeMap::new();
     for b in bodies {
@@ -413,17 +420,8 @@ async fn the_negotiation_policy_decides_the_handshake() {
     );
 
     // A custom policy without the client's only cipher: the handshake fails.
-    let narrow = policy::resolve_attributes(
-        &[
-            ("Protocol-TLSv1.2", "true"),
-            ("ECDHE-ECDSA-AES256-GCM-SHA384", "true"),
-        ],
-        policy::Mode::Strict,
-    )
-    .unwrap();
-    let mut tls = tls_settings(&leaf);
-    tls.policy = narrow;
-    config.tls = Some(tls);
+    let narrow = custom_policy(&["ECDHE-ECDSA-AES256-GCM-SHA384"]);
+    config.tls.as_mut().unwrap().policy = narrow;
     engine.apply(vec![config.clone()]).unwrap();
     let r = client_needs("ECDHE-ECDSA-AES128-GCM-SHA256").await;
     assert!(!r.ok && r.status == 0, "handshake must fail: {r:?}");
@@ -438,18 +436,11 @@ async fn the_negotiation_policy_decides_the_handshake() {
     let suite = |c: &tokio_rustls::client::TlsStream<tokio::net::TcpStream>| {
         u16::from(c.get_ref().1.negotiated_cipher_suite().unwrap().suite())
     };
-    let client_order = policy::resolve_attributes(
-        &[
-            ("Protocol-TLSv1.2", "true"),
-            ("ECDHE-ECDSA-AES128-GCM-SHA256", "true"),
-            ("ECDHE-ECDSA-AES256-GCM-SHA384", "true"),
-        ],
-        policy::Mode::Strict,
-    )
-    .unwrap();
-    let mut tls = tls_settings(&leaf);
-    tls.policy = client_order;
-    config.tls = Some(tls);
+    let client_order = custom_policy(&[
+        "ECDHE-ECDSA-AES128-GCM-SHA256",
+        "ECDHE-ECDSA-AES256-GCM-SHA384",
+    ]);
+    config.tls.as_mut().unwrap().policy = client_order;
     engine.apply(vec![config.clone()]).unwrap();
     let c = tls_connect(&client_prefers_256, vip).await.unwrap();
     assert_eq!(suite(&c), 0xC02C, "client order");
@@ -466,17 +457,8 @@ async fn the_negotiation_policy_decides_the_handshake() {
 
     // A policy that offers nothing for the certificate's key is refused with a clear error, and
     // the listener keeps serving with what it had.
-    let rsa_only = policy::resolve_attributes(
-        &[
-            ("Protocol-TLSv1.2", "true"),
-            ("ECDHE-RSA-AES128-GCM-SHA256", "true"),
-        ],
-        policy::Mode::Strict,
-    )
-    .unwrap();
-    let mut tls = tls_settings(&leaf);
-    tls.policy = rsa_only;
-    config.tls = Some(tls);
+    let rsa_only = custom_policy(&["ECDHE-RSA-AES128-GCM-SHA256"]);
+    config.tls.as_mut().unwrap().policy = rsa_only;
     let err = engine.apply(vec![config]).unwrap_err().to_string();
     assert!(
         err.contains("no cipher for a certificate with an Ecdsa key"),
@@ -739,14 +721,7 @@ async fn rsa_certificates_are_served() {
         assert_eq!(r.status, 200, "{cipher}: {r:?}");
     }
     // An ECDSA-only policy cannot serve an RSA certificate.
-    config.tls.as_mut().unwrap().policy = policy::resolve_attributes(
-        &[
-            ("Protocol-TLSv1.2", "true"),
-            ("ECDHE-ECDSA-AES128-GCM-SHA256", "true"),
-        ],
-        policy::Mode::Strict,
-    )
-    .unwrap();
+    config.tls.as_mut().unwrap().policy = custom_policy(&["ECDHE-ECDSA-AES128-GCM-SHA256"]);
     let err = engine.apply(vec![config]).unwrap_err().to_string();
     assert!(err.contains("Rsa key"), "{err}");
     engine.shutdown(Duration::from_secs(1)).await;
