@@ -684,6 +684,17 @@ backend web
     for i in 0..BACKENDS {
         let _ = writeln!(cfg, "    server b{} {}:80", i + 1, backend_addr(i));
     }
+    spawn_haproxy(topo, dir, &cfg, 80)
+}
+
+/// Runs HAProxy with `cfg` in the servo namespace (config and log in `dir`) and waits until it
+/// listens on `port`.
+pub(super) fn spawn_haproxy(
+    topo: &Topology,
+    dir: tempfile::TempDir,
+    cfg: &str,
+    port: u16,
+) -> anyhow::Result<(Proc, tempfile::TempDir)> {
     let path = dir.path().join("haproxy.cfg");
     fs::write(&path, cfg)?;
     // Validate first: a config error then shows as such instead of as a dead process.
@@ -704,7 +715,8 @@ backend web
             return Some(false);
         }
         let out = Command::new("ip")
-            .args(["netns", "exec", &servo, "ss", "-Hltn", "sport = :80"])
+            .args(["netns", "exec", &servo, "ss", "-Hltn"])
+            .arg(format!("sport = :{port}"))
             .output()
             .ok()?;
         (!String::from_utf8_lossy(&out.stdout).trim().is_empty()).then_some(true)

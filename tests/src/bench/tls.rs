@@ -39,7 +39,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
 use super::{
     Mode,
-    e2e::{WrkArgs, which, wrk},
+    e2e::{WrkArgs, spawn_haproxy, which, wrk},
     progress,
     report::Results,
 };
@@ -483,39 +483,7 @@ backend web
     for i in 0..BACKENDS {
         let _ = writeln!(cfg, "    server b{} {}:80", i + 1, backend_addr(i));
     }
-    let path = dir.path().join("haproxy.cfg");
-    fs::write(&path, cfg)?;
-    topo.servo
-        .exec(&["haproxy", "-c", "-q", "-f", &path.display().to_string()])?;
-    let log = fs::File::create(dir.path().join("haproxy.log"))?;
-    let mut cmd = topo.servo.command("haproxy");
-    cmd.arg("-db")
-        .arg("-f")
-        .arg(&path)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(log);
-    let mut proc = Proc::spawn(cmd, "haproxy")?;
-    let servo = topo.servo.name().to_string();
-    crate::netns::wait_for(Duration::from_secs(10), "haproxy listening", || {
-        if !proc.is_running() {
-            return Some(false);
-        }
-        let out = Command::new("ip")
-            .args(["netns", "exec", &servo, "ss", "-Hltn"])
-            .arg(format!("sport = :{PORT}"))
-            .output()
-            .ok()?;
-        (!String::from_utf8_lossy(&out.stdout).trim().is_empty()).then_some(true)
-    })?
-    .then_some(())
-    .with_context(|| {
-        format!(
-            "haproxy exited: {}",
-            fs::read_to_string(dir.path().join("haproxy.log")).unwrap_or_default()
-        )
-    })?;
-    Ok((proc, dir))
+    spawn_haproxy(topo, dir, &cfg, PORT)
 }
 
 // ----- the handshake load generator --------------------------------------------------------------
