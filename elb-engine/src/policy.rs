@@ -609,6 +609,25 @@ impl fmt::Display for PolicyError {
 
 impl std::error::Error for PolicyError {}
 
+/// A listener's SSL negotiation policy as the API holds it.
+#[derive(Clone, Copy, Debug)]
+pub enum PolicySpec<'a> {
+    /// A predefined policy, by name (`ELBSecurityPolicy-2016-08` when the listener names none).
+    Predefined(&'a str),
+    /// A custom `SSLNegotiationPolicyType` policy's attributes.
+    Custom(&'a [(String, String)]),
+}
+
+/// Resolves what a listener's policy offers: predefined policies as the part of them that can be
+/// offered, custom ones strictly (anything they enable that cannot be offered is an error).
+/// Control calls it to refuse a policy at the API; the servo calls it to configure the engine.
+pub fn resolve(spec: PolicySpec<'_>) -> Result<ResolvedPolicy, PolicyError> {
+    match spec {
+        PolicySpec::Predefined(name) => resolve_predefined(name),
+        PolicySpec::Custom(attributes) => resolve_attributes(attributes, Mode::Strict),
+    }
+}
+
 /// Resolves predefined policy `name`, dropping what cannot be offered.
 pub fn resolve_predefined(name: &str) -> Result<ResolvedPolicy, PolicyError> {
     let policy = predefined(name).ok_or_else(|| PolicyError::UnknownPolicy(name.to_string()))?;
@@ -820,6 +839,16 @@ mod tests {
         assert!(matches!(
             resolve_predefined("ELBSecurityPolicy-1999-01"),
             Err(PolicyError::UnknownPolicy(_))
+        ));
+    }
+
+    #[test]
+    fn resolve_is_lenient_for_predefined_and_strict_for_custom() {
+        assert!(resolve(PolicySpec::Predefined(DEFAULT_POLICY)).is_ok());
+        let copy: Vec<(String, String)> = predefined(DEFAULT_POLICY).unwrap().attributes();
+        assert!(matches!(
+            resolve(PolicySpec::Custom(&copy)),
+            Err(PolicyError::NotOffered { .. })
         ));
     }
 

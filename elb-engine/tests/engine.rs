@@ -726,3 +726,30 @@ async fn rsa_certificates_are_served() {
     assert!(err.contains("Rsa key"), "{err}");
     engine.shutdown(Duration::from_secs(1)).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn listeners_are_added_and_removed_without_disturbing_the_others() {
+    let backends = three_backends(None).await;
+    let mut a = listener("a:80", FrontendProtocol::Http, BackendProtocol::Http, None);
+    let (engine, vip_a) = serve(&mut a, &addrs(&backends));
+    let mut open = tokio::net::TcpStream::connect(vip_a).await.unwrap();
+    assert!(get_on(&mut open).await.starts_with("HTTP/1.1 200"));
+
+    let b = listener("b:80", FrontendProtocol::Http, BackendProtocol::Http, None);
+    engine.apply(vec![a.clone(), b]).unwrap();
+    engine
+        .update_backends("b:80", &in_service(&addrs(&backends)))
+        .unwrap();
+    let vip_b = engine.local_addrs("b:80").unwrap()[0];
+    assert_ne!(vip_a, vip_b);
+    assert_eq!(curl(&[&format!("http://{vip_b}/")]).await.status, 200);
+    assert!(get_on(&mut open).await.starts_with("HTTP/1.1 200"));
+
+    engine.apply(vec![a]).unwrap();
+    let r = curl(&[&format!("http://{vip_b}/")]).await;
+    assert!(!r.ok, "a removed listener no longer accepts: {r:?}");
+    assert_eq!(engine.status().len(), 1);
+    // The connection opened on the other listener before all this still works.
+    assert!(get_on(&mut open).await.starts_with("HTTP/1.1 200"));
+    engine.shutdown(Duration::from_secs(1)).await;
+}
