@@ -40,7 +40,7 @@ use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use super::{
     Mode,
     e2e::{WrkArgs, spawn_haproxy, which, wrk},
-    progress,
+    median, progress,
     report::Results,
 };
 use crate::{
@@ -54,6 +54,8 @@ const BACKENDS: usize = 3;
 const PORT: u16 = 443;
 /// The name in the certificate.
 const CERT_NAME: &str = "bench.elb.test";
+/// Where clients connect.
+const VIP_PORT: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(VIP), PORT);
 /// The policy both balancers apply.
 const POLICY: &str = policy::DEFAULT_POLICY;
 /// Client ephemeral ports.
@@ -77,6 +79,8 @@ impl Terminator {
 
 #[derive(Clone, Copy, Debug)]
 struct Plan {
+    /// Alternating rounds per terminator (the medians are reported).
+    rounds: usize,
     secs: u32,
     /// Concurrent handshaking clients.
     handshake_conns: usize,
@@ -91,6 +95,7 @@ impl Plan {
     fn for_mode(mode: Mode) -> Self {
         mode.pick(
             Self {
+                rounds: 3,
                 secs: 10,
                 handshake_conns: 64,
                 client_threads: 2,
@@ -99,6 +104,7 @@ impl Plan {
                 warmup_secs: 2,
             },
             Self {
+                rounds: 2,
                 secs: 4,
                 handshake_conns: 64,
                 client_threads: 2,
@@ -107,6 +113,7 @@ impl Plan {
                 warmup_secs: 1,
             },
             Self {
+                rounds: 1,
                 secs: 1,
                 handshake_conns: 4,
                 client_threads: 1,
@@ -128,9 +135,28 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
     let plan = Plan::for_mode(mode);
     let dir = tempdir("tls-bench")?;
     let cert = Certificate::generate(dir.path())?;
+    // Both run side by side in their own namespaces and are measured in alternating rounds, so
+    // that other work on the shared machine weighs on both alike; each number is the median.
+    let mut setups = Vec::new();
     for t in [Terminator::Engine, Terminator::Haproxy] {
-        let m =
-            measure(t, plan, &cert).with_context(|| format!("TLS benchmark of {}", t.name()))?;
+        setups
+            .push(Setup::start(t, plan, &cert).with_context(|| format!("starting {}", t.name()))?);
+    }
+    let mut rounds: Vec<Vec<Measured>> = vec![Vec::new(), Vec::new()];
+    for _ in 0..plan.rounds {
+        for (i, setup) in setups.iter_mut().enumerate() {
+            let m = setup
+                .round(plan)
+                .with_context(|| format!("TLS benchmark of {}", setup.t.name()))?;
+            rounds[i].push(m);
+        }
+    }
+    drop(setups);
+    for (t, rounds) in [Terminator::Engine, Terminator::Haproxy]
+        .into_iter()
+        .zip(&rounds)
+    {
+        let m = combine(rounds);
         let prefix = match t {
             Terminator::Engine => "tls.",
             Terminator::Haproxy => "tls.haproxy_",
@@ -146,14 +172,23 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
         results.set(format!("{prefix}p99_ms"), m.p99_ms);
         progress(format!(
             "tls {}: {:.0} handshakes/s ({} errors), {:.0} keep-alive requests/s ({} errors, p50 \
-             {:.2} ms, p99 {:.2} ms)",
+             {:.2} ms, p99 {:.2} ms); medians of {} rounds: handshakes {:?}, requests {:?}",
             t.name(),
             m.handshakes_per_s,
             m.handshake_errors,
             m.requests_per_s,
             m.request_errors,
             m.p50_ms,
-            m.p99_ms
+            m.p99_ms,
+            rounds.len(),
+            rounds
+                .iter()
+                .map(|r| r.handshakes_per_s.round())
+                .collect::<Vec<_>>(),
+            rounds
+                .iter()
+                .map(|r| r.requests_per_s.round())
+                .collect::<Vec<_>>(),
         ));
     }
     for (ratio, ours, theirs) in [
@@ -180,8 +215,9 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
 
 fn note(plan: Plan) -> String {
     format!(
-        "Same topology as e2e (client -> servo -> switch -> 3 nginx backends, fresh namespaces per \
-         balancer). Certificate: self-signed RSA-2048 for {CERT_NAME}, the same PEM files for \
+        "Same topology as e2e (client -> servo -> switch -> 3 nginx backends), one set of fresh \
+         namespaces per terminator, both up at once and measured in {r} alternating rounds \
+         (medians reported). Certificate: self-signed RSA-2048 for {CERT_NAME}, the same PEM files for \
          both. Protocol and ciphers: {POLICY} as the engine offers it (TLS 1.2; \
          ECDHE-ECDSA/RSA-AES128/256-GCM; server order); HAProxy 2.6 is given the same \
          (ssl-min-ver/ssl-max-ver TLSv1.2, the same cipher list), mode http, option forwardfor, \
@@ -191,6 +227,7 @@ fn note(plan: Plan) -> String {
          Handshakes: a rustls client on {ct} thread(s), {hc} concurrent connections, each a full \
          handshake (no resumption, X25519), one GET with Connection: close, {s} s. Requests: wrk \
          -t{wt} -c{wc} -d{s}s --latency over TLS, keep-alive. Everything shares the 2 vCPUs.",
+        r = plan.rounds,
         ct = plan.client_threads,
         hc = plan.handshake_conns,
         s = plan.secs,
@@ -254,90 +291,121 @@ enum Running {
     Haproxy { proc: Proc, _dir: tempfile::TempDir },
 }
 
-fn measure(t: Terminator, plan: Plan, cert: &Certificate) -> anyhow::Result<Measured> {
-    progress(format!("tls {}: building fresh namespaces", t.name()));
-    let mut topo = Topology::build(BACKENDS)?;
-    topo.client
-        .sysctl("net.ipv4.ip_local_port_range", CLIENT_PORTS)?;
-    topo.client.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
-    topo.servo
-        .sysctl("net.ipv4.ip_local_port_range", CLIENT_PORTS)?;
-    topo.servo.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
-    topo.start_nginx(1)?;
-    let mut running = match t {
-        Terminator::Engine => Running::Engine(EngineThread::start(&topo.servo, cert)?),
-        Terminator::Haproxy => {
-            let (proc, dir) = start_haproxy(&topo, cert)?;
-            Running::Haproxy { proc, _dir: dir }
-        }
-    };
-    let vip = SocketAddr::from((VIP, PORT));
-    let client = topo.client.name().to_string();
+/// One terminator running in its own fresh namespaces. Fields drop in order: the terminator
+/// first, then the topology.
+struct Setup {
+    t: Terminator,
+    running: Running,
+    topo: Topology,
+}
 
-    // Every backend answers through the terminator before anything is measured.
-    let first = handshake_load(&client, vip, 1, 1, 1, Some(BACKENDS as u64 * 2))?;
-    anyhow::ensure!(
-        first.ok >= BACKENDS as u64,
-        "only {} of {} requests through {} succeeded",
-        first.ok,
-        BACKENDS * 2,
-        t.name()
-    );
-    if plan.warmup_secs > 0 {
-        handshake_load(
-            &client,
-            vip,
+impl Setup {
+    fn start(t: Terminator, plan: Plan, cert: &Certificate) -> anyhow::Result<Self> {
+        progress(format!("tls {}: building fresh namespaces", t.name()));
+        let mut topo = Topology::build(BACKENDS)?;
+        for ns in [&topo.client, &topo.servo] {
+            ns.sysctl("net.ipv4.ip_local_port_range", CLIENT_PORTS)?;
+            ns.sysctl("net.ipv4.tcp_tw_reuse", "1")?;
+        }
+        topo.start_nginx(1)?;
+        let running = match t {
+            Terminator::Engine => Running::Engine(EngineThread::start(&topo.servo, cert)?),
+            Terminator::Haproxy => {
+                let (proc, dir) = start_haproxy(&topo, cert)?;
+                Running::Haproxy { proc, _dir: dir }
+            }
+        };
+        let setup = Self { t, running, topo };
+        // Every backend answers through the terminator before anything is measured.
+        let first = handshake_load(
+            &setup.client(),
+            VIP_PORT,
+            1,
+            1,
+            1,
+            Some(BACKENDS as u64 * 2),
+        )?;
+        anyhow::ensure!(
+            first.ok >= BACKENDS as u64,
+            "only {} of {} requests through {} succeeded",
+            first.ok,
+            BACKENDS * 2,
+            t.name()
+        );
+        if plan.warmup_secs > 0 {
+            handshake_load(
+                &setup.client(),
+                VIP_PORT,
+                plan.handshake_conns,
+                plan.client_threads,
+                plan.warmup_secs,
+                None,
+            )?;
+        }
+        Ok(setup)
+    }
+
+    fn client(&self) -> String {
+        self.topo.client.name().to_string()
+    }
+
+    /// One handshake run and one keep-alive run.
+    fn round(&mut self, plan: Plan) -> anyhow::Result<Measured> {
+        let name = self.t.name();
+        progress(format!(
+            "tls {name}: full handshakes ({} s, {} connections)",
+            plan.secs, plan.handshake_conns
+        ));
+        let hs = handshake_load(
+            &self.client(),
+            VIP_PORT,
             plan.handshake_conns,
             plan.client_threads,
-            plan.warmup_secs,
+            plan.secs,
             None,
         )?;
+        check_alive(&mut self.running)?;
+        thread::sleep(Duration::from_millis(500));
+        progress(format!(
+            "tls {name}: keep-alive requests ({} s, wrk -c{})",
+            plan.secs, plan.wrk_conns
+        ));
+        let url = format!("https://{VIP}:{PORT}/name");
+        let rps = wrk(
+            &self.client(),
+            &WrkArgs {
+                threads: plan.wrk_threads,
+                conns: plan.wrk_conns,
+                secs: plan.secs,
+                close: false,
+                latency: true,
+                url: &url,
+            },
+        )?;
+        check_alive(&mut self.running)?;
+        thread::sleep(Duration::from_millis(500));
+        Ok(Measured {
+            handshakes_per_s: hs.ok as f64 / hs.elapsed.as_secs_f64(),
+            handshake_errors: hs.errors,
+            requests_per_s: rps.rps,
+            request_errors: rps.errors(),
+            p50_ms: rps.p50_ms,
+            p99_ms: rps.p99_ms,
+        })
     }
-    progress(format!(
-        "tls {}: full handshakes ({} s, {} connections)",
-        t.name(),
-        plan.secs,
-        plan.handshake_conns
-    ));
-    let hs = handshake_load(
-        &client,
-        vip,
-        plan.handshake_conns,
-        plan.client_threads,
-        plan.secs,
-        None,
-    )?;
-    check_alive(&mut running)?;
-    thread::sleep(Duration::from_millis(500));
-    progress(format!(
-        "tls {}: keep-alive requests ({} s, wrk -c{})",
-        t.name(),
-        plan.secs,
-        plan.wrk_conns
-    ));
-    let url = format!("https://{VIP}:{PORT}/name");
-    let rps = wrk(
-        &client,
-        &WrkArgs {
-            threads: plan.wrk_threads,
-            conns: plan.wrk_conns,
-            secs: plan.secs,
-            close: false,
-            latency: true,
-            url: &url,
-        },
-    )?;
-    check_alive(&mut running)?;
-    drop(running);
-    drop(topo);
-    Ok(Measured {
-        handshakes_per_s: hs.ok as f64 / hs.elapsed.as_secs_f64(),
-        handshake_errors: hs.errors,
-        requests_per_s: rps.rps,
-        request_errors: rps.errors(),
-        p50_ms: rps.p50_ms,
-        p99_ms: rps.p99_ms,
-    })
+}
+
+/// The medians of several rounds (errors summed).
+fn combine(rounds: &[Measured]) -> Measured {
+    let med = |f: fn(&Measured) -> f64| median(&mut rounds.iter().map(f).collect::<Vec<_>>());
+    Measured {
+        handshakes_per_s: med(|m| m.handshakes_per_s),
+        handshake_errors: rounds.iter().map(|m| m.handshake_errors).sum(),
+        requests_per_s: med(|m| m.requests_per_s),
+        request_errors: rounds.iter().map(|m| m.request_errors).sum(),
+        p50_ms: med(|m| m.p50_ms),
+        p99_ms: med(|m| m.p99_ms),
+    }
 }
 
 fn check_alive(running: &mut Running) -> anyhow::Result<()> {
@@ -369,7 +437,7 @@ impl EngineThread {
         let ns = servo.name().to_string();
         let listener = ListenerConfig {
             name: "bench:443".into(),
-            bind: vec![SocketAddr::from((VIP, PORT))],
+            bind: vec![VIP_PORT],
             protocol: FrontendProtocol::Https,
             backend_protocol: BackendProtocol::Http,
             tls: Some(TlsSettings {
