@@ -14,6 +14,42 @@
 //! [`Engine::update_backends`] from its one health engine, [`Engine::shutdown`] at the end. The
 //! XDP program hands these listeners' packets to the local stack, where the engine's sockets on
 //! VIP:port receive them.
+//!
+//! ```no_run
+//! use std::time::Duration;
+//! use elb_engine::{policy, *};
+//!
+//! # async fn agent(chain_pem: String, key_pem: String) -> Result<(), Box<dyn std::error::Error>> {
+//! let engine = Engine::new()?; // one worker thread per CPU, in the caller's network namespace
+//! engine.apply(vec![ListenerConfig {
+//!     name: "web-123456789012:443".into(),
+//!     bind: vec!["198.18.0.1:443".parse()?],
+//!     protocol: FrontendProtocol::Https,
+//!     backend_protocol: BackendProtocol::Http,
+//!     tls: Some(TlsSettings {
+//!         certificate_chain_pem: chain_pem,
+//!         private_key_pem: key_pem,
+//!         policy: policy::resolve(policy::PolicySpec::Predefined(policy::DEFAULT_POLICY))?,
+//!     }),
+//!     backend_authentication: BackendAuthentication::default(),
+//!     stickiness: Stickiness::LbCookie { expiration: Some(Duration::from_secs(300)) },
+//!     idle_timeout: Duration::from_secs(60),
+//!     draining_timeout: Some(Duration::from_secs(300)),
+//! }])?;
+//! // From the health engine, on every change:
+//! engine.update_backends(
+//!     "web-123456789012:443",
+//!     &[Backend {
+//!         instance_id: "i-0a1b2c3d".into(),
+//!         addr: "10.0.1.11:80".parse()?,
+//!         state: BackendState::InService,
+//!     }],
+//! )?;
+//! // At exit:
+//! engine.shutdown(Duration::from_secs(5)).await;
+//! # Ok(())
+//! # }
+//! ```
 
 pub mod backends;
 pub mod config;
