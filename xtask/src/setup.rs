@@ -21,6 +21,9 @@ const PACKAGES: &[&str] = &[
     "libzstd-dev",
     "zlib1g-dev",
     "libxml2-dev",
+    // elb-engine signs RSA handshakes with OpenSSL's libcrypto (the openssl crate links it).
+    "libssl-dev",
+    "pkg-config",
     "bpftool",
     "iproute2",
     "iputils-ping",

@@ -562,7 +562,7 @@ fn settle() {
     thread::sleep(Duration::from_millis(500));
 }
 
-fn which(tool: &str) -> anyhow::Result<PathBuf> {
+pub(super) fn which(tool: &str) -> anyhow::Result<PathBuf> {
     let out = Command::new("sh")
         .args(["-c", &format!("command -v {tool}")])
         .output()?;
@@ -684,6 +684,17 @@ backend web
     for i in 0..BACKENDS {
         let _ = writeln!(cfg, "    server b{} {}:80", i + 1, backend_addr(i));
     }
+    spawn_haproxy(topo, dir, &cfg, 80)
+}
+
+/// Runs HAProxy with `cfg` in the servo namespace (config and log in `dir`) and waits until it
+/// listens on `port`.
+pub(super) fn spawn_haproxy(
+    topo: &Topology,
+    dir: tempfile::TempDir,
+    cfg: &str,
+    port: u16,
+) -> anyhow::Result<(Proc, tempfile::TempDir)> {
     let path = dir.path().join("haproxy.cfg");
     fs::write(&path, cfg)?;
     // Validate first: a config error then shows as such instead of as a dead process.
@@ -704,7 +715,8 @@ backend web
             return Some(false);
         }
         let out = Command::new("ip")
-            .args(["netns", "exec", &servo, "ss", "-Hltn", "sport = :80"])
+            .args(["netns", "exec", &servo, "ss", "-Hltn"])
+            .arg(format!("sport = :{port}"))
             .output()
             .ok()?;
         (!String::from_utf8_lossy(&out.stdout).trim().is_empty()).then_some(true)
@@ -748,13 +760,13 @@ fn start_nftables(topo: &Topology) -> anyhow::Result<()> {
 
 // ----- wrk --------------------------------------------------------------------------------------
 
-struct WrkArgs<'a> {
-    threads: u32,
-    conns: u32,
-    secs: u32,
-    close: bool,
-    latency: bool,
-    url: &'a str,
+pub(super) struct WrkArgs<'a> {
+    pub(super) threads: u32,
+    pub(super) conns: u32,
+    pub(super) secs: u32,
+    pub(super) close: bool,
+    pub(super) latency: bool,
+    pub(super) url: &'a str,
 }
 
 /// What a wrk run reported.
@@ -783,7 +795,7 @@ impl WrkStats {
 }
 
 /// Runs wrk in `ns` (killed if it overruns or on error) and parses its report.
-fn wrk(ns: &str, a: &WrkArgs) -> anyhow::Result<WrkStats> {
+pub(super) fn wrk(ns: &str, a: &WrkArgs) -> anyhow::Result<WrkStats> {
     let dir = tempdir("wrk")?;
     let out_path = dir.path().join("out");
     let err_path = dir.path().join("err");

@@ -11,6 +11,7 @@ pub mod per_packet;
 pub mod render;
 pub mod report;
 pub mod scale;
+pub mod tls;
 
 /// How much work a run does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

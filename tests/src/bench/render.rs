@@ -87,6 +87,18 @@ const TARGETS: &[Target] = &[
         at_most: Some(100.0),
         at_least: None,
     },
+    Target {
+        key: "tls.handshakes_vs_haproxy",
+        what: "TLS handshakes/s vs HAProxy",
+        at_most: None,
+        at_least: Some(1.0),
+    },
+    Target {
+        key: "tls.requests_vs_haproxy",
+        what: "HTTPS keep-alive requests/s vs HAProxy",
+        at_most: None,
+        at_least: Some(1.0),
+    },
 ];
 
 fn fmt(v: Option<f64>) -> String {
@@ -189,6 +201,20 @@ pub fn summary(r: &Results, machine: &str, mode: &str) -> String {
         fmt(g("ratios.cpu_vs_nftables")),
         fmt(g("ratios.rps_vs_nftables")),
     );
+    let _ = writeln!(
+        out,
+        "\n## TLS termination (elb-engine vs HAProxy, RSA-2048, TLS 1.2)\n\n| terminator | full handshakes/s | keep-alive requests/s | p50 ms | p99 ms |\n|---|---|---|---|---|"
+    );
+    for (name, prefix) in [("elb-engine", "tls."), ("HAProxy", "tls.haproxy_")] {
+        let _ = writeln!(
+            out,
+            "| {name} | {} | {} | {} | {} |",
+            fmt(g(&format!("{prefix}handshakes_per_s"))),
+            fmt(g(&format!("{prefix}requests_per_s"))),
+            fmt(g(&format!("{prefix}p50_ms"))),
+            fmt(g(&format!("{prefix}p99_ms"))),
+        );
+    }
     let _ = writeln!(out, "\n## Scale\n\n| measure | value |\n|---|---|");
     for (k, label) in [
         (

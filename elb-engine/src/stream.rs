@@ -1,0 +1,166 @@
+//! SSL and TCP listeners: per-connection round robin, bytes copied both ways; and the backend
+//! connections both kinds of listener open (plain or TLS).
+
+use std::{
+    io,
+    net::SocketAddr,
+    pin::Pin,
+    sync::Arc,
+    task::{Context, Poll},
+    time::Duration,
+};
+
+use tokio::{
+    io::{AsyncRead, AsyncWrite, ReadBuf},
+    net::TcpStream,
+};
+use tokio_rustls::client::TlsStream;
+
+use crate::{
+    backends::BackendEntry,
+    io::{Activity, TrackedIo, nodelay},
+    listener::{ListenerShared, Settings},
+    tls::backend_server_name,
+};
+
+/// Longest wait for a backend's TCP (and TLS) handshake.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A connection to a backend: plain, or TLS when the instance protocol is HTTPS/SSL.
+#[derive(Debug)]
+pub enum BackendStream {
+    /// Plain TCP.
+    Plain(TcpStream),
+    /// TLS over TCP.
+    Tls(Box<TlsStream<TcpStream>>),
+}
+
+impl AsyncRead for BackendStream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for BackendStream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_write_vectored(cx, bufs),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_write_vectored(cx, bufs),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Plain(s) => s.is_write_vectored(),
+            Self::Tls(s) => s.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_flush(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Self::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+        }
+    }
+}
+
+/// Connects to `backend`, with TLS when the listener's backends speak it (verifying the key when
+/// a backend authentication policy is set).
+pub async fn connect_backend(
+    backend: &BackendEntry,
+    settings: &Settings,
+) -> io::Result<BackendStream> {
+    let work = async {
+        let tcp = TcpStream::connect(backend.addr).await?;
+        nodelay(&tcp);
+        match &settings.backend_tls {
+            None => Ok(BackendStream::Plain(tcp)),
+            Some(connector) => {
+                let tls = connector
+                    .connect(backend_server_name(backend.addr), tcp)
+                    .await?;
+                Ok(BackendStream::Tls(Box::new(tls)))
+            }
+        }
+    };
+    tokio::time::timeout(CONNECT_TIMEOUT, work)
+        .await
+        .unwrap_or_else(|_| {
+            Err(io::Error::new(
+                io::ErrorKind::TimedOut,
+                "backend handshake timed out",
+            ))
+        })
+}
+
+/// Serves one client connection of an SSL/TCP listener: the next InService backend, then bytes
+/// both ways until either side closes, the connection idles out, or the backend is cut.
+pub async fn serve<IO>(
+    client: IO,
+    peer: SocketAddr,
+    listener: Arc<ListenerShared>,
+    activity: Arc<Activity>,
+) where
+    IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    let settings = listener.settings();
+    let Some(backend) = listener.backends.next() else {
+        tracing::debug!(%peer, listener = %listener.name, "no InService backend: closing");
+        return;
+    };
+    listener.count_request();
+    let _active = backend.track();
+    let cut = backend.cut_signal();
+    let stop = listener.stopped();
+    let mut server = match connect_backend(&backend, &settings).await {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::debug!(%peer, backend = %backend.addr, error = %e, "backend unreachable");
+            return;
+        }
+    };
+    let mut client = TrackedIo::new(client, activity.clone());
+    tokio::select! {
+        r = tokio::io::copy_bidirectional(&mut client, &mut server) => {
+            if let Err(e) = r {
+                tracing::debug!(%peer, backend = %backend.addr, error = %e, "connection ended");
+            }
+        }
+        () = activity.idle(settings.idle_timeout) => {
+            tracing::debug!(%peer, "idle timeout: closing");
+        }
+        () = cut => {
+            tracing::debug!(%peer, backend = %backend.addr, "backend cut: closing");
+        }
+        () = stop => {}
+    }
+}
