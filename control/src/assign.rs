@@ -8,7 +8,7 @@
 //! something changes; the store re-plans inside a write transaction, so every replica can run
 //! the task without two of them undoing each other's work.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -36,11 +36,11 @@ pub type Shortfalls = BTreeSet<(String, String, usize)>;
 
 /// One servo's load while planning.
 #[derive(Default)]
-struct Load<'a> {
+pub(crate) struct Load<'a> {
     /// Load balancers assigned (kept or new).
     count: usize,
-    /// Front-end ports in use on each VIP.
-    ports: HashMap<Ipv4Addr, Vec<&'a BTreeSet<u16>>>,
+    /// Per VIP: load balancers on it and the front-end ports they use.
+    ports: HashMap<Ipv4Addr, (usize, HashSet<u16>)>,
     lbs: BTreeSet<&'a str>,
 }
 
@@ -48,66 +48,87 @@ impl<'a> Load<'a> {
     fn conflicts(&self, vip: Ipv4Addr, ports: &BTreeSet<u16>) -> bool {
         self.ports
             .get(&vip)
-            .is_some_and(|used| used.iter().any(|u| !u.is_disjoint(ports)))
+            .is_some_and(|(_, used)| ports.iter().any(|p| used.contains(p)))
     }
 
     fn add(&mut self, lb: &'a LbPlacement, vip: Ipv4Addr) {
         self.count += 1;
-        self.ports.entry(vip).or_default().push(&lb.ports);
+        let (n, used) = self.ports.entry(vip).or_default();
+        *n += 1;
+        used.extend(lb.ports.iter().copied());
         self.lbs.insert(&lb.id);
     }
 
-    fn has_room(&self, servo: &ServoPlacement) -> bool {
+    /// Whether the servo may take one more load balancer.
+    pub(crate) fn has_room(&self, servo: &ServoPlacement) -> bool {
         servo
             .capacity
             .is_none_or(|c| self.count < usize::try_from(c).unwrap_or(usize::MAX))
+    }
+
+    /// Whether `port` is free on `vip`.
+    pub(crate) fn port_free(&self, vip: Ipv4Addr, port: u16) -> bool {
+        self.ports
+            .get(&vip)
+            .is_none_or(|(_, used)| !used.contains(&port))
     }
 
     /// The servo address to serve `lb` on: one where none of the servo's other load
     /// balancers uses any of `lb`'s ports, preferring the address with fewest load balancers
     /// (then the servo's own order). `None` makes the servo ineligible.
     fn choose_vip(&self, servo: &ServoPlacement, lb: &LbPlacement) -> Option<Ipv4Addr> {
-        addresses(servo, lb)
+        addresses(servo, lb.internal)
             .iter()
             .copied()
             .filter(|a| !self.conflicts(*a, &lb.ports))
-            .min_by_key(|a| self.ports.get(a).map_or(0, Vec::len))
+            .min_by_key(|a| self.ports.get(a).map_or(0, |(n, _)| *n))
     }
 }
 
 /// Public addresses for internet-facing load balancers, private ones for internal.
-fn addresses<'s>(servo: &'s ServoPlacement, lb: &LbPlacement) -> &'s [Ipv4Addr] {
-    if lb.internal {
+pub(crate) fn addresses(servo: &ServoPlacement, internal: bool) -> &[Ipv4Addr] {
+    if internal {
         &servo.private_addresses
     } else {
         &servo.public_addresses
     }
 }
 
-/// Decides the changes that bring `state` to the wanted assignment. `expire_dead` is false
-/// during the grace period after start, when servos that could not reach a stopped control
-/// have not had a chance to heartbeat yet.
-pub fn plan(
-    state: &PlacementState,
-    servos_per_zone: usize,
-    expire_dead: bool,
-) -> (AssignmentChanges, Shortfalls) {
+/// The assignments that stay valid, and the load they put on each servo.
+pub(crate) struct Kept<'a> {
+    /// Servo id -> its load.
+    pub(crate) loads: HashMap<&'a str, Load<'a>>,
+    /// (lb id, zone) -> servos kept there.
+    per_zone: HashMap<(&'a str, &'a str), usize>,
+    /// Assignments undone, with why.
+    removed: Vec<AssignmentChange>,
+}
+
+impl Kept<'_> {
+    /// Servos `lb` keeps in `zone`.
+    pub(crate) fn servos_of(&self, lb: &str, zone: &str) -> usize {
+        self.per_zone.get(&(lb, zone)).copied().unwrap_or(0)
+    }
+}
+
+/// The first half of a plan: keep what is still valid, earliest first (earlier assignments
+/// win conflicts).
+pub(crate) fn keep(state: &PlacementState, servos_per_zone: usize, expire_dead: bool) -> Kept<'_> {
     let lbs: HashMap<&str, &LbPlacement> = state.lbs.iter().map(|l| (l.id.as_str(), l)).collect();
     let servos: HashMap<&str, &ServoPlacement> =
         state.servos.iter().map(|s| (s.id.as_str(), s)).collect();
-    let mut loads: HashMap<&str, Load<'_>> = HashMap::new();
-    // (lb id, zone) -> servos kept there.
-    let mut per_zone: HashMap<(&str, &str), usize> = HashMap::new();
-    let mut changes = AssignmentChanges::default();
+    let mut kept = Kept {
+        loads: HashMap::new(),
+        per_zone: HashMap::new(),
+        removed: Vec::new(),
+    };
     let mut remove = |row: &AssignmentRow, lb_name: &str, reason: String| {
-        changes.removed.push(AssignmentChange {
+        kept.removed.push(AssignmentChange {
             row: row.clone(),
             lb_name: lb_name.to_string(),
             reason,
         });
     };
-
-    // Keep what is still valid, earliest first (earlier assignments win conflicts).
     for a in &state.assignments {
         let Some(lb) = lbs.get(a.lb_id.as_str()) else {
             remove(a, &a.lb_id, "the load balancer was deleted".into());
@@ -130,7 +151,7 @@ pub fn plan(
             continue;
         }
         let vip = a.vip.parse::<Ipv4Addr>().ok();
-        let Some(vip) = vip.filter(|v| addresses(servo, lb).contains(v)) else {
+        let Some(vip) = vip.filter(|v| addresses(servo, lb.internal).contains(v)) else {
             remove(
                 a,
                 &lb.servo_name,
@@ -138,7 +159,7 @@ pub fn plan(
             );
             continue;
         };
-        let load = loads.entry(servo.id.as_str()).or_default();
+        let load = kept.loads.entry(servo.id.as_str()).or_default();
         if load.conflicts(vip, &lb.ports) {
             remove(
                 a,
@@ -151,10 +172,11 @@ pub fn plan(
             remove(a, &lb.servo_name, "the servo is over its capacity".into());
             continue;
         }
-        let kept = per_zone
+        let n = kept
+            .per_zone
             .entry((lb.id.as_str(), a.zone.as_str()))
             .or_default();
-        if *kept >= servos_per_zone {
+        if *n >= servos_per_zone {
             remove(
                 a,
                 &lb.servo_name,
@@ -162,10 +184,57 @@ pub fn plan(
             );
             continue;
         }
-        *kept += 1;
+        *n += 1;
         load.add(lb, vip);
     }
+    kept
+}
 
+/// The live servo of `zone` that would take `lb` next (least loaded first), with the VIP.
+pub(crate) fn candidate<'s>(
+    state: &'s PlacementState,
+    loads: &HashMap<&str, Load<'_>>,
+    lb: &LbPlacement,
+    zone: &str,
+) -> Option<(&'s ServoPlacement, Ipv4Addr)> {
+    state
+        .servos
+        .iter()
+        .filter(|s| s.live && s.zone == zone)
+        .filter_map(|s| {
+            let load = loads.get(s.id.as_str());
+            if load.is_some_and(|l| l.lbs.contains(lb.id.as_str())) {
+                return None;
+            }
+            let empty = Load::default();
+            let load = load.unwrap_or(&empty);
+            if !load.has_room(s) {
+                return None;
+            }
+            let vip = load.choose_vip(s, lb)?;
+            Some((load.count, s.id.as_str(), s, vip))
+        })
+        .min_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)))
+        .map(|(_, _, s, vip)| (s, vip))
+}
+
+/// Decides the changes that bring `state` to the wanted assignment. `expire_dead` is false
+/// during the grace period after start, when servos that could not reach a stopped control
+/// have not had a chance to heartbeat yet.
+pub fn plan(
+    state: &PlacementState,
+    servos_per_zone: usize,
+    expire_dead: bool,
+) -> (AssignmentChanges, Shortfalls) {
+    let Kept {
+        mut loads,
+        per_zone,
+        removed,
+    } = keep(state, servos_per_zone, expire_dead);
+    let mut changes = AssignmentChanges {
+        removed,
+        added: Vec::new(),
+    };
     // Fill deficits, least loaded servo first.
     let mut shortfalls = Shortfalls::new();
     for lb in &state.lbs {
@@ -173,25 +242,7 @@ pub fn plan(
         for zone in zones {
             let mut have = per_zone.get(&(lb.id.as_str(), zone)).copied().unwrap_or(0);
             while have < servos_per_zone {
-                let best = state
-                    .servos
-                    .iter()
-                    .filter(|s| s.live && s.zone == zone)
-                    .filter_map(|s| {
-                        let load = loads.get(s.id.as_str());
-                        if load.is_some_and(|l| l.lbs.contains(lb.id.as_str())) {
-                            return None;
-                        }
-                        let empty = Load::default();
-                        let load = load.unwrap_or(&empty);
-                        if !load.has_room(s) {
-                            return None;
-                        }
-                        let vip = load.choose_vip(s, lb)?;
-                        Some((load.count, s.id.as_str(), s, vip))
-                    })
-                    .min_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
-                let Some((_, _, servo, vip)) = best else {
+                let Some((servo, vip)) = candidate(state, &loads, lb, zone) else {
                     shortfalls.insert((lb.servo_name.clone(), zone.to_string(), have));
                     break;
                 };

@@ -10,6 +10,7 @@ use std::{
 };
 
 use elb_common::{FlowKey, PROTO_TCP};
+use elb_contract::{InstanceState, ReasonCode};
 use tests::{
     agent::{Agent, FAST_HTTP_CHECK, metric, servo_section, web_lb},
     http::{Connection, write_pattern_file},
@@ -73,7 +74,7 @@ fn stopped_backend_goes_out_of_service_and_comes_back() {
         .unwrap();
     let health = agent.health().unwrap();
     let i2 = health.iter().find(|v| v.instance_id == "i-2").unwrap();
-    assert_eq!(i2.reason_code, "Instance");
+    assert_eq!(i2.reason_code, ReasonCode::Instance);
     assert!(
         i2.description.contains("UnhealthyThreshold"),
         "{}",
@@ -133,7 +134,9 @@ fn http_target_answering_500_is_out_of_service_while_tcp_target_is_in() {
         let h = agent.health().ok()?;
         h.iter()
             .filter(|v| v.load_balancer_name == "web")
-            .all(|v| v.state == "OutOfService" && v.reason_code == "Instance")
+            .all(|v| {
+                v.state == InstanceState::OutOfService && v.reason_code == ReasonCode::Instance
+            })
             .then_some(())
     })
     .unwrap();

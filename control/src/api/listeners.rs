@@ -17,26 +17,24 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     }
     let new = validate::listeners(&members, name, &ctx.caller.account_id)?;
     let limit = ctx.quotas().await?.get(QuotaName::Listeners);
-    ctx.state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
-            for l in new {
-                match lb.listener(l.load_balancer_port) {
-                    // The same listener again is a no-op.
-                    Some(existing) if existing.same_definition(&l) => {}
-                    Some(_) => {
-                        return Err(validate::duplicate_listener(name, l.load_balancer_port));
-                    }
-                    None => lb.listeners.push(l),
+    let placement = ctx.placement().await?;
+    ctx.update_lb(name, |lb| {
+        for l in new {
+            match lb.listener(l.load_balancer_port) {
+                // The same listener again is a no-op.
+                Some(existing) if existing.same_definition(&l) => {}
+                Some(_) => {
+                    return Err(validate::duplicate_listener(name, l.load_balancer_port));
                 }
+                None => lb.listeners.push(l),
             }
-            validate::backend_security_consistent(&lb.listeners)?;
-            if i64::try_from(lb.listeners.len()).unwrap_or(i64::MAX) > limit {
-                return Err(too_many_listeners(limit));
-            }
-            Ok(())
-        })
-        .await?;
+        }
+        if i64::try_from(lb.listeners.len()).unwrap_or(i64::MAX) > limit {
+            return Err(too_many_listeners(limit));
+        }
+        ctx.servable(&placement, lb)
+    })
+    .await?;
     Ok(ctx.respond(|_| {}))
 }
 
@@ -49,15 +47,13 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         .iter()
         .map(|p| crate::query::parse_int("LoadBalancerPorts", p, 1, 65535))
         .collect::<Result<Vec<_>, _>>()?;
-    ctx.state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
-            // Ports without a listener are ignored, as on AWS.
-            lb.listeners
-                .retain(|l| !ports.contains(&i64::from(l.load_balancer_port)));
-            Ok::<_, ApiError>(())
-        })
-        .await?;
+    ctx.update_lb(name, |lb| {
+        // Ports without a listener are ignored, as on AWS.
+        lb.listeners
+            .retain(|l| !ports.contains(&i64::from(l.load_balancer_port)));
+        Ok(())
+    })
+    .await?;
     Ok(ctx.respond(|_| {}))
 }
 
@@ -66,9 +62,7 @@ pub async fn set_certificate(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let port = ctx.params.required_int("LoadBalancerPort", 1, 65535)?;
     let cert = ctx.params.required("SSLCertificateId")?.to_string();
     validate::certificate_arn(&cert, &ctx.caller.account_id)?;
-    ctx.state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
+    ctx.update_lb(name, |lb| {
             let listener = u16::try_from(port)
                 .ok()
                 .and_then(|p| lb.listener_mut(p))

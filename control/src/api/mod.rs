@@ -13,11 +13,11 @@ mod tags;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::iam::{self, Decision, PolicyDocument};
-use crate::model::LbKey;
+use crate::model::{LbKey, LoadBalancer, Scheme};
 use crate::query::Params;
 use crate::quota::Quotas;
 use crate::server::AppState;
-use crate::store::StoreError;
+use crate::store::{LbPlacement, PlacementState, StoreError, servo_lb_name};
 use crate::xml::{self, XmlWriter};
 
 macro_rules! actions {
@@ -199,6 +199,60 @@ impl Ctx<'_> {
         crate::validate::lb_name_lookup(name)?;
         self.authorize([name])?;
         Ok(name)
+    }
+
+    /// Changes the caller's load balancer `name` with `change`, which may refuse; the result
+    /// must pass the contract's rules ([`crate::validate::check_rules`]) or nothing is
+    /// written.
+    pub async fn update_lb<T>(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut LoadBalancer) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        self.state
+            .store()
+            .update_lb(&self.key(name), |lb| {
+                let out = change(lb)?;
+                crate::validate::check_rules(lb)?;
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Where servos stand now, for [`servable`](Self::servable).
+    pub async fn placement(&self) -> Result<PlacementState, ApiError> {
+        Ok(self
+            .state
+            .store()
+            .placement_snapshot(self.state.config().servo.timeout_ms())
+            .await?)
+    }
+
+    /// Refuses a load balancer (new or changed) that no live servo could serve in one of its
+    /// zones, naming the zone and the port, rather than one whose DNS name answers nothing.
+    pub fn servable(&self, placement: &PlacementState, lb: &LoadBalancer) -> Result<(), ApiError> {
+        let wanted = LbPlacement {
+            id: lb.id.clone(),
+            servo_name: servo_lb_name(&lb.key.name, &lb.key.account_id),
+            internal: lb.scheme == Scheme::Internal,
+            zones: lb.zones.clone(),
+            ports: lb.listeners.iter().map(|l| l.load_balancer_port).collect(),
+        };
+        let why = crate::readiness::unservable(
+            placement,
+            wanted,
+            self.state.config().servo.servos_per_zone,
+        );
+        if why.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::invalid_config(format!(
+            "Load balancer {} cannot be served: {}. Start servos there (elb-control admin servo \
+             create, elb-servo run) or use other zones or ports; `elb-control admin status` shows \
+             what is free.",
+            lb.key.name,
+            why.join("; ")
+        )))
     }
 }
 

@@ -19,10 +19,9 @@ fn required_list(ctx: &Ctx<'_>, name: &str) -> Result<Vec<String>, ApiError> {
 pub async fn enable_zones(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let name = ctx.lb_name()?;
     let zones = check_zones(ctx, &required_list(ctx, "AvailabilityZones")?).await?;
+    let placement = ctx.placement().await?;
     let all = ctx
-        .state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
+        .update_lb(name, |lb| {
             if lb.in_vpc() {
                 return Err(ApiError::invalid_config(
                     "Load balancers in a VPC get their zones from subnets: use AttachLoadBalancerToSubnets",
@@ -33,6 +32,7 @@ pub async fn enable_zones(ctx: &Ctx<'_>) -> Result<String, ApiError> {
                     lb.zones.push(z);
                 }
             }
+            ctx.servable(&placement, lb)?;
             Ok(lb.zones.clone())
         })
         .await?;
@@ -43,9 +43,7 @@ pub async fn disable_zones(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let name = ctx.lb_name()?;
     let zones = required_list(ctx, "AvailabilityZones")?;
     let remaining = ctx
-        .state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
+        .update_lb(name, |lb| {
             if lb.in_vpc() {
                 return Err(ApiError::invalid_config(
                     "Load balancers in a VPC get their zones from subnets: use DetachLoadBalancerFromSubnets",
@@ -67,9 +65,7 @@ pub async fn apply_security_groups(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let name = ctx.lb_name()?;
     let groups = check_security_groups(&required_list(ctx, "SecurityGroups")?)?;
     let applied = ctx
-        .state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
+        .update_lb(name, |lb| {
             if !lb.in_vpc() {
                 return Err(ApiError::invalid_config(
                     "Security groups can only be applied to a load balancer in a VPC",
@@ -87,10 +83,9 @@ pub async fn attach_subnets(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let requested = required_list(ctx, "Subnets")?;
     check_subnets(ctx, &requested).await?;
     let known = ctx.state.store().list_subnets().await?;
+    let placement = ctx.placement().await?;
     let all = ctx
-        .state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
+        .update_lb(name, |lb| {
             if !lb.in_vpc() {
                 return Err(ApiError::invalid_config(
                     "Subnets can only be attached to a load balancer created in a VPC (with Subnets)",
@@ -107,6 +102,7 @@ pub async fn attach_subnets(ctx: &Ctx<'_>) -> Result<String, ApiError> {
                 return Err(ApiError::invalid_config("Subnets must be in the load balancer's VPC"));
             }
             lb.zones = subnets.iter().map(|s| s.zone.clone()).collect();
+            ctx.servable(&placement, lb)?;
             Ok(lb.subnets.clone())
         })
         .await?;
@@ -118,9 +114,7 @@ pub async fn detach_subnets(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let requested = required_list(ctx, "Subnets")?;
     let known = ctx.state.store().list_subnets().await?;
     let remaining = ctx
-        .state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
+        .update_lb(name, |lb| {
             if !lb.in_vpc() {
                 return Err(ApiError::invalid_config(
                     "The load balancer is not in a VPC and has no subnets",

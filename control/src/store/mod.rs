@@ -35,8 +35,8 @@ pub use inventory::{InventoryInstance, Subnet, Zone};
 pub use lb::LbPage;
 pub use servo::{
     AssignmentChange, AssignmentChanges, AssignmentRow, DnsLookup, HealthUpdate,
-    HealthUpdateOutcome, LbPlacement, PlacementState, ServoConfigData, ServoInfo, ServoLb,
-    ServoPlacement, ServoRecord, is_live, servo_lb_name,
+    HealthUpdateOutcome, LbPlacement, PlacementState, RefusalOutcome, ServoConfigData, ServoInfo,
+    ServoLb, ServoPlacement, ServoRecord, is_live, servo_lb_name,
 };
 
 /// The PostgreSQL NOTIFY channel that carries each committed config version.

@@ -198,4 +198,21 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "ALTER TABLE servos ADD COLUMN counters TEXT",
         ],
     ),
+    (
+        4,
+        &[
+            // Load balancers a servo refuses (a rule or a limit of the servo), with why, as
+            // the servo last reported them. `serving_previous` is 1 when it keeps serving the
+            // version it accepted before.
+            "CREATE TABLE servo_refusals (
+                servo_id TEXT NOT NULL,
+                lb_id TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                serving_previous BIGINT NOT NULL,
+                version BIGINT,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (servo_id, lb_id))",
+            "CREATE INDEX servo_refusals_by_lb ON servo_refusals (lb_id)",
+        ],
+    ),
 ];
