@@ -280,8 +280,9 @@ pub async fn pass(
         return Ok((changes, shortfalls));
     }
     let mut final_shortfalls = shortfalls;
+    let request = store.request_since_last_assignment().await?;
     let applied = crate::store::with_origin(
-        crate::store::ChangeOrigin::Assignment,
+        crate::store::ChangeOrigin::Assignment(request),
         store.apply_assignments(timeout_ms, |state| {
             let (changes, shortfalls) = plan(state, per_zone, expire_dead);
             final_shortfalls = shortfalls;

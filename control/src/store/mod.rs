@@ -49,8 +49,10 @@ pub enum ChangeOrigin {
     Request(String),
     /// A servo request (health report), by servo id.
     Servo(String),
-    /// The servo assignment task.
-    Assignment,
+    /// The servo assignment task, with the newest API request made since its previous change
+    /// (what most likely called for it: a new load balancer, zone or listener), so that one
+    /// grep follows a request to the servos that got the load balancer.
+    Assignment(Option<String>),
 }
 
 tokio::task_local! {
@@ -69,7 +71,7 @@ fn current_origin() -> (Option<String>, String) {
     match CHANGE_ORIGIN.try_with(Clone::clone) {
         Ok(ChangeOrigin::Request(id)) => (Some(id), "api".to_string()),
         Ok(ChangeOrigin::Servo(id)) => (None, format!("servo:{id}")),
-        Ok(ChangeOrigin::Assignment) => (None, "assignment".to_string()),
+        Ok(ChangeOrigin::Assignment(request)) => (request, "assignment".to_string()),
         Err(_) => (None, "admin".to_string()),
     }
 }

@@ -735,6 +735,9 @@ impl Store {
                     .map(|r| r.try_get("request_id"))
                     .collect::<Result<Vec<String>, _>>()?;
                 ids.reverse();
+                // An assignment carries the request that called for it: name each once.
+                let mut seen = BTreeSet::new();
+                ids.retain(|id| seen.insert(id.clone()));
                 ids
             }
         };
@@ -1026,6 +1029,18 @@ impl Store {
         let mut conn = self.pool().acquire().await?;
         let now = self.db_now(&mut conn).await?;
         zone_services(&mut conn, lbs, timeout_ms, now).await
+    }
+
+    /// The newest API request id committed after the assignment task's last change.
+    pub async fn request_since_last_assignment(&self) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT request_id FROM changes WHERE request_id IS NOT NULL AND origin = 'api'
+               AND version > COALESCE((SELECT MAX(version) FROM changes WHERE origin = 'assignment'), 0)
+             ORDER BY version DESC LIMIT 1",
+        )
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| r.try_get("request_id")).transpose()?)
     }
 
     /// Forgets `changes` rows older than `max_age_ms` (they only explain recent versions).
