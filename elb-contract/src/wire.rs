@@ -9,7 +9,10 @@
 //! | `POST health` | [`HealthReport`] | [`Accepted`] |
 //! | `POST refusals` | [`RefusalReport`] | [`Accepted`] |
 //!
-//! Errors are [`ErrorBody`]. Optional members are left out, never `null`.
+//! Errors are [`ErrorBody`]. Optional members are left out, never `null`. Members a side does
+//! not know are ignored in these messages (a newer servo still registers with an older
+//! control, and the other way round); what describes a load balancer is read strictly, one
+//! load balancer at a time (one a servo cannot read is refused alone).
 
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -20,7 +23,7 @@ use crate::{InstanceState, LoadBalancer, ReasonCode};
 
 /// `POST register`: the servo's zone and what it offers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct Registration {
     /// Must be the authenticated servo.
     pub servo_id: String,
@@ -39,7 +42,7 @@ pub struct Registration {
 
 /// `POST heartbeat`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct Heartbeat {
     /// Must be the authenticated servo.
     pub servo_id: String,
@@ -50,7 +53,7 @@ pub struct Heartbeat {
 
 /// The answer to a registration or a heartbeat.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct HeartbeatReply {
     /// Seconds between heartbeats.
     pub heartbeat_interval: u64,
@@ -62,7 +65,7 @@ pub struct HeartbeatReply {
 /// (`ConfigDocument<serde_json::Value>`): one it cannot decode, say a value a newer control
 /// sends, is refused alone instead of costing the whole document.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct ConfigDocument<L = LoadBalancer> {
     /// Configuration version (grows with every committed change anywhere).
     pub version: u64,
@@ -76,7 +79,7 @@ pub struct ConfigDocument<L = LoadBalancer> {
 
 /// One instance's health in a [`HealthReport`].
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct InstanceReport {
     /// The load balancer's name on the servo.
     pub load_balancer_name: String,
@@ -95,7 +98,7 @@ pub struct InstanceReport {
 /// `POST health`: health of instances of the servo's zone (changes, and everything every
 /// 30 s).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct HealthReport {
     /// Must be the authenticated servo.
     pub servo_id: String,
@@ -106,7 +109,7 @@ pub struct HealthReport {
 
 /// A load balancer the servo does not serve as control sent it.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct Refusal {
     /// The load balancer's name on the servo.
     pub load_balancer_name: String,
@@ -120,7 +123,7 @@ pub struct Refusal {
 /// `POST refusals`: every load balancer the servo refuses now (an empty list clears them),
 /// sent when the set changes and after each registration.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct RefusalReport {
     /// Must be the authenticated servo.
     pub servo_id: String,
@@ -138,7 +141,7 @@ pub struct RefusalReport {
 /// The answer to a report: entries stored, and entries skipped (instances or load balancers
 /// no longer assigned).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct Accepted {
     /// Entries stored.
     pub accepted: usize,
@@ -148,7 +151,7 @@ pub struct Accepted {
 
 /// Every error answer.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+#[serde(rename_all = "PascalCase")]
 pub struct ErrorBody {
     /// What went wrong and what to do.
     pub error: String,
