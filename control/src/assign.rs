@@ -8,7 +8,7 @@
 //! something changes; the store re-plans inside a write transaction, so every replica can run
 //! the task without two of them undoing each other's work.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -372,18 +372,20 @@ pub async fn run(
     }
 }
 
-/// Counts, for tests and the admin view: servo id -> load balancers assigned.
-pub fn loads(assignments: &[AssignmentRow]) -> BTreeMap<&str, usize> {
-    let mut out = BTreeMap::new();
-    for a in assignments {
-        *out.entry(a.servo_id.as_str()).or_insert(0) += 1;
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
+    use std::collections::BTreeMap;
+
     use super::*;
+
+    /// Servo id -> load balancers assigned.
+    fn loads(assignments: &[AssignmentRow]) -> BTreeMap<&str, usize> {
+        let mut out = BTreeMap::new();
+        for a in assignments {
+            *out.entry(a.servo_id.as_str()).or_insert(0) += 1;
+        }
+        out
+    }
 
     fn lb(id: &str, zones: &[&str], ports: &[u16], internal: bool) -> LbPlacement {
         LbPlacement {

@@ -84,7 +84,7 @@ fn room(state: &PlacementState, kept: &Kept<'_>, zone: &str, internal: bool) -> 
 }
 
 /// The readiness of every zone, from a placement state (pure).
-pub fn status_of(state: &PlacementState, zones: &[Zone]) -> Status {
+fn status_of(state: &PlacementState, zones: &[Zone]) -> Status {
     let kept = assign::keep(state, usize::MAX, true);
     let zones: Vec<ZoneStatus> = zones
         .iter()

@@ -31,7 +31,7 @@ use crate::timefmt;
 /// The API version this service implements.
 pub const API_VERSION: &str = "2012-06-01";
 /// The SigV4 service name of the ELB API.
-pub const SIGNING_SERVICE: &str = "elasticloadbalancing";
+const SIGNING_SERVICE: &str = "elasticloadbalancing";
 
 /// Shared state of the service; cheap to clone.
 #[derive(Clone, Debug)]
@@ -124,7 +124,7 @@ pub async fn run(
 }
 
 /// A random version-4 UUID, the RequestId format of AWS.
-pub fn new_request_id() -> String {
+fn new_request_id() -> String {
     let mut b = [0u8; 16];
     crate::store::fill_random(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;

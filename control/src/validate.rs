@@ -14,7 +14,7 @@ use crate::model::{Listener, LoadBalancer, Protocol, Tag};
 use crate::query::{Member, parse_int};
 
 /// Longest load balancer name the API accepts.
-pub const MAX_LB_NAME_LEN: usize = 32;
+const MAX_LB_NAME_LEN: usize = 32;
 
 /// The error a broken rule of the ELB model answers with: `DuplicateListener`,
 /// `InvalidConfigurationRequest` for conflicts, `ValidationError` otherwise.

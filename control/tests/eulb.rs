@@ -144,7 +144,10 @@ fn start() -> Server {
 /// that registers and heart-beats over the servo protocol, as `elb-servo run` would.
 fn live_servo(db: &str, addr: &str) {
     use std::io::{Read, Write};
-    let created = admin(db, &["servo", "create", "--id", "s1", "--zone", "us-east-1a"]);
+    let created = admin(
+        db,
+        &["servo", "create", "--id", "s1", "--zone", "us-east-1a"],
+    );
     let secret = created["Secret"].as_str().unwrap().to_string();
     let addr = addr.to_string();
     let post = move |path: &str, body: &str| -> String {

@@ -320,7 +320,11 @@ async fn refusals_are_stored_shown_and_cleared() {
     assert_eq!(s1.refused[0].reason, "LoadBalancerPort 80 is reserved");
     // Zone a is refused, zone b served; DNS leaves the refusing servo out.
     let lb = h.store.get_lb(&web.key).await.unwrap().unwrap();
-    let service = h.store.zone_services(&[lb.clone()], 10_000).await.unwrap();
+    let service = h
+        .store
+        .zone_services(std::slice::from_ref(&lb), 10_000)
+        .await
+        .unwrap();
     assert_eq!(
         service[0]["za"],
         ZoneService::Refused {

@@ -580,13 +580,20 @@ impl System {
     }
 
     /// `elb-control admin servo list`, by servo id.
-    pub fn servo_list(&self) -> anyhow::Result<std::collections::BTreeMap<String, serde_json::Value>> {
+    pub fn servo_list(
+        &self,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, serde_json::Value>> {
         let list = json_of(&self.admin(&["servo", "list"])?)?;
         Ok(list
             .as_array()
             .context("servo list")?
             .iter()
-            .map(|s| (s["ServoId"].as_str().unwrap_or_default().to_string(), s.clone()))
+            .map(|s| {
+                (
+                    s["ServoId"].as_str().unwrap_or_default().to_string(),
+                    s.clone(),
+                )
+            })
             .collect())
     }
 

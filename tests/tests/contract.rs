@@ -64,13 +64,38 @@ fn web() -> LoadBalancer {
         subnets: vec![],
         security_groups: vec![],
         instances: vec![
-            instance("i-a1", "198.19.0.11", "zone-a", InstanceHealth::in_service()),
+            instance(
+                "i-a1",
+                "198.19.0.11",
+                "zone-a",
+                InstanceHealth::in_service(),
+            ),
             instance("i-a2", "198.19.0.12", "zone-a", InstanceHealth::failed()),
-            instance("i-b1", "198.19.0.13", "zone-b", InstanceHealth::in_service()),
-            instance("i-b2", "198.19.0.14", "zone-b", InstanceHealth::registering()),
+            instance(
+                "i-b1",
+                "198.19.0.13",
+                "zone-b",
+                InstanceHealth::in_service(),
+            ),
+            instance(
+                "i-b2",
+                "198.19.0.14",
+                "zone-b",
+                InstanceHealth::registering(),
+            ),
             // Not sent: its zone is not enabled, and an IPv6 address the dataplane cannot use.
-            instance("i-c1", "198.19.0.15", "zone-c", InstanceHealth::in_service()),
-            instance("i-a3", "2001:db8::1", "zone-a", InstanceHealth::registering()),
+            instance(
+                "i-c1",
+                "198.19.0.15",
+                "zone-c",
+                InstanceHealth::in_service(),
+            ),
+            instance(
+                "i-a3",
+                "2001:db8::1",
+                "zone-a",
+                InstanceHealth::registering(),
+            ),
         ],
         health_check: HealthCheck {
             target: "HTTPS:8443/health?deep=1".parse().unwrap(),

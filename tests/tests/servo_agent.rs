@@ -381,7 +381,10 @@ fn sighup_adds_a_listener_and_refuses_an_invalid_load_balancer_alone() {
         .wait_states("tcp", &ALL_IN, Duration::from_secs(30))
         .unwrap();
     let counts = spread(&topo, SocketAddr::from((VIP, 9000)), 3);
-    assert!(even(&counts, &["b1", "b2", "b3"], 1), "the valid one is served: {counts:?}");
+    assert!(
+        even(&counts, &["b1", "b2", "b3"], 1),
+        "the valid one is served: {counts:?}"
+    );
     let counts = spread(&topo, SocketAddr::from((VIP, 8080)), 3);
     assert!(
         even(&counts, &["b1", "b2", "b3"], 1),

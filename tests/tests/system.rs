@@ -447,16 +447,15 @@ fn two_control_replicas_on_postgresql_reach_each_others_servos() {
 fn spread_at(sys: &System, addr: SocketAddr, n: u32) -> std::collections::BTreeMap<String, u32> {
     let mut counts = std::collections::BTreeMap::new();
     for _ in 0..n {
-        let who = sys
-            .get_name(addr)
-            .unwrap_or_else(|e| format!("error: {e}"));
+        let who = sys.get_name(addr).unwrap_or_else(|e| format!("error: {e}"));
         *counts.entry(who).or_default() += 1;
     }
     counts
 }
 
 fn tcp_lb(sys: &System, name: &str, port: u16, zones: &[&str], instances: &[&str]) {
-    let listener = format!("Protocol=TCP,LoadBalancerPort={port},InstanceProtocol=TCP,InstancePort=80");
+    let listener =
+        format!("Protocol=TCP,LoadBalancerPort={port},InstanceProtocol=TCP,InstancePort=80");
     let mut create = vec![
         "create-load-balancer",
         "--load-balancer-name",
@@ -506,33 +505,49 @@ fn a_refused_load_balancer_or_a_snat_range_port_never_blocks_the_others() {
     .unwrap();
     let counts = wait_for(Duration::from_secs(10), "port 30000 to serve", || {
         let c = spread_at(&sys, SocketAddr::from((vip_a, 30000)), 10);
-        System::check_even(&c, &["web1", "web2"], 5).ok().map(|()| c)
+        System::check_even(&c, &["web1", "web2"], 5)
+            .ok()
+            .map(|()| c)
     })
     .unwrap();
     println!("VIP:30000 {counts:?}");
 
     // A load balancer servo-a cannot serve: a listener on its metrics port.
     tcp_lb(&sys, "reserved", 9400, &["zone-a"], &["i-web1"]);
-    let refused = wait_for(Duration::from_secs(10), "the refusal in `admin servo list`", || {
-        let list = sys.servo_list().ok()?;
-        let r = list["servo-a"]["Refused"].as_array()?.first()?.clone();
-        Some(r)
-    })
+    let refused = wait_for(
+        Duration::from_secs(10),
+        "the refusal in `admin servo list`",
+        || {
+            let list = sys.servo_list().ok()?;
+            let r = list["servo-a"]["Refused"].as_array()?.first()?.clone();
+            Some(r)
+        },
+    )
     .unwrap();
     assert_eq!(
         refused["LoadBalancerName"],
         format!("reserved-{}", sys.account.id)
     );
     let reason = refused["Reason"].as_str().unwrap();
-    assert!(reason.contains("LoadBalancerPort 9400") && reason.contains("metrics"), "{reason}");
+    assert!(
+        reason.contains("LoadBalancerPort 9400") && reason.contains("metrics"),
+        "{reason}"
+    );
     // DescribeInstanceHealth says the zone's servo cannot serve it, and why.
     let health = sys
-        .aws(&["describe-instance-health", "--load-balancer-name", "reserved"])
+        .aws(&[
+            "describe-instance-health",
+            "--load-balancer-name",
+            "reserved",
+        ])
         .unwrap();
     let state = &health["InstanceStates"][0];
     assert_eq!(state["State"], "OutOfService", "{health}");
     let description = state["Description"].as_str().unwrap();
-    assert!(description.contains("servo-a") && description.contains("metrics"), "{description}");
+    assert!(
+        description.contains("servo-a") && description.contains("metrics"),
+        "{description}"
+    );
     // Control's log names the refusal with the request that made it (CreateLoadBalancer).
     let log = sys.controls[0].log_text();
     let line = log
@@ -545,14 +560,13 @@ fn a_refused_load_balancer_or_a_snat_range_port_never_blocks_the_others() {
         .and_then(|s| s.split('"').next())
         .unwrap_or_else(|| panic!("no request id in {line}"));
     assert!(
-        log.lines().any(|l| l.contains(&format!("request_id={request_id}"))
-            && l.contains("CreateLoadBalancer")),
+        log.lines()
+            .any(|l| l.contains(&format!("request_id={request_id}"))
+                && l.contains("CreateLoadBalancer")),
         "{request_id} is not a CreateLoadBalancer:\n{log}"
     );
     assert!(
-        sys.servos[0]
-            .log_text()
-            .contains("load balancer refused"),
+        sys.servos[0].log_text().contains("load balancer refused"),
         "the servo logs it too"
     );
 
@@ -624,12 +638,18 @@ fn cross_zone_off_with_instances_in_one_zone_only_every_answer_serves() {
         .unwrap();
     let mut vips = sys.resolve(&dns).unwrap().addrs;
     vips.sort();
-    assert_eq!(vips, [sys.servos[0].vip, sys.servos[1].vip], "both zones in DNS");
+    assert_eq!(
+        vips,
+        [sys.servos[0].vip, sys.servos[1].vip],
+        "both zones in DNS"
+    );
     // Every address DNS gives serves: zone-b's servo forwards to zone-a's instances.
     for vip in &vips {
         let counts = wait_for(Duration::from_secs(10), "both VIPs serving", || {
             let c = spread_at(&sys, SocketAddr::from((*vip, 80)), 10);
-            System::check_even(&c, &["web1", "web2"], 5).ok().map(|()| c)
+            System::check_even(&c, &["web1", "web2"], 5)
+                .ok()
+                .map(|()| c)
         })
         .unwrap();
         println!("{vip}: {counts:?}");
@@ -709,8 +729,14 @@ fn failover_with_slow_health_checks_carries_health_over() {
         std::thread::sleep(Duration::from_millis(200));
     }
     println!("DNS moved {moved:.1?} after the servo died; then {counts:?}");
-    assert!(failures.is_empty(), "requests failed after the take-over: {failures:?}");
-    assert!(counts.contains_key("web1") && counts.contains_key("web2"), "{counts:?}");
+    assert!(
+        failures.is_empty(),
+        "requests failed after the take-over: {failures:?}"
+    );
+    assert!(
+        counts.contains_key("web1") && counts.contains_key("web2"),
+        "{counts:?}"
+    );
     let health = sys
         .aws(&["describe-instance-health", "--load-balancer-name", "web"])
         .unwrap();

@@ -56,7 +56,7 @@ pub fn rules_view(lb: &LoadBalancer) -> elb_contract::LoadBalancer {
 /// The servo checks its own zone's (with the state control holds, to start from when it
 /// takes them over); the others come with the state control relays (see
 /// [`elb_contract::zone`]), which says so when nothing serves their zone.
-pub fn servo_lb(zone: &str, assigned: &ServoLb) -> elb_contract::LoadBalancer {
+fn servo_lb(zone: &str, assigned: &ServoLb) -> elb_contract::LoadBalancer {
     let lb = &assigned.lb;
     let instances = ipv4_instances(lb)
         .filter(|(i, _)| lb.zones.contains(&i.zone))
@@ -85,7 +85,7 @@ pub fn servo_lb(zone: &str, assigned: &ServoLb) -> elb_contract::LoadBalancer {
 /// already has. The latter exists only for the moment between a CreateLoadBalancerListeners
 /// and the assignment pass that moves the later load balancer to another VIP; the earlier
 /// assignment keeps serving.
-pub fn servo_view(zone: &str, data: &ServoConfigData) -> Vec<elb_contract::LoadBalancer> {
+fn servo_view(zone: &str, data: &ServoConfigData) -> Vec<elb_contract::LoadBalancer> {
     let mut lbs: Vec<&ServoLb> = data
         .lbs
         .iter()

@@ -591,18 +591,6 @@ impl Store {
         Ok(LbPage { items, more })
     }
 
-    /// How many load balancers an account has in a region.
-    pub async fn count_lbs(&self, account_id: &str, region: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM load_balancers WHERE account_id = $1 AND region = $2",
-        )
-        .bind(account_id)
-        .bind(region)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(row.try_get("n")?)
-    }
-
     /// Inserts a new load balancer unless the name is taken or the account already has
     /// `max_lbs` of them in the region (checked inside the serialised write transaction).
     pub async fn create_lb(&self, lb: &LoadBalancer, max_lbs: i64) -> Result<(), StoreError> {
@@ -705,42 +693,5 @@ impl Store {
             self.commit(tx).await?;
         }
         Ok(out)
-    }
-
-    /// Records the health of one registered instance (what a servo report will call).
-    /// Returns `false` if the instance is not registered with that load balancer.
-    pub async fn set_instance_health(
-        &self,
-        key: &LbKey,
-        instance_id: &str,
-        health: &InstanceHealth,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.write().await?;
-        let n = sqlx::query(
-            "UPDATE lb_instances SET state = $1, reason_code = $2, description = $3, updated_at = $4
-             WHERE instance_id = $5 AND lb_id = (SELECT id FROM load_balancers WHERE account_id = $6 AND region = $7 AND name = $8)",
-        )
-        .bind(health.state.as_str())
-        .bind(health.reason_code.as_str())
-        .bind(&health.description)
-        .bind(now_millis())
-        .bind(instance_id)
-        .bind(&key.account_id)
-        .bind(&key.region)
-        .bind(&key.name)
-        .execute(tx.conn())
-        .await?
-        .rows_affected();
-        self.commit(tx).await?;
-        Ok(n > 0)
-    }
-
-    /// The load balancer answering to a DNS name (case-insensitive), for the DNS server.
-    pub async fn lb_by_dns_name(&self, dns_name: &str) -> Result<Option<LoadBalancer>, StoreError> {
-        let mut conn = self.pool().acquire().await?;
-        let lower = dns_name.trim_end_matches('.').to_ascii_lowercase();
-        Ok(load(&mut conn, "dns_name = $1", &[&lower], Some(1))
-            .await?
-            .pop())
     }
 }

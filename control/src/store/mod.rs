@@ -40,7 +40,7 @@ pub use servo::{
 };
 
 /// The PostgreSQL NOTIFY channel that carries each committed config version.
-pub const NOTIFY_CHANNEL: &str = "elb_config_version";
+const NOTIFY_CHANNEL: &str = "elb_config_version";
 
 /// What caused a write: recorded with its config version in `changes`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,7 +128,7 @@ struct StoreInner {
 }
 
 /// Turns `sqlite:PATH`, a plain path, or a `postgres://` URL into a driver URL.
-pub fn parse_database_url(db: &str) -> Result<(Backend, String), StoreError> {
+fn parse_database_url(db: &str) -> Result<(Backend, String), StoreError> {
     if db.starts_with("postgres://") || db.starts_with("postgresql://") {
         return Ok((Backend::Postgres, db.to_string()));
     }

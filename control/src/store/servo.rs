@@ -262,8 +262,15 @@ async fn zone_services(
             live_servos.insert(s.id);
         }
     }
-    // (lb, zone) -> (serving, first refusal)
-    let mut seen: HashMap<(String, String), (bool, Option<(String, String)>)> = HashMap::new();
+    /// What the live servos assigned to one load balancer in one zone do with it.
+    #[derive(Default)]
+    struct Seen {
+        serving: bool,
+        /// The first refusal: (servo, reason).
+        refused: Option<(String, String)>,
+    }
+    // (lb id, zone) -> what its servos there do.
+    let mut seen: HashMap<(String, String), Seen> = HashMap::new();
     let wanted: BTreeSet<&str> = lbs.iter().map(|l| l.id.as_str()).collect();
     for r in sqlx::query(
         "SELECT a.lb_id, a.servo_id, a.zone, f.reason, f.serving_previous
@@ -282,12 +289,12 @@ async fn zone_services(
         let zone: String = r.try_get("zone")?;
         let reason: Option<String> = r.try_get("reason")?;
         let previous: Option<i64> = r.try_get("serving_previous")?;
-        let entry = seen.entry((lb_id, zone)).or_insert((false, None));
+        let entry = seen.entry((lb_id, zone)).or_default();
         match reason {
             Some(reason) if previous.unwrap_or(0) == 0 => {
-                entry.1.get_or_insert((servo, reason));
+                entry.refused.get_or_insert((servo, reason));
             }
-            _ => entry.0 = true,
+            _ => entry.serving = true,
         }
     }
     Ok(lbs
@@ -297,8 +304,11 @@ async fn zone_services(
                 .iter()
                 .map(|z| {
                     let service = match seen.get(&(lb.id.clone(), z.clone())) {
-                        Some((true, _)) => ZoneService::Serving,
-                        Some((false, Some((servo, reason)))) => ZoneService::Refused {
+                        Some(Seen { serving: true, .. }) => ZoneService::Serving,
+                        Some(Seen {
+                            refused: Some((servo, reason)),
+                            ..
+                        }) => ZoneService::Refused {
                             servo: servo.clone(),
                             reason: reason.clone(),
                         },

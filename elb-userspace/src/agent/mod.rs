@@ -100,7 +100,7 @@ pub struct RunOptions {
 }
 
 /// State shared with the HTTP endpoint.
-pub struct Shared {
+struct Shared {
     status: Mutex<StatusView>,
     sweep: Mutex<SweepReport>,
     maps: Mutex<Maps>,
@@ -114,7 +114,7 @@ impl std::fmt::Debug for Shared {
 }
 
 /// The agent's HTTP API.
-pub fn router(shared: Arc<Shared>) -> Router {
+fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/status", get(status_handler))

@@ -308,11 +308,6 @@ impl<W: MapWriter> Reconciler<W> {
         r
     }
 
-    /// The map writer.
-    pub fn writer(&self) -> &W {
-        &self.writer
-    }
-
     /// Listeners by key.
     pub fn listeners(&self) -> &BTreeMap<ListenerKey, ListenerSlot> {
         &self.listeners

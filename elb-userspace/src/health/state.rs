@@ -52,13 +52,6 @@ pub struct Transition {
     pub to: InstanceHealth,
 }
 
-impl Transition {
-    /// Whether InService/OutOfService flipped, as opposed to only the reason changing.
-    pub fn state_changed(&self) -> bool {
-        self.from.state != self.to.state
-    }
-}
-
 impl Default for InstanceHealth {
     fn default() -> Self {
         Self::registering()
@@ -109,15 +102,6 @@ impl InstanceHealth {
             reason_code: self.reason_code,
             description: self.description.to_string(),
         }
-    }
-
-    /// An instance taken out of service by its checks, no streaks; for seeding a restarted checker.
-    pub fn failed() -> Self {
-        Self::with(
-            InstanceState::OutOfService,
-            ReasonCode::Instance,
-            DESCRIPTION_FAILED,
-        )
     }
 
     fn with(state: InstanceState, reason_code: ReasonCode, description: &'static str) -> Self {
@@ -278,7 +262,7 @@ mod tests {
             assert_eq!(t.to.reason_code, ReasonCode::NotApplicable);
             assert_eq!(t.to.description, "N/A");
             assert_eq!(t.to, h);
-            assert!(t.state_changed());
+            assert_ne!(t.from.state, t.to.state);
         }
     }
 
@@ -303,7 +287,7 @@ mod tests {
                 "Instance has failed at least the UnhealthyThreshold number of health checks \
                  consecutively."
             );
-            assert!(t.state_changed());
+            assert_ne!(t.from.state, t.to.state);
         }
     }
 
@@ -348,7 +332,7 @@ mod tests {
         let t = h
             .record(false, &cfg)
             .expect("UnhealthyThreshold-th failure");
-        assert!(!t.state_changed());
+        assert_eq!(t.from.state, t.to.state);
         assert_eq!(t.from.reason_code, ReasonCode::Elb);
         assert_eq!(t.to.state, InstanceState::OutOfService);
         assert_eq!(t.to.reason_code, ReasonCode::Instance);
@@ -440,7 +424,7 @@ mod tests {
 
     #[test]
     fn raising_healthy_threshold_delays_recovery() {
-        let mut h = InstanceHealth::failed();
+        let mut h = InstanceHealth::seeded(&elb_contract::InstanceHealth::failed());
         record_quietly(&mut h, true, 1, &cfg(2, 2));
         let raised = cfg(6, 2);
         record_quietly(&mut h, true, 4, &raised);
@@ -486,7 +470,7 @@ mod tests {
 
     #[test]
     fn serde_round_trip_with_elb_names() {
-        let h = InstanceHealth::failed();
+        let h = InstanceHealth::seeded(&elb_contract::InstanceHealth::failed());
         let json = serde_json::to_value(&h).unwrap();
         assert_eq!(json["State"], "OutOfService");
         assert_eq!(json["ReasonCode"], "Instance");
