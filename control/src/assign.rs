@@ -372,22 +372,12 @@ pub async fn run(
     }
 }
 
+/// Placement fixtures for the planner's and readiness' tests.
 #[cfg(test)]
-mod tests {
-    use std::collections::BTreeMap;
+pub(crate) mod fixtures {
+    use crate::store::{LbPlacement, ServoPlacement};
 
-    use super::*;
-
-    /// Servo id -> load balancers assigned.
-    fn loads(assignments: &[AssignmentRow]) -> BTreeMap<&str, usize> {
-        let mut out = BTreeMap::new();
-        for a in assignments {
-            *out.entry(a.servo_id.as_str()).or_insert(0) += 1;
-        }
-        out
-    }
-
-    fn lb(id: &str, zones: &[&str], ports: &[u16], internal: bool) -> LbPlacement {
+    pub(crate) fn lb(id: &str, zones: &[&str], ports: &[u16], internal: bool) -> LbPlacement {
         LbPlacement {
             id: id.into(),
             servo_name: format!("{id}-123456789012"),
@@ -397,7 +387,7 @@ mod tests {
         }
     }
 
-    fn servo(id: &str, zone: &str, public: &[&str], live: bool) -> ServoPlacement {
+    pub(crate) fn servo(id: &str, zone: &str, public: &[&str], live: bool) -> ServoPlacement {
         ServoPlacement {
             id: id.into(),
             zone: zone.into(),
@@ -406,6 +396,23 @@ mod tests {
             capacity: None,
             live,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::fixtures::{lb, servo};
+    use super::*;
+
+    /// Servo id -> load balancers assigned.
+    fn loads(assignments: &[AssignmentRow]) -> BTreeMap<&str, usize> {
+        let mut out = BTreeMap::new();
+        for a in assignments {
+            *out.entry(a.servo_id.as_str()).or_insert(0) += 1;
+        }
+        out
     }
 
     fn apply(state: &mut PlacementState, changes: &AssignmentChanges) {

@@ -196,27 +196,11 @@ pub fn unservable(state: &PlacementState, lb: LbPlacement, servos_per_zone: usiz
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::{AssignmentRow, ServoPlacement};
+    use crate::assign::fixtures::{self, servo};
+    use crate::store::AssignmentRow;
 
     fn lb(id: &str, zones: &[&str], ports: &[u16]) -> LbPlacement {
-        LbPlacement {
-            id: id.into(),
-            servo_name: format!("{id}-123456789012"),
-            internal: false,
-            zones: zones.iter().map(|z| z.to_string()).collect(),
-            ports: ports.iter().copied().collect(),
-        }
-    }
-
-    fn servo(id: &str, zone: &str, public: &[&str], live: bool) -> ServoPlacement {
-        ServoPlacement {
-            id: id.into(),
-            zone: zone.into(),
-            public_addresses: public.iter().map(|a| a.parse().unwrap()).collect(),
-            private_addresses: vec![],
-            capacity: None,
-            live,
-        }
+        fixtures::lb(id, zones, ports, false)
     }
 
     fn zone(name: &str) -> Zone {
@@ -253,7 +237,11 @@ mod tests {
         assert_eq!((z1.servos, z1.live_servos, z1.load_balancers), (1, 1, 1));
         assert_eq!(z1.public.addresses, 2);
         assert_eq!(z1.public.free_by_port, BTreeMap::from([(80, 1)]));
-        assert_eq!(z1.private.addresses, 0);
+        assert_eq!(z1.private.addresses, 1);
+        assert!(
+            z1.private.free_by_port.is_empty(),
+            "no internal load balancer uses a port"
+        );
         let z2 = &st.zones[1];
         assert!(!z2.ready && z2.live_servos == 0 && z2.public.addresses == 0);
     }

@@ -56,6 +56,17 @@ async fn harness() -> Harness {
 }
 
 impl Harness {
+    /// One pass of the assignment task: the zone's servo takes the load balancers.
+    async fn assign(&self) {
+        let settings = control::assign::AssignmentSettings {
+            servos_per_zone: 1,
+            servo_timeout: std::time::Duration::from_secs(10),
+        };
+        control::assign::pass(&self.store, &settings, true)
+            .await
+            .unwrap();
+    }
+
     async fn call(&self, body: &str) -> (StatusCode, String) {
         let amz_date = timefmt::format_amz_date(timefmt::now_millis() / 1000);
         let headers = vec![
@@ -173,13 +184,7 @@ async fn servo_health_reports_and_change_notifications() {
     let before = *changes.borrow_and_update();
     assert_eq!(h.call(CREATE).await.0, StatusCode::OK);
     // The assignment task's pass: the servo of the zone takes the load balancer.
-    let settings = control::assign::AssignmentSettings {
-        servos_per_zone: 1,
-        servo_timeout: std::time::Duration::from_secs(10),
-    };
-    control::assign::pass(&h.store, &settings, true)
-        .await
-        .unwrap();
+    h.assign().await;
     // Every committed change bumps the version that a long-poll would wait on.
     tokio::time::timeout(std::time::Duration::from_secs(5), changes.changed())
         .await
@@ -242,13 +247,7 @@ async fn changes_no_live_servo_can_serve_are_refused() {
     assert_eq!(status, StatusCode::BAD_REQUEST, "nothing was created");
     // In zone a, port 80 of the servo's only address is free: created, and assigned.
     assert_eq!(h.call(CREATE).await.0, StatusCode::OK);
-    let settings = control::assign::AssignmentSettings {
-        servos_per_zone: 1,
-        servo_timeout: std::time::Duration::from_secs(10),
-    };
-    control::assign::pass(&h.store, &settings, true)
-        .await
-        .unwrap();
+    h.assign().await;
     // A second load balancer on port 80 finds the address taken; on port 81 it fits.
     let (status, body) = h.call(&CREATE.replace("=web", "=web2")).await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
@@ -264,9 +263,7 @@ async fn changes_no_live_servo_can_serve_are_refused() {
     let (status, body) = h.call("Action=EnableAvailabilityZonesForLoadBalancer&Version=2012-06-01&LoadBalancerName=web&AvailabilityZones.member.1=us-east-1b").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(body.contains("us-east-1b"), "{body}");
-    control::assign::pass(&h.store, &settings, true)
-        .await
-        .unwrap();
+    h.assign().await;
     let (status, body) = h.call("Action=CreateLoadBalancerListeners&Version=2012-06-01&LoadBalancerName=web2&Listeners.member.1.Protocol=TCP&Listeners.member.1.LoadBalancerPort=80&Listeners.member.1.InstancePort=80").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(body.contains("LoadBalancerPort 80"), "{body}");

@@ -108,6 +108,19 @@ impl Harness {
         serde_json::from_value(doc).expect("the document has exactly the servo's shape")
     }
 
+    /// Servos s1 (zone a) and s3 (zone b) registered, load balancer `web` of a new account
+    /// created and assigned; returns it with its servo-side name.
+    async fn with_web(&self) -> (LoadBalancer, String) {
+        self.register("s1", "za", "198.18.0.1").await;
+        self.register("s3", "zb", "198.18.1.1").await;
+        let (account, _) = self.store.create_account("test", false).await.unwrap();
+        let web = load_balancer("web", &account.id);
+        let servo_name = format!("web-{}", account.id);
+        self.store.create_lb(&web, 20).await.unwrap();
+        self.assign().await;
+        (web, servo_name)
+    }
+
     async fn assign(&self) {
         let settings = AssignmentSettings {
             servos_per_zone: 1,
@@ -204,13 +217,7 @@ async fn authentication() {
 #[tokio::test]
 async fn assignment_long_poll_and_health() {
     let h = harness().await;
-    h.register("s1", "za", "198.18.0.1").await;
-    h.register("s3", "zb", "198.18.1.1").await;
-    let (account, _) = h.store.create_account("test", false).await.unwrap();
-    let web = load_balancer("web", &account.id);
-    let servo_name = format!("web-{}", account.id);
-    h.store.create_lb(&web, 20).await.unwrap();
-    h.assign().await;
+    let (web, servo_name) = h.with_web().await;
 
     let doc = h.config("s1", "").await;
     assert_eq!(doc.load_balancers.len(), 1);
@@ -293,13 +300,7 @@ async fn assignment_long_poll_and_health() {
 #[tokio::test]
 async fn refusals_are_stored_shown_and_cleared() {
     let h = harness().await;
-    h.register("s1", "za", "198.18.0.1").await;
-    h.register("s3", "zb", "198.18.1.1").await;
-    let (account, _) = h.store.create_account("test", false).await.unwrap();
-    let web = load_balancer("web", &account.id);
-    let servo_name = format!("web-{}", account.id);
-    h.store.create_lb(&web, 20).await.unwrap();
-    h.assign().await;
+    let (web, servo_name) = h.with_web().await;
     let refuse = |refused: Value| json!({"ServoId": "s1", "Version": 5, "RequestIds": ["r-1"], "LoadBalancers": refused});
     let (status, reply) = h
         .servo(

@@ -13,43 +13,67 @@ use tests::{
 
 const WEB: [&str; 3] = ["web1", "web2", "web3"];
 
+const HTTP_80: &str = "Protocol=HTTP,LoadBalancerPort=80,InstanceProtocol=HTTP,InstancePort=80";
+
+/// Creates load balancer `name` with `listener` in `zones` and a fast health check on
+/// `target` (every 5 s, two results to change state), and registers `instances`; returns its
+/// DNS name.
+fn make_lb(
+    sys: &System,
+    name: &str,
+    listener: &str,
+    zones: &[&str],
+    target: &str,
+    instances: &[&str],
+) -> anyhow::Result<String> {
+    let mut create = vec![
+        "create-load-balancer",
+        "--load-balancer-name",
+        name,
+        "--listeners",
+        listener,
+        "--availability-zones",
+    ];
+    create.extend(zones);
+    let created = sys.aws(&create)?;
+    let check =
+        format!("Target={target},Interval=5,Timeout=2,UnhealthyThreshold=2,HealthyThreshold=2");
+    sys.aws(&[
+        "configure-health-check",
+        "--load-balancer-name",
+        name,
+        "--health-check",
+        &check,
+    ])?;
+    let mut register = vec![
+        "register-instances-with-load-balancer",
+        "--load-balancer-name",
+        name,
+        "--instances",
+    ];
+    register.extend(instances);
+    sys.aws(&register)?;
+    Ok(created["DNSName"].as_str().unwrap_or_default().to_string())
+}
+
 /// Creates load balancer `web` with an HTTP:80 health check, an 80->80 listener, three instances
 /// in two zones and cross-zone load balancing, through awscli; waits for InService with the
 /// `instance-in-service` waiter.
 fn create_poc_lb(sys: &System) -> anyhow::Result<String> {
-    let created = sys.aws(&[
-        "create-load-balancer",
-        "--load-balancer-name",
+    let dns = make_lb(
+        sys,
         "web",
-        "--listeners",
-        "Protocol=HTTP,LoadBalancerPort=80,InstanceProtocol=HTTP,InstancePort=80",
-        "--availability-zones",
-        "zone-a",
-        "zone-b",
-    ])?;
-    let dns = created["DNSName"].as_str().unwrap_or_default().to_string();
-    sys.aws(&[
-        "configure-health-check",
-        "--load-balancer-name",
-        "web",
-        "--health-check",
-        "Target=HTTP:80/name,Interval=5,Timeout=2,UnhealthyThreshold=2,HealthyThreshold=2",
-    ])?;
+        HTTP_80,
+        &["zone-a", "zone-b"],
+        "HTTP:80/name",
+        &["i-web1", "i-web2", "i-web3"],
+    )?;
     sys.aws(&[
         "modify-load-balancer-attributes",
         "--load-balancer-name",
         "web",
         "--load-balancer-attributes",
         "CrossZoneLoadBalancing={Enabled=true}",
-    ])?;
-    sys.aws(&[
-        "register-instances-with-load-balancer",
-        "--load-balancer-name",
-        "web",
-        "--instances",
-        "i-web1",
-        "i-web2",
-        "i-web3",
     ])?;
     sys.aws(&["wait", "instance-in-service", "--load-balancer-name", "web"])?;
     Ok(dns)
@@ -269,33 +293,14 @@ fn zone_a_pair() -> SystemSpec {
 }
 
 fn create_zone_a_lb(sys: &System) -> String {
-    let created = sys
-        .aws(&[
-            "create-load-balancer",
-            "--load-balancer-name",
-            "web",
-            "--listeners",
-            "Protocol=HTTP,LoadBalancerPort=80,InstanceProtocol=HTTP,InstancePort=80",
-            "--availability-zones",
-            "zone-a",
-        ])
-        .unwrap();
-    sys.aws(&[
-        "configure-health-check",
-        "--load-balancer-name",
+    let dns = make_lb(
+        sys,
         "web",
-        "--health-check",
-        "Target=HTTP:80/name,Interval=5,Timeout=2,UnhealthyThreshold=2,HealthyThreshold=2",
-    ])
-    .unwrap();
-    sys.aws(&[
-        "register-instances-with-load-balancer",
-        "--load-balancer-name",
-        "web",
-        "--instances",
-        "i-web1",
-        "i-web2",
-    ])
+        HTTP_80,
+        &["zone-a"],
+        "HTTP:80/name",
+        &["i-web1", "i-web2"],
+    )
     .unwrap();
     sys.wait_health(
         "web",
@@ -303,7 +308,7 @@ fn create_zone_a_lb(sys: &System) -> String {
         Duration::from_secs(40),
     )
     .unwrap();
-    created["DNSName"].as_str().unwrap().to_string()
+    dns
 }
 
 #[test]
@@ -456,32 +461,7 @@ fn spread_at(sys: &System, addr: SocketAddr, n: u32) -> std::collections::BTreeM
 fn tcp_lb(sys: &System, name: &str, port: u16, zones: &[&str], instances: &[&str]) {
     let listener =
         format!("Protocol=TCP,LoadBalancerPort={port},InstanceProtocol=TCP,InstancePort=80");
-    let mut create = vec![
-        "create-load-balancer",
-        "--load-balancer-name",
-        name,
-        "--listeners",
-        &listener,
-        "--availability-zones",
-    ];
-    create.extend(zones);
-    sys.aws(&create).unwrap();
-    sys.aws(&[
-        "configure-health-check",
-        "--load-balancer-name",
-        name,
-        "--health-check",
-        "Target=TCP:80,Interval=5,Timeout=2,UnhealthyThreshold=2,HealthyThreshold=2",
-    ])
-    .unwrap();
-    let mut register = vec![
-        "register-instances-with-load-balancer",
-        "--load-balancer-name",
-        name,
-        "--instances",
-    ];
-    register.extend(instances);
-    sys.aws(&register).unwrap();
+    make_lb(sys, name, &listener, zones, "TCP:80", instances).unwrap();
 }
 
 #[test]
@@ -603,36 +583,15 @@ fn a_refused_load_balancer_or_a_snat_range_port_never_blocks_the_others() {
 #[test]
 fn cross_zone_off_with_instances_in_one_zone_only_every_answer_serves() {
     let sys = System::start(SystemSpec::poc()).expect("starting the system");
-    let created = sys
-        .aws(&[
-            "create-load-balancer",
-            "--load-balancer-name",
-            "web",
-            "--listeners",
-            "Protocol=HTTP,LoadBalancerPort=80,InstanceProtocol=HTTP,InstancePort=80",
-            "--availability-zones",
-            "zone-a",
-            "zone-b",
-        ])
-        .unwrap();
-    let dns = created["DNSName"].as_str().unwrap().to_string();
-    sys.aws(&[
-        "configure-health-check",
-        "--load-balancer-name",
-        "web",
-        "--health-check",
-        "Target=HTTP:80/name,Interval=5,Timeout=2,UnhealthyThreshold=2,HealthyThreshold=2",
-    ])
-    .unwrap();
     // Cross-zone load balancing stays off (the default); both instances are in zone-a.
-    sys.aws(&[
-        "register-instances-with-load-balancer",
-        "--load-balancer-name",
+    let dns = make_lb(
+        &sys,
         "web",
-        "--instances",
-        "i-web1",
-        "i-web2",
-    ])
+        HTTP_80,
+        &["zone-a", "zone-b"],
+        "HTTP:80/name",
+        &["i-web1", "i-web2"],
+    )
     .unwrap();
     sys.aws(&["wait", "instance-in-service", "--load-balancer-name", "web"])
         .unwrap();
