@@ -311,39 +311,44 @@ fn create_zone_a_lb(sys: &System) -> String {
     dns
 }
 
+/// Checks the load balancer at `dns` serves web1 and web2 evenly through its one servo, powers
+/// that servo's host off, and waits until DNS answers with the other servo. Returns (the dead
+/// servo, the other, how long DNS took).
+fn fail_serving_servo(sys: &mut System, dns: &str) -> (usize, usize, Duration) {
+    let answer = sys.resolve(dns).unwrap();
+    let first = sys.servo_of(answer.addrs[0]).unwrap();
+    let other = 1 - first;
+    System::check_even(
+        &sys.spread_by_name(dns, 80, 10).unwrap(),
+        &["web1", "web2"],
+        5,
+    )
+    .unwrap();
+    let ns = &sys.servo_ns[first];
+    let died = Instant::now();
+    sys.servos[first].power_off(ns).unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "DNS to answer with the other servo",
+        || {
+            let a = sys.resolve(dns).ok()?;
+            (a.addrs == [sys.servos[other].vip]).then_some(())
+        },
+    )
+    .unwrap();
+    (first, other, died.elapsed())
+}
+
 #[test]
 fn servo_failover_moves_the_load_balancer_and_dns_follows() {
     let mut sys = System::start(zone_a_pair()).expect("starting the system");
     let dns = create_zone_a_lb(&sys);
     let answer = sys.resolve(&dns).unwrap();
     assert_eq!(answer.addrs.len(), 1, "one servo per zone: {answer:?}");
-    let first = sys.servo_of(answer.addrs[0]).unwrap();
-    let other = 1 - first;
-    System::check_even(
-        &sys.spread_by_name(&dns, 80, 10).unwrap(),
-        &["web1", "web2"],
-        5,
-    )
-    .unwrap();
-
-    // The serving servo's host dies.
-    let ns = &sys.servo_ns[first];
-    let died = Instant::now();
-    sys.servos[first].power_off(ns).unwrap();
-    let moved = wait_for(
-        Duration::from_secs(20),
-        "DNS to answer with the other servo",
-        || {
-            let a = sys.resolve(&dns).ok()?;
-            (a.addrs == [sys.servos[other].vip]).then_some(())
-        },
-    );
-    assert!(moved.is_ok(), "{moved:?}");
+    let (first, other, moved) = fail_serving_servo(&mut sys, &dns);
     println!(
-        "DNS moved to {} {:.1?} after {} died (heartbeat timeout 4 s)",
-        sys.servos[other].id,
-        died.elapsed(),
-        sys.servos[first].id
+        "DNS moved to {} {moved:.1?} after {} died (heartbeat timeout 4 s)",
+        sys.servos[other].id, sys.servos[first].id
     );
     // A client that re-resolves keeps working once the other servo's checks pass.
     sys.wait_health(
@@ -652,29 +657,7 @@ fn failover_with_slow_health_checks_carries_health_over() {
         "Target=HTTP:80/name,Interval=30,Timeout=5,UnhealthyThreshold=2,HealthyThreshold=10",
     ])
     .unwrap();
-    let answer = sys.resolve(&dns).unwrap();
-    let first = sys.servo_of(answer.addrs[0]).unwrap();
-    let other = 1 - first;
-    System::check_even(
-        &sys.spread_by_name(&dns, 80, 10).unwrap(),
-        &["web1", "web2"],
-        5,
-    )
-    .unwrap();
-
-    let ns = &sys.servo_ns[first];
-    let died = Instant::now();
-    sys.servos[first].power_off(ns).unwrap();
-    wait_for(
-        Duration::from_secs(20),
-        "DNS to answer with the other servo",
-        || {
-            let a = sys.resolve(&dns).ok()?;
-            (a.addrs == [sys.servos[other].vip]).then_some(())
-        },
-    )
-    .unwrap();
-    let moved = died.elapsed();
+    let (_, other, moved) = fail_serving_servo(&mut sys, &dns);
     // From the moment DNS points at the standby, every request succeeds: it started from
     // the health control held (InService), not from "registration in progress".
     let mut failures = Vec::new();
