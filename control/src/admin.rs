@@ -311,7 +311,7 @@ pub async fn servo_list(store: &Store, timeout_secs: u64) -> Result<Value, Admin
                     "Live": info.live,
                     "Counters": s.counters.as_deref().and_then(|c| serde_json::from_str::<Value>(c).ok()),
                     "LoadBalancers": info.load_balancers.iter()
-                        .map(|(name, vip)| json!({"LoadBalancerName": name, "Vip": vip}))
+                        .map(|a| json!({"LoadBalancerName": a.name, "Vip": a.vip}))
                         .collect::<Vec<_>>(),
                     "Refused": to_json(&info.refused),
                 })

@@ -30,9 +30,18 @@ pub struct AssignmentSettings {
     pub servo_timeout: Duration,
 }
 
-/// What a pass found besides changes: zones of load balancers that have fewer servos than
-/// wanted, as (servo-side name, zone, servos it has there).
-pub type Shortfalls = BTreeSet<(String, String, usize)>;
+/// A zone where a load balancer has fewer servos than wanted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Shortfall {
+    /// The load balancer's servo-side name.
+    pub lb: String,
+    pub zone: String,
+    /// Servos it has there.
+    pub have: usize,
+}
+
+/// What a pass found besides changes: the shortfalls.
+pub type Shortfalls = BTreeSet<Shortfall>;
 
 /// One servo's load while planning.
 #[derive(Default)]
@@ -243,7 +252,11 @@ pub fn plan(
             let mut have = per_zone.get(&(lb.id.as_str(), zone)).copied().unwrap_or(0);
             while have < servos_per_zone {
                 let Some((servo, vip)) = candidate(state, &loads, lb, zone) else {
-                    shortfalls.insert((lb.servo_name.clone(), zone.to_string(), have));
+                    shortfalls.insert(Shortfall {
+                        lb: lb.servo_name.clone(),
+                        zone: zone.to_string(),
+                        have,
+                    });
                     break;
                 };
                 loads.entry(servo.id.as_str()).or_default().add(lb, vip);
@@ -346,7 +359,7 @@ pub async fn run(
                     tracing::info!("servo assignment works again");
                     failing = false;
                 }
-                for (lb, zone, have) in now_short.difference(&shortfalls) {
+                for Shortfall { lb, zone, have } in now_short.difference(&shortfalls) {
                     tracing::warn!(
                         load_balancer = %lb, zone = %zone,
                         "{lb} has {have} of {} servos in {zone}: no live servo there has capacity and a free VIP for it",
@@ -507,7 +520,11 @@ mod tests {
         st2.lbs.push(lb("e", &["z1"], &[80], false));
         let (changes, short) = plan(&st2, 1, true);
         assert!(!changes.added.iter().any(|c| c.row.lb_id == "e"));
-        assert!(short.contains(&("e-123456789012".to_string(), "z1".to_string(), 0)));
+        assert!(short.contains(&Shortfall {
+            lb: "e-123456789012".into(),
+            zone: "z1".into(),
+            have: 0
+        }));
     }
 
     #[test]
@@ -571,7 +588,11 @@ mod tests {
         st.lbs[0].zones = vec!["z2".into()];
         let (changes, short) = plan(&st, 1, true);
         assert_eq!(changes.removed.len(), 1);
-        assert!(short.contains(&("a-123456789012".to_string(), "z2".to_string(), 0)));
+        assert!(short.contains(&Shortfall {
+            lb: "a-123456789012".into(),
+            zone: "z2".into(),
+            have: 0
+        }));
     }
 
     #[test]

@@ -335,11 +335,11 @@ async fn health_inner(
         .store()
         .report_health(&record.id, &record.zone, &updates)
         .await?;
-    for (lb, instance, from, to) in &outcome.changes {
+    for c in &outcome.changes {
         tracing::info!(
-            servo = %record.id, load_balancer = %lb, instance = %instance,
-            from = from.as_str(), to = to.as_str(),
-            "servo {} reports {instance} of {lb} {} (was {})", record.id, to.as_str(), from.as_str()
+            servo = %record.id, load_balancer = %c.lb, instance = %c.instance_id,
+            from = c.from.as_str(), to = c.to.as_str(),
+            "servo {} reports {} of {} {} (was {})", record.id, c.instance_id, c.lb, c.to, c.from
         );
     }
     // Entries a servo has no right to make are skipped so that one stale entry does not cost

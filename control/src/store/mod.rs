@@ -34,9 +34,9 @@ pub use identity::{AccessKey, Account, Principal, ROOT_USER as ROOT_USER_NAME, U
 pub use inventory::{InventoryInstance, Subnet, Zone};
 pub use lb::LbPage;
 pub use servo::{
-    AssignmentChange, AssignmentChanges, AssignmentRow, DnsLookup, HealthUpdate,
+    AssignedLb, AssignmentChange, AssignmentChanges, AssignmentRow, DnsLookup, HealthUpdate,
     HealthUpdateOutcome, LbPlacement, PlacementState, RefusalOutcome, ServoConfigData, ServoInfo,
-    ServoLb, ServoPlacement, ServoRecord, is_live, servo_lb_name,
+    ServoLb, ServoPlacement, ServoRecord, StateChange, is_live, servo_lb_name,
 };
 
 /// The PostgreSQL NOTIFY channel that carries each committed config version.

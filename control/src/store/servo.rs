@@ -42,13 +42,31 @@ pub struct ServoRecord {
     pub counters: Option<String>,
 }
 
+/// A load balancer assigned to a servo, as `admin servo list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignedLb {
+    /// Servo-side name, `<name>-<account>`.
+    pub name: String,
+    pub vip: String,
+}
+
+/// A change of an instance's state made by a health report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// Servo-side name of the load balancer.
+    pub lb: String,
+    pub instance_id: String,
+    pub from: InstanceState,
+    pub to: InstanceState,
+}
+
 /// A servo with what `admin servo list` shows about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServoInfo {
     pub servo: ServoRecord,
     pub live: bool,
-    /// (servo-side load balancer name, VIP), by name.
-    pub load_balancers: Vec<(String, String)>,
+    /// By name.
+    pub load_balancers: Vec<AssignedLb>,
     /// The load balancers it refuses, by name.
     pub refused: Vec<Refusal>,
 }
@@ -176,8 +194,8 @@ pub struct HealthUpdateOutcome {
     /// Of the ignored: entries naming load balancers not assigned to the servo or instances
     /// outside its zone.
     pub refused: usize,
-    /// State changes made: (lb name, instance id, old state, new state).
-    pub changes: Vec<(String, String, InstanceState, InstanceState)>,
+    /// State changes made.
+    pub changes: Vec<StateChange>,
 }
 
 /// The answer to a DNS name.
@@ -414,14 +432,17 @@ impl Store {
         )
         .fetch_all(&mut *conn)
         .await?;
-        let mut by_servo: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut by_servo: HashMap<String, Vec<AssignedLb>> = HashMap::new();
         for r in &assigned {
             let name: String = r.try_get("name")?;
             let account: String = r.try_get("account_id")?;
             by_servo
                 .entry(r.try_get("servo_id")?)
                 .or_default()
-                .push((servo_lb_name(&name, &account), r.try_get("vip")?));
+                .push(AssignedLb {
+                    name: servo_lb_name(&name, &account),
+                    vip: r.try_get("vip")?,
+                });
         }
         let mut refused: HashMap<String, Vec<Refusal>> = HashMap::new();
         for r in sqlx::query(
@@ -871,7 +892,12 @@ impl Store {
                     .await?
                     .rows_affected();
                 if let (Some(old), true) = (changed, n > 0) {
-                    changes.push((u.lb_name.clone(), instance_id.clone(), *old, u.health.state));
+                    changes.push(StateChange {
+                        lb: u.lb_name.clone(),
+                        instance_id: instance_id.clone(),
+                        from: *old,
+                        to: u.health.state,
+                    });
                 }
             }
             self.commit(tx).await?;

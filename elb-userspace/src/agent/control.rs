@@ -31,7 +31,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::{ConfigUpdate, ControlVersion, metrics::StatusView};
+use super::{ConfigUpdate, ControlVersion, metrics::StatusView, reconcile::InstanceKey};
 use crate::config::{Received, ServoConfig};
 
 /// Credentials of a servo, as printed by `elb-control admin servo create`.
@@ -278,7 +278,7 @@ pub async fn run(
     let mut backoff = Duration::from_millis(200);
     let mut heartbeat = Duration::from_secs(2);
     let mut registered = false;
-    let mut reported: BTreeMap<(String, String), InstanceReport> = BTreeMap::new();
+    let mut reported: BTreeMap<InstanceKey, InstanceReport> = BTreeMap::new();
     // The refusals control knows of; `None` after a registration (sent again then).
     let mut reported_refusals: Option<Vec<Refusal>> = None;
     let mut last_full_report = tokio::time::Instant::now();
@@ -389,7 +389,7 @@ pub async fn run(
         let changed: Vec<InstanceReport> = current
             .iter()
             .filter(|r| {
-                full || reported.get(&(r.load_balancer_name.clone(), r.instance_id.clone()))
+                full || reported.get(&InstanceKey::new(&r.load_balancer_name, &r.instance_id))
                     != Some(*r)
             })
             .cloned()
@@ -403,7 +403,7 @@ pub async fn run(
                 Ok(answer) => {
                     debug!(reports = changed.len(), ?answer, "health reported");
                     for r in changed {
-                        reported.insert((r.load_balancer_name.clone(), r.instance_id.clone()), r);
+                        reported.insert(InstanceKey::new(&r.load_balancer_name, &r.instance_id), r);
                     }
                     if full {
                         last_full_report = tokio::time::Instant::now();

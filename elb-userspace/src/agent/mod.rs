@@ -30,7 +30,7 @@ use tracing::{error, info, warn};
 
 use self::{
     metrics::{BackendView, InstanceView, ListenerView, StatusView},
-    reconcile::{InstanceKey, Reconciler, state_name},
+    reconcile::{BackendAt, InstanceKey, Reconciler, state_name},
     sweep::SweepReport,
 };
 use crate::{
@@ -195,6 +195,15 @@ fn apply_servo_settings(
     Ok(())
 }
 
+/// A backend active in the dataplane an agent adopts: `vip:port -> addr:instance_port`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ActiveBackend {
+    vip: Ipv4Addr,
+    port: u16,
+    addr: Ipv4Addr,
+    instance_port: u16,
+}
+
 /// An instance this servo probes.
 struct Probed {
     address: Ipv4Addr,
@@ -231,7 +240,7 @@ fn sync_health(
     checker: &HealthChecker<InstanceKey>,
     cfg: &ServoConfig,
     health: &mut BTreeMap<InstanceKey, InstanceHealth>,
-    already_active: &BTreeSet<(Ipv4Addr, u16, Ipv4Addr, u16)>,
+    already_active: &BTreeSet<ActiveBackend>,
 ) {
     let wanted = probed_instances(cfg);
     let stale: Vec<InstanceKey> = health
@@ -254,12 +263,12 @@ fn sync_health(
                 .any(|lb| {
                     lb.vips.iter().any(|vip| {
                         lb.listeners.iter().any(|l| {
-                            already_active.contains(&(
-                                *vip,
-                                l.load_balancer_port,
-                                probed.address,
-                                l.instance_port,
-                            ))
+                            already_active.contains(&ActiveBackend {
+                                vip: *vip,
+                                port: l.load_balancer_port,
+                                addr: probed.address,
+                                instance_port: l.instance_port,
+                            })
                         })
                     })
                 });
@@ -405,13 +414,16 @@ pub async fn run(
         .iter()
         .map(|(k, s)| (s.id, *k))
         .collect();
-    let already_active: BTreeSet<(Ipv4Addr, u16, Ipv4Addr, u16)> = reconciler
+    let already_active: BTreeSet<ActiveBackend> = reconciler
         .active_addresses()
         .into_iter()
-        .filter_map(|(lid, addr, port)| {
-            id_to_key
-                .get(&lid)
-                .map(|k| (Ipv4Addr::from(k.vip), k.port, addr, port))
+        .filter_map(|b: BackendAt| {
+            id_to_key.get(&b.listener_id).map(|k| ActiveBackend {
+                vip: Ipv4Addr::from(k.vip),
+                port: k.port,
+                addr: b.addr,
+                instance_port: b.port,
+            })
         })
         .collect();
     if adopted {

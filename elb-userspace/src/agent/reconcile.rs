@@ -112,6 +112,18 @@ impl fmt::Display for InstanceKey {
     }
 }
 
+/// Where a backend sends flows: its listener, and the instance's address and port. The same
+/// instance behind two listeners is two backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendAt {
+    /// Listener id.
+    pub listener_id: u32,
+    /// Instance address.
+    pub addr: Ipv4Addr,
+    /// Instance port.
+    pub port: u16,
+}
+
 /// One listener the dataplane knows.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListenerSlot {
@@ -145,6 +157,17 @@ pub struct BackendSlot {
     pub state: u8,
     /// While DRAINING: when it becomes REMOVED.
     pub drain_until: Option<Instant>,
+}
+
+impl BackendSlot {
+    /// Where it sends flows.
+    pub fn at(&self) -> BackendAt {
+        BackendAt {
+            listener_id: self.listener_id,
+            addr: self.addr,
+            port: self.port,
+        }
+    }
 }
 
 /// The configuration's view of one backend.
@@ -320,11 +343,11 @@ impl<W: MapWriter> Reconciler<W> {
 
     /// Instances whose backends are active in the dataplane right now (an adopted agent seeds
     /// them InService so their traffic continues while health is re-derived).
-    pub fn active_addresses(&self) -> BTreeSet<(u32, Ipv4Addr, u16)> {
+    pub fn active_addresses(&self) -> BTreeSet<BackendAt> {
         self.backends
             .values()
             .filter(|b| b.state == BACKEND_ACTIVE)
-            .map(|b| (b.listener_id, b.addr, b.port))
+            .map(BackendSlot::at)
             .collect()
     }
 
@@ -393,7 +416,7 @@ impl<W: MapWriter> Reconciler<W> {
                 )
             })
             .collect();
-        let mut wanted_backends: BTreeMap<(u32, Ipv4Addr, u16), WantedBackend> = BTreeMap::new();
+        let mut wanted_backends: BTreeMap<BackendAt, WantedBackend> = BTreeMap::new();
         for (key, (lb, instance_port)) in &wanted {
             let listener_id = self.listeners[key].id;
             let drain =
@@ -403,7 +426,11 @@ impl<W: MapWriter> Reconciler<W> {
             let eligible = &eligible[lb.load_balancer_name.as_str()];
             for (inst, active) in lb.instances.iter().zip(eligible) {
                 wanted_backends.insert(
-                    (listener_id, inst.address, *instance_port),
+                    BackendAt {
+                        listener_id,
+                        addr: inst.address,
+                        port: *instance_port,
+                    },
                     WantedBackend {
                         instance: InstanceKey::new(&lb.load_balancer_name, &inst.instance_id),
                         addr: inst.address,
@@ -429,11 +456,11 @@ impl<W: MapWriter> Reconciler<W> {
             .collect();
 
         // 4. Existing backend slots: claim, update state, or let go.
-        let mut claimed: BTreeSet<(u32, Ipv4Addr, u16)> = BTreeSet::new();
+        let mut claimed: BTreeSet<BackendAt> = BTreeSet::new();
         let ids: Vec<u32> = self.backends.keys().copied().collect();
         for id in ids {
             let slot = self.backends.get(&id).cloned().expect("present");
-            let ident = (slot.listener_id, slot.addr, slot.port);
+            let ident = slot.at();
             let wanted_here = wanted_backends.get(&ident);
             if wanted_here.is_some() {
                 claimed.insert(ident);
@@ -507,7 +534,7 @@ impl<W: MapWriter> Reconciler<W> {
             let slot = BackendSlot {
                 id,
                 generation: previous.wrapping_add(1),
-                listener_id: ident.0,
+                listener_id: ident.listener_id,
                 instance: w.instance.clone(),
                 addr: w.addr,
                 port: w.port,
