@@ -121,9 +121,23 @@ pub async fn status(store: &Store, timeout_ms: i64) -> Result<Status, StoreError
     Ok(status_of(&state, &zones))
 }
 
-/// Why `lb` (new, or as a change would make it) could not be served, one sentence per zone
-/// where no live servo could take it; empty when every zone can (pure).
-pub fn unservable(state: &PlacementState, lb: LbPlacement, servos_per_zone: usize) -> Vec<String> {
+/// A zone where no live servo could take a load balancer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unservable {
+    pub zone: String,
+    /// The zone has no live servo at all (as opposed to none with room or a free address).
+    pub no_live_servo: bool,
+    /// Why, in a sentence naming the zone (and the port when a port is the reason).
+    pub why: String,
+}
+
+/// The zones where `lb` (new, or as a change would make it) could not be served; empty when
+/// every zone can (pure).
+pub fn unservable(
+    state: &PlacementState,
+    lb: LbPlacement,
+    servos_per_zone: usize,
+) -> Vec<Unservable> {
     let mut state = state.clone();
     state.lbs.retain(|l| l.id != lb.id);
     state.lbs.push(lb);
@@ -188,7 +202,11 @@ pub fn unservable(state: &PlacementState, lb: LbPlacement, servos_per_zone: usiz
                 )
             }
         };
-        out.push(why);
+        out.push(Unservable {
+            zone: zone.to_string(),
+            no_live_servo: live.is_empty(),
+            why,
+        });
     }
     out
 }
@@ -268,19 +286,24 @@ mod tests {
         });
         let why = unservable(&full, lb("c", &["z1"], &[80]), 1);
         assert_eq!(why.len(), 1);
+        assert!(!why[0].no_live_servo);
         assert!(
-            why[0].contains("LoadBalancerPort 80") && why[0].contains("z1"),
+            why[0].why.contains("LoadBalancerPort 80") && why[0].why.contains("z1"),
             "{why:?}"
         );
         assert!(unservable(&full, lb("c", &["z1"], &[81]), 1).is_empty());
         let why = unservable(&st, lb("d", &["z1", "z2"], &[80]), 1);
         assert_eq!(
             why,
-            ["no load balancer node (servo) is live in Availability Zone z2"]
+            [Unservable {
+                zone: "z2".into(),
+                no_live_servo: true,
+                why: "no load balancer node (servo) is live in Availability Zone z2".into()
+            }]
         );
         let mut capped = st.clone();
         capped.servos[0].capacity = Some(1);
         let why = unservable(&capped, lb("e", &["z1"], &[8080]), 1);
-        assert!(why[0].contains("at capacity"), "{why:?}");
+        assert!(why[0].why.contains("at capacity"), "{why:?}");
     }
 }

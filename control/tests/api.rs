@@ -267,6 +267,30 @@ async fn changes_no_live_servo_can_serve_are_refused() {
     let (status, body) = h.call("Action=CreateLoadBalancerListeners&Version=2012-06-01&LoadBalancerName=web2&Listeners.member.1.Protocol=TCP&Listeners.member.1.LoadBalancerPort=80&Listeners.member.1.InstancePort=80").await;
     assert_eq!(status, StatusCode::CONFLICT, "{body}");
     assert!(body.contains("LoadBalancerPort 80"), "{body}");
+    // A load balancer in zones a and b while b has a servo; then b's servo goes away. Changes
+    // that zone a's servo can serve are still accepted: a zone without any live servo serves
+    // nothing either way, and refusing would only block the zone that works.
+    h.store
+        .create_servo("s2", "us-east-1b", &control::servo_api::secret_hash("secret"))
+        .await
+        .unwrap();
+    h.store
+        .register_servo("s2", &["198.18.0.2".parse().unwrap()], &[], None, 10_000)
+        .await
+        .unwrap();
+    let both = CREATE
+        .replace("=web", "=both")
+        .replace("LoadBalancerPort=80", "LoadBalancerPort=82")
+        + "&AvailabilityZones.member.2=us-east-1b";
+    let (status, body) = h.call(&both).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    h.assign().await;
+    assert!(h.store.remove_servo("s2").await.unwrap());
+    let (status, body) = h.call("Action=CreateLoadBalancerListeners&Version=2012-06-01&LoadBalancerName=both&Listeners.member.1.Protocol=TCP&Listeners.member.1.LoadBalancerPort=83&Listeners.member.1.InstancePort=80").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = h.call("Action=EnableAvailabilityZonesForLoadBalancer&Version=2012-06-01&LoadBalancerName=both&AvailabilityZones.member.1=us-east-1a").await;
+    assert_eq!(status, StatusCode::OK, "zones already enabled are not checked again: {body}");
+
     // The readiness endpoint: zone a ready, zone b not.
     let response = app(h.state.clone())
         .oneshot(Request::get("/health").body(Body::empty()).unwrap())

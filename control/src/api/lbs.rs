@@ -2,7 +2,7 @@
 
 use std::collections::BTreeSet;
 
-use super::{Ctx, page_size};
+use super::{Ctx, Servable, page_size};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{Attributes, HealthCheck, LbKey, LoadBalancer, Scheme};
 use crate::quota::QuotaName;
@@ -200,7 +200,7 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         tags,
     };
     validate::check_rules(&lb)?;
-    ctx.servable(&ctx.placement().await?, &lb)?;
+    ctx.servable(&ctx.placement().await?, &lb, Servable::Everywhere)?;
     ctx.state
         .store()
         .create_lb(&lb, quotas.get(QuotaName::LoadBalancers))

@@ -1,7 +1,7 @@
 //! CreateLoadBalancerListeners, DeleteLoadBalancerListeners, SetLoadBalancerListenerSSLCertificate.
 
-use super::Ctx;
 use super::lbs::too_many_listeners;
+use super::{Ctx, Servable};
 use crate::error::{ApiError, ErrorCode};
 use crate::quota::QuotaName;
 use crate::validate;
@@ -32,7 +32,7 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         if i64::try_from(lb.listeners.len()).unwrap_or(i64::MAX) > limit {
             return Err(too_many_listeners(limit));
         }
-        ctx.servable(&placement, lb)
+        ctx.servable(&placement, lb, Servable::WhereServosLive)
     })
     .await?;
     Ok(ctx.respond(|_| {}))

@@ -228,9 +228,15 @@ impl Ctx<'_> {
             .await?)
     }
 
-    /// Refuses a load balancer (new or changed) that no live servo could serve in one of its
-    /// zones, naming the zone and the port, rather than one whose DNS name answers nothing.
-    pub fn servable(&self, placement: &PlacementState, lb: &LoadBalancer) -> Result<(), ApiError> {
+    /// Refuses a load balancer (new or changed) that no live servo could serve, naming the
+    /// zone and the port, rather than one whose DNS name answers nothing or a change that
+    /// would take it off a zone's servos. `check` says which zones must be servable.
+    pub fn servable(
+        &self,
+        placement: &PlacementState,
+        lb: &LoadBalancer,
+        check: Servable<'_>,
+    ) -> Result<(), ApiError> {
         let wanted = LbPlacement {
             id: lb.id.clone(),
             servo_name: servo_lb_name(&lb.key.name, &lb.key.account_id),
@@ -238,11 +244,22 @@ impl Ctx<'_> {
             zones: lb.zones.clone(),
             ports: lb.listeners.iter().map(|l| l.load_balancer_port).collect(),
         };
-        let why = crate::readiness::unservable(
+        let all = crate::readiness::unservable(
             placement,
             wanted,
             self.state.config().servo.servos_per_zone,
         );
+        let dead_everywhere =
+            !all.is_empty() && all.len() == lb.zones.len() && all.iter().all(|u| u.no_live_servo);
+        let why: Vec<&str> = all
+            .iter()
+            .filter(|u| match check {
+                Servable::Everywhere => true,
+                Servable::InZones(zones) => zones.contains(&u.zone),
+                Servable::WhereServosLive => !u.no_live_servo || dead_everywhere,
+            })
+            .map(|u| u.why.as_str())
+            .collect();
         if why.is_empty() {
             return Ok(());
         }
@@ -254,6 +271,19 @@ impl Ctx<'_> {
             why.join("; ")
         )))
     }
+}
+
+/// Which zones of a load balancer [`Ctx::servable`] requires a live servo to take it in.
+#[derive(Debug, Clone, Copy)]
+pub enum Servable<'a> {
+    /// Every zone (a new load balancer).
+    Everywhere,
+    /// These zones (zones being enabled).
+    InZones(&'a [String]),
+    /// Every zone with a live servo (a change of an existing load balancer: a port taken on
+    /// every address would take it off that zone's servos); zones without any live servo do
+    /// not count unless no zone has one.
+    WhereServosLive,
 }
 
 impl From<StoreError> for ApiError {

@@ -1,8 +1,8 @@
 //! Enable/DisableAvailabilityZonesForLoadBalancer, ApplySecurityGroupsToLoadBalancer,
 //! AttachLoadBalancerToSubnets, DetachLoadBalancerFromSubnets.
 
-use super::Ctx;
 use super::lbs::{check_security_groups, check_subnet_set, check_subnets, check_zones};
+use super::{Ctx, Servable};
 use crate::error::ApiError;
 
 fn required_list(ctx: &Ctx<'_>, name: &str) -> Result<Vec<String>, ApiError> {
@@ -27,12 +27,9 @@ pub async fn enable_zones(ctx: &Ctx<'_>) -> Result<String, ApiError> {
                     "Load balancers in a VPC get their zones from subnets: use AttachLoadBalancerToSubnets",
                 ));
             }
-            for z in zones {
-                if !lb.zones.contains(&z) {
-                    lb.zones.push(z);
-                }
-            }
-            ctx.servable(&placement, lb)?;
+            let added: Vec<String> = zones.into_iter().filter(|z| !lb.zones.contains(z)).collect();
+            lb.zones.extend(added.iter().cloned());
+            ctx.servable(&placement, lb, Servable::InZones(&added))?;
             Ok(lb.zones.clone())
         })
         .await?;
@@ -101,8 +98,10 @@ pub async fn attach_subnets(ctx: &Ctx<'_>) -> Result<String, ApiError> {
             if subnets.first().map(|s| &s.vpc_id) != lb.vpc_id.as_ref() {
                 return Err(ApiError::invalid_config("Subnets must be in the load balancer's VPC"));
             }
-            lb.zones = subnets.iter().map(|s| s.zone.clone()).collect();
-            ctx.servable(&placement, lb)?;
+            let zones: Vec<String> = subnets.iter().map(|s| s.zone.clone()).collect();
+            let added: Vec<String> = zones.iter().filter(|z| !lb.zones.contains(z)).cloned().collect();
+            lb.zones = zones;
+            ctx.servable(&placement, lb, Servable::InZones(&added))?;
             Ok(lb.subnets.clone())
         })
         .await?;
