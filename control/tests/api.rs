@@ -271,7 +271,11 @@ async fn changes_no_live_servo_can_serve_are_refused() {
     // that zone a's servo can serve are still accepted: a zone without any live servo serves
     // nothing either way, and refusing would only block the zone that works.
     h.store
-        .create_servo("s2", "us-east-1b", &control::servo_api::secret_hash("secret"))
+        .create_servo(
+            "s2",
+            "us-east-1b",
+            &control::servo_api::secret_hash("secret"),
+        )
         .await
         .unwrap();
     h.store
@@ -289,7 +293,11 @@ async fn changes_no_live_servo_can_serve_are_refused() {
     let (status, body) = h.call("Action=CreateLoadBalancerListeners&Version=2012-06-01&LoadBalancerName=both&Listeners.member.1.Protocol=TCP&Listeners.member.1.LoadBalancerPort=83&Listeners.member.1.InstancePort=80").await;
     assert_eq!(status, StatusCode::OK, "{body}");
     let (status, body) = h.call("Action=EnableAvailabilityZonesForLoadBalancer&Version=2012-06-01&LoadBalancerName=both&AvailabilityZones.member.1=us-east-1a").await;
-    assert_eq!(status, StatusCode::OK, "zones already enabled are not checked again: {body}");
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "zones already enabled are not checked again: {body}"
+    );
 
     // The readiness endpoint: zone a ready, zone b not.
     let response = app(h.state.clone())
