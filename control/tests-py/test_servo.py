@@ -289,23 +289,38 @@ def poll_until(servo, since, predicate, timeout=10.0):
 
 
 class RequestWaiter(threading.Thread):
-    """Long-polls from `since` until an answer carries request ids (an API write), and notes
-    when that answer arrived."""
+    """Long-polls from `since` until an answer names the request id given to `expect` (set
+    once the API call returned), and notes when that answer arrived. Answers naming other
+    requests (an assignment carries the request that called for it) do not count."""
 
     def __init__(self, servo, since):
         super().__init__(daemon=True)
         self.servo, self.since = servo, since
         self.doc = self.at = None
+        self.expected = None
+        self.answers = []  # (arrival, doc)
         self.start()
+
+    def expect(self, request_id):
+        self.expected = request_id
+        self.join(10)
+
+    def _found(self):
+        for at, doc in self.answers:
+            if self.expected in doc["RequestIds"]:
+                self.doc, self.at = doc, at
+                return True
+        return False
 
     def run(self):
         since = self.since
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            doc = self.servo.config(since=since, wait=30)
-            if doc["RequestIds"]:
-                self.doc, self.at = doc, time.monotonic()
+            if self.expected and self._found():
                 return
+            doc = self.servo.config(since=since, wait=2)
+            if doc["Version"] != since:
+                self.answers.append((time.monotonic(), doc))
             since = doc["Version"]
 
 
@@ -550,7 +565,7 @@ def test_long_poll(senv, servos):
     time.sleep(0.5)
     started = time.monotonic()
     resp = elb.register_instances_with_load_balancer(LoadBalancerName=name, Instances=[{"InstanceId": iid}])
-    waiter.join(10)
+    waiter.expect(resp["ResponseMetadata"]["RequestId"])
     assert waiter.doc, "long-poll did not return"
     latency = waiter.at - started
     assert latency < 1.0, latency
@@ -593,7 +608,7 @@ def test_two_replicas_wake_each_other(senv, servos):
             resp = elb_b.create_load_balancer(
                 LoadBalancerName=f"r{i}-{uuid.uuid4().hex[:6]}", Listeners=[listener()], AvailabilityZones=["us-east-1a"]
             )
-            waiter.join(10)
+            waiter.expect(resp["ResponseMetadata"]["RequestId"])
             assert waiter.doc, "long-poll on replica A did not return"
             latencies.append(waiter.at - started)
             assert resp["ResponseMetadata"]["RequestId"] in waiter.doc["RequestIds"]
