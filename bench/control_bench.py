@@ -1,12 +1,18 @@
 """Control-service benchmark: latency of CreateLoadBalancer and DescribeLoadBalancers through
 boto3 against a running elb-control. Prints one JSON object.
 
-Usage: control_bench.py --endpoint URL --key ID --secret S --zone Z --count N
+Usage: control_bench.py --endpoint URL --key ID --secret S --zone Z --count N [--servos FILE]
+
+FILE lists servo credentials (`elb-control admin servo create` outputs): each registers with
+250 addresses and heart-beats while the benchmark runs, since control creates load balancers
+only where a live servo can serve them.
 """
 import argparse
 import json
 import statistics
+import threading
 import time
+import urllib.request
 
 import boto3
 from botocore.config import Config
@@ -17,6 +23,34 @@ def pct(values, p):
     return values[min(len(values) - 1, int(round(p / 100 * (len(values) - 1))))]
 
 
+def servo_post(endpoint, creds, path, body):
+    request = urllib.request.Request(
+        f"{endpoint}/servo/v1/{path}", data=json.dumps(body).encode(), method="POST",
+        headers={"Authorization": f"Bearer {creds['ServoId']}:{creds['Secret']}", "Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=10) as resp:
+        return resp.status
+
+
+def keep_servos_live(endpoint, servos):
+    for n, creds in enumerate(servos):
+        servo_post(endpoint, creds, "register", {
+            "ServoId": creds["ServoId"], "Zone": creds["Zone"],
+            "PublicAddresses": [f"198.18.{100 + n}.{h}" for h in range(1, 251)],
+        })
+
+    def beat():
+        while True:
+            time.sleep(1)
+            for creds in servos:
+                try:
+                    servo_post(endpoint, creds, "heartbeat", {"ServoId": creds["ServoId"]})
+                except Exception:  # noqa: BLE001 - the server stops at the end
+                    pass
+
+    threading.Thread(target=beat, daemon=True).start()
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--endpoint", required=True)
@@ -24,7 +58,11 @@ def main():
     ap.add_argument("--secret", required=True)
     ap.add_argument("--zone", required=True)
     ap.add_argument("--count", type=int, default=1000)
+    ap.add_argument("--servos")
     args = ap.parse_args()
+    if args.servos:
+        with open(args.servos) as f:
+            keep_servos_live(args.endpoint, json.load(f))
     elb = boto3.client(
         "elb",
         endpoint_url=args.endpoint,

@@ -290,8 +290,8 @@ pub async fn servo_create(store: &Store, id: &str, zone: &str) -> Result<Value, 
     Ok(json!({"ServoId": id, "Zone": zone, "Secret": secret}))
 }
 
-/// Servos with zone, addresses, last heartbeat, liveness (judged with `timeout_secs`) and
-/// assigned load balancers.
+/// Servos with zone, addresses, last heartbeat, liveness (judged with `timeout_secs`),
+/// assigned load balancers and the ones they refuse (with why).
 pub async fn servo_list(store: &Store, timeout_secs: u64) -> Result<Value, AdminError> {
     let timeout_ms = i64::try_from(timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let servos = store.list_servos(timeout_ms).await?;
@@ -311,12 +311,19 @@ pub async fn servo_list(store: &Store, timeout_secs: u64) -> Result<Value, Admin
                     "Live": info.live,
                     "Counters": s.counters.as_deref().and_then(|c| serde_json::from_str::<Value>(c).ok()),
                     "LoadBalancers": info.load_balancers.iter()
-                        .map(|(name, vip)| json!({"LoadBalancerName": name, "Vip": vip}))
+                        .map(|a| json!({"LoadBalancerName": a.name, "Vip": a.vip}))
                         .collect::<Vec<_>>(),
+                    "Refused": to_json(&info.refused),
                 })
             })
             .collect(),
     ))
+}
+
+/// Whether each zone has live servos with room (what `/health` answers).
+pub async fn status(store: &Store, timeout_secs: u64) -> Result<Value, AdminError> {
+    let timeout_ms = i64::try_from(timeout_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+    Ok(to_json(&crate::readiness::status(store, timeout_ms).await?))
 }
 
 pub async fn servo_remove(store: &Store, id: &str) -> Result<Value, AdminError> {

@@ -8,7 +8,7 @@
 //! something changes; the store re-plans inside a write transaction, so every replica can run
 //! the task without two of them undoing each other's work.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -30,17 +30,26 @@ pub struct AssignmentSettings {
     pub servo_timeout: Duration,
 }
 
-/// What a pass found besides changes: zones of load balancers that have fewer servos than
-/// wanted, as (servo-side name, zone, servos it has there).
-pub type Shortfalls = BTreeSet<(String, String, usize)>;
+/// A zone where a load balancer has fewer servos than wanted.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Shortfall {
+    /// The load balancer's servo-side name.
+    pub lb: String,
+    pub zone: String,
+    /// Servos it has there.
+    pub have: usize,
+}
+
+/// What a pass found besides changes: the shortfalls.
+pub type Shortfalls = BTreeSet<Shortfall>;
 
 /// One servo's load while planning.
 #[derive(Default)]
-struct Load<'a> {
+pub(crate) struct Load<'a> {
     /// Load balancers assigned (kept or new).
     count: usize,
-    /// Front-end ports in use on each VIP.
-    ports: HashMap<Ipv4Addr, Vec<&'a BTreeSet<u16>>>,
+    /// Per VIP: load balancers on it and the front-end ports they use.
+    ports: HashMap<Ipv4Addr, (usize, HashSet<u16>)>,
     lbs: BTreeSet<&'a str>,
 }
 
@@ -48,66 +57,87 @@ impl<'a> Load<'a> {
     fn conflicts(&self, vip: Ipv4Addr, ports: &BTreeSet<u16>) -> bool {
         self.ports
             .get(&vip)
-            .is_some_and(|used| used.iter().any(|u| !u.is_disjoint(ports)))
+            .is_some_and(|(_, used)| ports.iter().any(|p| used.contains(p)))
     }
 
     fn add(&mut self, lb: &'a LbPlacement, vip: Ipv4Addr) {
         self.count += 1;
-        self.ports.entry(vip).or_default().push(&lb.ports);
+        let (n, used) = self.ports.entry(vip).or_default();
+        *n += 1;
+        used.extend(lb.ports.iter().copied());
         self.lbs.insert(&lb.id);
     }
 
-    fn has_room(&self, servo: &ServoPlacement) -> bool {
+    /// Whether the servo may take one more load balancer.
+    pub(crate) fn has_room(&self, servo: &ServoPlacement) -> bool {
         servo
             .capacity
             .is_none_or(|c| self.count < usize::try_from(c).unwrap_or(usize::MAX))
+    }
+
+    /// Whether `port` is free on `vip`.
+    pub(crate) fn port_free(&self, vip: Ipv4Addr, port: u16) -> bool {
+        self.ports
+            .get(&vip)
+            .is_none_or(|(_, used)| !used.contains(&port))
     }
 
     /// The servo address to serve `lb` on: one where none of the servo's other load
     /// balancers uses any of `lb`'s ports, preferring the address with fewest load balancers
     /// (then the servo's own order). `None` makes the servo ineligible.
     fn choose_vip(&self, servo: &ServoPlacement, lb: &LbPlacement) -> Option<Ipv4Addr> {
-        addresses(servo, lb)
+        addresses(servo, lb.internal)
             .iter()
             .copied()
             .filter(|a| !self.conflicts(*a, &lb.ports))
-            .min_by_key(|a| self.ports.get(a).map_or(0, Vec::len))
+            .min_by_key(|a| self.ports.get(a).map_or(0, |(n, _)| *n))
     }
 }
 
 /// Public addresses for internet-facing load balancers, private ones for internal.
-fn addresses<'s>(servo: &'s ServoPlacement, lb: &LbPlacement) -> &'s [Ipv4Addr] {
-    if lb.internal {
+pub(crate) fn addresses(servo: &ServoPlacement, internal: bool) -> &[Ipv4Addr] {
+    if internal {
         &servo.private_addresses
     } else {
         &servo.public_addresses
     }
 }
 
-/// Decides the changes that bring `state` to the wanted assignment. `expire_dead` is false
-/// during the grace period after start, when servos that could not reach a stopped control
-/// have not had a chance to heartbeat yet.
-pub fn plan(
-    state: &PlacementState,
-    servos_per_zone: usize,
-    expire_dead: bool,
-) -> (AssignmentChanges, Shortfalls) {
+/// The assignments that stay valid, and the load they put on each servo.
+pub(crate) struct Kept<'a> {
+    /// Servo id -> its load.
+    pub(crate) loads: HashMap<&'a str, Load<'a>>,
+    /// (lb id, zone) -> servos kept there.
+    per_zone: HashMap<(&'a str, &'a str), usize>,
+    /// Assignments undone, with why.
+    removed: Vec<AssignmentChange>,
+}
+
+impl Kept<'_> {
+    /// Servos `lb` keeps in `zone`.
+    pub(crate) fn servos_of(&self, lb: &str, zone: &str) -> usize {
+        self.per_zone.get(&(lb, zone)).copied().unwrap_or(0)
+    }
+}
+
+/// The first half of a plan: keep what is still valid, earliest first (earlier assignments
+/// win conflicts).
+pub(crate) fn keep(state: &PlacementState, servos_per_zone: usize, expire_dead: bool) -> Kept<'_> {
     let lbs: HashMap<&str, &LbPlacement> = state.lbs.iter().map(|l| (l.id.as_str(), l)).collect();
     let servos: HashMap<&str, &ServoPlacement> =
         state.servos.iter().map(|s| (s.id.as_str(), s)).collect();
-    let mut loads: HashMap<&str, Load<'_>> = HashMap::new();
-    // (lb id, zone) -> servos kept there.
-    let mut per_zone: HashMap<(&str, &str), usize> = HashMap::new();
-    let mut changes = AssignmentChanges::default();
+    let mut kept = Kept {
+        loads: HashMap::new(),
+        per_zone: HashMap::new(),
+        removed: Vec::new(),
+    };
     let mut remove = |row: &AssignmentRow, lb_name: &str, reason: String| {
-        changes.removed.push(AssignmentChange {
+        kept.removed.push(AssignmentChange {
             row: row.clone(),
             lb_name: lb_name.to_string(),
             reason,
         });
     };
-
-    // Keep what is still valid, earliest first (earlier assignments win conflicts).
     for a in &state.assignments {
         let Some(lb) = lbs.get(a.lb_id.as_str()) else {
             remove(a, &a.lb_id, "the load balancer was deleted".into());
@@ -130,7 +160,7 @@ pub fn plan(
             continue;
         }
         let vip = a.vip.parse::<Ipv4Addr>().ok();
-        let Some(vip) = vip.filter(|v| addresses(servo, lb).contains(v)) else {
+        let Some(vip) = vip.filter(|v| addresses(servo, lb.internal).contains(v)) else {
             remove(
                 a,
                 &lb.servo_name,
@@ -138,7 +168,7 @@ pub fn plan(
             );
             continue;
         };
-        let load = loads.entry(servo.id.as_str()).or_default();
+        let load = kept.loads.entry(servo.id.as_str()).or_default();
         if load.conflicts(vip, &lb.ports) {
             remove(
                 a,
@@ -151,10 +181,11 @@ pub fn plan(
             remove(a, &lb.servo_name, "the servo is over its capacity".into());
             continue;
         }
-        let kept = per_zone
+        let n = kept
+            .per_zone
             .entry((lb.id.as_str(), a.zone.as_str()))
             .or_default();
-        if *kept >= servos_per_zone {
+        if *n >= servos_per_zone {
             remove(
                 a,
                 &lb.servo_name,
@@ -162,10 +193,57 @@ pub fn plan(
             );
             continue;
         }
-        *kept += 1;
+        *n += 1;
         load.add(lb, vip);
     }
+    kept
+}
 
+/// The live servo of `zone` that would take `lb` next (least loaded first), with the VIP.
+pub(crate) fn candidate<'s>(
+    state: &'s PlacementState,
+    loads: &HashMap<&str, Load<'_>>,
+    lb: &LbPlacement,
+    zone: &str,
+) -> Option<(&'s ServoPlacement, Ipv4Addr)> {
+    state
+        .servos
+        .iter()
+        .filter(|s| s.live && s.zone == zone)
+        .filter_map(|s| {
+            let load = loads.get(s.id.as_str());
+            if load.is_some_and(|l| l.lbs.contains(lb.id.as_str())) {
+                return None;
+            }
+            let empty = Load::default();
+            let load = load.unwrap_or(&empty);
+            if !load.has_room(s) {
+                return None;
+            }
+            let vip = load.choose_vip(s, lb)?;
+            Some((load.count, s.id.as_str(), s, vip))
+        })
+        .min_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)))
+        .map(|(_, _, s, vip)| (s, vip))
+}
+
+/// Decides the changes that bring `state` to the wanted assignment. `expire_dead` is false
+/// during the grace period after start, when servos that could not reach a stopped control
+/// have not had a chance to heartbeat yet.
+pub fn plan(
+    state: &PlacementState,
+    servos_per_zone: usize,
+    expire_dead: bool,
+) -> (AssignmentChanges, Shortfalls) {
+    let Kept {
+        mut loads,
+        per_zone,
+        removed,
+    } = keep(state, servos_per_zone, expire_dead);
+    let mut changes = AssignmentChanges {
+        removed,
+        added: Vec::new(),
+    };
     // Fill deficits, least loaded servo first.
     let mut shortfalls = Shortfalls::new();
     for lb in &state.lbs {
@@ -173,26 +251,12 @@ pub fn plan(
         for zone in zones {
             let mut have = per_zone.get(&(lb.id.as_str(), zone)).copied().unwrap_or(0);
             while have < servos_per_zone {
-                let best = state
-                    .servos
-                    .iter()
-                    .filter(|s| s.live && s.zone == zone)
-                    .filter_map(|s| {
-                        let load = loads.get(s.id.as_str());
-                        if load.is_some_and(|l| l.lbs.contains(lb.id.as_str())) {
-                            return None;
-                        }
-                        let empty = Load::default();
-                        let load = load.unwrap_or(&empty);
-                        if !load.has_room(s) {
-                            return None;
-                        }
-                        let vip = load.choose_vip(s, lb)?;
-                        Some((load.count, s.id.as_str(), s, vip))
-                    })
-                    .min_by(|x, y| (x.0, x.1).cmp(&(y.0, y.1)));
-                let Some((_, _, servo, vip)) = best else {
-                    shortfalls.insert((lb.servo_name.clone(), zone.to_string(), have));
+                let Some((servo, vip)) = candidate(state, &loads, lb, zone) else {
+                    shortfalls.insert(Shortfall {
+                        lb: lb.servo_name.clone(),
+                        zone: zone.to_string(),
+                        have,
+                    });
                     break;
                 };
                 loads.entry(servo.id.as_str()).or_default().add(lb, vip);
@@ -229,8 +293,9 @@ pub async fn pass(
         return Ok((changes, shortfalls));
     }
     let mut final_shortfalls = shortfalls;
+    let request = store.request_since_last_assignment().await?;
     let applied = crate::store::with_origin(
-        crate::store::ChangeOrigin::Assignment,
+        crate::store::ChangeOrigin::Assignment(request),
         store.apply_assignments(timeout_ms, |state| {
             let (changes, shortfalls) = plan(state, per_zone, expire_dead);
             final_shortfalls = shortfalls;
@@ -294,7 +359,7 @@ pub async fn run(
                     tracing::info!("servo assignment works again");
                     failing = false;
                 }
-                for (lb, zone, have) in now_short.difference(&shortfalls) {
+                for Shortfall { lb, zone, have } in now_short.difference(&shortfalls) {
                     tracing::warn!(
                         load_balancer = %lb, zone = %zone,
                         "{lb} has {have} of {} servos in {zone}: no live servo there has capacity and a free VIP for it",
@@ -320,20 +385,12 @@ pub async fn run(
     }
 }
 
-/// Counts, for tests and the admin view: servo id -> load balancers assigned.
-pub fn loads(assignments: &[AssignmentRow]) -> BTreeMap<&str, usize> {
-    let mut out = BTreeMap::new();
-    for a in assignments {
-        *out.entry(a.servo_id.as_str()).or_insert(0) += 1;
-    }
-    out
-}
-
+/// Placement fixtures for the planner's and readiness' tests.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod fixtures {
+    use crate::store::{LbPlacement, ServoPlacement};
 
-    fn lb(id: &str, zones: &[&str], ports: &[u16], internal: bool) -> LbPlacement {
+    pub(crate) fn lb(id: &str, zones: &[&str], ports: &[u16], internal: bool) -> LbPlacement {
         LbPlacement {
             id: id.into(),
             servo_name: format!("{id}-123456789012"),
@@ -343,7 +400,7 @@ mod tests {
         }
     }
 
-    fn servo(id: &str, zone: &str, public: &[&str], live: bool) -> ServoPlacement {
+    pub(crate) fn servo(id: &str, zone: &str, public: &[&str], live: bool) -> ServoPlacement {
         ServoPlacement {
             id: id.into(),
             zone: zone.into(),
@@ -352,6 +409,23 @@ mod tests {
             capacity: None,
             live,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::fixtures::{lb, servo};
+    use super::*;
+
+    /// Servo id -> load balancers assigned.
+    fn loads(assignments: &[AssignmentRow]) -> BTreeMap<&str, usize> {
+        let mut out = BTreeMap::new();
+        for a in assignments {
+            *out.entry(a.servo_id.as_str()).or_insert(0) += 1;
+        }
+        out
     }
 
     fn apply(state: &mut PlacementState, changes: &AssignmentChanges) {
@@ -446,7 +520,11 @@ mod tests {
         st2.lbs.push(lb("e", &["z1"], &[80], false));
         let (changes, short) = plan(&st2, 1, true);
         assert!(!changes.added.iter().any(|c| c.row.lb_id == "e"));
-        assert!(short.contains(&("e-123456789012".to_string(), "z1".to_string(), 0)));
+        assert!(short.contains(&Shortfall {
+            lb: "e-123456789012".into(),
+            zone: "z1".into(),
+            have: 0
+        }));
     }
 
     #[test]
@@ -510,7 +588,11 @@ mod tests {
         st.lbs[0].zones = vec!["z2".into()];
         let (changes, short) = plan(&st, 1, true);
         assert_eq!(changes.removed.len(), 1);
-        assert!(short.contains(&("a-123456789012".to_string(), "z2".to_string(), 0)));
+        assert!(short.contains(&Shortfall {
+            lb: "a-123456789012".into(),
+            zone: "z2".into(),
+            have: 0
+        }));
     }
 
     #[test]

@@ -158,12 +158,12 @@ impl Resolver {
 
 /// hickory-server's request handler over a [`Resolver`].
 #[derive(Debug, Clone)]
-pub struct Handler {
+struct Handler {
     resolver: Arc<Resolver>,
 }
 
 impl Handler {
-    pub fn new(resolver: Arc<Resolver>) -> Self {
+    fn new(resolver: Arc<Resolver>) -> Self {
         Self { resolver }
     }
 }

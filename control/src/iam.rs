@@ -140,7 +140,7 @@ impl PolicyDocument {
 }
 
 /// Wildcard match: `*` is any run of characters, `?` exactly one.
-pub fn wildcard_match(pattern: &str, text: &str, ignore_case: bool) -> bool {
+fn wildcard_match(pattern: &str, text: &str, ignore_case: bool) -> bool {
     let p: Vec<char> = pattern.chars().collect();
     let t: Vec<char> = text.chars().collect();
     let eq = |a: char, b: char| {

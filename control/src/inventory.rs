@@ -129,7 +129,7 @@ impl Ec2Client {
         Ok(Self { config, http })
     }
 
-    pub async fn describe_instances(
+    async fn describe_instances(
         &self,
         ids: &[String],
     ) -> Result<Vec<InventoryInstance>, InventoryError> {
@@ -229,7 +229,7 @@ fn child_text<'a>(node: roxmltree::Node<'a, 'a>, name: &str) -> Option<&'a str> 
 }
 
 /// Instances (in a live state) and the NextToken of a DescribeInstances response.
-pub fn parse_describe_instances(
+fn parse_describe_instances(
     xml: &str,
 ) -> Result<(Vec<InventoryInstance>, Option<String>), InventoryError> {
     let doc =

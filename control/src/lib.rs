@@ -3,14 +3,17 @@
 //! administration operations behind `elb-control admin`.
 //!
 //! Layout: [`server`] (HTTP, authentication, request ids) calls [`api`] (one module per group
-//! of actions) which works on [`model`] types kept in the [`store`]. Parsing and rules live in
-//! [`query`], [`validate`], [`iam`], [`policy_types`]; [`inventory`] resolves
-//! instance ids (built-in or EC2); [`xml`] and [`error`] write responses. Signatures (SigV4,
-//! both directions) come from the `elb-sigv4` crate.
+//! of actions) which works on [`model`] types kept in the [`store`]. The ELB model's rules are
+//! the contract's ([`elb_contract`]); API parsing and the API's own rules live in [`query`],
+//! [`validate`], [`iam`]; [`inventory`] resolves instance ids (built-in or EC2);
+//! [`xml`] and [`error`] write responses. Signatures (SigV4, both directions) come from the
+//! `elb-sigv4` crate. [`service`] wires a whole server (`elb-control
+//! serve`) and can be started in-process.
 //!
 //! Servos (the load balancer nodes) talk to [`servo_api`] on the same listener; [`assign`]
 //! keeps each load balancer on `servos-per-zone` live servos per zone; [`dns`] answers the
-//! load balancers' DNS names with the VIPs of their live servos.
+//! load balancers' DNS names with the VIPs of their live servos; [`readiness`] says whether
+//! each zone has live servos with room, and refuses changes no live servo could serve.
 
 pub mod admin;
 pub mod api;
@@ -23,10 +26,11 @@ pub mod error;
 pub mod iam;
 pub mod inventory;
 pub mod model;
-pub mod policy_types;
 pub mod query;
 pub mod quota;
+pub mod readiness;
 pub mod server;
+pub mod service;
 pub mod servo_api;
 pub mod store;
 pub mod timefmt;

@@ -5,13 +5,11 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
-use control::assign::{self, AssignmentSettings};
 use control::config::{ServiceConfig, ServoSettings};
-use control::dns::{DnsServer, DnsSettings, Resolver};
-use control::inventory::{Ec2Client, Ec2Config, Inventory};
+use control::inventory::Ec2Config;
+use control::service::{ServeOptions, Service};
 use control::store::Store;
 use control::{admin, server};
-use tokio::net::TcpListener;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -127,6 +125,12 @@ enum AdminCommand {
     /// Servo identities (load balancer nodes).
     #[command(subcommand)]
     Servo(ServoCommand),
+    /// Readiness: whether each zone has live servos with room (addresses per port), as JSON.
+    Status {
+        /// Heartbeat timeout (seconds) used to judge liveness; match the servers' setting.
+        #[arg(long, default_value_t = 10)]
+        servo_timeout: u64,
+    },
 }
 
 #[derive(Subcommand, Debug)]
@@ -408,6 +412,7 @@ async fn run_admin(store: &Store, cmd: AdminCommand) -> Result<serde_json::Value
             admin::servo_list(store, servo_timeout).await?
         }
         AdminCommand::Servo(ServoCommand::Remove { id }) => admin::servo_remove(store, &id).await?,
+        AdminCommand::Status { servo_timeout } => admin::status(store, servo_timeout).await?,
     };
     Ok(value)
 }
@@ -441,70 +446,24 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
         },
         key_file: args.key_file.clone().or_else(|| default_key_file(db)),
     };
-    config.validate()?;
-    let store = Store::open(db)
-        .await
-        .with_context(|| format!("cannot open the database {db}"))?;
-    let inventory = match ec2 {
-        Some(ec2) => Inventory::Ec2(Ec2Client::new(ec2)?),
-        None => Inventory::BuiltIn(store.clone()),
-    };
-    let listener = TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
-    let addr = listener.local_addr()?;
+    let service = Service::start(ServeOptions {
+        db: db.to_string(),
+        listen: args.listen.clone(),
+        config: config.clone(),
+        dns_listen: args.dns_listen.clone(),
+        dns_ttl: args.dns_ttl,
+    })
+    .await
+    .with_context(|| format!("cannot start (database {})", redact(db)))?;
+    let addr = service.addr();
     tracing::info!(%addr, db = %redact(db), regions = ?config.regions, "elb-control serving the ELB Query API");
-    // Tests and scripts read this line to learn the port.
+    // Tests and scripts read these lines to learn the ports.
     println!("listening on {addr}");
+    if let Some(dns) = service.dns_addr() {
+        println!("dns listening on {dns}");
+    }
     std::io::stdout().flush()?;
-
-    let dns = match &args.dns_listen {
-        None => None,
-        Some(dns_addr) => {
-            let resolver = Resolver::new(
-                store.clone(),
-                DnsSettings {
-                    zone: config.dns_zone(),
-                    ttl: args.dns_ttl,
-                    servo_timeout_ms: config.servo.timeout_ms(),
-                    lookup_timeout: Duration::from_secs(2),
-                },
-            );
-            let server = DnsServer::start(dns_addr, std::sync::Arc::new(resolver))
-                .await
-                .with_context(|| format!("cannot serve DNS on {dns_addr}"))?;
-            tracing::info!(addr = %server.addr, zone = %config.dns_zone(), ttl = args.dns_ttl, "serving DNS for load balancer names");
-            println!("dns listening on {}", server.addr);
-            std::io::stdout().flush()?;
-            Some(server)
-        }
-    };
-
-    let poller = tokio::spawn(store.clone().poll_version(server::VERSION_POLL));
-    let notifications = tokio::spawn(store.clone().follow_notifications());
-    let state = control::AppState::new(config.clone(), store.clone(), inventory);
-    let assigner = tokio::spawn(assign::run(
-        store.clone(),
-        AssignmentSettings {
-            servos_per_zone: config.servo.servos_per_zone,
-            servo_timeout: config.servo.timeout,
-        },
-        state.assignment_wake(),
-        state.shutdown_signal(),
-    ));
-    control::run(listener, state.clone(), server::shutdown_signal()).await?;
-    state.begin_shutdown();
-    if let Some(dns) = dns {
-        dns.shutdown().await;
-    }
-    // The assignment task finishes its pass (a transaction) before it stops.
-    if let Err(e) = assigner.await {
-        tracing::warn!(error = %e, "the assignment task ended abnormally");
-    }
-    poller.abort();
-    notifications.abort();
-    store.close().await;
-    tracing::info!("stopped");
+    service.run(server::shutdown_signal()).await?;
     Ok(())
 }
 

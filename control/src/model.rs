@@ -1,76 +1,42 @@
-//! The load balancer as the API and the store see it. Servo-facing views (a later issue) are
-//! built from these same types.
+//! The load balancer as the API and the store see it. The ELB vocabulary and its rules
+//! (protocols, listeners, health checks, the attributes servos act on, instance health,
+//! policies) are the contract's ([`elb_contract`]); this module adds what only control keeps
+//! (names, placement, access logs, tags...).
 
-use std::fmt;
+use std::ops::{Deref, DerefMut};
 
-/// Front-end and back-end protocols of a listener.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum Protocol {
-    Http,
-    Https,
-    Tcp,
-    Ssl,
-}
+pub use elb_contract::policy::Policy;
+pub use elb_contract::{HealthCheck, InstanceHealth, InstanceState, Protocol, ReasonCode};
 
-impl Protocol {
-    /// Case-insensitive, as the API accepts them.
-    pub fn parse(text: &str) -> Option<Self> {
-        match text.to_ascii_uppercase().as_str() {
-            "HTTP" => Some(Self::Http),
-            "HTTPS" => Some(Self::Https),
-            "TCP" => Some(Self::Tcp),
-            "SSL" => Some(Self::Ssl),
-            _ => None,
-        }
-    }
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Http => "HTTP",
-            Self::Https => "HTTPS",
-            Self::Tcp => "TCP",
-            Self::Ssl => "SSL",
-        }
-    }
-
-    /// HTTP and HTTPS are layer 7; TCP and SSL layer 4. A listener's two sides must agree.
-    pub fn is_http_family(self) -> bool {
-        matches!(self, Self::Http | Self::Https)
-    }
-
-    /// Whether the protocol terminates TLS (and so needs a certificate on the front end).
-    pub fn is_secure(self) -> bool {
-        matches!(self, Self::Https | Self::Ssl)
-    }
-}
-
-impl fmt::Display for Protocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// One listener: `protocol:lb_port -> instance_protocol:instance_port`.
+/// One listener (the contract's definition) with the policies applied to it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Listener {
-    pub protocol: Protocol,
-    pub load_balancer_port: u16,
-    pub instance_protocol: Protocol,
-    pub instance_port: u16,
-    pub ssl_certificate_id: Option<String>,
+    /// `Protocol:LoadBalancerPort -> InstanceProtocol:InstancePort`, certificate.
+    pub def: elb_contract::Listener,
     /// Policies applied with SetLoadBalancerPoliciesOfListener, in the order given.
     pub policy_names: Vec<String>,
 }
 
 impl Listener {
-    /// Same port, protocols, instance port and certificate (policies do not count): the test
-    /// for "creating the same listener again is a no-op".
-    pub fn same_definition(&self, other: &Listener) -> bool {
-        self.protocol == other.protocol
-            && self.load_balancer_port == other.load_balancer_port
-            && self.instance_protocol == other.instance_protocol
-            && self.instance_port == other.instance_port
-            && self.ssl_certificate_id == other.ssl_certificate_id
+    /// A listener without policies.
+    pub fn new(def: elb_contract::Listener) -> Self {
+        Self {
+            def,
+            policy_names: Vec::new(),
+        }
+    }
+}
+
+impl Deref for Listener {
+    type Target = elb_contract::Listener;
+    fn deref(&self) -> &Self::Target {
+        &self.def
+    }
+}
+
+impl DerefMut for Listener {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        &mut self.def
     }
 }
 
@@ -97,30 +63,6 @@ impl Scheme {
     }
 }
 
-/// Health check settings (ELB semantics: consecutive counts, Timeout < Interval).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
-    pub target: String,
-    pub interval: u32,
-    pub timeout: u32,
-    pub unhealthy_threshold: u32,
-    pub healthy_threshold: u32,
-}
-
-impl HealthCheck {
-    /// AWS's default after CreateLoadBalancer: TCP to the first listener's instance port,
-    /// every 30 s, 5 s timeout, 2 failures down, 10 successes up.
-    pub fn default_for_port(instance_port: u16) -> Self {
-        Self {
-            target: format!("TCP:{instance_port}"),
-            interval: 30,
-            timeout: 5,
-            unhealthy_threshold: 2,
-            healthy_threshold: 10,
-        }
-    }
-}
-
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AccessLog {
     pub enabled: bool,
@@ -133,13 +75,9 @@ pub struct AccessLog {
 /// LoadBalancerAttributes with AWS's defaults.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attributes {
-    pub cross_zone: bool,
+    /// What servos act on: ConnectionDraining, ConnectionSettings, CrossZoneLoadBalancing.
+    pub servo: elb_contract::Attributes,
     pub access_log: AccessLog,
-    pub draining_enabled: bool,
-    /// Seconds.
-    pub draining_timeout: u32,
-    /// Seconds.
-    pub idle_timeout: u32,
     /// `AdditionalAttributes` (key, value), e.g. `elb.http.desyncmitigationmode`.
     pub additional: Vec<(String, String)>,
 }
@@ -147,89 +85,33 @@ pub struct Attributes {
 impl Default for Attributes {
     fn default() -> Self {
         Self {
-            cross_zone: false,
+            servo: elb_contract::Attributes::default(),
             access_log: AccessLog {
                 enabled: false,
                 s3_bucket_name: None,
                 emit_interval: 60,
                 s3_bucket_prefix: None,
             },
-            draining_enabled: false,
-            draining_timeout: 300,
-            idle_timeout: 60,
             additional: vec![("elb.http.desyncmitigationmode".into(), "defensive".into())],
         }
     }
 }
 
-/// A named policy of a load balancer (stickiness, SSL negotiation, proxy protocol, ...).
+/// Whether a load balancer is served in one zone, as far as control knows.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Policy {
-    pub name: String,
-    pub type_name: String,
-    /// (AttributeName, AttributeValue) in the order given.
-    pub attributes: Vec<(String, String)>,
+pub enum ZoneService {
+    /// A live servo assigned to it serves it (its current or an earlier accepted version).
+    Serving,
+    /// The zone has live servos, none of them assigned to it (yet, or for lack of room).
+    Unassigned,
+    /// The zone has no live servo.
+    NoLiveServo,
+    /// Its live servos there refuse it.
+    Refused { servo: String, reason: String },
 }
 
-impl Policy {
-    pub fn attribute(&self, name: &str) -> Option<&str> {
-        self.attributes
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-}
-
-/// Instance states of DescribeInstanceHealth.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum InstanceState {
-    InService,
-    OutOfService,
-    Unknown,
-}
-
-impl InstanceState {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InService => "InService",
-            Self::OutOfService => "OutOfService",
-            Self::Unknown => "Unknown",
-        }
-    }
-
-    pub fn parse(text: &str) -> Option<Self> {
-        match text {
-            "InService" => Some(Self::InService),
-            "OutOfService" => Some(Self::OutOfService),
-            "Unknown" => Some(Self::Unknown),
-            _ => None,
-        }
-    }
-}
-
-/// The health of one registered instance as last reported (by a servo, or the initial state).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InstanceHealth {
-    pub state: InstanceState,
-    /// `ELB`, `Instance` or `N/A`.
-    pub reason_code: String,
-    pub description: String,
-}
-
-pub const REGISTRATION_IN_PROGRESS: &str = "Instance registration is still in progress.";
-pub const ZONE_NOT_ENABLED: &str = "Instance is in the EC2 Availability Zone for which LoadBalancer is not configured to route traffic to.";
-pub const NOT_REGISTERED: &str = "Instance is not currently registered with the LoadBalancer.";
-
-impl InstanceHealth {
-    /// Registered, not yet checked by any servo.
-    pub fn registering() -> Self {
-        Self {
-            state: InstanceState::OutOfService,
-            reason_code: "ELB".into(),
-            description: REGISTRATION_IN_PROGRESS.into(),
-        }
-    }
-}
+/// Zone -> service, for one load balancer; zones left out count as served.
+pub type ZoneServices = std::collections::BTreeMap<String, ZoneService>;
 
 /// An instance registered with a load balancer, with what the inventory said about it at
 /// registration (servos need the address; the zone decides which servo checks it).
@@ -303,17 +185,30 @@ impl LoadBalancer {
         self.vpc_id.is_some()
     }
 
-    /// The health to report for a registered instance: its stored state, unless its zone is
-    /// not (or no longer) enabled for this load balancer.
-    pub fn effective_health(&self, instance: &RegisteredInstance) -> InstanceHealth {
-        if self.zones.contains(&instance.zone) {
-            instance.health.clone()
-        } else {
-            InstanceHealth {
-                state: InstanceState::OutOfService,
-                reason_code: "ELB".into(),
-                description: ZONE_NOT_ENABLED.into(),
+    /// The health control holds for a registered instance, as DescribeInstanceHealth and
+    /// servos see it: the state its zone's servo reported, unless the zone is not (or no
+    /// longer) enabled, or nothing serves the load balancer there (`service`).
+    pub fn effective_health(
+        &self,
+        instance: &RegisteredInstance,
+        service: &ZoneServices,
+    ) -> InstanceHealth {
+        if !self.zones.contains(&instance.zone) {
+            return InstanceHealth::zone_not_enabled();
+        }
+        let zone = instance.zone.as_str();
+        match service.get(zone) {
+            None | Some(ZoneService::Serving) => instance.health.clone(),
+            Some(ZoneService::NoLiveServo) => InstanceHealth::no_live_servo(zone),
+            Some(ZoneService::Refused { servo, reason }) => {
+                InstanceHealth::refused(servo, zone, reason)
             }
+            // A servo is on its way (a fresh assignment) or none has room: what was reported
+            // stands, except a stale InService.
+            Some(ZoneService::Unassigned) if instance.health.is_in_service() => {
+                InstanceHealth::unassigned(zone)
+            }
+            Some(ZoneService::Unassigned) => instance.health.clone(),
         }
     }
 }

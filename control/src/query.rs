@@ -12,9 +12,9 @@ use std::collections::BTreeMap;
 use crate::error::{ApiError, ErrorCode};
 
 /// Most parameters one request may carry.
-pub const MAX_PARAMS: usize = 4096;
+const MAX_PARAMS: usize = 4096;
 /// Highest list index accepted (`.member.1000`); a list cannot be longer than this.
-pub const MAX_LIST_MEMBERS: usize = 1000;
+const MAX_LIST_MEMBERS: usize = 1000;
 /// Longest parameter name accepted.
 const MAX_KEY_LEN: usize = 256;
 

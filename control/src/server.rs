@@ -13,7 +13,7 @@ use axum::body::{Body, Bytes};
 use axum::extract::State;
 use axum::http::{HeaderMap, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::any;
+use axum::routing::{any, get};
 use tokio::net::TcpListener;
 use tokio::sync::{Notify, watch};
 use tracing::Instrument;
@@ -31,7 +31,7 @@ use elb_sigv4::SigV4Error;
 /// The API version this service implements.
 pub const API_VERSION: &str = "2012-06-01";
 /// The SigV4 service name of the ELB API.
-pub const SIGNING_SERVICE: &str = "elasticloadbalancing";
+const SIGNING_SERVICE: &str = "elasticloadbalancing";
 
 /// Shared state of the service; cheap to clone.
 #[derive(Clone, Debug)]
@@ -128,10 +128,12 @@ impl AppState {
     }
 }
 
-/// The router: the Query API answers on `/` (GET with a query string, or POST with a form).
+/// The router: the Query API answers on `/` (GET with a query string, or POST with a form),
+/// readiness on `/health`, the servo protocol under `/servo/v1/`.
 pub fn app(state: AppState) -> Router {
     Router::new()
         .route("/", any(handle))
+        .route("/health", get(health))
         .nest("/servo/v1", crate::servo_api::router())
         .merge(crate::console::router())
         .fallback(not_found)
@@ -157,7 +159,7 @@ pub async fn run(
 }
 
 /// A random version-4 UUID, the RequestId format of AWS.
-pub fn new_request_id() -> String {
+pub(crate) fn new_request_id() -> String {
     let mut b = [0u8; 16];
     crate::store::fill_random(&mut b);
     b[6] = (b[6] & 0x0f) | 0x40;
@@ -171,6 +173,31 @@ pub fn new_request_id() -> String {
         &h[16..20],
         &h[20..]
     )
+}
+
+/// Readiness ([`crate::readiness::status`]) as JSON: 200 when every zone has a live servo
+/// with room, 503 when one has not (the body says which), 500 when the database does not
+/// answer.
+async fn health(State(state): State<AppState>) -> Response {
+    match crate::readiness::status(state.store(), state.config().servo.timeout_ms()).await {
+        Ok(status) => {
+            let code = if status.ready {
+                StatusCode::OK
+            } else {
+                StatusCode::SERVICE_UNAVAILABLE
+            };
+            crate::servo_api::json_response(code, &status)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "readiness check failed");
+            crate::servo_api::json_response(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                &elb_contract::wire::ErrorBody {
+                    error: "the database does not answer".into(),
+                },
+            )
+        }
+    }
 }
 
 async fn not_found() -> Response {

@@ -1,22 +1,61 @@
-//! Constraint checks of the API's inputs, each answering with the code AWS uses for it.
-//! Pure functions over already-parsed parameters, so every rule has a unit test.
+//! Checks of the API's inputs that are about the Query API itself (names, ids, tags,
+//! certificates of the caller's account), each answering with the code AWS uses for it. The
+//! rules of the ELB model (listeners, health checks, attributes, policies) are the contract's
+//! ([`elb_contract`]); [`check_rules`] runs them on a whole load balancer before a change is
+//! accepted and maps what they find to error codes.
 
 use std::collections::BTreeSet;
 
+pub use elb_contract::printable;
+use elb_contract::{HealthTarget, Problem, ProblemKind, Problems, free_text_ok, name_ok};
+
 use crate::error::{ApiError, ErrorCode};
-use crate::model::{HealthCheck, Listener, Protocol, Tag};
+use crate::model::{Listener, LoadBalancer, Protocol, Tag};
 use crate::query::{Member, parse_int};
+
+/// Longest load balancer name the API accepts.
+const MAX_LB_NAME_LEN: usize = 32;
+
+/// The error a broken rule of the ELB model answers with: `DuplicateListener`,
+/// `InvalidConfigurationRequest` for conflicts, `ValidationError` otherwise.
+pub fn problem_error(p: &Problem) -> ApiError {
+    let code = match p.kind {
+        ProblemKind::Invalid => ErrorCode::ValidationError,
+        ProblemKind::DuplicateListener => ErrorCode::DuplicateListener,
+        ProblemKind::Conflict => ErrorCode::InvalidConfigurationRequest,
+    };
+    ApiError::new(code, p.message.clone())
+}
+
+/// Every problem found, in one error whose code is the first problem's.
+pub fn problems_error(ps: &Problems) -> ApiError {
+    match ps.0.as_slice() {
+        [] => ApiError::validation("invalid configuration"),
+        [one] => problem_error(one),
+        [first, ..] => {
+            let mut e = problem_error(first);
+            e.message =
+                ps.0.iter()
+                    .map(|p| p.message.as_str())
+                    .collect::<Vec<_>>()
+                    .join("; ");
+            e
+        }
+    }
+}
+
+/// The contract's check of the load balancer as servos would get it: what control runs
+/// before it accepts any change to a load balancer.
+pub fn check_rules(lb: &LoadBalancer) -> Result<(), ApiError> {
+    crate::servo_api::views::rules_view(lb)
+        .validate()
+        .map_err(|p| problems_error(&p))
+}
 
 /// A load balancer name: 1-32 alphanumerics or hyphens, not starting or ending with a hyphen.
 /// `verbose` is reserved (DescribeLoadBalancers uses it as the administrators' switch).
 pub fn lb_name(name: &str) -> Result<(), ApiError> {
-    let ok_chars = name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
-    if name.is_empty()
-        || name.len() > 32
-        || !ok_chars
-        || name.starts_with('-')
-        || name.ends_with('-')
-    {
+    if !name_ok(name, MAX_LB_NAME_LEN) {
         return Err(ApiError::validation(format!(
             "LoadBalancerName '{}' is invalid: it must have 1 to 32 characters, only \
              alphanumerics and hyphens, and must not begin or end with a hyphen",
@@ -42,17 +81,9 @@ pub fn lb_name_lookup(name: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// Text shown back in a message, cut short and without control characters.
-pub fn printable(text: &str) -> String {
-    text.chars()
-        .take(64)
-        .map(|c| if c.is_control() { '?' } else { c })
-        .collect()
-}
-
-/// Free-form values (cookie names, policy attribute values...): bounded, no control characters.
+/// Free-form values (cookie names, bucket prefixes...): bounded, no control characters.
 pub fn free_text(field: &str, value: &str, max: usize) -> Result<(), ApiError> {
-    if value.chars().count() > max || value.chars().any(char::is_control) {
+    if !free_text_ok(value, max) {
         return Err(ApiError::validation(format!(
             "{field} must have at most {max} characters and no control characters"
         )));
@@ -182,7 +213,7 @@ pub fn listeners(
     account_id: &str,
 ) -> Result<Vec<Listener>, ApiError> {
     let mut out: Vec<Listener> = Vec::with_capacity(members.len());
-    for m in members {
+    for (n, m) in members.iter().enumerate() {
         let proto = protocol(
             "Protocol",
             m.get("Protocol")
@@ -194,35 +225,23 @@ pub fn listeners(
             Some(p) => protocol("InstanceProtocol", p)?,
             None => proto,
         };
-        if proto.is_http_family() != instance_protocol.is_http_family() {
-            return Err(ApiError::validation(format!(
-                "Listener on port {lb_port}: front-end protocol {proto} cannot forward to \
-                 back-end protocol {instance_protocol} (HTTP/HTTPS pair with HTTP/HTTPS, TCP/SSL with TCP/SSL)"
-            )));
-        }
         let cert = m.get("SSLCertificateId").filter(|c| !c.is_empty()).cloned();
-        match (&cert, proto.is_secure()) {
-            (None, true) => {
-                return Err(ApiError::validation(format!(
-                    "Listener on port {lb_port}: SSLCertificateId is required for HTTPS or SSL protocol"
-                )));
-            }
-            (Some(_), false) => {
-                return Err(ApiError::validation(format!(
-                    "Listener on port {lb_port}: SSLCertificateId is only valid with HTTPS or SSL"
-                )));
-            }
-            (Some(arn), true) => certificate_arn(arn, account_id)?,
-            (None, false) => {}
-        }
-        let listener = Listener {
+        let listener = Listener::new(elb_contract::Listener {
             protocol: proto,
             load_balancer_port: lb_port,
             instance_protocol,
             instance_port,
             ssl_certificate_id: cert,
-            policy_names: Vec::new(),
-        };
+        });
+        if let Some(p) = listener
+            .problems(&format!("Listeners.member.{}", n + 1))
+            .first()
+        {
+            return Err(problem_error(p));
+        }
+        if let Some(arn) = &listener.ssl_certificate_id {
+            certificate_arn(arn, account_id)?;
+        }
         match out.iter().find(|l| l.load_balancer_port == lb_port) {
             Some(existing) if existing.same_definition(&listener) => {}
             Some(_) => return Err(duplicate_listener(lb, lb_port)),
@@ -242,82 +261,11 @@ pub fn duplicate_listener(lb: &str, port: u16) -> ApiError {
     )
 }
 
-/// Listeners forwarding to the same instance port must agree on whether the back end is
-/// encrypted (one connection pool per backend port).
-pub fn backend_security_consistent(listeners: &[Listener]) -> Result<(), ApiError> {
-    for a in listeners {
-        for b in listeners {
-            if a.instance_port == b.instance_port
-                && a.instance_protocol.is_secure() != b.instance_protocol.is_secure()
-            {
-                return Err(ApiError::invalid_config(format!(
-                    "Listeners forwarding to instance port {} must all use a secure \
-                     (HTTPS/SSL) or all a plain (HTTP/TCP) instance protocol",
-                    a.instance_port
-                )));
-            }
-        }
-    }
-    Ok(())
-}
-
-/// Parses a health check target (`TCP:80`, `SSL:443`, `HTTP:80/path`, `HTTPS:443/path`) and
-/// returns it with the protocol upper-cased.
-pub fn health_check_target(target: &str) -> Result<String, ApiError> {
-    let invalid = |why: &str| {
-        ApiError::validation(format!(
-            "HealthCheck Target '{}' is invalid: {why}",
-            printable(target)
-        ))
-    };
-    if target.len() > 1024 {
-        return Err(invalid("it must have at most 1024 characters"));
-    }
-    let (proto_text, rest) = target.split_once(':').ok_or_else(|| {
-        invalid("it must begin with one of HTTP, TCP, HTTPS, SSL followed by ':'")
-    })?;
-    let proto = Protocol::parse(proto_text)
-        .ok_or_else(|| invalid("it must begin with one of HTTP, TCP, HTTPS, SSL"))?;
-    let (port_text, path) = match rest.find('/') {
-        Some(slash) => (&rest[..slash], Some(&rest[slash..])),
-        None => (rest, None),
-    };
-    let port_ok = !port_text.is_empty()
-        && port_text.len() <= 5
-        && port_text.bytes().all(|b| b.is_ascii_digit())
-        && port_text
-            .parse::<u32>()
-            .is_ok_and(|p| (1..=65535).contains(&p));
-    if !port_ok {
-        return Err(invalid("the port must be between 1 and 65535"));
-    }
-    match (proto.is_http_family(), path) {
-        (true, None) => return Err(invalid("HTTP and HTTPS targets need a path, e.g. HTTP:80/")),
-        (false, Some(_)) => return Err(invalid("TCP and SSL targets take no path")),
-        (true, Some(p)) if p.chars().any(|c| c.is_control() || c == ' ') => {
-            return Err(invalid(
-                "the path must not contain spaces or control characters",
-            ));
-        }
-        _ => {}
-    }
-    Ok(format!(
-        "{}:{}{}",
-        proto.as_str(),
-        port_text,
-        path.unwrap_or("")
-    ))
-}
-
-/// Range checks of ConfigureHealthCheck, including Timeout < Interval.
-pub fn health_check(hc: &HealthCheck) -> Result<(), ApiError> {
-    if hc.timeout >= hc.interval {
-        return Err(ApiError::validation(format!(
-            "HealthCheck Timeout ({}) must be less than Interval ({})",
-            hc.timeout, hc.interval
-        )));
-    }
-    Ok(())
+/// Parses a health check target (`TCP:80`, `SSL:443`, `HTTP:80/path`, `HTTPS:443/path`).
+pub fn health_check_target(target: &str) -> Result<HealthTarget, ApiError> {
+    target
+        .parse()
+        .map_err(|e: elb_contract::TargetError| ApiError::validation(e.to_string()))
 }
 
 fn tag_text_ok(text: &str) -> bool {
@@ -559,12 +507,10 @@ mod tests {
 
     #[test]
     fn health_check_targets() {
-        assert_eq!(health_check_target("tcp:80").unwrap(), "TCP:80");
-        assert_eq!(
-            health_check_target("HTTP:8080/health?x=1").unwrap(),
-            "HTTP:8080/health?x=1"
-        );
-        assert_eq!(health_check_target("https:443/").unwrap(), "HTTPS:443/");
+        let canonical = |t: &str| health_check_target(t).unwrap().to_string();
+        assert_eq!(canonical("tcp:80"), "TCP:80");
+        assert_eq!(canonical("HTTP:8080/health?x=1"), "HTTP:8080/health?x=1");
+        assert_eq!(canonical("https:443/"), "HTTPS:443/");
         for bad in [
             "",
             "TCP",
@@ -588,11 +534,22 @@ mod tests {
     }
 
     #[test]
-    fn timeout_below_interval() {
-        let mut hc = HealthCheck::default_for_port(80);
-        assert!(health_check(&hc).is_ok());
-        hc.timeout = hc.interval;
-        assert!(health_check(&hc).is_err());
+    fn rule_problems_map_to_elb_codes() {
+        let dup = Problem {
+            field: "Listeners[1].LoadBalancerPort".into(),
+            kind: ProblemKind::DuplicateListener,
+            message: "twice".into(),
+        };
+        assert_eq!(problem_error(&dup).code, ErrorCode::DuplicateListener);
+        let conflict = Problem::conflict("f", "clash");
+        assert_eq!(
+            problem_error(&conflict).code,
+            ErrorCode::InvalidConfigurationRequest
+        );
+        let both = Problems(vec![Problem::invalid("a", "one"), conflict]);
+        let e = problems_error(&both);
+        assert_eq!(e.code, ErrorCode::ValidationError);
+        assert_eq!(e.message, "one; clash");
     }
 
     #[test]

@@ -4,7 +4,7 @@
 //! handlers call it is all that is needed; escaping is the only subtle part.
 
 /// The ELB 2012-06-01 XML namespace (botocore ignores it, other clients may not).
-pub const NAMESPACE: &str = "http://elasticloadbalancing.amazonaws.com/doc/2012-06-01/";
+const NAMESPACE: &str = "http://elasticloadbalancing.amazonaws.com/doc/2012-06-01/";
 
 /// Builds one XML document.
 #[derive(Debug, Default)]
@@ -79,7 +79,7 @@ impl XmlWriter {
 /// Writes `text` with the five XML specials escaped. Characters XML 1.0 cannot carry at all
 /// (most C0 controls, lone surrogates cannot occur in a `str`) become U+FFFD, so that a stored
 /// value can never make a response unparseable.
-pub fn escape_into(out: &mut String, text: &str) {
+fn escape_into(out: &mut String, text: &str) {
     for c in text.chars() {
         match c {
             '&' => out.push_str("&amp;"),

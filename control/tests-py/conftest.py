@@ -6,6 +6,12 @@ whole suite runs once against SQLite and once against a PostgreSQL server that t
 (as the `postgres` user, in a temporary directory, on a private port) and stops afterwards.
 Accounts are created with `elb-control admin`; each test uses fresh accounts, so tests do not
 see each other's load balancers.
+
+Control refuses load balancers that no live servo could serve, so every server on a database
+prepared with `seed_inventory` gets a `ServoFleet`: two servos per seeded zone, each offering
+250 public and 250 private addresses, registered over the servo protocol and heart-beating
+twice a second (they never poll a configuration: they stand for capacity). Zones a test adds
+itself have no servos unless it starts some.
 """
 
 import datetime
@@ -74,9 +80,14 @@ class Server:
             self.proc.kill()
             raise RuntimeError(f"server did not start: {line!r}; log: {self.log_path.read_text()[-3000:]}")
         self.url = "http://" + line.split()[-1]
+        if self.db in SEEDED:
+            ServoFleet.for_db(self.db).follow(self.url)
         return self
 
     def stop(self, sig=signal.SIGTERM, timeout=15):
+        fleet = ServoFleet.fleets.get(self.db)
+        if fleet:
+            fleet.unfollow(self.url)
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
@@ -182,12 +193,91 @@ def backend(request, binary, tmp_path_factory):
     return Backend("postgres", pg.create_database, log_dir)
 
 
+SEEDED = set()
+SEEDED_ZONES = ZONES + ["eu-west-1a"]
+
+
 def seed_inventory(db):
     for zone in ZONES:
         run_admin(db, "zone", "add", "--name", zone, "--region", REGION)
     run_admin(db, "zone", "add", "--name", "eu-west-1a", "--region", "eu-west-1")
     for subnet, (zone, vpc) in SUBNETS.items():
         run_admin(db, "subnet", "add", "--id", subnet, "--zone", zone, "--vpc", vpc)
+    SEEDED.add(db)
+
+
+def servo_call(url, servo_id, secret, path, body):
+    """POSTs a servo protocol message; returns (status, document)."""
+    data = json.dumps(body).encode()
+    request = urllib.request.Request(
+        f"{url}/servo/v1/{path}", data=data, method="POST",
+        headers={"Authorization": f"Bearer {servo_id}:{secret}", "Content-Type": "application/json"},
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=10) as resp:
+            return resp.status, json.loads(resp.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read() or b"{}")
+
+
+class ServoFleet:
+    """Live servos for the seeded zones of one database (see the module's docstring)."""
+
+    fleets = {}
+
+    @classmethod
+    def for_db(cls, db):
+        if db not in cls.fleets:
+            cls.fleets[db] = cls(db)
+        return cls.fleets[db]
+
+    def __init__(self, db):
+        self.db = db
+        self.urls = []  # servers running on the database, newest last
+        self.servos = []  # (id, secret, registration body)
+        n = len(ServoFleet.fleets)
+        for zi, zone in enumerate(SEEDED_ZONES):
+            for k in range(2):
+                created = run_admin(db, "servo", "create", "--id", f"fleet-{uuid.uuid4().hex[:8]}", "--zone", zone)
+                octet = 100 + (n * 16 + zi * 2 + k) % 150
+                body = {
+                    "ServoId": created["ServoId"], "Zone": zone,
+                    "PublicAddresses": [f"198.18.{octet}.{h}" for h in range(1, 251)],
+                    "PrivateAddresses": [f"198.19.{octet}.{h}" for h in range(1, 251)],
+                }
+                self.servos.append((created["ServoId"], created["Secret"], body))
+        self.lock = threading.Lock()
+        threading.Thread(target=self._beat, daemon=True).start()
+
+    def follow(self, url):
+        """Registers with the server at `url` and heart-beats to it from now on."""
+        with self.lock:
+            self.urls.append(url)
+        for sid, secret, body in self.servos:
+            status, doc = servo_call(url, sid, secret, "register", body)
+            assert status == 200, doc
+
+    def unfollow(self, url):
+        """Stops heart-beating to `url` (the server is stopping); beats go to the server
+        started before it, if it still runs."""
+        with self.lock:
+            if url in self.urls:
+                self.urls.remove(url)
+
+    def _beat(self):
+        while True:
+            time.sleep(0.5)
+            with self.lock:
+                url = self.urls[-1] if self.urls else None
+            if url is None:
+                continue
+            for sid, secret, body in self.servos:
+                try:
+                    status, _ = servo_call(url, sid, secret, "heartbeat", {"ServoId": sid})
+                    if status == 409:
+                        servo_call(url, sid, secret, "register", body)
+                except Exception:  # noqa: BLE001 - the server may be restarting
+                    pass
 
 
 class Env:

@@ -21,7 +21,12 @@ import dns.rcode
 import dns.rdatatype
 import pytest
 
-from conftest import REGION, Server, _read_line_with_timeout, elb_client, listener, seed_inventory
+from botocore.exceptions import ClientError
+
+from conftest import REGION, Server, _read_line_with_timeout, elb_client, error_code, listener, seed_inventory
+
+REGISTERING = {"State": "OutOfService", "ReasonCode": "ELB", "Description": "Instance registration is still in progress."}
+IN_SERVICE = {"State": "InService", "ReasonCode": "N/A", "Description": "N/A"}
 
 HEARTBEAT = 1
 TIMEOUT = 3
@@ -236,12 +241,14 @@ def check_config_document(doc):
             assert l["Protocol"] in ("HTTP", "HTTPS", "TCP", "SSL")
             assert is_int(l["LoadBalancerPort"]) and is_int(l["InstancePort"])
         for i in lb["Instances"]:
-            local = {"InstanceId", "Address", "Zone"}
-            assert set(i) in (local, local | {"HealthCheck", "State"}), i
+            local = {"InstanceId", "Address", "Zone", "Health"}
+            assert set(i) in (local, local | {"HealthCheck"}), i
             ipaddress.IPv4Address(i["Address"])
             if "HealthCheck" in i:
                 assert i["HealthCheck"] is False
-                assert i["State"] in ("InService", "OutOfService")
+            assert set(i["Health"]) == {"State", "ReasonCode", "Description"}
+            assert i["Health"]["State"] in ("InService", "OutOfService")
+            assert i["Health"]["ReasonCode"] in ("ELB", "Instance", "N/A")
         hc = lb["HealthCheck"]
         assert set(hc) == {"Target", "Interval", "Timeout", "UnhealthyThreshold", "HealthyThreshold"}
         assert all(is_int(hc[k]) for k in hc if k != "Target")
@@ -282,23 +289,38 @@ def poll_until(servo, since, predicate, timeout=10.0):
 
 
 class RequestWaiter(threading.Thread):
-    """Long-polls from `since` until an answer carries request ids (an API write), and notes
-    when that answer arrived."""
+    """Long-polls from `since` until an answer names the request id given to `expect` (set
+    once the API call returned), and notes when that answer arrived. Answers naming other
+    requests (an assignment carries the request that called for it) do not count."""
 
     def __init__(self, servo, since):
         super().__init__(daemon=True)
         self.servo, self.since = servo, since
         self.doc = self.at = None
+        self.expected = None
+        self.answers = []  # (arrival, doc)
         self.start()
+
+    def expect(self, request_id):
+        self.expected = request_id
+        self.join(10)
+
+    def _found(self):
+        for at, doc in self.answers:
+            if self.expected in doc["RequestIds"]:
+                self.doc, self.at = doc, at
+                return True
+        return False
 
     def run(self):
         since = self.since
         deadline = time.monotonic() + 20
         while time.monotonic() < deadline:
-            doc = self.servo.config(since=since, wait=30)
-            if doc["RequestIds"]:
-                self.doc, self.at = doc, time.monotonic()
+            if self.expected and self._found():
                 return
+            doc = self.servo.config(since=since, wait=2)
+            if doc["Version"] != since:
+                self.answers.append((time.monotonic(), doc))
             since = doc["Version"]
 
 
@@ -418,13 +440,21 @@ def test_assignment_vips_and_config_shape(senv, servos):
         "ConnectionSettings": {"IdleTimeout": 60},
         "CrossZoneLoadBalancing": {"Enabled": False},
     }
-    # Cross-zone off: each zone's servo gets only its own instances, which it checks itself.
+    # Each zone's servo checks its own instances (starting from the state control holds) and
+    # gets the other zones' with HealthCheck false and their state: the zone rule needs them
+    # when its own zone has none in service, and cross-zone load balancing always.
     ia_addr = senv.admin("instance", "list")
     addr = {i["InstanceId"]: i["Address"] for i in ia_addr}
-    assert lb_a["Instances"] == [{"InstanceId": ia, "Address": addr[ia], "Zone": za}]
-    assert sb.lbs()[lb_name]["Instances"] == [{"InstanceId": ib, "Address": addr[ib], "Zone": zb}]
+    assert lb_a["Instances"] == [
+        {"InstanceId": ia, "Address": addr[ia], "Zone": za, "Health": REGISTERING},
+        {"InstanceId": ib, "Address": addr[ib], "Zone": zb, "HealthCheck": False, "Health": REGISTERING},
+    ]
+    assert sb.lbs()[lb_name]["Instances"] == [
+        {"InstanceId": ia, "Address": addr[ia], "Zone": za, "HealthCheck": False, "Health": REGISTERING},
+        {"InstanceId": ib, "Address": addr[ib], "Zone": zb, "Health": REGISTERING},
+    ]
 
-    # Cross-zone on: the other zone's instances come with HealthCheck false and their state.
+    # Cross-zone on: the same instances, the attribute tells the servo to use them all.
     version = doc_a["Version"]
     elb.modify_load_balancer_attributes(
         LoadBalancerName=name, LoadBalancerAttributes={"CrossZoneLoadBalancing": {"Enabled": True}}
@@ -434,11 +464,11 @@ def test_assignment_vips_and_config_shape(senv, servos):
     lb_a = lb_of(doc, lb_name)
     assert lb_a["Attributes"]["CrossZoneLoadBalancing"] == {"Enabled": True}
     assert lb_a["Instances"] == [
-        {"InstanceId": ia, "Address": addr[ia], "Zone": za},
-        {"InstanceId": ib, "Address": addr[ib], "Zone": zb, "HealthCheck": False, "State": "OutOfService"},
+        {"InstanceId": ia, "Address": addr[ia], "Zone": za, "Health": REGISTERING},
+        {"InstanceId": ib, "Address": addr[ib], "Zone": zb, "HealthCheck": False, "Health": REGISTERING},
     ]
 
-    # A zone without instances of its own gets the others' even with cross-zone off.
+    # A zone without instances of its own gets the others' too.
     name2 = make_lb(elb, [za, zb])
     ia2 = senv.instance(za)
     elb.register_instances_with_load_balancer(LoadBalancerName=name2, Instances=[{"InstanceId": ia2}])
@@ -447,23 +477,27 @@ def test_assignment_vips_and_config_shape(senv, servos):
     addr = {i["InstanceId"]: i["Address"] for i in senv.admin("instance", "list")}
     wait_for(lambda: holder_b.lbs()[lb2]["Instances"], what="instance of the second LB")
     assert holder_b.lbs()[lb2]["Instances"] == [
-        {"InstanceId": ia2, "Address": addr[ia2], "Zone": za, "HealthCheck": False, "State": "OutOfService"}
+        {"InstanceId": ia2, "Address": addr[ia2], "Zone": za, "HealthCheck": False, "Health": REGISTERING}
     ]
     # Instances of zones not enabled for the load balancer are never sent.
     elb.disable_availability_zones_for_load_balancer(LoadBalancerName=name, AvailabilityZones=[zb])
     wait_for(lambda: not holders([b1, b2], lb_name), what="zone b unassigned")
     lb_a = wait_for(lambda: [lb for lb in sa.lbs().values() if lb["LoadBalancerName"] == lb_name and len(lb["Instances"]) == 1])
-    assert lb_a[0]["Instances"] == [{"InstanceId": ia, "Address": addr[ia], "Zone": za}]
+    assert lb_a[0]["Instances"] == [{"InstanceId": ia, "Address": addr[ia], "Zone": za, "Health": REGISTERING}]
 
     # More load balancers in zone a: least loaded first, and no servo ever serves two load
     # balancers on the same (VIP, port). Zone a has four (VIP, 80) slots: two are taken, two
     # more port-80 load balancers fill them, one on port 81 fits anyway, and a fifth on port
-    # 80 fits nowhere (no servo is eligible) and is reported as short.
+    # 80 fits nowhere: CreateLoadBalancer refuses it, naming the zone and the port, rather than
+    # creating a load balancer whose DNS name would answer nothing.
     more = [make_lb(elb, [za]) for _ in range(2)] + [make_lb(elb, [za], listeners=[listener(port=81)])]
     wait_for(lambda: all(holders([a1, a2], f"{m}-{account}") for m in more), what="more assignments")
-    homeless = make_lb(elb, [za])
-    wait_for(lambda: re.search(rf"{homeless}-{account} has 0 of 1 servos in {za}", senv.server.log_text()), what="shortfall warning")
-    assert not holders([a1, a2], f"{homeless}-{account}")
+    with pytest.raises(ClientError) as e:
+        make_lb(elb, [za], name="homeless")
+    assert error_code(e) == "InvalidConfigurationRequest"
+    message = e.value.response["Error"]["Message"]
+    assert "LoadBalancerPort 80" in message and za in message, message
+    assert "homeless" not in [d["LoadBalancerName"] for d in elb.describe_load_balancers()["LoadBalancerDescriptions"]]
     loads = {}
     for s in (a1, a2):
         endpoints = set()
@@ -531,7 +565,7 @@ def test_long_poll(senv, servos):
     time.sleep(0.5)
     started = time.monotonic()
     resp = elb.register_instances_with_load_balancer(LoadBalancerName=name, Instances=[{"InstanceId": iid}])
-    waiter.join(10)
+    waiter.expect(resp["ResponseMetadata"]["RequestId"])
     assert waiter.doc, "long-poll did not return"
     latency = waiter.at - started
     assert latency < 1.0, latency
@@ -574,7 +608,7 @@ def test_two_replicas_wake_each_other(senv, servos):
             resp = elb_b.create_load_balancer(
                 LoadBalancerName=f"r{i}-{uuid.uuid4().hex[:6]}", Listeners=[listener()], AvailabilityZones=["us-east-1a"]
             )
-            waiter.join(10)
+            waiter.expect(resp["ResponseMetadata"]["RequestId"])
             assert waiter.doc, "long-poll on replica A did not return"
             latencies.append(waiter.at - started)
             assert resp["ResponseMetadata"]["RequestId"] in waiter.doc["RequestIds"]
@@ -614,10 +648,10 @@ def test_health_reports(senv, servos):
     assert states()[ia] == ("InService", "N/A", "N/A")
     # The state change reaches the other zone's servo (cross-zone) through a new version.
     doc_b, _ = poll_until(
-        sb, version_b, lambda d: any(i.get("State") == "InService" for i in lb_of(d, lb)["Instances"])
+        sb, version_b, lambda d: any(i["Health"]["State"] == "InService" for i in lb_of(d, lb)["Instances"])
     )
     inst = {i["InstanceId"]: i for i in lb_of(doc_b, lb)["Instances"]}
-    assert inst[ia] == {"InstanceId": ia, "Address": inst[ia]["Address"], "Zone": za, "HealthCheck": False, "State": "InService"}
+    assert inst[ia] == {"InstanceId": ia, "Address": inst[ia]["Address"], "Zone": za, "HealthCheck": False, "Health": IN_SERVICE}
     assert "HealthCheck" not in inst[ib]
     assert re.search(rf"servo {re.escape(sa.id)} reports {ia} of {lb} InService", senv.server.log_text())
 
@@ -714,11 +748,124 @@ def test_failover_and_dns(senv, servos):
     time.sleep(1.5)
     assert lb in standby.lbs() and lb not in active.lbs()
 
-    # A zone whose only servo dies leaves DNS with the other zone's VIP, then none.
+    # A zone whose only servo dies leaves DNS with the other zone's VIP, then none; the
+    # assignment task says the load balancer is short of servos there.
     s3.stop()
     wait_for(lambda: set(senv.a_records(dns_name)[1]) == {standby.public[0]}, timeout=TIMEOUT + 3, what="zone b gone from DNS")
+    wait_for(lambda: re.search(rf"{lb} has 0 of 1 servos in {zb}", senv.server.log_text()), what="shortfall warning")
     for s in (s1, s2):
         s.stop()
     wait_for(lambda: senv.a_records(dns_name)[1] == [], timeout=TIMEOUT + 3, what="no live servos")
     r = senv.dns(dns_name)
     assert r.rcode() == dns.rcode.NOERROR and not r.answer
+
+
+def test_readiness_status_and_refused_changes(senv, servos):
+    za, zb = senv.zones(2)
+    account, elb = senv.account()
+
+    def zone_status(zone):
+        return {z["Zone"]: z for z in senv.admin("status", "--servo-timeout", str(TIMEOUT))["Zones"]}[zone]
+
+    # No servo in zone a: not ready, and nothing can be created there.
+    assert zone_status(za)["Ready"] is False and zone_status(za)["LiveServos"] == 0
+    with pytest.raises(ClientError) as e:
+        make_lb(elb, [za])
+    assert error_code(e) == "InvalidConfigurationRequest"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 409
+    assert f"no load balancer node (servo) is live in Availability Zone {za}" in e.value.response["Error"]["Message"]
+
+    # One servo with one address: ready; port 80 free on 1 address.
+    s = senv.servo(za, public=["198.18.80.1"]).start()
+    servos.append(s)
+    status = zone_status(za)
+    assert status["Ready"] is True and status["LiveServos"] == 1 and status["Public"]["Addresses"] == 1
+    name = make_lb(elb, [za])
+    wait_for(lambda: f"{name}-{account}" in s.lbs(), what="assignment")
+    assert zone_status(za)["Public"]["FreeByPort"]["80"] == 0
+    # The address's port 80 is taken: another port-80 load balancer is refused, port 8080 fits.
+    with pytest.raises(ClientError) as e:
+        make_lb(elb, [za])
+    assert error_code(e) == "InvalidConfigurationRequest"
+    assert f"LoadBalancerPort 80 is taken on every public address" in e.value.response["Error"]["Message"]
+    other = make_lb(elb, [za], listeners=[listener(port=8080)])
+    wait_for(lambda: f"{other}-{account}" in s.lbs(), what="second assignment")
+    # Adding port 80 to it, or enabling a zone without servos, is refused too; nothing changes.
+    with pytest.raises(ClientError) as e:
+        elb.create_load_balancer_listeners(LoadBalancerName=other, Listeners=[listener(port=80)])
+    assert error_code(e) == "InvalidConfigurationRequest" and "LoadBalancerPort 80" in e.value.response["Error"]["Message"]
+    with pytest.raises(ClientError) as e:
+        elb.enable_availability_zones_for_load_balancer(LoadBalancerName=other, AvailabilityZones=[zb])
+    assert error_code(e) == "InvalidConfigurationRequest" and zb in e.value.response["Error"]["Message"]
+    d = elb.describe_load_balancers(LoadBalancerNames=[other])["LoadBalancerDescriptions"][0]
+    assert d["AvailabilityZones"] == [za] and [l["Listener"]["LoadBalancerPort"] for l in d["ListenerDescriptions"]] == [8080]
+
+    # /health on the API listener: 503 while a zone is not ready, with the same document.
+    host = senv.url.split("//", 1)[1]
+    conn = http.client.HTTPConnection(host, timeout=10)
+    conn.request("GET", "/health")
+    resp = conn.getresponse()
+    body = json.loads(resp.read())
+    conn.close()
+    assert resp.status == 503 and body["Ready"] is False
+    zones = {z["Zone"]: z for z in body["Zones"]}
+    assert zones[za]["Ready"] is True and zones[zb]["Ready"] is False
+
+    # The servo dies: the zone is not ready any more, and its instances say why.
+    iid = senv.instance(za)
+    elb.register_instances_with_load_balancer(LoadBalancerName=name, Instances=[{"InstanceId": iid}])
+    s.health([{"LoadBalancerName": f"{name}-{account}", "InstanceId": iid, "State": "InService"}])
+    assert elb.describe_instance_health(LoadBalancerName=name)["InstanceStates"][0]["State"] == "InService"
+    s.stop()
+    wait_for(lambda: zone_status(za)["LiveServos"] == 0, timeout=TIMEOUT + 3, what="servo dead")
+    state = wait_for(
+        lambda: [x for x in elb.describe_instance_health(LoadBalancerName=name)["InstanceStates"] if x["State"] == "OutOfService"],
+        timeout=TIMEOUT + 3, what="stale InService replaced",
+    )[0]
+    assert state["ReasonCode"] == "ELB"
+    assert f"No load balancer node is running in Availability Zone {za}" in state["Description"], state
+
+
+def test_refusals_are_shown_and_warm_failover_carries_health(senv, servos):
+    [za] = senv.zones(1)
+    s1 = senv.servo(za, public=["198.18.90.1"]).start()
+    servos.append(s1)
+    account, elb = senv.account()
+    iid = senv.instance(za)
+    name = make_lb(elb, [za])
+    lb = f"{name}-{account}"
+    wait_for(lambda: lb in s1.lbs(), what="assignment")
+    resp = elb.register_instances_with_load_balancer(LoadBalancerName=name, Instances=[{"InstanceId": iid}])
+    request_id = resp["ResponseMetadata"]["RequestId"]
+    status, doc, _ = s1.call("POST", "refusals", {
+        "ServoId": s1.id, "Version": 9, "RequestIds": [request_id],
+        "LoadBalancers": [{"LoadBalancerName": lb, "Reason": "LoadBalancerPort 80 on VIP 198.18.90.1 is reserved"}],
+    })
+    assert status == 200 and doc == {"Accepted": 1, "Ignored": 0}, doc
+    # Shown in `admin servo list`, in DescribeInstanceHealth, in the log with the request id.
+    listed = {x["ServoId"]: x for x in senv.admin("servo", "list", "--servo-timeout", str(TIMEOUT))}
+    assert listed[s1.id]["Refused"] == [
+        {"LoadBalancerName": lb, "Reason": "LoadBalancerPort 80 on VIP 198.18.90.1 is reserved", "ServingPrevious": False}
+    ]
+    state = elb.describe_instance_health(LoadBalancerName=name)["InstanceStates"][0]
+    assert state["State"] == "OutOfService" and state["ReasonCode"] == "ELB"
+    assert s1.id in state["Description"] and state["Description"].endswith("is reserved"), state
+    assert re.search(rf"servo {re.escape(s1.id)} refuses load balancer {lb}.*request_ids=\[\"{request_id}\"\]|request_ids=\[\"{request_id}\"\].*servo {re.escape(s1.id)} refuses load balancer {lb}", senv.server.log_text()), senv.server.log_text()[-3000:]
+    # The refusing servo's address leaves DNS.
+    dns_name = elb.describe_load_balancers(LoadBalancerNames=[name])["LoadBalancerDescriptions"][0]["DNSName"]
+    assert senv.a_records(dns_name)[1] == []
+    # Cleared by an empty report; the servo reports the instance healthy.
+    status, doc, _ = s1.call("POST", "refusals", {"ServoId": s1.id, "LoadBalancers": []})
+    assert status == 200
+    assert senv.a_records(dns_name)[1] == ["198.18.90.1"]
+    s1.health([{"LoadBalancerName": lb, "InstanceId": iid, "State": "InService"}])
+    assert elb.describe_instance_health(LoadBalancerName=name)["InstanceStates"][0]["State"] == "InService"
+
+    # Warm failover: a second servo of the zone takes over and is told the instance is in
+    # service, to start from (it checks it as usual).
+    s2 = senv.servo(za, public=["198.18.90.2"]).start()
+    servos.append(s2)
+    s1.stop()
+    taken = wait_for(lambda: s2.lbs().get(lb), timeout=TIMEOUT + 3, what="take-over")
+    assert taken["Instances"] == [{"InstanceId": iid, "Address": taken["Instances"][0]["Address"], "Zone": za, "Health": IN_SERVICE}]
+    assert elb.describe_instance_health(LoadBalancerName=name)["InstanceStates"][0]["State"] == "InService"

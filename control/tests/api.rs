@@ -5,8 +5,8 @@ use axum::body::Body;
 use axum::http::{Request, StatusCode};
 use control::config::ServiceConfig;
 use control::inventory::Inventory;
-use control::model::{InstanceHealth, InstanceState, LbKey};
-use control::store::{InventoryInstance, Store};
+use control::model::InstanceHealth;
+use control::store::{HealthUpdate, InventoryInstance, Store};
 use control::{AppState, app, timefmt};
 use http_body_util::BodyExt;
 use tower::ServiceExt;
@@ -25,6 +25,19 @@ async fn harness() -> Harness {
     let db = format!("sqlite:{}", dir.path().join("control.db").display());
     let store = Store::open(&db).await.unwrap();
     store.add_zone("us-east-1a", "us-east-1").await.unwrap();
+    // A live servo in the zone, so that load balancers there can be served.
+    store
+        .create_servo(
+            "s1",
+            "us-east-1a",
+            &control::servo_api::secret_hash("secret"),
+        )
+        .await
+        .unwrap();
+    store
+        .register_servo("s1", &["198.18.0.1".parse().unwrap()], &[], None, 10_000)
+        .await
+        .unwrap();
     let (account, key) = store.create_account("test", false).await.unwrap();
     let state = AppState::new(
         ServiceConfig::default(),
@@ -42,6 +55,17 @@ async fn harness() -> Harness {
 }
 
 impl Harness {
+    /// One pass of the assignment task: the zone's servo takes the load balancers.
+    async fn assign(&self) {
+        let settings = control::assign::AssignmentSettings {
+            servos_per_zone: 1,
+            servo_timeout: std::time::Duration::from_secs(10),
+        };
+        control::assign::pass(&self.store, &settings, true)
+            .await
+            .unwrap();
+    }
+
     async fn call(&self, body: &str) -> (StatusCode, String) {
         let amz_date = timefmt::format_amz_date(timefmt::now_millis() / 1000);
         let headers = vec![
@@ -158,6 +182,8 @@ async fn servo_health_reports_and_change_notifications() {
     let mut changes = h.store.subscribe();
     let before = *changes.borrow_and_update();
     assert_eq!(h.call(CREATE).await.0, StatusCode::OK);
+    // The assignment task's pass: the servo of the zone takes the load balancer.
+    h.assign().await;
     // Every committed change bumps the version that a long-poll would wait on.
     tokio::time::timeout(std::time::Duration::from_secs(5), changes.changed())
         .await
@@ -174,30 +200,22 @@ async fn servo_health_reports_and_change_notifications() {
         .await;
     assert!(body.contains("<State>OutOfService</State><ReasonCode>ELB</ReasonCode><Description>Instance registration is still in progress.</Description>"));
 
-    let key = LbKey {
-        account_id: h.account_id.clone(),
-        region: "us-east-1".into(),
-        name: "web".into(),
-    };
-    let healthy = InstanceHealth {
-        state: InstanceState::InService,
-        reason_code: "N/A".into(),
-        description: "N/A".into(),
+    // The zone's servo reports it healthy: a new version (other zones' servos carry the
+    // state), and DescribeInstanceHealth shows it; an instance not registered is ignored.
+    let name = format!("web-{}", h.account_id);
+    let update = |id: &str| HealthUpdate {
+        lb_name: name.clone(),
+        instance_id: id.into(),
+        health: InstanceHealth::in_service(),
     };
     let version = h.store.config_version();
-    assert!(
-        h.store
-            .set_instance_health(&key, "i-0001", &healthy)
-            .await
-            .unwrap()
-    );
+    let outcome = h
+        .store
+        .report_health("s1", "us-east-1a", &[update("i-0001"), update("i-9999")])
+        .await
+        .unwrap();
+    assert_eq!((outcome.accepted, outcome.ignored), (1, 1));
     assert!(h.store.config_version() > version);
-    assert!(
-        !h.store
-            .set_instance_health(&key, "i-9999", &healthy)
-            .await
-            .unwrap()
-    );
     let (_, body) = h
         .call("Action=DescribeInstanceHealth&Version=2012-06-01&LoadBalancerName=web")
         .await;
@@ -205,13 +223,94 @@ async fn servo_health_reports_and_change_notifications() {
         body.contains("<InstanceId>i-0001</InstanceId><State>InService</State>"),
         "{body}"
     );
+}
 
-    // The lookup the DNS server will use is case-insensitive and sees the reported health.
-    let lb = h
-        .store
-        .lb_by_dns_name(&format!("WEB-{}.lb.elb.local.", h.account_id))
+#[tokio::test]
+async fn changes_no_live_servo_can_serve_are_refused() {
+    let h = harness().await;
+    h.store.add_zone("us-east-1b", "us-east-1").await.unwrap();
+    // Zone b has no servo at all.
+    let (status, body) = h.call(&CREATE.replace("us-east-1a", "us-east-1b")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body.contains("<Code>InvalidConfigurationRequest</Code>"),
+        "{body}"
+    );
+    assert!(
+        body.contains("no load balancer node (servo) is live in Availability Zone us-east-1b"),
+        "{body}"
+    );
+    let (status, _) = h
+        .call("Action=DescribeLoadBalancers&Version=2012-06-01&LoadBalancerNames.member.1=web")
+        .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "nothing was created");
+    // In zone a, port 80 of the servo's only address is free: created, and assigned.
+    assert_eq!(h.call(CREATE).await.0, StatusCode::OK);
+    h.assign().await;
+    // A second load balancer on port 80 finds the address taken; on port 81 it fits.
+    let (status, body) = h.call(&CREATE.replace("=web", "=web2")).await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(
+        body.contains("LoadBalancerPort 80 is taken") && body.contains("us-east-1a"),
+        "{body}"
+    );
+    let on_81 = CREATE
+        .replace("=web", "=web2")
+        .replace("LoadBalancerPort=80", "LoadBalancerPort=81");
+    assert_eq!(h.call(&on_81).await.0, StatusCode::OK);
+    // Enabling a zone without servos and adding a listener on a taken port are refused too.
+    let (status, body) = h.call("Action=EnableAvailabilityZonesForLoadBalancer&Version=2012-06-01&LoadBalancerName=web&AvailabilityZones.member.1=us-east-1b").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("us-east-1b"), "{body}");
+    h.assign().await;
+    let (status, body) = h.call("Action=CreateLoadBalancerListeners&Version=2012-06-01&LoadBalancerName=web2&Listeners.member.1.Protocol=TCP&Listeners.member.1.LoadBalancerPort=80&Listeners.member.1.InstancePort=80").await;
+    assert_eq!(status, StatusCode::CONFLICT, "{body}");
+    assert!(body.contains("LoadBalancerPort 80"), "{body}");
+    // A load balancer in zones a and b while b has a servo; then b's servo goes away. Changes
+    // that zone a's servo can serve are still accepted: a zone without any live servo serves
+    // nothing either way, and refusing would only block the zone that works.
+    h.store
+        .create_servo(
+            "s2",
+            "us-east-1b",
+            &control::servo_api::secret_hash("secret"),
+        )
         .await
-        .unwrap()
         .unwrap();
-    assert_eq!(lb.instances[0].health, healthy);
+    h.store
+        .register_servo("s2", &["198.18.0.2".parse().unwrap()], &[], None, 10_000)
+        .await
+        .unwrap();
+    let both = CREATE
+        .replace("=web", "=both")
+        .replace("LoadBalancerPort=80", "LoadBalancerPort=82")
+        + "&AvailabilityZones.member.2=us-east-1b";
+    let (status, body) = h.call(&both).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    h.assign().await;
+    assert!(h.store.remove_servo("s2").await.unwrap());
+    let (status, body) = h.call("Action=CreateLoadBalancerListeners&Version=2012-06-01&LoadBalancerName=both&Listeners.member.1.Protocol=TCP&Listeners.member.1.LoadBalancerPort=83&Listeners.member.1.InstancePort=80").await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = h.call("Action=EnableAvailabilityZonesForLoadBalancer&Version=2012-06-01&LoadBalancerName=both&AvailabilityZones.member.1=us-east-1a").await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "zones already enabled are not checked again: {body}"
+    );
+
+    // The readiness endpoint: zone a ready, zone b not.
+    let response = app(h.state.clone())
+        .oneshot(Request::get("/health").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::SERVICE_UNAVAILABLE);
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let status: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!(status["Ready"], false, "{status}");
+    let zones = status["Zones"].as_array().unwrap();
+    assert_eq!(zones[0]["Zone"], "us-east-1a");
+    assert_eq!(zones[0]["Ready"], true);
+    assert_eq!(zones[0]["LiveServos"], 1);
+    assert_eq!(zones[0]["Public"]["FreeByPort"]["80"], 0, "{status}");
+    assert_eq!(zones[1]["Ready"], false);
 }

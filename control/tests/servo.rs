@@ -1,6 +1,6 @@
 //! The servo protocol through the router (`tower::ServiceExt::oneshot`) on a SQLite store:
-//! authentication, registration, assignment, the long-poll and health reports. The same
-//! behaviour against a real process on both backends is in `tests-py/test_servo.py`.
+//! authentication, registration, assignment, the long-poll, health and refusal reports. The
+//! same behaviour against a real process on both backends is in `tests-py/test_servo.py`.
 
 use std::time::{Duration, Instant};
 
@@ -11,11 +11,12 @@ use control::config::ServiceConfig;
 use control::inventory::Inventory;
 use control::model::{
     Attributes, HealthCheck, InstanceHealth, InstanceState, LbKey, Listener, LoadBalancer,
-    Protocol, RegisteredInstance, Scheme,
+    Protocol, RegisteredInstance, Scheme, ZoneService,
 };
-use control::servo_api::{ConfigReply, secret_hash};
+use control::servo_api::secret_hash;
 use control::store::Store;
 use control::{AppState, app};
+use elb_contract::wire::ConfigDocument;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};
 use tower::ServiceExt;
@@ -99,12 +100,25 @@ impl Harness {
         assert_eq!(doc, json!({"HeartbeatInterval": 2}));
     }
 
-    async fn config(&self, id: &str, query: &str) -> ConfigReply {
+    async fn config(&self, id: &str, query: &str) -> ConfigDocument {
         let (status, doc) = self
             .servo(id, "GET", &format!("/servo/v1/config{query}"), None)
             .await;
         assert_eq!(status, StatusCode::OK, "{doc}");
         serde_json::from_value(doc).expect("the document has exactly the servo's shape")
+    }
+
+    /// Servos s1 (zone a) and s3 (zone b) registered, load balancer `web` of a new account
+    /// created and assigned; returns it with its servo-side name.
+    async fn with_web(&self) -> (LoadBalancer, String) {
+        self.register("s1", "za", "198.18.0.1").await;
+        self.register("s3", "zb", "198.18.1.1").await;
+        let (account, _) = self.store.create_account("test", false).await.unwrap();
+        let web = load_balancer("web", &account.id);
+        let servo_name = format!("web-{}", account.id);
+        self.store.create_lb(&web, 20).await.unwrap();
+        self.assign().await;
+        (web, servo_name)
     }
 
     async fn assign(&self) {
@@ -134,14 +148,13 @@ fn load_balancer(name: &str, account_id: &str) -> LoadBalancer {
         scheme: Scheme::InternetFacing,
         vpc_id: None,
         created_at: 1,
-        listeners: vec![Listener {
+        listeners: vec![Listener::new(elb_contract::Listener {
             protocol: Protocol::Http,
             load_balancer_port: 80,
             instance_protocol: Protocol::Http,
             instance_port: 8080,
             ssl_certificate_id: None,
-            policy_names: vec![],
-        }],
+        })],
         zones: vec!["za".into(), "zb".into()],
         subnets: vec![],
         security_groups: vec![],
@@ -149,7 +162,7 @@ fn load_balancer(name: &str, account_id: &str) -> LoadBalancer {
             instance("i-a", "za", "198.19.0.1"),
             instance("i-b", "zb", "198.19.1.1"),
         ],
-        health_check: HealthCheck::default_for_port(8080),
+        health_check: HealthCheck::default_for_port(std::num::NonZeroU16::new(8080).unwrap()),
         attributes: Attributes::default(),
         policies: vec![],
         backend_policies: vec![],
@@ -204,25 +217,23 @@ async fn authentication() {
 #[tokio::test]
 async fn assignment_long_poll_and_health() {
     let h = harness().await;
-    h.register("s1", "za", "198.18.0.1").await;
-    h.register("s3", "zb", "198.18.1.1").await;
-    let (account, _) = h.store.create_account("test", false).await.unwrap();
-    let web = load_balancer("web", &account.id);
-    let servo_name = format!("web-{}", account.id);
-    h.store.create_lb(&web, 20).await.unwrap();
-    h.assign().await;
+    let (web, servo_name) = h.with_web().await;
 
     let doc = h.config("s1", "").await;
     assert_eq!(doc.load_balancers.len(), 1);
     let lb = &doc.load_balancers[0];
     assert_eq!(lb.load_balancer_name, servo_name);
-    assert_eq!(lb.vips, vec!["198.18.0.1"]);
-    let ids: Vec<&str> = lb
+    assert_eq!(lb.vips, vec![std::net::Ipv4Addr::new(198, 18, 0, 1)]);
+    let ids: Vec<(&str, bool)> = lb
         .instances
         .iter()
-        .map(|i| i.instance_id.as_str())
+        .map(|i| (i.instance_id.as_str(), i.health_check))
         .collect();
-    assert_eq!(ids, vec!["i-a"], "cross-zone off: own zone only");
+    assert_eq!(
+        ids,
+        vec![("i-a", true), ("i-b", false)],
+        "its own zone to check, the other zone's with their state (the zone rule needs it)"
+    );
     assert!(h.config("s2", "").await.load_balancers.is_empty());
 
     // A long-poll at the current version waits, and a change wakes it at once.
@@ -237,7 +248,7 @@ async fn assignment_long_poll_and_health() {
         let bytes = response.into_body().collect().await.unwrap().to_bytes();
         (
             Instant::now(),
-            serde_json::from_slice::<ConfigReply>(&bytes).unwrap(),
+            serde_json::from_slice::<ConfigDocument>(&bytes).unwrap(),
         )
     });
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -282,6 +293,71 @@ async fn assignment_long_poll_and_health() {
                 {"LoadBalancerName": servo_name, "InstanceId": "i-a", "State": "OutOfService"}
             ]})),
         )
+        .await;
+    assert_eq!(status, StatusCode::FORBIDDEN);
+}
+
+#[tokio::test]
+async fn refusals_are_stored_shown_and_cleared() {
+    let h = harness().await;
+    let (web, servo_name) = h.with_web().await;
+    let refuse = |refused: Value| json!({"ServoId": "s1", "Version": 5, "RequestIds": ["r-1"], "LoadBalancers": refused});
+    let (status, reply) = h
+        .servo(
+            "s1",
+            "POST",
+            "/servo/v1/refusals",
+            Some(refuse(json!([
+                {"LoadBalancerName": servo_name, "Reason": "LoadBalancerPort 80 is reserved"},
+                {"LoadBalancerName": "not-mine-123456789012", "Reason": "x"}
+            ]))),
+        )
+        .await;
+    assert_eq!(status, StatusCode::OK, "{reply}");
+    assert_eq!(reply, json!({"Accepted": 1, "Ignored": 1}));
+    let listed = h.store.list_servos(10_000).await.unwrap();
+    let s1 = listed.iter().find(|s| s.servo.id == "s1").unwrap();
+    assert_eq!(s1.refused.len(), 1);
+    assert_eq!(s1.refused[0].reason, "LoadBalancerPort 80 is reserved");
+    // Zone a is refused, zone b served; DNS leaves the refusing servo out.
+    let lb = h.store.get_lb(&web.key).await.unwrap().unwrap();
+    let service = h
+        .store
+        .zone_services(std::slice::from_ref(&lb), 10_000)
+        .await
+        .unwrap();
+    assert_eq!(
+        service[0]["za"],
+        ZoneService::Refused {
+            servo: "s1".into(),
+            reason: "LoadBalancerPort 80 is reserved".into()
+        }
+    );
+    assert_eq!(service[0]["zb"], ZoneService::Serving);
+    let health = lb.effective_health(lb.instance("i-a").unwrap(), &service[0]);
+    assert_eq!(health.state, InstanceState::OutOfService);
+    assert!(
+        health.description.contains("s1") && health.description.ends_with("reserved"),
+        "{}",
+        health.description
+    );
+    match h.store.dns_lookup(&web.dns_name, 10_000).await.unwrap() {
+        control::store::DnsLookup::Vips(v) => {
+            assert_eq!(v, vec![std::net::Ipv4Addr::new(198, 18, 1, 1)])
+        }
+        other => panic!("{other:?}"),
+    }
+    // An empty report clears it.
+    let (status, _) = h
+        .servo("s1", "POST", "/servo/v1/refusals", Some(refuse(json!([]))))
+        .await;
+    assert_eq!(status, StatusCode::OK);
+    let lb = h.store.get_lb(&web.key).await.unwrap().unwrap();
+    let service = h.store.zone_services(&[lb], 10_000).await.unwrap();
+    assert_eq!(service[0]["za"], ZoneService::Serving);
+    // Another servo cannot report for s1.
+    let (status, _) = h
+        .servo("s3", "POST", "/servo/v1/refusals", Some(refuse(json!([]))))
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }

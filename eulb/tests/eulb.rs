@@ -152,6 +152,7 @@ fn start() -> Server {
             );
         }
     };
+    live_servo(&db, &addr);
     let field = |name: &str| account[name].as_str().unwrap().to_string();
     Server {
         child,
@@ -162,6 +163,46 @@ fn start() -> Server {
         dir,
         db,
     }
+}
+
+/// Control creates only load balancers a live servo can serve: a servo of the test's zone
+/// that registers and heart-beats over the servo protocol, as `elb-servo run` would.
+fn live_servo(db: &str, addr: &str) {
+    use std::io::{Read, Write};
+    let created = admin(
+        db,
+        &["servo", "create", "--id", "s1", "--zone", "us-east-1a"],
+    );
+    let secret = created["Secret"].as_str().unwrap().to_string();
+    let addr = addr.to_string();
+    let post = move |path: &str, body: &str| -> String {
+        // The server is gone once the test ends: the heart-beating thread then just stops.
+        let Ok(mut s) = std::net::TcpStream::connect(&addr) else {
+            return String::new();
+        };
+        let _ = write!(
+            s,
+            "POST /servo/v1/{path} HTTP/1.1\r\nHost: control\r\nAuthorization: Bearer s1:{secret}\r\n\
+             Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut answer = String::new();
+        let _ = s.read_to_string(&mut answer);
+        answer
+    };
+    let registered = post(
+        "register",
+        r#"{"ServoId": "s1", "Zone": "us-east-1a", "PublicAddresses": ["198.18.1.1", "198.18.1.2"]}"#,
+    );
+    assert!(registered.starts_with("HTTP/1.1 200"), "{registered}");
+    std::thread::spawn(move || {
+        loop {
+            std::thread::sleep(Duration::from_secs(1));
+            if post("heartbeat", r#"{"ServoId": "s1"}"#).is_empty() {
+                break;
+            }
+        }
+    });
 }
 
 /// How the round trip runs a command: as `eulb COMMAND` or through an `eulb-COMMAND` link.

@@ -179,7 +179,7 @@ impl Agent {
             .ok()?
             .into_iter()
             .find(|v| v.load_balancer_name == lb && v.instance_id == instance)
-            .map(|v| v.state)
+            .map(|v| v.state.to_string())
     }
 
     /// Waits until every instance of `lb` named in `want` has the given state.

@@ -39,6 +39,19 @@ pub struct ServoSpec {
     pub id: String,
     /// Its zone.
     pub zone: String,
+    /// Its `metrics_listen` (default: the agent API on loopback).
+    pub metrics_listen: Option<String>,
+}
+
+impl ServoSpec {
+    /// A servo `id` in `zone` with default settings.
+    pub fn new(id: &str, zone: &str) -> Self {
+        Self {
+            id: id.into(),
+            zone: zone.into(),
+            metrics_listen: None,
+        }
+    }
 }
 
 /// A web server (instance) to create.
@@ -321,14 +334,8 @@ impl SystemSpec {
         let z = |s: &str| s.to_string();
         Self {
             servos: vec![
-                ServoSpec {
-                    id: z("servo-a"),
-                    zone: z("zone-a"),
-                },
-                ServoSpec {
-                    id: z("servo-b"),
-                    zone: z("zone-b"),
-                },
+                ServoSpec::new("servo-a", "zone-a"),
+                ServoSpec::new("servo-b", "zone-b"),
             ],
             web: vec![
                 WebSpec {
@@ -561,7 +568,33 @@ impl System {
             sys.servos.push(node);
             sys.servos[i].start()?;
         }
+        // Control creates load balancers only where a live servo can serve them.
+        wait_for(Duration::from_secs(30), "every servo registered", || {
+            let list = json_of(&sys.admin(&["servo", "list"]).ok()?).ok()?;
+            list.as_array()?
+                .iter()
+                .all(|s| s["Live"] == true)
+                .then_some(())
+        })?;
         Ok(sys)
+    }
+
+    /// `elb-control admin servo list`, by servo id.
+    pub fn servo_list(
+        &self,
+    ) -> anyhow::Result<std::collections::BTreeMap<String, serde_json::Value>> {
+        let list = json_of(&self.admin(&["servo", "list"])?)?;
+        Ok(list
+            .as_array()
+            .context("servo list")?
+            .iter()
+            .map(|s| {
+                (
+                    s["ServoId"].as_str().unwrap_or_default().to_string(),
+                    s.clone(),
+                )
+            })
+            .collect())
     }
 
     fn start_control(&mut self, r: usize) -> anyhow::Result<()> {
@@ -634,7 +667,7 @@ impl System {
                 r#"interfaces = ["p0", "b0"]
 zone = "{zone}"
 pin_root = "{pin}"
-metrics_listen = "{api}"
+metrics_listen = "{metrics}"
 state_dir = "{state}"
 public_addresses = ["{vip}"]
 
@@ -644,7 +677,7 @@ addresses = ["{snat}"]
 "#,
                 zone = s.zone,
                 pin = pin_root.display(),
-                api = agent::API,
+                metrics = s.metrics_listen.as_deref().unwrap_or(agent::API),
                 state = base.join("state").display(),
                 vip = servo_vip(i),
             ),

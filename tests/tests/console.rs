@@ -23,10 +23,7 @@ use tests::{
 fn spec() -> SystemSpec {
     let s = |x: &str| x.to_string();
     SystemSpec {
-        servos: vec![ServoSpec {
-            id: s("servo-a"),
-            zone: s("zone-a"),
-        }],
+        servos: vec![ServoSpec::new("servo-a", "zone-a")],
         web: vec![
             WebSpec {
                 name: s("web1"),

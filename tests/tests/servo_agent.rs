@@ -10,6 +10,7 @@ use std::{
 };
 
 use elb_common::{FlowKey, PROTO_TCP};
+use elb_contract::{InstanceState, ReasonCode};
 use tests::{
     agent::{Agent, FAST_HTTP_CHECK, metric, servo_section, web_lb},
     http::{Connection, write_pattern_file},
@@ -73,7 +74,7 @@ fn stopped_backend_goes_out_of_service_and_comes_back() {
         .unwrap();
     let health = agent.health().unwrap();
     let i2 = health.iter().find(|v| v.instance_id == "i-2").unwrap();
-    assert_eq!(i2.reason_code, "Instance");
+    assert_eq!(i2.reason_code, ReasonCode::Instance);
     assert!(
         i2.description.contains("UnhealthyThreshold"),
         "{}",
@@ -89,7 +90,7 @@ fn stopped_backend_goes_out_of_service_and_comes_back() {
         .lines()
         .filter(|l| {
             l.contains("instance health changed")
-                && l.contains("\"i-2\"")
+                && l.contains("key=web/i-2")
                 && l.contains(" state=OutOfService")
         })
         .count();
@@ -133,7 +134,9 @@ fn http_target_answering_500_is_out_of_service_while_tcp_target_is_in() {
         let h = agent.health().ok()?;
         h.iter()
             .filter(|v| v.load_balancer_name == "web")
-            .all(|v| v.state == "OutOfService" && v.reason_code == "Instance")
+            .all(|v| {
+                v.state == InstanceState::OutOfService && v.reason_code == ReasonCode::Instance
+            })
             .then_some(())
     })
     .unwrap();
@@ -332,7 +335,7 @@ fn kill_9_and_restart_keep_a_download_and_a_keep_alive_session() {
 }
 
 #[test]
-fn sighup_adds_a_listener_and_rejects_an_invalid_file() {
+fn sighup_adds_a_listener_and_refuses_an_invalid_load_balancer_alone() {
     let topo = topology();
     let agent = start(&topo, "");
     agent
@@ -350,22 +353,47 @@ fn sighup_adds_a_listener_and_rejects_an_invalid_file() {
     });
     assert!(on_8080.is_ok(), "{on_8080:?}");
 
-    let invalid = with_8080.replace("Interval = 5, Timeout = 2", "Interval = 5, Timeout = 9");
+    // `web` breaks a rule (Timeout above Interval) in the same file that adds load balancer
+    // `tcp` on 9000: `tcp` is served, `web` refused and kept at the version accepted before.
+    let tcp_check = r#"{ Target = "TCP:80", Interval = 5, Timeout = 2, UnhealthyThreshold = 2, HealthyThreshold = 2 }"#;
+    let tcp_lb = web_lb(&topo, tcp_check, "")
+        .replace("LoadBalancerName = \"web\"", "LoadBalancerName = \"tcp\"")
+        .replace("LoadBalancerPort = 80", "LoadBalancerPort = 9000")
+        .replace("Protocol = \"HTTP\"", "Protocol = \"TCP\"");
+    let invalid =
+        with_8080.replace("Interval = 5, Timeout = 2", "Interval = 5, Timeout = 9") + &tcp_lb;
     agent.reload(&invalid).unwrap();
-    wait_for(Duration::from_secs(10), "the rejection in the log", || {
+    wait_for(Duration::from_secs(10), "the refusal in the log", || {
         agent
             .log_text()
-            .contains("configuration rejected")
+            .contains("load balancer refused")
             .then_some(())
     })
     .unwrap();
     let log = agent.log_text();
-    assert!(log.contains("Timeout"), "the log says why: {log}");
+    assert!(
+        log.lines().any(|l| l.contains("load balancer refused")
+            && l.contains("HealthCheck.Timeout")
+            && l.contains("the version accepted before stays in service")),
+        "the log says which and why: {log}"
+    );
+    agent
+        .wait_states("tcp", &ALL_IN, Duration::from_secs(30))
+        .unwrap();
+    let counts = spread(&topo, SocketAddr::from((VIP, 9000)), 3);
+    assert!(
+        even(&counts, &["b1", "b2", "b3"], 1),
+        "the valid one is served: {counts:?}"
+    );
     let counts = spread(&topo, SocketAddr::from((VIP, 8080)), 3);
     assert!(
         even(&counts, &["b1", "b2", "b3"], 1),
-        "the running config stays: {counts:?}"
+        "the refused one keeps its running config: {counts:?}"
     );
+    let status: serde_json::Value =
+        serde_json::from_str(&tests::agent::get(topo.servo.name(), "/status").unwrap()).unwrap();
+    assert_eq!(status["Refused"][0]["LoadBalancerName"], "web", "{status}");
+    assert_eq!(status["Refused"][0]["ServingPrevious"], true, "{status}");
 }
 
 #[test]

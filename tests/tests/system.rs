@@ -8,48 +8,72 @@ use std::{
 
 use tests::{
     netns::wait_for,
-    system::{System, SystemSpec},
+    system::{ServoSpec, System, SystemSpec},
 };
 
 const WEB: [&str; 3] = ["web1", "web2", "web3"];
+
+const HTTP_80: &str = "Protocol=HTTP,LoadBalancerPort=80,InstanceProtocol=HTTP,InstancePort=80";
+
+/// Creates load balancer `name` with `listener` in `zones` and a fast health check on
+/// `target` (every 5 s, two results to change state), and registers `instances`; returns its
+/// DNS name.
+fn make_lb(
+    sys: &System,
+    name: &str,
+    listener: &str,
+    zones: &[&str],
+    target: &str,
+    instances: &[&str],
+) -> anyhow::Result<String> {
+    let mut create = vec![
+        "create-load-balancer",
+        "--load-balancer-name",
+        name,
+        "--listeners",
+        listener,
+        "--availability-zones",
+    ];
+    create.extend(zones);
+    let created = sys.aws(&create)?;
+    let check =
+        format!("Target={target},Interval=5,Timeout=2,UnhealthyThreshold=2,HealthyThreshold=2");
+    sys.aws(&[
+        "configure-health-check",
+        "--load-balancer-name",
+        name,
+        "--health-check",
+        &check,
+    ])?;
+    let mut register = vec![
+        "register-instances-with-load-balancer",
+        "--load-balancer-name",
+        name,
+        "--instances",
+    ];
+    register.extend(instances);
+    sys.aws(&register)?;
+    Ok(created["DNSName"].as_str().unwrap_or_default().to_string())
+}
 
 /// Creates load balancer `web` with an HTTP:80 health check, an 80->80 listener, three instances
 /// in two zones and cross-zone load balancing, through awscli; waits for InService with the
 /// `instance-in-service` waiter.
 fn create_poc_lb(sys: &System) -> anyhow::Result<String> {
-    let created = sys.aws(&[
-        "create-load-balancer",
-        "--load-balancer-name",
+    let dns = make_lb(
+        sys,
         "web",
-        "--listeners",
-        "Protocol=HTTP,LoadBalancerPort=80,InstanceProtocol=HTTP,InstancePort=80",
-        "--availability-zones",
-        "zone-a",
-        "zone-b",
-    ])?;
-    let dns = created["DNSName"].as_str().unwrap_or_default().to_string();
-    sys.aws(&[
-        "configure-health-check",
-        "--load-balancer-name",
-        "web",
-        "--health-check",
-        "Target=HTTP:80/name,Interval=5,Timeout=2,UnhealthyThreshold=2,HealthyThreshold=2",
-    ])?;
+        HTTP_80,
+        &["zone-a", "zone-b"],
+        "HTTP:80/name",
+        &["i-web1", "i-web2", "i-web3"],
+    )?;
     sys.aws(&[
         "modify-load-balancer-attributes",
         "--load-balancer-name",
         "web",
         "--load-balancer-attributes",
         "CrossZoneLoadBalancing={Enabled=true}",
-    ])?;
-    sys.aws(&[
-        "register-instances-with-load-balancer",
-        "--load-balancer-name",
-        "web",
-        "--instances",
-        "i-web1",
-        "i-web2",
-        "i-web3",
     ])?;
     sys.aws(&["wait", "instance-in-service", "--load-balancer-name", "web"])?;
     Ok(dns)
@@ -261,47 +285,22 @@ fn config_changes_reach_the_dataplane_within_a_second() {
 fn zone_a_pair() -> SystemSpec {
     let mut spec = SystemSpec::poc();
     spec.servos = vec![
-        tests::system::ServoSpec {
-            id: "servo-a1".into(),
-            zone: "zone-a".into(),
-        },
-        tests::system::ServoSpec {
-            id: "servo-a2".into(),
-            zone: "zone-a".into(),
-        },
+        ServoSpec::new("servo-a1", "zone-a"),
+        ServoSpec::new("servo-a2", "zone-a"),
     ];
     spec.web.truncate(2);
     spec
 }
 
 fn create_zone_a_lb(sys: &System) -> String {
-    let created = sys
-        .aws(&[
-            "create-load-balancer",
-            "--load-balancer-name",
-            "web",
-            "--listeners",
-            "Protocol=HTTP,LoadBalancerPort=80,InstanceProtocol=HTTP,InstancePort=80",
-            "--availability-zones",
-            "zone-a",
-        ])
-        .unwrap();
-    sys.aws(&[
-        "configure-health-check",
-        "--load-balancer-name",
+    let dns = make_lb(
+        sys,
         "web",
-        "--health-check",
-        "Target=HTTP:80/name,Interval=5,Timeout=2,UnhealthyThreshold=2,HealthyThreshold=2",
-    ])
-    .unwrap();
-    sys.aws(&[
-        "register-instances-with-load-balancer",
-        "--load-balancer-name",
-        "web",
-        "--instances",
-        "i-web1",
-        "i-web2",
-    ])
+        HTTP_80,
+        &["zone-a"],
+        "HTTP:80/name",
+        &["i-web1", "i-web2"],
+    )
     .unwrap();
     sys.wait_health(
         "web",
@@ -309,7 +308,35 @@ fn create_zone_a_lb(sys: &System) -> String {
         Duration::from_secs(40),
     )
     .unwrap();
-    created["DNSName"].as_str().unwrap().to_string()
+    dns
+}
+
+/// Checks the load balancer at `dns` serves web1 and web2 evenly through its one servo, powers
+/// that servo's host off, and waits until DNS answers with the other servo. Returns (the dead
+/// servo, the other, how long DNS took).
+fn fail_serving_servo(sys: &mut System, dns: &str) -> (usize, usize, Duration) {
+    let answer = sys.resolve(dns).unwrap();
+    let first = sys.servo_of(answer.addrs[0]).unwrap();
+    let other = 1 - first;
+    System::check_even(
+        &sys.spread_by_name(dns, 80, 10).unwrap(),
+        &["web1", "web2"],
+        5,
+    )
+    .unwrap();
+    let ns = &sys.servo_ns[first];
+    let died = Instant::now();
+    sys.servos[first].power_off(ns).unwrap();
+    wait_for(
+        Duration::from_secs(20),
+        "DNS to answer with the other servo",
+        || {
+            let a = sys.resolve(dns).ok()?;
+            (a.addrs == [sys.servos[other].vip]).then_some(())
+        },
+    )
+    .unwrap();
+    (first, other, died.elapsed())
 }
 
 #[test]
@@ -318,33 +345,10 @@ fn servo_failover_moves_the_load_balancer_and_dns_follows() {
     let dns = create_zone_a_lb(&sys);
     let answer = sys.resolve(&dns).unwrap();
     assert_eq!(answer.addrs.len(), 1, "one servo per zone: {answer:?}");
-    let first = sys.servo_of(answer.addrs[0]).unwrap();
-    let other = 1 - first;
-    System::check_even(
-        &sys.spread_by_name(&dns, 80, 10).unwrap(),
-        &["web1", "web2"],
-        5,
-    )
-    .unwrap();
-
-    // The serving servo's host dies.
-    let ns = &sys.servo_ns[first];
-    let died = Instant::now();
-    sys.servos[first].power_off(ns).unwrap();
-    let moved = wait_for(
-        Duration::from_secs(20),
-        "DNS to answer with the other servo",
-        || {
-            let a = sys.resolve(&dns).ok()?;
-            (a.addrs == [sys.servos[other].vip]).then_some(())
-        },
-    );
-    assert!(moved.is_ok(), "{moved:?}");
+    let (first, other, moved) = fail_serving_servo(&mut sys, &dns);
     println!(
-        "DNS moved to {} {:.1?} after {} died (heartbeat timeout 4 s)",
-        sys.servos[other].id,
-        died.elapsed(),
-        sys.servos[first].id
+        "DNS moved to {} {moved:.1?} after {} died (heartbeat timeout 4 s)",
+        sys.servos[other].id, sys.servos[first].id
     );
     // A client that re-resolves keeps working once the other servo's checks pass.
     sys.wait_health(
@@ -447,4 +451,243 @@ fn two_control_replicas_on_postgresql_reach_each_others_servos() {
     );
     assert!(t0.elapsed() < Duration::from_secs(1));
     assert!(sys.servos[1].log_text().contains("registered with control"));
+}
+
+/// `n` requests to `addr` on new connections; counts per backend name (errors included).
+fn spread_at(sys: &System, addr: SocketAddr, n: u32) -> std::collections::BTreeMap<String, u32> {
+    let mut counts = std::collections::BTreeMap::new();
+    for _ in 0..n {
+        let who = sys.get_name(addr).unwrap_or_else(|e| format!("error: {e}"));
+        *counts.entry(who).or_default() += 1;
+    }
+    counts
+}
+
+fn tcp_lb(sys: &System, name: &str, port: u16, zones: &[&str], instances: &[&str]) {
+    let listener =
+        format!("Protocol=TCP,LoadBalancerPort={port},InstanceProtocol=TCP,InstancePort=80");
+    make_lb(sys, name, &listener, zones, "TCP:80", instances).unwrap();
+}
+
+#[test]
+fn a_refused_load_balancer_or_a_snat_range_port_never_blocks_the_others() {
+    // servo-a serves its metrics on every address, so it reserves port 9400 on its VIP:
+    // a servo-side reason to refuse a load balancer control accepted.
+    let mut spec = SystemSpec::poc();
+    spec.servos[0].metrics_listen = Some("0.0.0.0:9400".into());
+    let sys = System::start(spec).expect("starting the system");
+    create_poc_lb(&sys).unwrap();
+    let vip_a = sys.servos[0].vip;
+
+    // A TCP listener on 30000, inside the servo's SNAT port range (20000-59999), on the same
+    // servo and VIP as `web`: served end to end.
+    tcp_lb(&sys, "snat", 30000, &["zone-a"], &["i-web1", "i-web2"]);
+    sys.wait_health(
+        "snat",
+        &[("i-web1", "InService"), ("i-web2", "InService")],
+        Duration::from_secs(30),
+    )
+    .unwrap();
+    let counts = wait_for(Duration::from_secs(10), "port 30000 to serve", || {
+        let c = spread_at(&sys, SocketAddr::from((vip_a, 30000)), 10);
+        System::check_even(&c, &["web1", "web2"], 5)
+            .ok()
+            .map(|()| c)
+    })
+    .unwrap();
+    println!("VIP:30000 {counts:?}");
+
+    // A load balancer servo-a cannot serve: a listener on its metrics port.
+    tcp_lb(&sys, "reserved", 9400, &["zone-a"], &["i-web1"]);
+    let refused = wait_for(
+        Duration::from_secs(10),
+        "the refusal in `admin servo list`",
+        || {
+            let list = sys.servo_list().ok()?;
+            let r = list["servo-a"]["Refused"].as_array()?.first()?.clone();
+            Some(r)
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        refused["LoadBalancerName"],
+        format!("reserved-{}", sys.account.id)
+    );
+    let reason = refused["Reason"].as_str().unwrap();
+    assert!(
+        reason.contains("LoadBalancerPort 9400") && reason.contains("metrics"),
+        "{reason}"
+    );
+    // DescribeInstanceHealth says the zone's servo cannot serve it, and why.
+    let health = sys
+        .aws(&[
+            "describe-instance-health",
+            "--load-balancer-name",
+            "reserved",
+        ])
+        .unwrap();
+    let state = &health["InstanceStates"][0];
+    assert_eq!(state["State"], "OutOfService", "{health}");
+    let description = state["Description"].as_str().unwrap();
+    assert!(
+        description.contains("servo-a") && description.contains("metrics"),
+        "{description}"
+    );
+    // Control's log names the refusal with the request that made it (CreateLoadBalancer).
+    let log = sys.controls[0].log_text();
+    let line = log
+        .lines()
+        .find(|l| l.contains("refuses load balancer reserved-"))
+        .unwrap_or_else(|| panic!("no refusal line:\n{log}"));
+    let request_id = line
+        .split("request_ids=[\"")
+        .nth(1)
+        .and_then(|s| s.split('"').next())
+        .unwrap_or_else(|| panic!("no request id in {line}"));
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("request_id={request_id}"))
+                && l.contains("CreateLoadBalancer")),
+        "{request_id} is not a CreateLoadBalancer:\n{log}"
+    );
+    assert!(
+        sys.servos[0].log_text().contains("load balancer refused"),
+        "the servo logs it too"
+    );
+
+    // The others keep receiving changes: a new listener of `web`, a deregistration of `snat`.
+    sys.aws(&[
+        "create-load-balancer-listeners",
+        "--load-balancer-name",
+        "web",
+        "--listeners",
+        "Protocol=HTTP,LoadBalancerPort=8080,InstanceProtocol=HTTP,InstancePort=80",
+    ])
+    .unwrap();
+    wait_for(Duration::from_secs(5), "listener 8080 on servo-a", || {
+        sys.get_name(SocketAddr::from((vip_a, 8080))).ok()
+    })
+    .unwrap();
+    sys.aws(&[
+        "deregister-instances-from-load-balancer",
+        "--load-balancer-name",
+        "snat",
+        "--instances",
+        "i-web2",
+    ])
+    .unwrap();
+    wait_for(Duration::from_secs(10), "port 30000 on web1 alone", || {
+        let c = spread_at(&sys, SocketAddr::from((vip_a, 30000)), 4);
+        (c.get("web1") == Some(&4)).then_some(())
+    })
+    .unwrap();
+    // And the agent's own endpoint on the VIP still answers: nothing took its port.
+    assert!(tests::agent::get(&sys.servos[0].ns, "/status").is_ok());
+}
+
+#[test]
+fn cross_zone_off_with_instances_in_one_zone_only_every_answer_serves() {
+    let sys = System::start(SystemSpec::poc()).expect("starting the system");
+    // Cross-zone load balancing stays off (the default); both instances are in zone-a.
+    let dns = make_lb(
+        &sys,
+        "web",
+        HTTP_80,
+        &["zone-a", "zone-b"],
+        "HTTP:80/name",
+        &["i-web1", "i-web2"],
+    )
+    .unwrap();
+    sys.aws(&["wait", "instance-in-service", "--load-balancer-name", "web"])
+        .unwrap();
+    let mut vips = sys.resolve(&dns).unwrap().addrs;
+    vips.sort();
+    assert_eq!(
+        vips,
+        [sys.servos[0].vip, sys.servos[1].vip],
+        "both zones in DNS"
+    );
+    // Every address DNS gives serves: zone-b's servo forwards to zone-a's instances.
+    for vip in &vips {
+        let counts = wait_for(Duration::from_secs(10), "both VIPs serving", || {
+            let c = spread_at(&sys, SocketAddr::from((*vip, 80)), 10);
+            System::check_even(&c, &["web1", "web2"], 5)
+                .ok()
+                .map(|()| c)
+        })
+        .unwrap();
+        println!("{vip}: {counts:?}");
+    }
+    let counts = sys.spread_by_name(&dns, 80, 30).unwrap();
+    assert!(
+        counts.keys().all(|k| k == "web1" || k == "web2") && counts.values().sum::<u32>() == 30,
+        "every request through the DNS name succeeds: {counts:?}"
+    );
+    // Once zone-b has an instance in service, its servo keeps to it.
+    sys.aws(&[
+        "register-instances-with-load-balancer",
+        "--load-balancer-name",
+        "web",
+        "--instances",
+        "i-web3",
+    ])
+    .unwrap();
+    sys.wait_health("web", &[("i-web3", "InService")], Duration::from_secs(30))
+        .unwrap();
+    wait_for(Duration::from_secs(10), "zone-b on web3 alone", || {
+        let c = spread_at(&sys, SocketAddr::from((sys.servos[1].vip, 80)), 6);
+        (c.get("web3") == Some(&6)).then_some(())
+    })
+    .unwrap();
+    let c = spread_at(&sys, SocketAddr::from((sys.servos[0].vip, 80)), 10);
+    System::check_even(&c, &["web1", "web2"], 5).unwrap();
+}
+
+#[test]
+fn failover_with_slow_health_checks_carries_health_over() {
+    let mut sys = System::start(zone_a_pair()).expect("starting the system");
+    let dns = create_zone_a_lb(&sys);
+    // AWS's slow defaults from now on: a cold start would take HealthyThreshold x Interval
+    // (10 x 30 s) before any instance is in service again.
+    sys.aws(&[
+        "configure-health-check",
+        "--load-balancer-name",
+        "web",
+        "--health-check",
+        "Target=HTTP:80/name,Interval=30,Timeout=5,UnhealthyThreshold=2,HealthyThreshold=10",
+    ])
+    .unwrap();
+    let (_, other, moved) = fail_serving_servo(&mut sys, &dns);
+    // From the moment DNS points at the standby, every request succeeds: it started from
+    // the health control held (InService), not from "registration in progress".
+    let mut failures = Vec::new();
+    let mut counts = std::collections::BTreeMap::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(8) {
+        match sys.get_name(SocketAddr::from((sys.servos[other].vip, 80))) {
+            Ok(who) => *counts.entry(who).or_insert(0u32) += 1,
+            Err(e) => failures.push(format!("{:.1?}: {e}", started.elapsed())),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    println!("DNS moved {moved:.1?} after the servo died; then {counts:?}");
+    assert!(
+        failures.is_empty(),
+        "requests failed after the take-over: {failures:?}"
+    );
+    assert!(
+        counts.contains_key("web1") && counts.contains_key("web2"),
+        "{counts:?}"
+    );
+    let health = sys
+        .aws(&["describe-instance-health", "--load-balancer-name", "web"])
+        .unwrap();
+    for s in health["InstanceStates"].as_array().unwrap() {
+        assert_eq!(s["State"], "InService", "{health}");
+    }
+    let standby = sys.servos[other].log_text();
+    assert!(
+        !standby.contains("instance health changed"),
+        "the standby never went through registration:\n{standby}"
+    );
 }

@@ -32,7 +32,7 @@ const MAX_ADDITIONAL: usize = 10;
 pub fn write_attributes(w: &mut XmlWriter, a: &Attributes) {
     w.elem("LoadBalancerAttributes", |w| {
         w.elem("CrossZoneLoadBalancing", |w| {
-            w.boolean("Enabled", a.cross_zone)
+            w.boolean("Enabled", a.servo.cross_zone_load_balancing.enabled)
         });
         w.elem("AccessLog", |w| {
             w.boolean("Enabled", a.access_log.enabled);
@@ -41,11 +41,11 @@ pub fn write_attributes(w: &mut XmlWriter, a: &Attributes) {
             w.opt_text("S3BucketPrefix", a.access_log.s3_bucket_prefix.as_deref());
         });
         w.elem("ConnectionDraining", |w| {
-            w.boolean("Enabled", a.draining_enabled);
-            w.num("Timeout", a.draining_timeout);
+            w.boolean("Enabled", a.servo.connection_draining.enabled);
+            w.num("Timeout", a.servo.connection_draining.timeout);
         });
         w.elem("ConnectionSettings", |w| {
-            w.num("IdleTimeout", a.idle_timeout)
+            w.num("IdleTimeout", a.servo.connection_settings.idle_timeout)
         });
         w.list("AdditionalAttributes", &a.additional, |w, (k, v)| {
             w.text("Key", k);
@@ -120,8 +120,9 @@ pub async fn modify(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         validate::free_text("S3BucketPrefix", pre, 1024)?;
     }
     let draining = boolean("ConnectionDraining.Enabled")?;
-    let draining_timeout = int("ConnectionDraining.Timeout", 1, 3600)?;
-    let idle = int("ConnectionSettings.IdleTimeout", 1, 3600)?;
+    // Parsed as any number: the ranges are the contract's, checked on the result.
+    let draining_timeout = int("ConnectionDraining.Timeout", 0, i64::from(u32::MAX))?;
+    let idle = int("ConnectionSettings.IdleTimeout", 0, i64::from(u32::MAX))?;
     let additional = p
         .struct_list(&format!("{PREFIX}AdditionalAttributes"), &["Key", "Value"])?
         .unwrap_or_default();
@@ -156,13 +157,11 @@ pub async fn modify(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     }
 
     let attrs = ctx
-        .state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
+        .update_lb(name, |lb| {
             let a = &mut lb.attributes;
             let to_u32 = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
             if let Some(v) = cross_zone {
-                a.cross_zone = v;
+                a.servo.cross_zone_load_balancing.enabled = v;
             }
             if let Some(b) = bucket {
                 a.access_log.s3_bucket_name = Some(b).filter(|b| !b.is_empty());
@@ -180,13 +179,13 @@ pub async fn modify(ctx: &Ctx<'_>) -> Result<String, ApiError> {
                 return Err(ApiError::invalid_config("Access logs need an S3BucketName"));
             }
             if let Some(v) = draining {
-                a.draining_enabled = v;
+                a.servo.connection_draining.enabled = v;
             }
             if let Some(t) = draining_timeout {
-                a.draining_timeout = to_u32(t);
+                a.servo.connection_draining.timeout = to_u32(t);
             }
             if let Some(t) = idle {
-                a.idle_timeout = to_u32(t);
+                a.servo.connection_settings.idle_timeout = to_u32(t);
             }
             for (k, v) in extra {
                 match a.additional.iter_mut().find(|(key, _)| *key == k) {

@@ -5,9 +5,7 @@ use super::Ctx;
 use super::lbs::write_health_check;
 use crate::error::{ApiError, ErrorCode};
 use crate::inventory::InventoryError;
-use crate::model::{
-    HealthCheck, InstanceHealth, InstanceState, NOT_REGISTERED, RegisteredInstance,
-};
+use crate::model::{HealthCheck, InstanceHealth, RegisteredInstance};
 use crate::quota::QuotaName;
 use crate::validate::{self, printable};
 
@@ -83,10 +81,7 @@ pub async fn register(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         return Err(invalid_instances(&unknown));
     }
     let limit = ctx.quotas().await?.get(QuotaName::RegisteredInstances);
-    let all = ctx
-        .state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
+    let all = ctx.update_lb(name, |lb| {
             for id in &ids {
                 if lb.instance(id).is_some() {
                     continue;
@@ -120,9 +115,7 @@ pub async fn deregister(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let name = ctx.lb_name()?;
     let ids = instance_ids(ctx, true)?;
     let remaining = ctx
-        .state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
+        .update_lb(name, |lb| {
             let unknown: Vec<String> = ids
                 .iter()
                 .filter(|i| lb.instance(i).is_none())
@@ -151,10 +144,20 @@ pub async fn describe_health(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         .get_lb(&ctx.key(name))
         .await?
         .ok_or_else(|| ApiError::lb_not_found(name))?;
+    let service = ctx
+        .state
+        .store()
+        .zone_services(
+            std::slice::from_ref(&lb),
+            ctx.state.config().servo.timeout_ms(),
+        )
+        .await?
+        .pop()
+        .unwrap_or_default();
     let mut states: Vec<(String, InstanceHealth)> = Vec::new();
     if ids.is_empty() {
         for i in &lb.instances {
-            states.push((i.instance_id.clone(), lb.effective_health(i)));
+            states.push((i.instance_id.clone(), lb.effective_health(i, &service)));
         }
     } else {
         let unregistered: Vec<String> = ids
@@ -181,12 +184,8 @@ pub async fn describe_health(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         }
         for id in &ids {
             let health = match lb.instance(id) {
-                Some(i) => lb.effective_health(i),
-                None => InstanceHealth {
-                    state: InstanceState::OutOfService,
-                    reason_code: "ELB".into(),
-                    description: NOT_REGISTERED.into(),
-                },
+                Some(i) => lb.effective_health(i, &service),
+                None => InstanceHealth::not_registered(),
             };
             states.push((id.clone(), health));
         }
@@ -195,7 +194,7 @@ pub async fn describe_health(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         w.list("InstanceStates", &states, |w, (id, h)| {
             w.text("InstanceId", id);
             w.text("State", h.state.as_str());
-            w.text("ReasonCode", &h.reason_code);
+            w.text("ReasonCode", h.reason_code.as_str());
             w.text("Description", &h.description);
         });
     }))
@@ -205,26 +204,25 @@ pub async fn configure_health_check(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let name = ctx.lb_name()?;
     let p = ctx.params;
     let target = validate::health_check_target(p.required("HealthCheck.Target")?)?;
-    let int = |field: &str, min: i64, max: i64| -> Result<u32, ApiError> {
-        let v = p.required_int(&format!("HealthCheck.{field}"), min, max)?;
+    // Parsed as any number: the ranges are the contract's.
+    let int = |field: &str| -> Result<u32, ApiError> {
+        let v = p.required_int(&format!("HealthCheck.{field}"), 0, i64::from(u32::MAX))?;
         u32::try_from(v)
             .map_err(|_| ApiError::validation(format!("HealthCheck.{field} is out of range")))
     };
     let hc = HealthCheck {
         target,
-        interval: int("Interval", 5, 300)?,
-        timeout: int("Timeout", 2, 60)?,
-        unhealthy_threshold: int("UnhealthyThreshold", 2, 10)?,
-        healthy_threshold: int("HealthyThreshold", 2, 10)?,
+        interval: int("Interval")?,
+        timeout: int("Timeout")?,
+        unhealthy_threshold: int("UnhealthyThreshold")?,
+        healthy_threshold: int("HealthyThreshold")?,
     };
-    validate::health_check(&hc)?;
+    hc.check().map_err(|p| validate::problems_error(&p))?;
     let stored = hc.clone();
-    ctx.state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
-            lb.health_check = stored;
-            Ok::<_, ApiError>(())
-        })
-        .await?;
+    ctx.update_lb(name, |lb| {
+        lb.health_check = stored;
+        Ok(())
+    })
+    .await?;
     Ok(ctx.respond(|w| write_health_check(w, &hc)))
 }

@@ -2,15 +2,15 @@
 
 use std::collections::BTreeSet;
 
-use super::{Ctx, page_size};
+use super::{Ctx, Servable, page_size};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{Attributes, HealthCheck, LbKey, LoadBalancer, Scheme};
-use crate::policy_types::{APP_COOKIE, LB_COOKIE};
 use crate::quota::QuotaName;
 use crate::store::Subnet;
 use crate::timefmt;
 use crate::validate::{self, printable};
 use crate::xml::XmlWriter;
+use elb_contract::policy::{APP_COOKIE, LB_COOKIE};
 
 /// At most this many security groups per load balancer (AWS's limit).
 pub const MAX_SECURITY_GROUPS: usize = 5;
@@ -112,7 +112,6 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         return Err(ApiError::validation("Listeners cannot be empty"));
     }
     let listeners = validate::listeners(&members, name, account)?;
-    validate::backend_security_consistent(&listeners)?;
     super::listeners::require_certificates(ctx, &listeners).await?;
 
     let zones = p.string_list("AvailabilityZones")?.unwrap_or_default();
@@ -177,7 +176,8 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
 
     let config = ctx.state.config();
     let dns_name = config.dns_name(name, account, ctx.region, scheme == Scheme::Internal);
-    let first_port = listeners[0].instance_port;
+    let first_port = std::num::NonZeroU16::new(listeners[0].instance_port)
+        .ok_or_else(|| ApiError::validation("InstancePort must be between 1 and 65535"))?;
     let lb = LoadBalancer {
         id: crate::store::random_hex(12),
         key: LbKey {
@@ -200,6 +200,8 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         backend_policies: Vec::new(),
         tags,
     };
+    validate::check_rules(&lb)?;
+    ctx.servable(&ctx.placement().await?, &lb, Servable::Everywhere)?;
     ctx.state
         .store()
         .create_lb(&lb, quotas.get(QuotaName::LoadBalancers))
@@ -406,7 +408,7 @@ pub fn write_description(w: &mut XmlWriter, lb: &LoadBalancer) {
 
 pub fn write_health_check(w: &mut XmlWriter, hc: &HealthCheck) {
     w.elem("HealthCheck", |w| {
-        w.text("Target", &hc.target);
+        w.text("Target", &hc.target.to_string());
         w.num("Interval", hc.interval);
         w.num("Timeout", hc.timeout);
         w.num("UnhealthyThreshold", hc.unhealthy_threshold);

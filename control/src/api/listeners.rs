@@ -1,7 +1,7 @@
 //! CreateLoadBalancerListeners, DeleteLoadBalancerListeners, SetLoadBalancerListenerSSLCertificate.
 
-use super::Ctx;
 use super::lbs::too_many_listeners;
+use super::{Ctx, Servable};
 use crate::certs;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::Listener;
@@ -20,26 +20,24 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let new = validate::listeners(&members, name, &ctx.caller.account_id)?;
     require_certificates(ctx, &new).await?;
     let limit = ctx.quotas().await?.get(QuotaName::Listeners);
-    ctx.state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
-            for l in new {
-                match lb.listener(l.load_balancer_port) {
-                    // The same listener again is a no-op.
-                    Some(existing) if existing.same_definition(&l) => {}
-                    Some(_) => {
-                        return Err(validate::duplicate_listener(name, l.load_balancer_port));
-                    }
-                    None => lb.listeners.push(l),
+    let placement = ctx.placement().await?;
+    ctx.update_lb(name, |lb| {
+        for l in new {
+            match lb.listener(l.load_balancer_port) {
+                // The same listener again is a no-op.
+                Some(existing) if existing.same_definition(&l) => {}
+                Some(_) => {
+                    return Err(validate::duplicate_listener(name, l.load_balancer_port));
                 }
+                None => lb.listeners.push(l),
             }
-            validate::backend_security_consistent(&lb.listeners)?;
-            if i64::try_from(lb.listeners.len()).unwrap_or(i64::MAX) > limit {
-                return Err(too_many_listeners(limit));
-            }
-            Ok(())
-        })
-        .await?;
+        }
+        if i64::try_from(lb.listeners.len()).unwrap_or(i64::MAX) > limit {
+            return Err(too_many_listeners(limit));
+        }
+        ctx.servable(&placement, lb, Servable::WhereServosLive)
+    })
+    .await?;
     Ok(ctx.respond(|_| {}))
 }
 
@@ -52,15 +50,13 @@ pub async fn delete(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         .iter()
         .map(|p| crate::query::parse_int("LoadBalancerPorts", p, 1, 65535))
         .collect::<Result<Vec<_>, _>>()?;
-    ctx.state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
-            // Ports without a listener are ignored, as on AWS.
-            lb.listeners
-                .retain(|l| !ports.contains(&i64::from(l.load_balancer_port)));
-            Ok::<_, ApiError>(())
-        })
-        .await?;
+    ctx.update_lb(name, |lb| {
+        // Ports without a listener are ignored, as on AWS.
+        lb.listeners
+            .retain(|l| !ports.contains(&i64::from(l.load_balancer_port)));
+        Ok(())
+    })
+    .await?;
     Ok(ctx.respond(|_| {}))
 }
 
@@ -74,9 +70,7 @@ pub async fn set_certificate(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         return Err(ApiError::lb_not_found(name));
     }
     certs::require_listener_certificate(ctx.state, &ctx.caller.account_id, &cert).await?;
-    ctx.state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
+    ctx.update_lb(name, |lb| {
             let listener = u16::try_from(port)
                 .ok()
                 .and_then(|p| lb.listener_mut(p))

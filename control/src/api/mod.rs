@@ -13,11 +13,11 @@ mod tags;
 
 use crate::error::{ApiError, ErrorCode};
 use crate::iam::{self, Decision, PolicyDocument};
-use crate::model::LbKey;
+use crate::model::{LbKey, LoadBalancer, Scheme};
 use crate::query::Params;
 use crate::quota::Quotas;
 use crate::server::AppState;
-use crate::store::StoreError;
+use crate::store::{LbPlacement, PlacementState, StoreError, servo_lb_name};
 use crate::xml::{self, XmlWriter};
 
 macro_rules! actions {
@@ -200,6 +200,90 @@ impl Ctx<'_> {
         self.authorize([name])?;
         Ok(name)
     }
+
+    /// Changes the caller's load balancer `name` with `change`, which may refuse; the result
+    /// must pass the contract's rules ([`crate::validate::check_rules`]) or nothing is
+    /// written.
+    pub async fn update_lb<T>(
+        &self,
+        name: &str,
+        change: impl FnOnce(&mut LoadBalancer) -> Result<T, ApiError>,
+    ) -> Result<T, ApiError> {
+        self.state
+            .store()
+            .update_lb(&self.key(name), |lb| {
+                let out = change(lb)?;
+                crate::validate::check_rules(lb)?;
+                Ok(out)
+            })
+            .await
+    }
+
+    /// Where servos stand now, for [`servable`](Self::servable).
+    pub async fn placement(&self) -> Result<PlacementState, ApiError> {
+        Ok(self
+            .state
+            .store()
+            .placement_snapshot(self.state.config().servo.timeout_ms())
+            .await?)
+    }
+
+    /// Refuses a load balancer (new or changed) that no live servo could serve, naming the
+    /// zone and the port, rather than one whose DNS name answers nothing or a change that
+    /// would take it off a zone's servos. `check` says which zones must be servable.
+    pub fn servable(
+        &self,
+        placement: &PlacementState,
+        lb: &LoadBalancer,
+        check: Servable<'_>,
+    ) -> Result<(), ApiError> {
+        let wanted = LbPlacement {
+            id: lb.id.clone(),
+            servo_name: servo_lb_name(&lb.key.name, &lb.key.account_id),
+            internal: lb.scheme == Scheme::Internal,
+            zones: lb.zones.clone(),
+            ports: lb.listeners.iter().map(|l| l.load_balancer_port).collect(),
+        };
+        let all = crate::readiness::unservable(
+            placement,
+            wanted,
+            self.state.config().servo.servos_per_zone,
+        );
+        let dead_everywhere =
+            !all.is_empty() && all.len() == lb.zones.len() && all.iter().all(|u| u.no_live_servo);
+        let why: Vec<&str> = all
+            .iter()
+            .filter(|u| match check {
+                Servable::Everywhere => true,
+                Servable::InZones(zones) => zones.contains(&u.zone),
+                Servable::WhereServosLive => !u.no_live_servo || dead_everywhere,
+            })
+            .map(|u| u.why.as_str())
+            .collect();
+        if why.is_empty() {
+            return Ok(());
+        }
+        Err(ApiError::invalid_config(format!(
+            "Load balancer {} cannot be served: {}. Start servos there (elb-control admin servo \
+             create, elb-servo run) or use other zones or ports; `elb-control admin status` shows \
+             what is free.",
+            lb.key.name,
+            why.join("; ")
+        )))
+    }
+}
+
+/// Which zones of a load balancer [`Ctx::servable`] requires a live servo to take it in.
+#[derive(Debug, Clone, Copy)]
+pub enum Servable<'a> {
+    /// Every zone (a new load balancer).
+    Everywhere,
+    /// These zones (zones being enabled).
+    InZones(&'a [String]),
+    /// Every zone with a live servo (a change of an existing load balancer: a port taken on
+    /// every address would take it off that zone's servos); zones without any live servo do
+    /// not count unless no zone has one.
+    WhereServosLive,
 }
 
 impl From<StoreError> for ApiError {

@@ -1,8 +1,8 @@
 //! Enable/DisableAvailabilityZonesForLoadBalancer, ApplySecurityGroupsToLoadBalancer,
 //! AttachLoadBalancerToSubnets, DetachLoadBalancerFromSubnets.
 
-use super::Ctx;
 use super::lbs::{check_security_groups, check_subnet_set, check_subnets, check_zones};
+use super::{Ctx, Servable};
 use crate::error::ApiError;
 
 fn required_list(ctx: &Ctx<'_>, name: &str) -> Result<Vec<String>, ApiError> {
@@ -19,20 +19,17 @@ fn required_list(ctx: &Ctx<'_>, name: &str) -> Result<Vec<String>, ApiError> {
 pub async fn enable_zones(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let name = ctx.lb_name()?;
     let zones = check_zones(ctx, &required_list(ctx, "AvailabilityZones")?).await?;
+    let placement = ctx.placement().await?;
     let all = ctx
-        .state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
+        .update_lb(name, |lb| {
             if lb.in_vpc() {
                 return Err(ApiError::invalid_config(
                     "Load balancers in a VPC get their zones from subnets: use AttachLoadBalancerToSubnets",
                 ));
             }
-            for z in zones {
-                if !lb.zones.contains(&z) {
-                    lb.zones.push(z);
-                }
-            }
+            let added: Vec<String> = zones.into_iter().filter(|z| !lb.zones.contains(z)).collect();
+            lb.zones.extend(added.iter().cloned());
+            ctx.servable(&placement, lb, Servable::InZones(&added))?;
             Ok(lb.zones.clone())
         })
         .await?;
@@ -43,9 +40,7 @@ pub async fn disable_zones(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let name = ctx.lb_name()?;
     let zones = required_list(ctx, "AvailabilityZones")?;
     let remaining = ctx
-        .state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
+        .update_lb(name, |lb| {
             if lb.in_vpc() {
                 return Err(ApiError::invalid_config(
                     "Load balancers in a VPC get their zones from subnets: use DetachLoadBalancerFromSubnets",
@@ -67,9 +62,7 @@ pub async fn apply_security_groups(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let name = ctx.lb_name()?;
     let groups = check_security_groups(&required_list(ctx, "SecurityGroups")?)?;
     let applied = ctx
-        .state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
+        .update_lb(name, |lb| {
             if !lb.in_vpc() {
                 return Err(ApiError::invalid_config(
                     "Security groups can only be applied to a load balancer in a VPC",
@@ -87,10 +80,9 @@ pub async fn attach_subnets(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let requested = required_list(ctx, "Subnets")?;
     check_subnets(ctx, &requested).await?;
     let known = ctx.state.store().list_subnets().await?;
+    let placement = ctx.placement().await?;
     let all = ctx
-        .state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
+        .update_lb(name, |lb| {
             if !lb.in_vpc() {
                 return Err(ApiError::invalid_config(
                     "Subnets can only be attached to a load balancer created in a VPC (with Subnets)",
@@ -106,7 +98,10 @@ pub async fn attach_subnets(ctx: &Ctx<'_>) -> Result<String, ApiError> {
             if subnets.first().map(|s| &s.vpc_id) != lb.vpc_id.as_ref() {
                 return Err(ApiError::invalid_config("Subnets must be in the load balancer's VPC"));
             }
-            lb.zones = subnets.iter().map(|s| s.zone.clone()).collect();
+            let zones: Vec<String> = subnets.iter().map(|s| s.zone.clone()).collect();
+            let added: Vec<String> = zones.iter().filter(|z| !lb.zones.contains(z)).cloned().collect();
+            lb.zones = zones;
+            ctx.servable(&placement, lb, Servable::InZones(&added))?;
             Ok(lb.subnets.clone())
         })
         .await?;
@@ -118,9 +113,7 @@ pub async fn detach_subnets(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let requested = required_list(ctx, "Subnets")?;
     let known = ctx.state.store().list_subnets().await?;
     let remaining = ctx
-        .state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
+        .update_lb(name, |lb| {
             if !lb.in_vpc() {
                 return Err(ApiError::invalid_config(
                     "The load balancer is not in a VPC and has no subnets",

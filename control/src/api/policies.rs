@@ -6,9 +6,19 @@ use super::Ctx;
 use super::listeners::listener_not_found;
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{LoadBalancer, Policy, Protocol};
-use crate::policy_types::{self, APP_COOKIE, BACKEND_AUTH, LB_COOKIE};
-use crate::validate::{self, printable};
+use crate::validate::{self, printable, problem_error};
 use crate::xml::XmlWriter;
+use elb_contract::policy::{self as policy_types, APP_COOKIE, BACKEND_AUTH, LB_COOKIE};
+
+fn policy_type_not_found(name: &str) -> ApiError {
+    ApiError::new(
+        ErrorCode::PolicyTypeNotFound,
+        format!(
+            "One or more of the specified policy types do not exist: {}",
+            printable(name)
+        ),
+    )
+}
 
 /// Policies one load balancer may hold.
 pub const MAX_POLICIES: usize = 100;
@@ -50,13 +60,11 @@ async fn create_policy(
     name: &str,
     build: impl FnOnce(&LoadBalancer) -> Result<Policy, ApiError>,
 ) -> Result<String, ApiError> {
-    ctx.state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
-            let policy = build(lb)?;
-            add_policy(lb, policy)
-        })
-        .await?;
+    ctx.update_lb(name, |lb| {
+        let policy = build(lb)?;
+        add_policy(lb, policy)
+    })
+    .await?;
     Ok(ctx.respond(|_| {}))
 }
 
@@ -106,7 +114,7 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     validate::policy_name(&policy_name)?;
     let type_name = p.required("PolicyTypeName")?;
     let policy_type =
-        policy_types::find(type_name).ok_or_else(|| policy_types::not_found(type_name))?;
+        policy_types::find(type_name).ok_or_else(|| policy_type_not_found(type_name))?;
     let members = p
         .struct_list("PolicyAttributes", &["AttributeName", "AttributeValue"])?
         .unwrap_or_default();
@@ -122,7 +130,8 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         ));
     }
     create_policy(ctx, name, |lb| {
-        let attributes = policy_types::check_attributes(&policy_type, &attributes, &lb.policies)?;
+        let attributes = policy_types::check_attributes(&policy_type, &attributes, &lb.policies)
+            .map_err(|p| problem_error(&p))?;
         Ok(Policy {
             name: policy_name,
             type_name: policy_type.name.to_string(),
@@ -135,42 +144,40 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
 pub async fn delete(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let name = ctx.lb_name()?;
     let policy_name = ctx.params.required("PolicyName")?.to_string();
-    ctx.state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
-            let on_listener = lb
-                .listeners
-                .iter()
-                .find(|l| l.policy_names.contains(&policy_name));
-            let on_backend = lb
-                .backend_policies
-                .iter()
-                .find(|(_, names)| names.contains(&policy_name));
-            let referenced = lb.policies.iter().find(|p| {
-                p.type_name == BACKEND_AUTH && p.attributes.iter().any(|(_, v)| *v == policy_name)
-            });
-            if let Some(l) = on_listener {
-                return Err(ApiError::invalid_config(format!(
-                    "Policy {policy_name} is in use by the listener on port {}",
-                    l.load_balancer_port
-                )));
-            }
-            if let Some((port, _)) = on_backend {
-                return Err(ApiError::invalid_config(format!(
-                    "Policy {policy_name} is in use by back-end port {port}"
-                )));
-            }
-            if let Some(p) = referenced {
-                return Err(ApiError::invalid_config(format!(
-                    "Policy {policy_name} is referenced by policy {}",
-                    p.name
-                )));
-            }
-            // Deleting a policy that does not exist is not an error.
-            lb.policies.retain(|p| p.name != policy_name);
-            Ok(())
-        })
-        .await?;
+    ctx.update_lb(name, |lb| {
+        let on_listener = lb
+            .listeners
+            .iter()
+            .find(|l| l.policy_names.contains(&policy_name));
+        let on_backend = lb
+            .backend_policies
+            .iter()
+            .find(|(_, names)| names.contains(&policy_name));
+        let referenced = lb.policies.iter().find(|p| {
+            p.type_name == BACKEND_AUTH && p.attributes.iter().any(|(_, v)| *v == policy_name)
+        });
+        if let Some(l) = on_listener {
+            return Err(ApiError::invalid_config(format!(
+                "Policy {policy_name} is in use by the listener on port {}",
+                l.load_balancer_port
+            )));
+        }
+        if let Some((port, _)) = on_backend {
+            return Err(ApiError::invalid_config(format!(
+                "Policy {policy_name} is in use by back-end port {port}"
+            )));
+        }
+        if let Some(p) = referenced {
+            return Err(ApiError::invalid_config(format!(
+                "Policy {policy_name} is referenced by policy {}",
+                p.name
+            )));
+        }
+        // Deleting a policy that does not exist is not an error.
+        lb.policies.retain(|p| p.name != policy_name);
+        Ok(())
+    })
+    .await?;
     Ok(ctx.respond(|_| {}))
 }
 
@@ -239,7 +246,7 @@ pub async fn describe_types(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         Some(names) => {
             let mut out = Vec::new();
             for n in &names {
-                out.push(policy_types::find(n).ok_or_else(|| policy_types::not_found(n))?);
+                out.push(policy_types::find(n).ok_or_else(|| policy_type_not_found(n))?);
             }
             out
         }
@@ -285,33 +292,31 @@ pub async fn set_listener(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let name = ctx.lb_name()?;
     let port = ctx.params.required_int("LoadBalancerPort", 1, 65535)?;
     let names = policy_names(ctx)?;
-    ctx.state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
-            let protocol = u16::try_from(port)
-                .ok()
-                .and_then(|p| lb.listener(p))
-                .map(|l| l.protocol)
-                .ok_or_else(|| listener_not_found(name, port))?;
-            let policies = resolve(lb, &names)?;
-            let mut families: Vec<&str> = Vec::new();
-            for p in &policies {
-                policy_types::check_listener_policy(p, protocol)?;
-                if let Some(family) = policy_types::policy_family(&p.type_name) {
-                    if families.contains(&family) {
-                        return Err(ApiError::invalid_config(format!(
-                            "A listener can have only one {family} policy"
-                        )));
-                    }
-                    families.push(family);
+    ctx.update_lb(name, |lb| {
+        let protocol = u16::try_from(port)
+            .ok()
+            .and_then(|p| lb.listener(p))
+            .map(|l| l.protocol)
+            .ok_or_else(|| listener_not_found(name, port))?;
+        let policies = resolve(lb, &names)?;
+        let mut families: Vec<&str> = Vec::new();
+        for p in &policies {
+            policy_types::check_listener_policy(p, protocol).map_err(|p| problem_error(&p))?;
+            if let Some(family) = policy_types::policy_family(&p.type_name) {
+                if families.contains(&family) {
+                    return Err(ApiError::invalid_config(format!(
+                        "A listener can have only one {family} policy"
+                    )));
                 }
+                families.push(family);
             }
-            if let Some(l) = u16::try_from(port).ok().and_then(|p| lb.listener_mut(p)) {
-                l.policy_names = names;
-            }
-            Ok(())
-        })
-        .await?;
+        }
+        if let Some(l) = u16::try_from(port).ok().and_then(|p| lb.listener_mut(p)) {
+            l.policy_names = names;
+        }
+        Ok(())
+    })
+    .await?;
     Ok(ctx.respond(|_| {}))
 }
 
@@ -321,30 +326,28 @@ pub async fn set_backend(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let port =
         u16::try_from(port).map_err(|_| ApiError::validation("InstancePort must be 1-65535"))?;
     let names = policy_names(ctx)?;
-    ctx.state
-        .store()
-        .update_lb(&ctx.key(name), |lb| {
-            let protocols: Vec<Protocol> = lb
-                .listeners
-                .iter()
-                .filter(|l| l.instance_port == port)
-                .map(|l| l.instance_protocol)
-                .collect();
-            if protocols.is_empty() {
-                return Err(ApiError::invalid_config(format!(
-                    "No listener of load balancer {name} forwards to instance port {port}"
-                )));
-            }
-            for p in resolve(lb, &names)? {
-                policy_types::check_backend_policy(p, &protocols)?;
-            }
-            lb.backend_policies.retain(|(p, _)| *p != port);
-            if !names.is_empty() {
-                lb.backend_policies.push((port, names));
-                lb.backend_policies.sort_by_key(|(p, _)| *p);
-            }
-            Ok(())
-        })
-        .await?;
+    ctx.update_lb(name, |lb| {
+        let protocols: Vec<Protocol> = lb
+            .listeners
+            .iter()
+            .filter(|l| l.instance_port == port)
+            .map(|l| l.instance_protocol)
+            .collect();
+        if protocols.is_empty() {
+            return Err(ApiError::invalid_config(format!(
+                "No listener of load balancer {name} forwards to instance port {port}"
+            )));
+        }
+        for p in resolve(lb, &names)? {
+            policy_types::check_backend_policy(p, &protocols).map_err(|p| problem_error(&p))?;
+        }
+        lb.backend_policies.retain(|(p, _)| *p != port);
+        if !names.is_empty() {
+            lb.backend_policies.push((port, names));
+            lb.backend_policies.sort_by_key(|(p, _)| *p);
+        }
+        Ok(())
+    })
+    .await?;
     Ok(ctx.respond(|_| {}))
 }

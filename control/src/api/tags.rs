@@ -34,21 +34,19 @@ pub async fn add(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     }
     let tags = validate::tags(&members)?;
     let limit = ctx.quotas().await?.max_usize(QuotaName::Tags);
-    ctx.state
-        .store()
-        .update_lb(&ctx.key(&name), |lb| {
-            for Tag { key, value } in tags {
-                match lb.tags.iter_mut().find(|t| t.key == key) {
-                    Some(t) => t.value = value,
-                    None => lb.tags.push(Tag { key, value }),
-                }
+    ctx.update_lb(&name, |lb| {
+        for Tag { key, value } in tags {
+            match lb.tags.iter_mut().find(|t| t.key == key) {
+                Some(t) => t.value = value,
+                None => lb.tags.push(Tag { key, value }),
             }
-            if lb.tags.len() > limit {
-                return Err(too_many_tags(i64::try_from(limit).unwrap_or(i64::MAX)));
-            }
-            Ok(())
-        })
-        .await?;
+        }
+        if lb.tags.len() > limit {
+            return Err(too_many_tags(i64::try_from(limit).unwrap_or(i64::MAX)));
+        }
+        Ok(())
+    })
+    .await?;
     Ok(ctx.respond(|_| {}))
 }
 
@@ -66,13 +64,11 @@ pub async fn remove(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         validate::free_text("Tags.member.N.Key", key, 128)?;
         keys.push(key.clone());
     }
-    ctx.state
-        .store()
-        .update_lb(&ctx.key(&name), |lb| {
-            lb.tags.retain(|t| !keys.contains(&t.key));
-            Ok::<_, ApiError>(())
-        })
-        .await?;
+    ctx.update_lb(&name, |lb| {
+        lb.tags.retain(|t| !keys.contains(&t.key));
+        Ok(())
+    })
+    .await?;
     Ok(ctx.respond(|_| {}))
 }
 

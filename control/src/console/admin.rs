@@ -81,9 +81,9 @@ fn zone_views(zones: Vec<crate::store::Zone>, servos: &[ServoInfo]) -> Vec<ZoneV
     out.into_values().collect()
 }
 
-/// The readiness of the service: the store answers, servos are live, and every zone of every
-/// load balancer has the servos it should. The one place the console asks this (point it at a
-/// shared readiness function when control has one).
+/// The readiness of the service: servos are live, every zone has a live servo with room
+/// (control's own readiness, as `admin status` and `/health` report it), and every zone of
+/// every load balancer has the servos it should.
 pub async fn readiness(state: &AppState, servos: &[ServoInfo]) -> Readiness {
     let mut checks = Vec::new();
     let live = servos.iter().filter(|s| s.live).count();
@@ -92,6 +92,31 @@ pub async fn readiness(state: &AppState, servos: &[ServoInfo]) -> Readiness {
         ok: live > 0,
         detail: format!("{live} of {} servos live", servos.len()),
     });
+    match crate::readiness::status(state.store(), state.config().servo.timeout_ms()).await {
+        Ok(status) => {
+            let waiting: Vec<&str> = status
+                .zones
+                .iter()
+                .filter(|z| !z.ready)
+                .map(|z| z.zone.as_str())
+                .collect();
+            checks.push(Check {
+                name: "Zones".into(),
+                ok: status.ready,
+                detail: if waiting.is_empty() {
+                    format!(
+                        "{} zone(s), each with a live servo that has room",
+                        status.zones.len()
+                    )
+                } else {
+                    format!("no live servo with room in {}", waiting.join(", "))
+                },
+            });
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "console: cannot read readiness");
+        }
+    }
     let per_zone = state.config().servo.servos_per_zone;
     match state
         .store()
@@ -108,7 +133,7 @@ pub async fn readiness(state: &AppState, servos: &[ServoInfo]) -> Readiness {
                 } else {
                     shortfalls
                         .iter()
-                        .map(|(lb, zone, have)| format!("{lb} in {zone}: {have} of {per_zone}"))
+                        .map(|s| format!("{} in {}: {} of {per_zone}", s.lb, s.zone, s.have))
                         .collect::<Vec<_>>()
                         .join("; ")
                 },

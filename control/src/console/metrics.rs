@@ -169,7 +169,8 @@ pub async fn current_readings(state: &AppState) -> Result<Vec<Reading>, StoreErr
         let Some(region) = zone_region.get(&info.servo.zone) else {
             continue;
         };
-        for (servo_name, _vip) in &info.load_balancers {
+        for assigned in &info.load_balancers {
+            let servo_name = &assigned.name;
             let Some(key) = by_servo_name.get(&(region.clone(), servo_name.clone())) else {
                 continue;
             };

@@ -9,7 +9,7 @@ use sqlx::{AnyConnection, Row};
 use super::{Store, StoreError, flag, is_unique_violation};
 use crate::model::{
     AccessLog, Attributes, HealthCheck, InstanceHealth, InstanceState, LbKey, Listener,
-    LoadBalancer, Policy, Protocol, RegisteredInstance, Scheme, Tag,
+    LoadBalancer, Policy, Protocol, ReasonCode, RegisteredInstance, Scheme, Tag,
 };
 use crate::timefmt::now_millis;
 
@@ -27,6 +27,7 @@ const CHILD_TABLES: &[&str] = &[
     "lb_tags",
     "lb_additional_attributes",
     "servo_assignments",
+    "servo_refusals",
 ];
 
 /// One page of a listing, in (account, name) order.
@@ -56,6 +57,11 @@ fn protocol_of(table: &'static str, text: &str) -> Result<Protocol, StoreError> 
     Protocol::parse(text).ok_or_else(|| corrupt(table, format!("protocol {text}")))
 }
 
+fn target_of(table: &'static str, text: &str) -> Result<elb_contract::HealthTarget, StoreError> {
+    text.parse()
+        .map_err(|e| corrupt(table, format!("health check target {text}: {e}")))
+}
+
 fn lb_from_row(r: &AnyRow) -> Result<LoadBalancer, StoreError> {
     const T: &str = "load_balancers";
     let scheme: String = r.try_get("scheme")?;
@@ -76,23 +82,31 @@ fn lb_from_row(r: &AnyRow) -> Result<LoadBalancer, StoreError> {
         security_groups: Vec::new(),
         instances: Vec::new(),
         health_check: HealthCheck {
-            target: r.try_get("hc_target")?,
+            target: target_of(T, &r.try_get::<String, _>("hc_target")?)?,
             interval: u32_of(T, r.try_get("hc_interval")?)?,
             timeout: u32_of(T, r.try_get("hc_timeout")?)?,
             unhealthy_threshold: u32_of(T, r.try_get("hc_unhealthy")?)?,
             healthy_threshold: u32_of(T, r.try_get("hc_healthy")?)?,
         },
         attributes: Attributes {
-            cross_zone: r.try_get::<i64, _>("cross_zone")? != 0,
+            servo: elb_contract::Attributes {
+                connection_draining: elb_contract::ConnectionDraining {
+                    enabled: r.try_get::<i64, _>("draining_enabled")? != 0,
+                    timeout: u32_of(T, r.try_get("draining_timeout")?)?,
+                },
+                connection_settings: elb_contract::ConnectionSettings {
+                    idle_timeout: u32_of(T, r.try_get("idle_timeout")?)?,
+                },
+                cross_zone_load_balancing: elb_contract::CrossZone {
+                    enabled: r.try_get::<i64, _>("cross_zone")? != 0,
+                },
+            },
             access_log: AccessLog {
                 enabled: r.try_get::<i64, _>("access_log_enabled")? != 0,
                 s3_bucket_name: r.try_get("access_log_bucket")?,
                 emit_interval: u32_of(T, r.try_get("access_log_interval")?)?,
                 s3_bucket_prefix: r.try_get("access_log_prefix")?,
             },
-            draining_enabled: r.try_get::<i64, _>("draining_enabled")? != 0,
-            draining_timeout: u32_of(T, r.try_get("draining_timeout")?)?,
-            idle_timeout: u32_of(T, r.try_get("idle_timeout")?)?,
             additional: Vec::new(),
         },
         policies: Vec::new(),
@@ -172,14 +186,13 @@ pub(super) async fn load(
     .await?
     {
         let i = slot(&r, L)?;
-        lbs[i].listeners.push(Listener {
+        lbs[i].listeners.push(Listener::new(elb_contract::Listener {
             load_balancer_port: u16_of(L, r.try_get("lb_port")?)?,
             protocol: protocol_of(L, &r.try_get::<String, _>("protocol")?)?,
             instance_port: u16_of(L, r.try_get("instance_port")?)?,
             instance_protocol: protocol_of(L, &r.try_get::<String, _>("instance_protocol")?)?,
             ssl_certificate_id: r.try_get("ssl_certificate_id")?,
-            policy_names: Vec::new(),
-        });
+        }));
     }
     const LP: &str = "lb_listener_policies";
     for r in child_rows(conn, "lb_port, policy_name", LP, "lb_port, pos", &ids).await? {
@@ -213,6 +226,7 @@ pub(super) async fn load(
     {
         let i = slot(&r, I)?;
         let state: String = r.try_get("state")?;
+        let reason: String = r.try_get("reason_code")?;
         lbs[i].instances.push(RegisteredInstance {
             instance_id: r.try_get("instance_id")?,
             address: r.try_get("address")?,
@@ -220,7 +234,8 @@ pub(super) async fn load(
             health: InstanceHealth {
                 state: InstanceState::parse(&state)
                     .ok_or_else(|| corrupt(I, format!("state {state}")))?,
-                reason_code: r.try_get("reason_code")?,
+                reason_code: ReasonCode::parse(&reason)
+                    .ok_or_else(|| corrupt(I, format!("reason code {reason}")))?,
                 description: r.try_get("description")?,
             },
         });
@@ -339,15 +354,15 @@ async fn write_main_row(
         .bind(lb.scheme.as_str())
         .bind(lb.vpc_id.as_deref())
         .bind(lb.created_at)
-        .bind(&hc.target)
+        .bind(hc.target.to_string())
         .bind(i64::from(hc.interval))
         .bind(i64::from(hc.timeout))
         .bind(i64::from(hc.unhealthy_threshold))
         .bind(i64::from(hc.healthy_threshold))
-        .bind(flag(a.cross_zone))
-        .bind(flag(a.draining_enabled))
-        .bind(i64::from(a.draining_timeout))
-        .bind(i64::from(a.idle_timeout))
+        .bind(flag(a.servo.cross_zone_load_balancing.enabled))
+        .bind(flag(a.servo.connection_draining.enabled))
+        .bind(i64::from(a.servo.connection_draining.timeout))
+        .bind(i64::from(a.servo.connection_settings.idle_timeout))
         .bind(flag(a.access_log.enabled))
         .bind(a.access_log.s3_bucket_name.as_deref())
         .bind(i64::from(a.access_log.emit_interval))
@@ -459,7 +474,7 @@ async fn write_children(
             .bind(&inst.address)
             .bind(&inst.zone)
             .bind(inst.health.state.as_str())
-            .bind(&inst.health.reason_code)
+            .bind(inst.health.reason_code.as_str())
             .bind(&inst.health.description)
             .bind(now_millis())
             .execute(&mut *conn)
@@ -576,18 +591,6 @@ impl Store {
         Ok(LbPage { items, more })
     }
 
-    /// How many load balancers an account has in a region.
-    pub async fn count_lbs(&self, account_id: &str, region: &str) -> Result<i64, StoreError> {
-        let row = sqlx::query(
-            "SELECT COUNT(*) AS n FROM load_balancers WHERE account_id = $1 AND region = $2",
-        )
-        .bind(account_id)
-        .bind(region)
-        .fetch_one(self.pool())
-        .await?;
-        Ok(row.try_get("n")?)
-    }
-
     /// Inserts a new load balancer unless the name is taken or the account already has
     /// `max_lbs` of them in the region (checked inside the serialised write transaction).
     pub async fn create_lb(&self, lb: &LoadBalancer, max_lbs: i64) -> Result<(), StoreError> {
@@ -690,42 +693,5 @@ impl Store {
             self.commit(tx).await?;
         }
         Ok(out)
-    }
-
-    /// Records the health of one registered instance (what a servo report will call).
-    /// Returns `false` if the instance is not registered with that load balancer.
-    pub async fn set_instance_health(
-        &self,
-        key: &LbKey,
-        instance_id: &str,
-        health: &InstanceHealth,
-    ) -> Result<bool, StoreError> {
-        let mut tx = self.write().await?;
-        let n = sqlx::query(
-            "UPDATE lb_instances SET state = $1, reason_code = $2, description = $3, updated_at = $4
-             WHERE instance_id = $5 AND lb_id = (SELECT id FROM load_balancers WHERE account_id = $6 AND region = $7 AND name = $8)",
-        )
-        .bind(health.state.as_str())
-        .bind(&health.reason_code)
-        .bind(&health.description)
-        .bind(now_millis())
-        .bind(instance_id)
-        .bind(&key.account_id)
-        .bind(&key.region)
-        .bind(&key.name)
-        .execute(tx.conn())
-        .await?
-        .rows_affected();
-        self.commit(tx).await?;
-        Ok(n > 0)
-    }
-
-    /// The load balancer answering to a DNS name (case-insensitive), for the DNS server.
-    pub async fn lb_by_dns_name(&self, dns_name: &str) -> Result<Option<LoadBalancer>, StoreError> {
-        let mut conn = self.pool().acquire().await?;
-        let lower = dns_name.trim_end_matches('.').to_ascii_lowercase();
-        Ok(load(&mut conn, "dns_name = $1", &[&lower], Some(1))
-            .await?
-            .pop())
     }
 }

@@ -36,13 +36,13 @@ pub use identity::{AccessKey, Account, Principal, ROOT_USER as ROOT_USER_NAME, U
 pub use inventory::{InventoryInstance, Subnet, Zone};
 pub use lb::LbPage;
 pub use servo::{
-    AssignmentChange, AssignmentChanges, AssignmentRow, DnsLookup, HealthUpdate,
-    HealthUpdateOutcome, LbPlacement, PlacementState, ServoConfigData, ServoInfo, ServoLb,
-    ServoPlacement, ServoRecord, is_live, servo_lb_name,
+    AssignedLb, AssignmentChange, AssignmentChanges, AssignmentRow, DnsLookup, HealthUpdate,
+    HealthUpdateOutcome, LbPlacement, PlacementState, RefusalOutcome, ServoConfigData, ServoInfo,
+    ServoLb, ServoPlacement, ServoRecord, StateChange, is_live, servo_lb_name,
 };
 
 /// The PostgreSQL NOTIFY channel that carries each committed config version.
-pub const NOTIFY_CHANNEL: &str = "elb_config_version";
+const NOTIFY_CHANNEL: &str = "elb_config_version";
 
 /// What caused a write: recorded with its config version in `changes`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,8 +51,10 @@ pub enum ChangeOrigin {
     Request(String),
     /// A servo request (health report), by servo id.
     Servo(String),
-    /// The servo assignment task.
-    Assignment,
+    /// The servo assignment task, with the newest API request made since its previous change
+    /// (what most likely called for it: a new load balancer, zone or listener), so that one
+    /// grep follows a request to the servos that got the load balancer.
+    Assignment(Option<String>),
 }
 
 tokio::task_local! {
@@ -71,7 +73,7 @@ fn current_origin() -> (Option<String>, String) {
     match CHANGE_ORIGIN.try_with(Clone::clone) {
         Ok(ChangeOrigin::Request(id)) => (Some(id), "api".to_string()),
         Ok(ChangeOrigin::Servo(id)) => (None, format!("servo:{id}")),
-        Ok(ChangeOrigin::Assignment) => (None, "assignment".to_string()),
+        Ok(ChangeOrigin::Assignment(request)) => (request, "assignment".to_string()),
         Err(_) => (None, "admin".to_string()),
     }
 }

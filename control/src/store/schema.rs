@@ -235,4 +235,21 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX console_sessions_by_expiry ON console_sessions (expires_at)",
         ],
     ),
+    (
+        6,
+        &[
+            // Load balancers a servo refuses (a rule or a limit of the servo), with why, as
+            // the servo last reported them. `serving_previous` is 1 when it keeps serving the
+            // version it accepted before.
+            "CREATE TABLE servo_refusals (
+                servo_id TEXT NOT NULL,
+                lb_id TEXT NOT NULL,
+                reason TEXT NOT NULL,
+                serving_previous BIGINT NOT NULL,
+                version BIGINT,
+                created_at BIGINT NOT NULL,
+                PRIMARY KEY (servo_id, lb_id))",
+            "CREATE INDEX servo_refusals_by_lb ON servo_refusals (lb_id)",
+        ],
+    ),
 ];

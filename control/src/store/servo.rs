@@ -11,12 +11,15 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
+use elb_contract::wire::Refusal;
 use sqlx::any::AnyRow;
 use sqlx::{AnyConnection, Row};
 
 use super::lb::load;
-use super::{Store, StoreError, is_unique_violation};
-use crate::model::{InstanceState, LoadBalancer, Scheme};
+use super::{Store, StoreError, flag, is_unique_violation};
+use crate::model::{
+    InstanceHealth, InstanceState, LoadBalancer, Scheme, ZoneService, ZoneServices,
+};
 use crate::timefmt::now_millis;
 
 /// A servo as stored.
@@ -39,13 +42,33 @@ pub struct ServoRecord {
     pub counters: Option<String>,
 }
 
+/// A load balancer assigned to a servo, as `admin servo list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AssignedLb {
+    /// Servo-side name, `<name>-<account>`.
+    pub name: String,
+    pub vip: String,
+}
+
+/// A change of an instance's state made by a health report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StateChange {
+    /// Servo-side name of the load balancer.
+    pub lb: String,
+    pub instance_id: String,
+    pub from: InstanceState,
+    pub to: InstanceState,
+}
+
 /// A servo with what `admin servo list` shows about it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ServoInfo {
     pub servo: ServoRecord,
     pub live: bool,
-    /// (servo-side load balancer name, VIP), by name.
-    pub load_balancers: Vec<(String, String)>,
+    /// By name.
+    pub load_balancers: Vec<AssignedLb>,
+    /// The load balancers it refuses, by name.
+    pub refused: Vec<Refusal>,
 }
 
 /// A load balancer as the assignment task sees it.
@@ -122,8 +145,10 @@ impl AssignmentChanges {
 #[derive(Debug, Clone)]
 pub struct ServoLb {
     pub lb: LoadBalancer,
-    pub vip: String,
+    pub vip: Ipv4Addr,
     pub assigned_at: i64,
+    /// Whether each of its zones is served (for the states relayed to other zones).
+    pub service: ZoneServices,
 }
 
 /// What a servo's configuration is built from.
@@ -142,9 +167,20 @@ pub struct HealthUpdate {
     /// The servo-side name, `<name>-<account>`.
     pub lb_name: String,
     pub instance_id: String,
-    pub state: InstanceState,
-    pub reason_code: String,
-    pub description: String,
+    pub health: InstanceHealth,
+}
+
+/// What became of a refusal report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RefusalOutcome {
+    /// Refusals stored (or already current).
+    pub accepted: usize,
+    /// Refusals of load balancers not assigned to the servo.
+    pub ignored: usize,
+    /// Refusals that are new or have a new reason.
+    pub added: Vec<Refusal>,
+    /// Load balancers no longer refused (by servo-side name).
+    pub cleared: Vec<String>,
 }
 
 /// What became of a health report.
@@ -158,8 +194,8 @@ pub struct HealthUpdateOutcome {
     /// Of the ignored: entries naming load balancers not assigned to the servo or instances
     /// outside its zone.
     pub refused: usize,
-    /// State changes made: (lb name, instance id, old state, new state).
-    pub changes: Vec<(String, String, InstanceState, InstanceState)>,
+    /// State changes made.
+    pub changes: Vec<StateChange>,
 }
 
 /// The answer to a DNS name.
@@ -220,6 +256,90 @@ pub fn is_live(servo: &ServoRecord, now: i64, timeout_ms: i64) -> bool {
             .is_some_and(|hb| hb > now.saturating_sub(timeout_ms))
 }
 
+/// Whether each enabled zone of each load balancer is served: by a live servo assigned to it
+/// that does not refuse it (or still serves an earlier version), with the other cases told
+/// apart for DescribeInstanceHealth.
+async fn zone_services(
+    conn: &mut AnyConnection,
+    lbs: &[LoadBalancer],
+    timeout_ms: i64,
+    now: i64,
+) -> Result<Vec<ZoneServices>, StoreError> {
+    if lbs.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut live_zones = BTreeSet::new();
+    let mut live_servos = BTreeSet::new();
+    for r in sqlx::query(&format!("SELECT {SERVO_COLUMNS} FROM servos"))
+        .fetch_all(&mut *conn)
+        .await?
+    {
+        let s = servo_from_row(&r)?;
+        if is_live(&s, now, timeout_ms) {
+            live_zones.insert(s.zone.clone());
+            live_servos.insert(s.id);
+        }
+    }
+    /// What the live servos assigned to one load balancer in one zone do with it.
+    #[derive(Default)]
+    struct Seen {
+        serving: bool,
+        /// The first refusal: (servo, reason).
+        refused: Option<(String, String)>,
+    }
+    // (lb id, zone) -> what its servos there do.
+    let mut seen: HashMap<(String, String), Seen> = HashMap::new();
+    let wanted: BTreeSet<&str> = lbs.iter().map(|l| l.id.as_str()).collect();
+    for r in sqlx::query(
+        "SELECT a.lb_id, a.servo_id, a.zone, f.reason, f.serving_previous
+         FROM servo_assignments a
+         LEFT JOIN servo_refusals f ON f.lb_id = a.lb_id AND f.servo_id = a.servo_id
+         ORDER BY a.assigned_at, a.servo_id",
+    )
+    .fetch_all(&mut *conn)
+    .await?
+    {
+        let lb_id: String = r.try_get("lb_id")?;
+        let servo: String = r.try_get("servo_id")?;
+        if !wanted.contains(lb_id.as_str()) || !live_servos.contains(&servo) {
+            continue;
+        }
+        let zone: String = r.try_get("zone")?;
+        let reason: Option<String> = r.try_get("reason")?;
+        let previous: Option<i64> = r.try_get("serving_previous")?;
+        let entry = seen.entry((lb_id, zone)).or_default();
+        match reason {
+            Some(reason) if previous.unwrap_or(0) == 0 => {
+                entry.refused.get_or_insert((servo, reason));
+            }
+            _ => entry.serving = true,
+        }
+    }
+    Ok(lbs
+        .iter()
+        .map(|lb| {
+            lb.zones
+                .iter()
+                .map(|z| {
+                    let service = match seen.get(&(lb.id.clone(), z.clone())) {
+                        Some(Seen { serving: true, .. }) => ZoneService::Serving,
+                        Some(Seen {
+                            refused: Some((servo, reason)),
+                            ..
+                        }) => ZoneService::Refused {
+                            servo: servo.clone(),
+                            reason: reason.clone(),
+                        },
+                        _ if live_zones.contains(z) => ZoneService::Unassigned,
+                        _ => ZoneService::NoLiveServo,
+                    };
+                    (z.clone(), service)
+                })
+                .collect()
+        })
+        .collect())
+}
+
 impl Store {
     async fn db_now(&self, conn: &mut AnyConnection) -> Result<i64, StoreError> {
         let row = sqlx::query(&format!("SELECT {} AS now", self.now_sql()))
@@ -273,10 +393,12 @@ impl Store {
     /// Removes a servo and its assignments; `false` if there was none.
     pub async fn remove_servo(&self, id: &str) -> Result<bool, StoreError> {
         let mut tx = self.write().await?;
-        sqlx::query("DELETE FROM servo_assignments WHERE servo_id = $1")
-            .bind(id)
-            .execute(tx.conn())
-            .await?;
+        for table in ["servo_assignments", "servo_refusals"] {
+            sqlx::query(&format!("DELETE FROM {table} WHERE servo_id = $1"))
+                .bind(id)
+                .execute(tx.conn())
+                .await?;
+        }
         let n = sqlx::query("DELETE FROM servos WHERE id = $1")
             .bind(id)
             .execute(tx.conn())
@@ -310,14 +432,38 @@ impl Store {
         )
         .fetch_all(&mut *conn)
         .await?;
-        let mut by_servo: HashMap<String, Vec<(String, String)>> = HashMap::new();
+        let mut by_servo: HashMap<String, Vec<AssignedLb>> = HashMap::new();
         for r in &assigned {
             let name: String = r.try_get("name")?;
             let account: String = r.try_get("account_id")?;
             by_servo
                 .entry(r.try_get("servo_id")?)
                 .or_default()
-                .push((servo_lb_name(&name, &account), r.try_get("vip")?));
+                .push(AssignedLb {
+                    name: servo_lb_name(&name, &account),
+                    vip: r.try_get("vip")?,
+                });
+        }
+        let mut refused: HashMap<String, Vec<Refusal>> = HashMap::new();
+        for r in sqlx::query(
+            "SELECT f.servo_id, f.reason, f.serving_previous, lb.name, lb.account_id
+             FROM servo_refusals f JOIN load_balancers lb ON lb.id = f.lb_id
+             ORDER BY lb.name, lb.account_id",
+        )
+        .fetch_all(&mut *conn)
+        .await?
+        {
+            refused
+                .entry(r.try_get("servo_id")?)
+                .or_default()
+                .push(Refusal {
+                    load_balancer_name: servo_lb_name(
+                        &r.try_get::<String, _>("name")?,
+                        &r.try_get::<String, _>("account_id")?,
+                    ),
+                    reason: r.try_get("reason")?,
+                    serving_previous: r.try_get::<i64, _>("serving_previous")? != 0,
+                });
         }
         rows.iter()
             .map(|r| {
@@ -325,6 +471,7 @@ impl Store {
                 Ok(ServoInfo {
                     live: is_live(&servo, now, timeout_ms),
                     load_balancers: by_servo.remove(&servo.id).unwrap_or_default(),
+                    refused: refused.remove(&servo.id).unwrap_or_default(),
                     servo,
                 })
             })
@@ -546,6 +693,7 @@ impl Store {
         servo_id: &str,
         since: Option<u64>,
         max_request_ids: usize,
+        timeout_ms: i64,
     ) -> Result<ServoConfigData, StoreError> {
         let mut tx = self.pool().begin().await?;
         // The version is read first: everything up to it is committed (writers bump and commit
@@ -562,12 +710,14 @@ impl Store {
         .bind(servo_id)
         .fetch_all(&mut *tx)
         .await?;
-        let mut vips: HashMap<String, (String, i64)> = HashMap::new();
+        let mut vips: HashMap<String, (Ipv4Addr, i64)> = HashMap::new();
         for r in &assigned {
-            vips.insert(
-                r.try_get("lb_id")?,
-                (r.try_get("vip")?, r.try_get("assigned_at")?),
-            );
+            let vip: String = r.try_get("vip")?;
+            let vip = vip.parse().map_err(|_| StoreError::Corrupt {
+                table: "servo_assignments",
+                detail: format!("VIP {vip}"),
+            })?;
+            vips.insert(r.try_get("lb_id")?, (vip, r.try_get("assigned_at")?));
         }
         let lbs = if vips.is_empty() {
             Vec::new()
@@ -580,14 +730,18 @@ impl Store {
             )
             .await?
         };
+        let now = self.db_now(&mut tx).await?;
+        let services = zone_services(&mut tx, &lbs, timeout_ms, now).await?;
         let lbs = lbs
             .into_iter()
-            .filter_map(|lb| {
+            .zip(services)
+            .filter_map(|(lb, service)| {
                 let (vip, assigned_at) = vips.remove(&lb.id)?;
                 Some(ServoLb {
                     lb,
                     vip,
                     assigned_at,
+                    service,
                 })
             })
             .collect();
@@ -612,6 +766,9 @@ impl Store {
                     .map(|r| r.try_get("request_id"))
                     .collect::<Result<Vec<String>, _>>()?;
                 ids.reverse();
+                // An assignment carries the request that called for it: name each once.
+                let mut seen = BTreeSet::new();
+                ids.retain(|id| seen.insert(id.clone()));
                 ids
             }
         };
@@ -698,11 +855,15 @@ impl Store {
             }
             outcome.accepted += 1;
             let old_state = InstanceState::parse(state).unwrap_or(InstanceState::Unknown);
-            if old_state == u.state && *reason == u.reason_code && *description == u.description {
+            let h = &u.health;
+            if old_state == h.state
+                && reason == h.reason_code.as_str()
+                && *description == h.description
+            {
                 writes.remove(&key);
                 continue;
             }
-            let changed = (old_state != u.state).then_some(old_state);
+            let changed = (old_state != h.state).then_some(old_state);
             writes.insert(key, (u, changed));
         }
         if writes.is_empty() {
@@ -719,9 +880,9 @@ impl Store {
             let mut tx = self.write().await?;
             for ((lb_id, instance_id), (u, changed)) in &writes {
                 let n = sqlx::query(sql)
-                    .bind(u.state.as_str())
-                    .bind(&u.reason_code)
-                    .bind(&u.description)
+                    .bind(u.health.state.as_str())
+                    .bind(u.health.reason_code.as_str())
+                    .bind(&u.health.description)
                     .bind(now_millis())
                     .bind(lb_id)
                     .bind(instance_id)
@@ -731,7 +892,12 @@ impl Store {
                     .await?
                     .rows_affected();
                 if let (Some(old), true) = (changed, n > 0) {
-                    changes.push((u.lb_name.clone(), instance_id.clone(), *old, u.state));
+                    changes.push(StateChange {
+                        lb: u.lb_name.clone(),
+                        instance_id: instance_id.clone(),
+                        from: *old,
+                        to: u.health.state,
+                    });
                 }
             }
             self.commit(tx).await?;
@@ -739,9 +905,9 @@ impl Store {
             let mut tx = self.pool().begin().await?;
             for ((lb_id, instance_id), (u, _)) in &writes {
                 sqlx::query(sql)
-                    .bind(u.state.as_str())
-                    .bind(&u.reason_code)
-                    .bind(&u.description)
+                    .bind(u.health.state.as_str())
+                    .bind(u.health.reason_code.as_str())
+                    .bind(&u.health.description)
                     .bind(now_millis())
                     .bind(lb_id)
                     .bind(instance_id)
@@ -763,10 +929,12 @@ impl Store {
         let now = self.db_now(&mut conn).await?;
         let rows = sqlx::query(
             "SELECT lb.id AS lb_id, a.vip AS vip, s.registered_at AS registered_at,
-                    s.last_heartbeat AS last_heartbeat
+                    s.last_heartbeat AS last_heartbeat, f.serving_previous AS serving_previous,
+                    f.reason AS refused
              FROM load_balancers lb
              LEFT JOIN servo_assignments a ON a.lb_id = lb.id
              LEFT JOIN servos s ON s.id = a.servo_id
+             LEFT JOIN servo_refusals f ON f.lb_id = lb.id AND f.servo_id = a.servo_id
              WHERE lb.dns_name = $1",
         )
         .bind(name)
@@ -782,13 +950,133 @@ impl Store {
             let registered: Option<i64> = r.try_get("registered_at")?;
             let heartbeat: Option<i64> = r.try_get("last_heartbeat")?;
             let live = registered.is_some() && heartbeat.is_some_and(|hb| hb > cutoff);
-            if let (Some(vip), true) = (vip, live)
+            // A servo that refuses the load balancer (and serves no earlier version) is left
+            // out: its address would answer nothing.
+            let refused: Option<String> = r.try_get("refused")?;
+            let previous: Option<i64> = r.try_get("serving_previous")?;
+            let serves = refused.is_none() || previous.is_some_and(|p| p != 0);
+            if let (Some(vip), true) = (vip, live && serves)
                 && let Ok(ip) = vip.parse::<Ipv4Addr>()
             {
                 vips.insert(ip);
             }
         }
         Ok(DnsLookup::Vips(vips.into_iter().collect()))
+    }
+
+    /// Replaces the refusals a servo reported. Refusals of load balancers not assigned to it
+    /// are ignored. Refusals are not configuration (nothing a servo is told changes), so the
+    /// version is not bumped.
+    pub async fn replace_refusals(
+        &self,
+        servo_id: &str,
+        refusals: &[Refusal],
+        version: Option<u64>,
+    ) -> Result<RefusalOutcome, StoreError> {
+        let mut outcome = RefusalOutcome::default();
+        let mut tx = self.pool().begin().await?;
+        let mut assigned: HashMap<String, String> = HashMap::new();
+        for r in sqlx::query(
+            "SELECT a.lb_id, lb.name, lb.account_id FROM servo_assignments a
+             JOIN load_balancers lb ON lb.id = a.lb_id WHERE a.servo_id = $1",
+        )
+        .bind(servo_id)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let name = servo_lb_name(
+                &r.try_get::<String, _>("name")?,
+                &r.try_get::<String, _>("account_id")?,
+            );
+            assigned.insert(name, r.try_get("lb_id")?);
+        }
+        let mut before: HashMap<String, (String, String, bool)> = HashMap::new();
+        for r in sqlx::query(
+            "SELECT f.lb_id, f.reason, f.serving_previous, lb.name, lb.account_id
+             FROM servo_refusals f JOIN load_balancers lb ON lb.id = f.lb_id
+             WHERE f.servo_id = $1",
+        )
+        .bind(servo_id)
+        .fetch_all(&mut *tx)
+        .await?
+        {
+            let name = servo_lb_name(
+                &r.try_get::<String, _>("name")?,
+                &r.try_get::<String, _>("account_id")?,
+            );
+            before.insert(
+                r.try_get("lb_id")?,
+                (
+                    name,
+                    r.try_get("reason")?,
+                    r.try_get::<i64, _>("serving_previous")? != 0,
+                ),
+            );
+        }
+        sqlx::query("DELETE FROM servo_refusals WHERE servo_id = $1")
+            .bind(servo_id)
+            .execute(&mut *tx)
+            .await?;
+        let mut kept = BTreeSet::new();
+        for r in refusals {
+            let Some(lb_id) = assigned.get(&r.load_balancer_name) else {
+                outcome.ignored += 1;
+                continue;
+            };
+            if !kept.insert(lb_id.clone()) {
+                continue;
+            }
+            outcome.accepted += 1;
+            sqlx::query(
+                "INSERT INTO servo_refusals (servo_id, lb_id, reason, serving_previous, version, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(servo_id)
+            .bind(lb_id)
+            .bind(&r.reason)
+            .bind(flag(r.serving_previous))
+            .bind(version.and_then(|v| i64::try_from(v).ok()))
+            .bind(now_millis())
+            .execute(&mut *tx)
+            .await?;
+            let same = before.get(lb_id).is_some_and(|(_, reason, prev)| {
+                *reason == r.reason && *prev == r.serving_previous
+            });
+            if !same {
+                outcome.added.push(r.clone());
+            }
+        }
+        tx.commit().await?;
+        outcome.cleared = before
+            .into_iter()
+            .filter(|(lb_id, _)| !kept.contains(lb_id))
+            .map(|(_, (name, _, _))| name)
+            .collect();
+        outcome.cleared.sort();
+        Ok(outcome)
+    }
+
+    /// Whether each enabled zone of each of `lbs` is served (for DescribeInstanceHealth).
+    pub async fn zone_services(
+        &self,
+        lbs: &[LoadBalancer],
+        timeout_ms: i64,
+    ) -> Result<Vec<ZoneServices>, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        let now = self.db_now(&mut conn).await?;
+        zone_services(&mut conn, lbs, timeout_ms, now).await
+    }
+
+    /// The newest API request id committed after the assignment task's last change.
+    pub async fn request_since_last_assignment(&self) -> Result<Option<String>, StoreError> {
+        let row = sqlx::query(
+            "SELECT request_id FROM changes WHERE request_id IS NOT NULL AND origin = 'api'
+               AND version > COALESCE((SELECT MAX(version) FROM changes WHERE origin = 'assignment'), 0)
+             ORDER BY version DESC LIMIT 1",
+        )
+        .fetch_optional(self.pool())
+        .await?;
+        Ok(row.map(|r| r.try_get("request_id")).transpose()?)
     }
 
     /// Forgets `changes` rows older than `max_age_ms` (they only explain recent versions).

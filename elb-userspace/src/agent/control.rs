@@ -4,7 +4,10 @@
 //! - long-poll the configuration (`GET /servo/v1/config?since=V&wait=S`): a change made through
 //!   the API reaches the servo as soon as control commits it, with no busy polling;
 //! - report instance health transitions (and a full report periodically, so a restarted control
-//!   service learns the current states).
+//!   service learns the current states), and the load balancers the servo refuses, with why.
+//!
+//! The document is read one load balancer at a time ([`decode_document`]): one this servo
+//! cannot decode is refused alone.
 //!
 //! Nothing in the dataplane waits on control: the last configuration received is kept in a state
 //! file, an agent restarted while control is down starts from it, and forwarding and health
@@ -13,17 +16,23 @@
 
 use std::{
     collections::BTreeMap,
-    net::Ipv4Addr,
     path::{Path, PathBuf},
     time::Duration,
 };
 
+use elb_contract::{
+    InstanceState,
+    wire::{
+        ConfigDocument, HealthReport, Heartbeat, HeartbeatReply, InstanceReport, Refusal,
+        RefusalReport, Registration,
+    },
+};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
 use tracing::{debug, info, warn};
 
-use super::{ConfigUpdate, metrics::StatusView};
-use crate::config::{LoadBalancerConfig, ServoConfig};
+use super::{ConfigUpdate, ControlVersion, metrics::StatusView, reconcile::InstanceKey};
+use crate::config::{Received, ServoConfig};
 
 /// Credentials of a servo, as printed by `elb-control admin servo create`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
@@ -60,58 +69,21 @@ pub struct ControlOptions {
     pub long_poll_secs: u64,
 }
 
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct Register<'a> {
-    servo_id: &'a str,
-    zone: &'a str,
-    public_addresses: &'a [Ipv4Addr],
-    private_addresses: &'a [Ipv4Addr],
-    #[serde(skip_serializing_if = "Option::is_none")]
-    capacity: Option<u32>,
-}
+/// The configuration document as received: each load balancer kept as JSON until it is
+/// decoded on its own.
+pub type RawDocument = ConfigDocument<serde_json::Value>;
 
-#[derive(Deserialize)]
-#[serde(rename_all = "PascalCase")]
-struct HeartbeatReply {
-    heartbeat_interval: u64,
-}
-
-/// A long-poll answer.
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(rename_all = "PascalCase")]
-pub struct ConfigReply {
-    /// Configuration version.
-    pub version: u64,
-    /// The load balancers assigned to this servo.
-    pub load_balancers: Vec<LoadBalancerConfig>,
-    /// Request ids of the API calls that led here.
-    #[serde(default)]
-    pub request_ids: Vec<String>,
-    /// Heartbeat interval in seconds.
-    #[serde(default)]
-    pub heartbeat_interval: Option<u64>,
-}
-
-#[derive(Serialize, Clone, Debug, PartialEq, Eq)]
-#[serde(rename_all = "PascalCase")]
-struct HealthReport {
-    load_balancer_name: String,
-    instance_id: String,
-    state: String,
-    reason_code: String,
-    description: String,
-}
-
-#[derive(Serialize)]
-#[serde(rename_all = "PascalCase")]
-struct HealthBody<'a> {
-    servo_id: &'a str,
-    instances: &'a [HealthReport],
+/// The load balancers of a document, each decoded on its own.
+pub fn decode_document(doc: &RawDocument) -> Vec<Received> {
+    doc.load_balancers
+        .iter()
+        .enumerate()
+        .map(|(i, v)| Received::decode(v.clone(), i))
+        .collect()
 }
 
 /// Reads the configuration saved by the last run, if any.
-pub fn load_state(path: &Path) -> Option<ConfigReply> {
+pub fn load_state(path: &Path) -> Option<RawDocument> {
     let text = std::fs::read_to_string(path).ok()?;
     match serde_json::from_str(&text) {
         Ok(reply) => Some(reply),
@@ -122,7 +94,7 @@ pub fn load_state(path: &Path) -> Option<ConfigReply> {
     }
 }
 
-fn save_state(path: &Path, reply: &ConfigReply) {
+fn save_state(path: &Path, reply: &RawDocument) {
     let write = || -> std::io::Result<()> {
         if let Some(dir) = path.parent() {
             std::fs::create_dir_all(dir)?;
@@ -134,14 +106,6 @@ fn save_state(path: &Path, reply: &ConfigReply) {
     };
     if let Err(e) = write() {
         warn!(file = %path.display(), error = %e, "could not save the configuration");
-    }
-}
-
-/// The configuration the agent runs: local settings plus control's load balancers.
-pub fn merge(local: &ServoConfig, lbs: Vec<LoadBalancerConfig>) -> ServoConfig {
-    ServoConfig {
-        load_balancers: lbs,
-        ..local.clone()
     }
 }
 
@@ -187,15 +151,14 @@ impl Client {
     }
 
     async fn register(&self, local: &ServoConfig) -> Result<u64, String> {
-        let zone = local.zone.as_deref().unwrap_or_default();
         let reply: HeartbeatReply = self
             .post(
                 "register",
-                &Register {
-                    servo_id: &self.opts.credentials.servo_id,
-                    zone,
-                    public_addresses: &local.public_addresses,
-                    private_addresses: &local.private_addresses,
+                &Registration {
+                    servo_id: self.opts.credentials.servo_id.clone(),
+                    zone: local.zone.clone().unwrap_or_default(),
+                    public_addresses: local.public_addresses.clone(),
+                    private_addresses: local.private_addresses.clone(),
                     capacity: local.capacity,
                 },
             )
@@ -203,7 +166,7 @@ impl Client {
         Ok(reply.heartbeat_interval.max(1))
     }
 
-    async fn config(&self, since: Option<u64>) -> Result<ConfigReply, String> {
+    async fn config(&self, since: Option<u64>) -> Result<RawDocument, String> {
         let mut req = self
             .http
             .get(self.url("config"))
@@ -227,13 +190,13 @@ impl Client {
 
 /// A long-poll in flight.
 type PendingPoll<'a> =
-    std::pin::Pin<Box<dyn Future<Output = Result<ConfigReply, String>> + Send + 'a>>;
+    std::pin::Pin<Box<dyn Future<Output = Result<RawDocument, String>> + Send + 'a>>;
 
 /// The dataplane figures a heartbeat carries (control shows them in `admin servo list`).
 fn counters_of(
     status: &StatusView,
     maps: Option<&crate::dataplane::Maps>,
-) -> BTreeMap<&'static str, f64> {
+) -> BTreeMap<String, f64> {
     let mut out = BTreeMap::new();
     out.insert(
         "LoadBalancers",
@@ -258,7 +221,7 @@ fn counters_of(
         status
             .instances
             .iter()
-            .filter(|i| i.state == "InService")
+            .filter(|i| i.state == InstanceState::InService)
             .count() as f64,
     );
     if let Some(c) = maps.and_then(|m| m.counters().ok()) {
@@ -273,25 +236,25 @@ fn counters_of(
             out.insert(name, value as f64);
         }
     }
-    out
+    out.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }
 
 /// Resolves once `stop` is set (the guard `wait_for` returns is not `Send`; this drops it).
-async fn stopped(stop: &mut watch::Receiver<bool>) {
+pub(super) async fn stopped(stop: &mut watch::Receiver<bool>) {
     let _ = stop.wait_for(|s| *s).await;
 }
 
-fn reports(status: &StatusView) -> Vec<HealthReport> {
+fn reports(status: &StatusView) -> Vec<InstanceReport> {
     status
         .instances
         .iter()
         .filter(|i| i.checked_here)
-        .map(|i| HealthReport {
+        .map(|i| InstanceReport {
             load_balancer_name: i.load_balancer_name.clone(),
             instance_id: i.instance_id.clone(),
-            state: i.state.clone(),
-            reason_code: i.reason_code.clone(),
-            description: i.description.clone(),
+            state: i.state,
+            reason_code: Some(i.reason_code),
+            description: Some(i.description.clone()),
         })
         .collect()
 }
@@ -315,7 +278,9 @@ pub async fn run(
     let mut backoff = Duration::from_millis(200);
     let mut heartbeat = Duration::from_secs(2);
     let mut registered = false;
-    let mut reported: BTreeMap<(String, String), HealthReport> = BTreeMap::new();
+    let mut reported: BTreeMap<InstanceKey, InstanceReport> = BTreeMap::new();
+    // The refusals control knows of; `None` after a registration (sent again then).
+    let mut reported_refusals: Option<Vec<Refusal>> = None;
     let mut last_full_report = tokio::time::Instant::now();
     let mut next_heartbeat = tokio::time::Instant::now();
     let mut poll: Option<PendingPoll<'_>> = None;
@@ -328,6 +293,7 @@ pub async fn run(
                     registered = true;
                     backoff = Duration::from_millis(200);
                     reported.clear();
+                    reported_refusals = None;
                     info!(servo = %servo, control = %opts.url, heartbeat_s = interval, "registered with control");
                 }
                 Err(e) => {
@@ -356,21 +322,22 @@ pub async fn run(
                             } else {
                                 format!("control version {} request_ids={}", reply.version, reply.request_ids.join(","))
                             };
-                            let cfg = merge(&local, reply.load_balancers.clone());
-                            match cfg.validate() {
-                                Ok(()) => {
-                                    save_state(&opts.state_file, &reply);
-                                    if updates.send(ConfigUpdate { config: cfg, origin, local_only: false }).await.is_err() {
-                                        return;
-                                    }
-                                }
-                                Err(e) => warn!(version = reply.version, error = %e, "configuration from control rejected; keeping the running one"),
+                            save_state(&opts.state_file, &reply);
+                            let update = ConfigUpdate {
+                                settings: local.clone(),
+                                load_balancers: Some(decode_document(&reply)),
+                                origin,
+                                control: Some(ControlVersion {
+                                    version: reply.version,
+                                    request_ids: reply.request_ids.clone(),
+                                }),
+                            };
+                            if updates.send(update).await.is_err() {
+                                return;
                             }
                             since = Some(reply.version);
                         }
-                        if let Some(h) = reply.heartbeat_interval {
-                            heartbeat = Duration::from_secs(h.max(1));
-                        }
+                        heartbeat = Duration::from_secs(reply.heartbeat_interval.max(1));
                     }
                     Err(e) => {
                         warn!(error = %e, "configuration long-poll failed; retrying");
@@ -379,14 +346,12 @@ pub async fn run(
                 }
             }
             () = tokio::time::sleep_until(next_heartbeat) => {
-                #[derive(Serialize)]
-                #[serde(rename_all = "PascalCase")]
-                struct Beat<'a> { servo_id: &'a str, counters: BTreeMap<&'static str, f64> }
                 if maps.is_none() {
                     maps = crate::dataplane::Maps::open(&local.pin_root).ok();
                 }
                 let counters = counters_of(&status.borrow(), maps.as_ref());
-                match client.post::<_, HeartbeatReply>("heartbeat", &Beat { servo_id: &servo, counters }).await {
+                let beat = Heartbeat { servo_id: servo.clone(), counters: Some(counters) };
+                match client.post::<_, HeartbeatReply>("heartbeat", &beat).await {
                     Ok(r) => heartbeat = Duration::from_secs(r.heartbeat_interval.max(1)),
                     Err(e) => {
                         warn!(error = %e, "heartbeat failed");
@@ -401,27 +366,44 @@ pub async fn run(
                 }
             }
         }
+        // Refusals: the whole set whenever it changes, and after each registration.
+        let (refused, version, request_ids) = {
+            let s = status.borrow();
+            (s.refused.clone(), s.control_version, s.request_ids.clone())
+        };
+        if registered && reported_refusals.as_ref() != Some(&refused) {
+            let body = RefusalReport {
+                servo_id: servo.clone(),
+                version,
+                request_ids,
+                load_balancers: refused.clone(),
+            };
+            match client.post::<_, serde_json::Value>("refusals", &body).await {
+                Ok(_) => reported_refusals = Some(refused),
+                Err(e) => warn!(error = %e, "reporting refused load balancers failed; will retry"),
+            }
+        }
         // Health: send what changed since the last report, everything every 30 s.
         let current = reports(&status.borrow());
         let full = last_full_report.elapsed() > Duration::from_secs(30);
-        let changed: Vec<HealthReport> = current
+        let changed: Vec<InstanceReport> = current
             .iter()
             .filter(|r| {
-                full || reported.get(&(r.load_balancer_name.clone(), r.instance_id.clone()))
+                full || reported.get(&InstanceKey::new(&r.load_balancer_name, &r.instance_id))
                     != Some(*r)
             })
             .cloned()
             .collect();
         if registered && !changed.is_empty() {
-            let body = HealthBody {
-                servo_id: &servo,
-                instances: &changed,
+            let body = HealthReport {
+                servo_id: servo.clone(),
+                instances: changed.clone(),
             };
             match client.post::<_, serde_json::Value>("health", &body).await {
                 Ok(answer) => {
                     debug!(reports = changed.len(), ?answer, "health reported");
                     for r in changed {
-                        reported.insert((r.load_balancer_name.clone(), r.instance_id.clone()), r);
+                        reported.insert(InstanceKey::new(&r.load_balancer_name, &r.instance_id), r);
                     }
                     if full {
                         last_full_report = tokio::time::Instant::now();

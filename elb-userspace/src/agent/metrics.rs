@@ -3,6 +3,7 @@
 use std::fmt::Write as _;
 
 use elb_common::Counters;
+use elb_contract::{InstanceState, ReasonCode, wire::Refusal};
 use serde::Serialize;
 
 use super::sweep::SweepReport;
@@ -48,14 +49,25 @@ pub struct InstanceView {
     pub load_balancer_name: String,
     /// Instance id.
     pub instance_id: String,
-    /// `InService` or `OutOfService`.
-    pub state: String,
-    /// `ELB`, `Instance` or `N/A`.
-    pub reason_code: String,
+    /// InService or OutOfService.
+    pub state: InstanceState,
+    /// ELB, Instance or N/A.
+    pub reason_code: ReasonCode,
     /// ELB's description text.
     pub description: String,
     /// Whether this servo probes it (false: state given by control).
     pub checked_here: bool,
+}
+
+impl InstanceView {
+    /// The DescribeInstanceHealth triple.
+    pub fn health(&self) -> elb_contract::InstanceHealth {
+        elb_contract::InstanceHealth {
+            state: self.state,
+            reason_code: self.reason_code,
+            description: self.description.clone(),
+        }
+    }
 }
 
 /// Everything `/status`, `/health` and `/metrics` show besides the live map counters.
@@ -68,8 +80,16 @@ pub struct StatusView {
     pub backends: Vec<BackendView>,
     /// Instances.
     pub instances: Vec<InstanceView>,
-    /// Version of the configuration applied (increments on each successful reload or push).
+    /// Version of the configuration applied (increments on each change the agent applies).
     pub config_version: u64,
+    /// The load balancers the servo refuses, with why.
+    pub refused: Vec<Refusal>,
+    /// The control version the configuration comes from (control mode).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub control_version: Option<u64>,
+    /// The request ids that came with that version.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub request_ids: Vec<String>,
 }
 
 fn esc(v: &str) -> String {
@@ -228,14 +248,26 @@ pub fn render(
             "load_balancer=\"{}\",instance=\"{}\",reason_code=\"{}\"",
             esc(&i.load_balancer_name),
             esc(&i.instance_id),
-            esc(&i.reason_code)
+            i.reason_code
         );
-        let v = u8::from(i.state == "InService");
+        let v = u8::from(i.state == InstanceState::InService);
         add(
             "elb_instance_in_service",
             "gauge",
             "1 if the instance is InService, 0 if OutOfService.",
             format!("{{{labels}}} {v}"),
+        );
+    }
+    for r in &status.refused {
+        add(
+            "elb_load_balancer_refused",
+            "gauge",
+            "1 for a load balancer the servo refuses (serving_previous: it keeps the last version it accepted).",
+            format!(
+                "{{load_balancer=\"{}\",serving_previous=\"{}\"}} 1",
+                esc(&r.load_balancer_name),
+                r.serving_previous
+            ),
         );
     }
     let mut seen = std::collections::BTreeSet::new();

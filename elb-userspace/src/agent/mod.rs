@@ -4,10 +4,14 @@
 //!
 //! One task owns the reconciler and takes, in order, configuration updates, health events and
 //! draining deadlines; the sweep and the HTTP endpoint run beside it with their own map handles.
+//! Every update goes through [`admission`]: each load balancer is served or refused on its own.
+//! [`service`] wires it all (file, control client, saved state) for the `elb-servo run` binary.
 
+pub mod admission;
 pub mod control;
 pub mod metrics;
 pub mod reconcile;
+pub mod service;
 pub mod sweep;
 
 use std::{
@@ -19,17 +23,18 @@ use std::{
 };
 
 use axum::{Json, Router, extract::State, http::header, response::IntoResponse, routing::get};
-use elb_common::{Config, ListenerKey, PROTO_TCP};
+use elb_common::{Config, ListenerKey};
+use elb_contract::wire::Refusal;
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use self::{
     metrics::{BackendView, InstanceView, ListenerView, StatusView},
-    reconcile::{InstanceKey, Reconciler, state_name, zone_eligible},
+    reconcile::{BackendAt, InstanceKey, Reconciler, state_name},
     sweep::SweepReport,
 };
 use crate::{
-    config::{ConfigError, ServoConfig},
+    config::{ConfigError, Received, ServoConfig},
     dataplane::{self, AttachMode, Dataplane, DataplaneError, LoadOptions, Maps},
     health::{HealthChecker, HealthCheckerOptions, HealthEvent, InstanceHealth, LatencyHistogram},
 };
@@ -54,16 +59,28 @@ pub enum AgentError {
     },
 }
 
+/// Where a configuration from control comes from: its version and the API calls behind it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ControlVersion {
+    /// Control's configuration version.
+    pub version: u64,
+    /// Request ids of the API calls since the previous version the servo had.
+    pub request_ids: Vec<String>,
+}
+
 /// A new configuration for the running agent.
 #[derive(Debug, Clone)]
 pub struct ConfigUpdate {
-    /// The configuration (already validated by the sender).
-    pub config: ServoConfig,
+    /// The servo's own settings (already validated by the sender; load balancers in it are
+    /// ignored).
+    pub settings: ServoConfig,
+    /// The load balancers, each to be admitted or refused; `None` keeps the ones received
+    /// last (a SIGHUP in control mode changes only the servo's own settings).
+    pub load_balancers: Option<Vec<Received>>,
     /// Where it came from, for the log line that applies it (`SIGHUP`, a request id...).
     pub origin: String,
-    /// Only the servo's own settings changed (a SIGHUP in control mode): keep the load
-    /// balancers the agent runs now.
-    pub local_only: bool,
+    /// The control version it comes from, if any.
+    pub control: Option<ControlVersion>,
 }
 
 /// Channels the agent reports on.
@@ -83,7 +100,7 @@ pub struct RunOptions {
 }
 
 /// State shared with the HTTP endpoint.
-pub struct Shared {
+struct Shared {
     status: Mutex<StatusView>,
     sweep: Mutex<SweepReport>,
     maps: Mutex<Maps>,
@@ -97,7 +114,7 @@ impl std::fmt::Debug for Shared {
 }
 
 /// The agent's HTTP API.
-pub fn router(shared: Arc<Shared>) -> Router {
+fn router(shared: Arc<Shared>) -> Router {
     Router::new()
         .route("/metrics", get(metrics_handler))
         .route("/status", get(status_handler))
@@ -178,33 +195,52 @@ fn apply_servo_settings(
     Ok(())
 }
 
-/// Instances this servo probes, with the address and check to use.
-fn probed_instances(
-    cfg: &ServoConfig,
-) -> BTreeMap<InstanceKey, (Ipv4Addr, crate::health::HealthCheck)> {
+/// A backend active in the dataplane an agent adopts: `vip:port -> addr:instance_port`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+struct ActiveBackend {
+    vip: Ipv4Addr,
+    port: u16,
+    addr: Ipv4Addr,
+    instance_port: u16,
+}
+
+/// An instance this servo probes.
+struct Probed {
+    address: Ipv4Addr,
+    check: elb_contract::HealthCheck,
+    /// The health control holds for it (the warm start of a servo taking it over).
+    known: Option<elb_contract::InstanceHealth>,
+}
+
+/// Instances this servo probes: those it is told to check (its own zone's in control mode;
+/// every one in a file without `HealthCheck = false`).
+fn probed_instances(cfg: &ServoConfig) -> BTreeMap<InstanceKey, Probed> {
     let mut out = BTreeMap::new();
     for lb in &cfg.load_balancers {
-        let cross = lb.attributes.cross_zone_load_balancing.enabled;
-        for i in &lb.instances {
-            if i.health_check && zone_eligible(cfg.zone.as_deref(), i.zone.as_deref(), cross) {
-                out.insert(
-                    (lb.load_balancer_name.clone(), i.instance_id.clone()),
-                    (i.address, lb.health_check()),
-                );
-            }
+        for i in lb.instances.iter().filter(|i| i.health_check) {
+            out.insert(
+                InstanceKey::new(&lb.load_balancer_name, &i.instance_id),
+                Probed {
+                    address: i.address,
+                    check: lb.health_check(),
+                    known: i.health.clone(),
+                },
+            );
         }
     }
     out
 }
 
-/// Starts, updates and stops health checks to match `cfg`. Instances whose backends are already
-/// active in the dataplane (an agent restart) start InService, so their traffic continues while
-/// the thresholds are counted again.
+/// Starts, updates and stops health checks to match `cfg`. A new instance starts from, in
+/// order: InService if its backend is already active in the dataplane (an agent restart, so
+/// its traffic continues while the thresholds are counted again); the health control holds
+/// (reported by the servo that checked it before: a take-over keeps serving what was in
+/// service); registering.
 fn sync_health(
     checker: &HealthChecker<InstanceKey>,
     cfg: &ServoConfig,
     health: &mut BTreeMap<InstanceKey, InstanceHealth>,
-    already_active: &BTreeSet<(Ipv4Addr, u16, Ipv4Addr, u16)>,
+    already_active: &BTreeSet<ActiveBackend>,
 ) {
     let wanted = probed_instances(cfg);
     let stale: Vec<InstanceKey> = health
@@ -216,34 +252,40 @@ fn sync_health(
         checker.remove(&key);
         health.remove(&key);
     }
-    for (key, (addr, hc)) in wanted {
-        let known = health.contains_key(&key);
-        let active_before = !known
-            && cfg
+    for (key, probed) in wanted {
+        let seed = if health.contains_key(&key) {
+            None
+        } else {
+            let active_before = cfg
                 .load_balancers
                 .iter()
-                .filter(|lb| lb.load_balancer_name == key.0)
+                .filter(|lb| lb.load_balancer_name == key.load_balancer)
                 .any(|lb| {
                     lb.vips.iter().any(|vip| {
                         lb.listeners.iter().any(|l| {
-                            already_active.contains(&(
-                                *vip,
-                                l.load_balancer_port,
-                                addr,
-                                l.instance_port,
-                            ))
+                            already_active.contains(&ActiveBackend {
+                                vip: *vip,
+                                port: l.load_balancer_port,
+                                addr: probed.address,
+                                instance_port: l.instance_port,
+                            })
                         })
                     })
                 });
-        let result = if active_before {
-            checker.upsert_with_state(
+            if active_before {
+                Some(InstanceHealth::in_service())
+            } else {
+                probed.known.as_ref().map(InstanceHealth::seeded)
+            }
+        };
+        let result = match seed {
+            Some(seed) => checker.upsert_with_state(
                 key.clone(),
-                IpAddr::V4(addr),
-                hc,
-                InstanceHealth::in_service(),
-            )
-        } else {
-            checker.upsert(key.clone(), IpAddr::V4(addr), hc)
+                IpAddr::V4(probed.address),
+                probed.check,
+                seed,
+            ),
+            None => checker.upsert(key.clone(), IpAddr::V4(probed.address), probed.check),
         };
         match result {
             Ok(h) => {
@@ -259,6 +301,8 @@ fn build_status(
     reconciler: &Reconciler<Maps>,
     health: &BTreeMap<InstanceKey, InstanceHealth>,
     version: u64,
+    refused: &[Refusal],
+    control: Option<&ControlVersion>,
 ) -> StatusView {
     let endpoint = |k: &ListenerKey| format!("{}:{}", Ipv4Addr::from(k.vip), k.port);
     let by_id: BTreeMap<u32, (&ListenerKey, &reconcile::ListenerSlot)> = reconciler
@@ -280,8 +324,8 @@ fn build_status(
         .backends()
         .values()
         .map(|b| BackendView {
-            load_balancer_name: b.instance.0.clone(),
-            instance_id: b.instance.1.clone(),
+            load_balancer_name: b.instance.load_balancer.clone(),
+            instance_id: b.instance.instance_id.clone(),
             listener: by_id
                 .get(&b.listener_id)
                 .map(|(k, _)| endpoint(k))
@@ -294,44 +338,24 @@ fn build_status(
     let mut instances = Vec::new();
     for lb in &cfg.load_balancers {
         for i in &lb.instances {
-            let key = (lb.load_balancer_name.clone(), i.instance_id.clone());
-            let view = match health.get(&key) {
-                Some(h) => InstanceView {
-                    load_balancer_name: key.0.clone(),
-                    instance_id: key.1.clone(),
-                    state: h.state.as_str().to_string(),
-                    reason_code: h.reason_code.as_str().to_string(),
-                    description: h.description.to_string(),
-                    checked_here: true,
-                },
-                None => {
-                    let given = i.state.clone().unwrap_or_else(|| "OutOfService".into());
-                    let (reason, description) = if i.health_check {
-                        // Probed only by its own zone's servos (cross-zone is off).
-                        (
-                            "ELB",
-                            "Instance is in the EC2 Availability Zone for which LoadBalancer is not configured to route traffic to.",
-                        )
-                    } else if given == "InService" {
-                        ("N/A", "N/A")
-                    } else {
-                        ("Instance", crate::health::DESCRIPTION_FAILED)
-                    };
-                    InstanceView {
-                        load_balancer_name: key.0.clone(),
-                        instance_id: key.1.clone(),
-                        state: if i.health_check {
-                            "OutOfService".into()
-                        } else {
-                            given
-                        },
-                        reason_code: reason.into(),
-                        description: description.into(),
-                        checked_here: false,
-                    }
-                }
+            let key = InstanceKey::new(&lb.load_balancer_name, &i.instance_id);
+            let (h, checked_here) = match health.get(&key) {
+                Some(h) => (h.status(), true),
+                None => (
+                    i.health
+                        .clone()
+                        .unwrap_or_else(elb_contract::InstanceHealth::registering),
+                    false,
+                ),
             };
-            instances.push(view);
+            instances.push(InstanceView {
+                load_balancer_name: key.load_balancer,
+                instance_id: key.instance_id,
+                state: h.state,
+                reason_code: h.reason_code,
+                description: h.description,
+                checked_here,
+            });
         }
     }
     StatusView {
@@ -339,19 +363,34 @@ fn build_status(
         backends,
         instances,
         config_version: version,
+        refused: refused.to_vec(),
+        control_version: control.map(|c| c.version),
+        request_ids: control.map(|c| c.request_ids.clone()).unwrap_or_default(),
     }
 }
 
-/// Runs the agent until `shutdown` fires. `updates` delivers new configurations (SIGHUP
-/// reloads, control pushes). The dataplane keeps forwarding after this returns.
+/// Runs the agent until `shutdown` fires, starting with `initial`; `updates` delivers new
+/// configurations (SIGHUP reloads, control pushes). The dataplane keeps forwarding after this
+/// returns.
 pub async fn run(
-    initial: ServoConfig,
+    initial: ConfigUpdate,
     mut updates: mpsc::Receiver<ConfigUpdate>,
     options: RunOptions,
     hooks: Hooks,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
-    initial.validate()?;
+    initial.settings.validate()?;
+    let settings = initial.settings.settings_only();
+    let mut received = initial.load_balancers.clone().unwrap_or_default();
+    let admission = admission::admit(&settings, &received, &[]);
+    log_refusals(&admission.refused, &[], &initial.origin);
+    let initial_cfg = ServoConfig {
+        load_balancers: admission.served,
+        ..settings
+    };
+    let mut refused = admission.refused;
+    let mut control = initial.control.clone();
+    let initial = initial_cfg;
     let pin_root = PathBuf::from(&initial.pin_root);
     let mut dp = Dataplane::load(&LoadOptions {
         pin_root: pin_root.clone(),
@@ -375,13 +414,16 @@ pub async fn run(
         .iter()
         .map(|(k, s)| (s.id, *k))
         .collect();
-    let already_active: BTreeSet<(Ipv4Addr, u16, Ipv4Addr, u16)> = reconciler
+    let already_active: BTreeSet<ActiveBackend> = reconciler
         .active_addresses()
         .into_iter()
-        .filter_map(|(lid, addr, port)| {
-            id_to_key
-                .get(&lid)
-                .map(|k| (Ipv4Addr::from(k.vip), k.port, addr, port))
+        .filter_map(|b: BackendAt| {
+            id_to_key.get(&b.listener_id).map(|k| ActiveBackend {
+                vip: Ipv4Addr::from(k.vip),
+                port: k.port,
+                addr: b.addr,
+                instance_port: b.port,
+            })
         })
         .collect();
     if adopted {
@@ -475,6 +517,8 @@ pub async fn run(
                  reconciler: &mut Reconciler<Maps>,
                  health: &BTreeMap<InstanceKey, InstanceHealth>,
                  version: u64,
+                 refused: &[Refusal],
+                 control: Option<&ControlVersion>,
                  origin: &str| {
         match reconciler.apply(cfg, health, Instant::now()) {
             Ok(changes) => {
@@ -493,13 +537,21 @@ pub async fn run(
                 error!(origin, error = %e, "applying the configuration to the dataplane failed; will retry")
             }
         }
-        let status = build_status(cfg, reconciler, health, version);
+        let status = build_status(cfg, reconciler, health, version, refused, control);
         if let Some(tx) = &hooks.status {
             tx.send_replace(status.clone());
         }
         *shared.status.lock().expect("status lock") = status;
     };
-    apply(&cfg, &mut reconciler, &health, version, "start");
+    apply(
+        &cfg,
+        &mut reconciler,
+        &health,
+        version,
+        &refused,
+        control.as_ref(),
+        "start",
+    );
 
     loop {
         let deadline = reconciler
@@ -512,24 +564,31 @@ pub async fn run(
                 // The change that introduced the instance, so one grep follows an API call to
                 // the health transitions it causes.
                 let origin = match introduced.get(&event.key) {
-                    Some(by) => format!("health {}/{} (registered by {by})", event.key.0, event.key.1),
-                    None => format!("health {}/{}", event.key.0, event.key.1),
+                    Some(by) => format!("health {} (registered by {by})", event.key),
+                    None => format!("health {}", event.key),
                 };
                 health.insert(event.key, event.to);
-                apply(&cfg, &mut reconciler, &health, version, &origin);
+                apply(&cfg, &mut reconciler, &health, version, &refused, control.as_ref(), &origin);
             }
             Some(update) = updates.recv() => {
-                let mut new = update.config;
-                if update.local_only {
-                    new.load_balancers = cfg.load_balancers.clone();
+                let settings = update.settings.settings_only();
+                if let Some(lbs) = update.load_balancers {
+                    received = lbs;
+                }
+                let admission = admission::admit(&settings, &received, &cfg.load_balancers);
+                log_refusals(&admission.refused, &refused, &update.origin);
+                let new = ServoConfig { load_balancers: admission.served, ..settings };
+                let refusals_changed = admission.refused != refused;
+                refused = admission.refused;
+                if update.control.is_some() {
+                    control = update.control;
                 }
                 if new == cfg {
                     // Control bumps its version for every change anywhere; most are not ours.
                     tracing::debug!(origin = %update.origin, "configuration unchanged");
-                    continue;
-                }
-                if let Err(e) = new.validate() {
-                    error!(origin = %update.origin, error = %e, "configuration rejected; keeping the running one");
+                    if refusals_changed {
+                        apply(&cfg, &mut reconciler, &health, version, &refused, control.as_ref(), &update.origin);
+                    }
                     continue;
                 }
                 if new.pin_root != cfg.pin_root || new.conntrack_entries != cfg.conntrack_entries || new.metrics_listen != cfg.metrics_listen {
@@ -544,10 +603,15 @@ pub async fn run(
                     continue;
                 }
                 version += 1;
-                info!(origin = %update.origin, load_balancers = new.load_balancers.len(), "configuration accepted");
+                info!(
+                    origin = %update.origin,
+                    load_balancers = new.load_balancers.len(),
+                    refused = refused.len(),
+                    "configuration accepted"
+                );
                 for lb in &new.load_balancers {
                     for i in &lb.instances {
-                        let key = (lb.load_balancer_name.clone(), i.instance_id.clone());
+                        let key = InstanceKey::new(&lb.load_balancer_name, &i.instance_id);
                         if !health.contains_key(&key) {
                             introduced.insert(key, update.origin.clone());
                         }
@@ -556,10 +620,10 @@ pub async fn run(
                 cfg = new;
                 sync_health(&checker, &cfg, &mut health, &BTreeSet::new());
                 introduced.retain(|k, _| health.contains_key(k));
-                apply(&cfg, &mut reconciler, &health, version, &update.origin);
+                apply(&cfg, &mut reconciler, &health, version, &refused, control.as_ref(), &update.origin);
             }
             () = tokio::time::sleep_until(deadline) => {
-                apply(&cfg, &mut reconciler, &health, version, "timer");
+                apply(&cfg, &mut reconciler, &health, version, &refused, control.as_ref(), "timer");
             }
         }
     }
@@ -574,12 +638,23 @@ pub async fn run(
     Ok(())
 }
 
-/// Convenience for tests and tools: the listener key of `vip:port`.
-pub fn listener_key(vip: Ipv4Addr, port: u16) -> ListenerKey {
-    ListenerKey {
-        vip: vip.octets(),
-        port,
-        proto: PROTO_TCP,
-        _pad: 0,
+/// Logs each refusal that is new or has a new reason, once.
+fn log_refusals(now: &[Refusal], before: &[Refusal], origin: &str) {
+    for r in now.iter().filter(|r| !before.contains(r)) {
+        error!(
+            origin,
+            load_balancer = %r.load_balancer_name,
+            serving_previous = r.serving_previous,
+            reason = %r.reason,
+            "load balancer refused: {}{}",
+            r.reason,
+            if r.serving_previous { " (the version accepted before stays in service)" } else { "" }
+        );
+    }
+    for r in before.iter().filter(|b| {
+        !now.iter()
+            .any(|n| n.load_balancer_name == b.load_balancer_name)
+    }) {
+        info!(origin, load_balancer = %r.load_balancer_name, "load balancer no longer refused");
     }
 }

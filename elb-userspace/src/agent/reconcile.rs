@@ -4,7 +4,7 @@
 //! backend set and every backend's state should be, and writes only what differs, so a reload or a
 //! health change disturbs nothing it does not touch:
 //! - a backend is ACTIVE (in its listener's set) while its instance is registered, InService and
-//!   in a zone this servo sends traffic to;
+//!   eligible under the zone rule ([`elb_contract::zone`]);
 //! - when that stops being true, it goes DRAINING for ConnectionDraining.Timeout if draining is
 //!   enabled (existing flows continue, no new ones), then REMOVED (flows are cut); without
 //!   draining, straight to REMOVED;
@@ -12,6 +12,7 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
+    fmt,
     net::Ipv4Addr,
     time::{Duration, Instant},
 };
@@ -21,8 +22,10 @@ use elb_common::{
     MAX_BACKENDS, MAX_LISTENERS, PROTO_TCP,
 };
 
+use elb_contract::{LoadBalancer, zone};
+
 use crate::{
-    config::{LoadBalancerConfig, ServoConfig},
+    config::ServoConfig,
     dataplane::{DataplaneError, Maps},
     health::InstanceHealth,
 };
@@ -83,8 +86,43 @@ impl MapWriter for Maps {
     }
 }
 
-/// An instance, as health is tracked: (load balancer, instance id).
-pub type InstanceKey = (String, String);
+/// An instance as health is tracked: one per load balancer it is registered with.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct InstanceKey {
+    /// The load balancer's name on this servo.
+    pub load_balancer: String,
+    /// The instance id.
+    pub instance_id: String,
+}
+
+impl InstanceKey {
+    /// The key of `instance_id` of `load_balancer`.
+    pub fn new(load_balancer: &str, instance_id: &str) -> Self {
+        Self {
+            load_balancer: load_balancer.to_string(),
+            instance_id: instance_id.to_string(),
+        }
+    }
+}
+
+/// `web-948861756935/i-web2`, as logs show it.
+impl fmt::Display for InstanceKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.load_balancer, self.instance_id)
+    }
+}
+
+/// Where a backend sends flows: its listener, and the instance's address and port. The same
+/// instance behind two listeners is two backends.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct BackendAt {
+    /// Listener id.
+    pub listener_id: u32,
+    /// Instance address.
+    pub addr: Ipv4Addr,
+    /// Instance port.
+    pub port: u16,
+}
 
 /// One listener the dataplane knows.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -119,6 +157,17 @@ pub struct BackendSlot {
     pub state: u8,
     /// While DRAINING: when it becomes REMOVED.
     pub drain_until: Option<Instant>,
+}
+
+impl BackendSlot {
+    /// Where it sends flows.
+    pub fn at(&self) -> BackendAt {
+        BackendAt {
+            listener_id: self.listener_id,
+            addr: self.addr,
+            port: self.port,
+        }
+    }
 }
 
 /// The configuration's view of one backend.
@@ -165,16 +214,46 @@ pub fn state_name(state: u8) -> &'static str {
     }
 }
 
-/// Whether this servo sends traffic to an instance of `instance_zone`.
-pub fn zone_eligible(
-    servo_zone: Option<&str>,
-    instance_zone: Option<&str>,
-    cross_zone: bool,
-) -> bool {
-    match (servo_zone, instance_zone) {
-        (Some(s), Some(i)) => s == i || cross_zone,
-        _ => true,
-    }
+/// Whether each instance of `lb` is in service: by this servo's checks (`health`) for the
+/// instances it checks, by the state control relays for the others.
+pub fn in_service(lb: &LoadBalancer, health: &BTreeMap<InstanceKey, InstanceHealth>) -> Vec<bool> {
+    lb.instances
+        .iter()
+        .map(|i| {
+            if i.health_check {
+                health
+                    .get(&InstanceKey::new(&lb.load_balancer_name, &i.instance_id))
+                    .is_some_and(InstanceHealth::is_in_service)
+            } else {
+                i.health
+                    .as_ref()
+                    .is_some_and(elb_contract::InstanceHealth::is_in_service)
+            }
+        })
+        .collect()
+}
+
+/// For each instance of `lb`, whether it takes new flows on this servo: in service and
+/// eligible under the zone rule.
+fn eligible_instances(
+    cfg: &ServoConfig,
+    lb: &LoadBalancer,
+    health: &BTreeMap<InstanceKey, InstanceHealth>,
+) -> Vec<bool> {
+    let candidates: Vec<zone::Candidate<'_>> = lb
+        .instances
+        .iter()
+        .zip(in_service(lb, health))
+        .map(|(i, in_service)| zone::Candidate {
+            zone: i.zone.as_deref(),
+            in_service,
+        })
+        .collect();
+    zone::eligible(
+        cfg.zone.as_deref(),
+        lb.attributes.cross_zone_load_balancing.enabled,
+        &candidates,
+    )
 }
 
 /// The reconciler.
@@ -240,7 +319,7 @@ impl<W: MapWriter> Reconciler<W> {
                     id,
                     generation: b.generation,
                     listener_id: b.listener_id,
-                    instance: (String::new(), String::new()),
+                    instance: InstanceKey::default(),
                     addr: Ipv4Addr::from(b.addr),
                     port: b.port,
                     state: b.state,
@@ -250,11 +329,6 @@ impl<W: MapWriter> Reconciler<W> {
         }
         r.sets = sets.into_iter().collect();
         r
-    }
-
-    /// The map writer.
-    pub fn writer(&self) -> &W {
-        &self.writer
     }
 
     /// Listeners by key.
@@ -269,11 +343,11 @@ impl<W: MapWriter> Reconciler<W> {
 
     /// Instances whose backends are active in the dataplane right now (an adopted agent seeds
     /// them InService so their traffic continues while health is re-derived).
-    pub fn active_addresses(&self) -> BTreeSet<(u32, Ipv4Addr, u16)> {
+    pub fn active_addresses(&self) -> BTreeSet<BackendAt> {
         self.backends
             .values()
             .filter(|b| b.state == BACKEND_ACTIVE)
-            .map(|b| (b.listener_id, b.addr, b.port))
+            .map(BackendSlot::at)
             .collect()
     }
 
@@ -288,7 +362,7 @@ impl<W: MapWriter> Reconciler<W> {
         let mut changes = Changes::default();
 
         // 1. The listeners the configuration wants, and their backends.
-        let mut wanted: BTreeMap<ListenerKey, (&LoadBalancerConfig, u16)> = BTreeMap::new();
+        let mut wanted: BTreeMap<ListenerKey, (&LoadBalancer, u16)> = BTreeMap::new();
         for lb in &cfg.load_balancers {
             for vip in &lb.vips {
                 for l in &lb.listeners {
@@ -332,31 +406,36 @@ impl<W: MapWriter> Reconciler<W> {
         }
 
         // 3. Every backend the configuration names, and whether it should take new flows.
-        let mut wanted_backends: BTreeMap<(u32, Ipv4Addr, u16), WantedBackend> = BTreeMap::new();
+        let eligible: BTreeMap<&str, Vec<bool>> = cfg
+            .load_balancers
+            .iter()
+            .map(|lb| {
+                (
+                    lb.load_balancer_name.as_str(),
+                    eligible_instances(cfg, lb, health),
+                )
+            })
+            .collect();
+        let mut wanted_backends: BTreeMap<BackendAt, WantedBackend> = BTreeMap::new();
         for (key, (lb, instance_port)) in &wanted {
             let listener_id = self.listeners[key].id;
-            let hc = lb.health_check();
-            let cross = lb.attributes.cross_zone_load_balancing.enabled;
             let drain =
                 lb.attributes.connection_draining.enabled.then(|| {
                     Duration::from_secs(u64::from(lb.attributes.connection_draining.timeout))
                 });
-            let _ = hc;
-            for inst in &lb.instances {
-                let ikey = (lb.load_balancer_name.clone(), inst.instance_id.clone());
-                let eligible = zone_eligible(cfg.zone.as_deref(), inst.zone.as_deref(), cross);
-                let in_service = if inst.health_check {
-                    health.get(&ikey).is_some_and(InstanceHealth::is_in_service)
-                } else {
-                    inst.state.as_deref() == Some("InService")
-                };
+            let eligible = &eligible[lb.load_balancer_name.as_str()];
+            for (inst, active) in lb.instances.iter().zip(eligible) {
                 wanted_backends.insert(
-                    (listener_id, inst.address, *instance_port),
-                    WantedBackend {
-                        instance: ikey,
+                    BackendAt {
+                        listener_id,
                         addr: inst.address,
                         port: *instance_port,
-                        active: eligible && in_service,
+                    },
+                    WantedBackend {
+                        instance: InstanceKey::new(&lb.load_balancer_name, &inst.instance_id),
+                        addr: inst.address,
+                        port: *instance_port,
+                        active: *active,
                         drain,
                     },
                 );
@@ -377,11 +456,11 @@ impl<W: MapWriter> Reconciler<W> {
             .collect();
 
         // 4. Existing backend slots: claim, update state, or let go.
-        let mut claimed: BTreeSet<(u32, Ipv4Addr, u16)> = BTreeSet::new();
+        let mut claimed: BTreeSet<BackendAt> = BTreeSet::new();
         let ids: Vec<u32> = self.backends.keys().copied().collect();
         for id in ids {
             let slot = self.backends.get(&id).cloned().expect("present");
-            let ident = (slot.listener_id, slot.addr, slot.port);
+            let ident = slot.at();
             let wanted_here = wanted_backends.get(&ident);
             if wanted_here.is_some() {
                 claimed.insert(ident);
@@ -390,7 +469,10 @@ impl<W: MapWriter> Reconciler<W> {
                 Some(w) => (w.active, w.drain, w.instance.clone()),
                 None => (
                     false,
-                    drain_of.get(slot.instance.0.as_str()).copied().flatten(),
+                    drain_of
+                        .get(slot.instance.load_balancer.as_str())
+                        .copied()
+                        .flatten(),
                     slot.instance.clone(),
                 ),
             };
@@ -424,7 +506,7 @@ impl<W: MapWriter> Reconciler<W> {
             if next.state != slot.state || next.generation != slot.generation {
                 self.write_backend(&next)?;
                 changes.backends.push((
-                    next.instance.1.clone(),
+                    next.instance.instance_id.clone(),
                     format!("{}:{}", next.addr, next.port),
                     state_name(next.state),
                 ));
@@ -452,7 +534,7 @@ impl<W: MapWriter> Reconciler<W> {
             let slot = BackendSlot {
                 id,
                 generation: previous.wrapping_add(1),
-                listener_id: ident.0,
+                listener_id: ident.listener_id,
                 instance: w.instance.clone(),
                 addr: w.addr,
                 port: w.port,
@@ -466,7 +548,7 @@ impl<W: MapWriter> Reconciler<W> {
             self.write_backend(&slot)?;
             if w.active {
                 changes.backends.push((
-                    slot.instance.1.clone(),
+                    slot.instance.instance_id.clone(),
                     format!("{}:{}", slot.addr, slot.port),
                     "active",
                 ));
@@ -485,7 +567,7 @@ impl<W: MapWriter> Reconciler<W> {
                 .backends
                 .values()
                 .filter(|b| b.listener_id == *listener_id && b.state == BACKEND_ACTIVE)
-                .map(|b| (b.instance.1.as_str(), b.id))
+                .map(|b| (b.instance.instance_id.as_str(), b.id))
                 .collect();
             members.sort();
             let set: Vec<u32> = members.into_iter().map(|(_, id)| id).collect();
@@ -559,8 +641,9 @@ impl<W: MapWriter> Reconciler<W> {
 mod tests {
     use std::collections::HashMap;
 
+    use elb_contract::{Instance, Protocol};
+
     use super::*;
-    use crate::config::{InstanceConfig, ListenerConfig, Protocol};
 
     /// The maps, in memory.
     #[derive(Default, Debug)]
@@ -611,19 +694,19 @@ mod tests {
 
     const VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 1);
 
-    fn inst(id: &str, last: u8, zone: &str) -> InstanceConfig {
-        InstanceConfig {
+    fn inst(id: &str, last: u8, zone: &str) -> Instance {
+        Instance {
             instance_id: id.into(),
             address: Ipv4Addr::new(198, 19, 0, last),
             zone: Some(zone.into()),
             health_check: true,
-            state: None,
+            health: None,
         }
     }
 
     fn config(draining: bool) -> ServoConfig {
         let mut cfg: ServoConfig = toml::from_str("interfaces = [\"eth0\"]\nzone = \"a\"").unwrap();
-        let mut lb: LoadBalancerConfig = serde_json::from_value(serde_json::json!({
+        let mut lb: LoadBalancer = serde_json::from_value(serde_json::json!({
             "LoadBalancerName": "web",
             "Vips": ["198.18.0.1"],
             "Listeners": [{"Protocol": "TCP", "LoadBalancerPort": 80, "InstancePort": 8080}],
@@ -642,12 +725,7 @@ mod tests {
 
     fn healthy(ids: &[&str]) -> BTreeMap<InstanceKey, InstanceHealth> {
         ids.iter()
-            .map(|i| {
-                (
-                    ("web".to_string(), i.to_string()),
-                    InstanceHealth::in_service(),
-                )
-            })
+            .map(|i| (InstanceKey::new("web", i), InstanceHealth::in_service()))
             .collect()
     }
 
@@ -793,7 +871,7 @@ mod tests {
     }
 
     #[test]
-    fn other_zones_only_with_cross_zone() {
+    fn other_zones_with_cross_zone_or_when_the_own_zone_has_none_in_service() {
         let mut r = Reconciler::new(Table::default());
         let mut cfg = config(false);
         cfg.load_balancers[0].instances[2].zone = Some("b".into());
@@ -806,6 +884,17 @@ mod tests {
             .enabled = true;
         r.apply(&cfg, &h, Instant::now()).unwrap();
         assert_eq!(set_addrs(&r), [11, 12, 13]);
+        // Cross-zone off, and zone a's instances out of service: zone b's take the traffic.
+        cfg.load_balancers[0]
+            .attributes
+            .cross_zone_load_balancing
+            .enabled = false;
+        r.apply(&cfg, &healthy(&["i-3"]), Instant::now()).unwrap();
+        assert_eq!(set_addrs(&r), [13]);
+        // One of zone a's is back: zone a alone again.
+        r.apply(&cfg, &healthy(&["i-2", "i-3"]), Instant::now())
+            .unwrap();
+        assert_eq!(set_addrs(&r), [12]);
     }
 
     #[test]
@@ -819,11 +908,11 @@ mod tests {
         let other = &mut cfg.load_balancers[0].instances[2];
         other.zone = Some("b".into());
         other.health_check = false;
-        other.state = Some("InService".into());
+        other.health = Some(elb_contract::InstanceHealth::in_service());
         r.apply(&cfg, &healthy(&["i-1", "i-2"]), Instant::now())
             .unwrap();
         assert_eq!(set_addrs(&r), [11, 12, 13]);
-        cfg.load_balancers[0].instances[2].state = Some("OutOfService".into());
+        cfg.load_balancers[0].instances[2].health = Some(elb_contract::InstanceHealth::failed());
         r.apply(&cfg, &healthy(&["i-1", "i-2"]), Instant::now())
             .unwrap();
         assert_eq!(set_addrs(&r), [11, 12]);
@@ -836,13 +925,15 @@ mod tests {
         let h = healthy(&["i-1", "i-2", "i-3"]);
         r.apply(&cfg, &h, Instant::now()).unwrap();
         let web_set = set_addrs(&r);
-        cfg.load_balancers[0].listeners.push(ListenerConfig {
-            protocol: Protocol::Tcp,
-            load_balancer_port: 8443,
-            instance_protocol: None,
-            instance_port: 443,
-            ssl_certificate_id: None,
-        });
+        cfg.load_balancers[0]
+            .listeners
+            .push(elb_contract::Listener {
+                protocol: Protocol::Tcp,
+                load_balancer_port: 8443,
+                instance_protocol: Protocol::Tcp,
+                instance_port: 443,
+                ssl_certificate_id: None,
+            });
         let c = r.apply(&cfg, &h, Instant::now()).unwrap();
         assert_eq!(c.listeners_added, ["198.18.0.1:8443"]);
         assert!(

@@ -6,15 +6,18 @@ use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand, ValueEnum};
 use elb_common::Config;
 use elb_userspace::{
-    agent::{self, ConfigUpdate, RunOptions},
-    config::ServoConfig,
+    agent::{
+        admission,
+        service::{self, ControlSettings, ServiceOptions},
+    },
+    config::ConfigFile,
     dataplane::{self, AttachMode, DEFAULT_PIN_ROOT, Dataplane, LoadOptions, Maps},
 };
 use tokio::{
     signal::unix::{SignalKind, signal},
     sync::{mpsc, watch},
 };
-use tracing::{error, info};
+use tracing::info;
 
 #[derive(Clone, Copy, ValueEnum)]
 enum LogFormat {
@@ -134,113 +137,23 @@ fn init_logging(format: LogFormat) {
     }
 }
 
-struct ControlArgs {
-    url: String,
-    credentials: PathBuf,
-}
-
-async fn run_agent(
-    config: PathBuf,
-    reset: bool,
-    zone: Option<String>,
-    control: Option<ControlArgs>,
-) -> anyhow::Result<()> {
-    let load_local = move |path: &std::path::Path| -> anyhow::Result<ServoConfig> {
-        let mut cfg = ServoConfig::load(path)?;
-        if zone.is_some() {
-            cfg.zone.clone_from(&zone);
-        }
-        Ok(cfg)
-    };
-    let local = load_local(&config)?;
-    let mut initial = local.clone();
-    let mut control_run = None;
-    if let Some(c) = &control {
-        let credentials =
-            agent::control::Credentials::load(&c.credentials).map_err(anyhow::Error::msg)?;
-        if local.zone.is_none() {
-            bail!(
-                "control mode needs the servo's zone (--zone or `zone` in {})",
-                config.display()
-            );
-        }
-        if !local.load_balancers.is_empty() {
-            bail!(
-                "in control mode the load balancers come from control: remove [[LoadBalancers]] from {}",
-                config.display()
-            );
-        }
-        let state_file = PathBuf::from(&local.state_dir)
-            .join(format!("{}.last-config.json", credentials.servo_id));
-        let saved = agent::control::load_state(&state_file);
-        if let Some(saved) = &saved {
-            info!(
-                version = saved.version,
-                load_balancers = saved.load_balancers.len(),
-                "starting from the configuration last received from control"
-            );
-            initial = agent::control::merge(&local, saved.load_balancers.clone());
-        }
-        control_run = Some((
-            agent::control::ControlOptions {
-                url: c.url.clone(),
-                credentials,
-                state_file,
-                long_poll_secs: 25,
-            },
-            saved.map(|s| s.version),
-        ));
-    }
-    let (updates_tx, updates) = mpsc::channel(4);
+/// Runs the service with SIGHUP as reload and SIGTERM/SIGINT as shutdown.
+async fn run_agent(options: ServiceOptions) -> anyhow::Result<()> {
+    let (reload_tx, reload) = mpsc::channel(4);
     let (stop_tx, stop) = watch::channel(false);
     let mut hup = signal(SignalKind::hangup())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
-    let path = config.clone();
-    let local_only = control.is_some();
-    let reload_tx = updates_tx.clone();
     tokio::spawn(async move {
         loop {
             tokio::select! {
-                _ = hup.recv() => {
-                    info!(file = %path.display(), "SIGHUP: reloading the configuration");
-                    match load_local(&path) {
-                        Ok(cfg) => {
-                            let update = ConfigUpdate { config: cfg, origin: "SIGHUP".into(), local_only };
-                            let _ = reload_tx.send(update).await;
-                        }
-                        Err(e) => error!(error = %e, "configuration rejected; keeping the running one"),
-                    }
-                }
+                _ = hup.recv() => { info!("SIGHUP"); let _ = reload_tx.send(()).await; }
                 _ = term.recv() => { info!("SIGTERM: stopping"); let _ = stop_tx.send(true); break; }
                 _ = int.recv() => { info!("SIGINT: stopping"); let _ = stop_tx.send(true); break; }
             }
         }
     });
-    let mut hooks = agent::Hooks::default();
-    if let Some((opts, version)) = control_run {
-        let (status_tx, status_rx) = watch::channel(Default::default());
-        hooks.status = Some(status_tx);
-        tokio::spawn(agent::control::run(
-            local,
-            opts,
-            version,
-            updates_tx,
-            status_rx,
-            stop.clone(),
-        ));
-    }
-    agent::run(
-        initial,
-        updates,
-        RunOptions {
-            reset,
-            sweep_interval: None,
-        },
-        hooks,
-        stop,
-    )
-    .await?;
+    service::serve(options, reload, stop).await?;
     Ok(())
 }
 
@@ -261,12 +174,17 @@ fn main() -> anyhow::Result<()> {
         } => {
             let control = control
                 .zip(credentials)
-                .map(|(url, credentials)| ControlArgs { url, credentials });
+                .map(|(url, credentials)| ControlSettings { url, credentials });
             init_logging(log_format);
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()?;
-            runtime.block_on(run_agent(config, reset, zone, control))?;
+            runtime.block_on(run_agent(ServiceOptions {
+                config,
+                reset,
+                zone,
+                control,
+            }))?;
         }
         Command::Detach { purge } => {
             let ifaces = dataplane::attached_interfaces(&cli.pin_root);
@@ -283,9 +201,10 @@ fn main() -> anyhow::Result<()> {
             }
         }
         Command::Check { config } => {
-            let cfg = ServoConfig::load(&config)?;
-            println!("{}: ok", config.display());
-            for lb in &cfg.load_balancers {
+            let file = ConfigFile::load(&config)?;
+            let admission = admission::admit(&file.settings, &file.load_balancers, &[]);
+            println!("{}: servo settings ok", config.display());
+            for lb in &admission.served {
                 println!(
                     "  {}: {} VIP(s), {} listener(s), {} instance(s), health check {}",
                     lb.load_balancer_name,
@@ -293,6 +212,16 @@ fn main() -> anyhow::Result<()> {
                     lb.listeners.len(),
                     lb.instances.len(),
                     lb.health_check().target
+                );
+            }
+            for r in &admission.refused {
+                println!("  {}: refused: {}", r.load_balancer_name, r.reason);
+            }
+            if !admission.refused.is_empty() {
+                bail!(
+                    "{} of {} load balancers refused",
+                    admission.refused.len(),
+                    file.load_balancers.len()
                 );
             }
         }

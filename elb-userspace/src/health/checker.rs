@@ -25,11 +25,11 @@ use tokio::sync::{Semaphore, mpsc, watch};
 use tokio::task::{self, JoinSet};
 use tokio::time::Instant;
 
-use super::config::{HealthCheck, HealthCheckError};
+use elb_contract::{HealthCheck, HealthTarget, Problems};
+
 use super::latency::LatencyHistogram;
 use super::probe::{NetworkProber, ProbeOutcome, Prober};
 use super::state::InstanceHealth;
-use super::target::HealthTarget;
 
 /// Tuning of a [`HealthChecker`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -74,11 +74,11 @@ pub enum CheckerError {
     /// The health check is outside ELB's ranges.
     #[error("health check for instance {key} rejected: {source}")]
     InvalidHealthCheck {
-        /// The instance key, `Debug`-formatted.
+        /// The instance key.
         key: String,
         /// What is wrong with the check.
         #[source]
-        source: HealthCheckError,
+        source: Problems,
     },
     /// [`HealthChecker::shutdown`] was called, or the scheduler task is gone.
     #[error("the health checker has shut down; start a new one with HealthChecker::spawn")]
@@ -158,7 +158,7 @@ struct ProbeJob<K> {
 
 impl<K> HealthChecker<K>
 where
-    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+    K: Clone + Eq + Hash + fmt::Debug + fmt::Display + Send + Sync + 'static,
 {
     /// Starts a checker that probes over real sockets ([`NetworkProber`] from
     /// `options.source_addr`) and sends every transition on `events`.
@@ -245,9 +245,9 @@ where
         cfg: HealthCheck,
         seed: Option<InstanceHealth>,
     ) -> Result<InstanceHealth, CheckerError> {
-        cfg.validate()
+        cfg.check()
             .map_err(|source| CheckerError::InvalidHealthCheck {
-                key: format!("{key:?}"),
+                key: key.to_string(),
                 source,
             })?;
         if self.commands.is_closed() {
@@ -448,7 +448,7 @@ struct Scheduler<K> {
 
 impl<K> Scheduler<K>
 where
-    K: Clone + Eq + Hash + fmt::Debug + Send + Sync + 'static,
+    K: Clone + Eq + Hash + fmt::Debug + fmt::Display + Send + Sync + 'static,
 {
     async fn run(mut self) {
         let mut due: BinaryHeap<Reverse<(Instant, u64)>> = BinaryHeap::new();
@@ -519,7 +519,7 @@ async fn probe_task<K>(
     permits: Arc<Semaphore>,
     events: mpsc::Sender<HealthEvent<K>>,
 ) where
-    K: Clone + Eq + Hash + fmt::Debug,
+    K: Clone + Eq + Hash + fmt::Debug + fmt::Display,
 {
     let Ok(permit) = permits.acquire_owned().await else {
         return;
@@ -532,7 +532,7 @@ async fn probe_task<K>(
         return;
     };
     tracing::info!(
-        key = ?event.key,
+        key = %event.key,
         ip = %event.ip,
         state = %event.to.state,
         reason = %event.to.reason_code,

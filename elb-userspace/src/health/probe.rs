@@ -20,7 +20,7 @@ use tokio::net::{TcpSocket, TcpStream};
 use tokio::time::Instant;
 use tokio_rustls::TlsConnector;
 
-use super::target::{HealthTarget, TargetProtocol};
+use elb_contract::{HealthTarget, Protocol};
 
 /// A status line longer than this is not HTTP; stop reading instead of buffering a stream.
 const MAX_STATUS_LINE: usize = 4096;
@@ -161,13 +161,13 @@ impl NetworkProber {
     ) -> Result<&'static str, ProbeFailure> {
         let tcp = self.connect(addr).await?;
         match target.protocol() {
-            TargetProtocol::Tcp => Ok("connected"),
-            TargetProtocol::Ssl => {
+            Protocol::Tcp => Ok("connected"),
+            Protocol::Ssl => {
                 self.handshake(tcp, addr.ip()).await?;
                 Ok("TLS handshake completed")
             }
-            TargetProtocol::Http => http_get(tcp, target, addr).await,
-            TargetProtocol::Https => {
+            Protocol::Http => http_get(tcp, target, addr).await,
+            Protocol::Https => {
                 let tls = self.handshake(tcp, addr.ip()).await?;
                 http_get(tls, target, addr).await
             }
@@ -253,7 +253,7 @@ where
 fn http_request(target: &HealthTarget, addr: SocketAddr) -> String {
     let path = target.path().unwrap_or("/");
     let default_port = match target.protocol() {
-        TargetProtocol::Https => 443,
+        Protocol::Https => 443,
         _ => 80,
     };
     // RFC 9110 7.2: Host carries the port unless it is the scheme's default; SocketAddr's

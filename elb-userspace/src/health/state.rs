@@ -13,78 +13,14 @@
 //! that reason change is reported as a [`Transition`] too.
 
 use std::borrow::Cow;
-use std::fmt;
 
+use elb_contract::{
+    DESCRIPTION_FAILED, DESCRIPTION_REGISTERING, HealthCheck, InstanceState, NOT_APPLICABLE,
+    ReasonCode,
+};
 use serde::{Deserialize, Serialize};
 
-use super::config::HealthCheck;
 use super::probe::ProbeOutcome;
-
-/// Description of an instance that has not yet passed HealthyThreshold checks since registration.
-pub const DESCRIPTION_REGISTERING: &str = "Instance registration is still in progress.";
-/// Description of an instance taken out of service by its health checks.
-pub const DESCRIPTION_FAILED: &str =
-    "Instance has failed at least the UnhealthyThreshold number of health checks consecutively.";
-/// ReasonCode and Description of an instance in service.
-pub const NOT_APPLICABLE: &str = "N/A";
-
-/// DescribeInstanceHealth `State` of an instance the servo checks.
-///
-/// ELB's third state, `Unknown`, belongs to instances nobody checks, so the control plane reports
-/// it, not the checker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum InstanceState {
-    /// Receives new flows.
-    InService,
-    /// Receives no new flows.
-    OutOfService,
-}
-
-impl InstanceState {
-    /// The name as ELB spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::InService => "InService",
-            Self::OutOfService => "OutOfService",
-        }
-    }
-}
-
-impl fmt::Display for InstanceState {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// DescribeInstanceHealth `ReasonCode`: who is responsible for the current state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum ReasonCode {
-    /// The load balancer (e.g. registration still in progress).
-    #[serde(rename = "ELB")]
-    Elb,
-    /// The instance (e.g. failed health checks).
-    Instance,
-    /// Nothing to explain: the instance is in service.
-    #[serde(rename = "N/A")]
-    NotApplicable,
-}
-
-impl ReasonCode {
-    /// The code as ELB spells it.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Elb => "ELB",
-            Self::Instance => "Instance",
-            Self::NotApplicable => NOT_APPLICABLE,
-        }
-    }
-}
-
-impl fmt::Display for ReasonCode {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Health of one instance: the DescribeInstanceHealth triple plus the streaks that drive it.
 ///
@@ -116,13 +52,6 @@ pub struct Transition {
     pub to: InstanceHealth,
 }
 
-impl Transition {
-    /// Whether InService/OutOfService flipped, as opposed to only the reason changing.
-    pub fn state_changed(&self) -> bool {
-        self.from.state != self.to.state
-    }
-}
-
 impl Default for InstanceHealth {
     fn default() -> Self {
         Self::registering()
@@ -149,13 +78,30 @@ impl InstanceHealth {
         )
     }
 
-    /// An instance taken out of service by its checks, no streaks; for seeding a restarted checker.
-    pub fn failed() -> Self {
-        Self::with(
-            InstanceState::OutOfService,
-            ReasonCode::Instance,
-            DESCRIPTION_FAILED,
-        )
+    /// The health control holds for an instance (what the servo that checked it before
+    /// reported), no streaks: a servo taking the instance over starts from it. `Unknown`
+    /// starts as registering.
+    pub fn seeded(from: &elb_contract::InstanceHealth) -> Self {
+        match from.state {
+            InstanceState::Unknown => Self::registering(),
+            state => Self {
+                state,
+                reason_code: from.reason_code,
+                description: Cow::Owned(from.description.clone()),
+                consecutive_passes: 0,
+                consecutive_failures: 0,
+                last_probe: None,
+            },
+        }
+    }
+
+    /// The DescribeInstanceHealth triple.
+    pub fn status(&self) -> elb_contract::InstanceHealth {
+        elb_contract::InstanceHealth {
+            state: self.state,
+            reason_code: self.reason_code,
+            description: self.description.to_string(),
+        }
     }
 
     fn with(state: InstanceState, reason_code: ReasonCode, description: &'static str) -> Self {
@@ -202,7 +148,7 @@ impl InstanceHealth {
         if passed {
             self.consecutive_passes = self.consecutive_passes.saturating_add(1);
             self.consecutive_failures = 0;
-            if self.state == InstanceState::OutOfService
+            if self.state != InstanceState::InService
                 && self.consecutive_passes >= healthy_threshold
             {
                 self.set(
@@ -215,8 +161,8 @@ impl InstanceHealth {
             self.consecutive_failures = self.consecutive_failures.saturating_add(1);
             self.consecutive_passes = 0;
             let failed_enough = self.consecutive_failures >= unhealthy_threshold;
-            let already_failed = self.state == InstanceState::OutOfService
-                && self.reason_code == ReasonCode::Instance;
+            let already_failed =
+                self.state != InstanceState::InService && self.reason_code == ReasonCode::Instance;
             if failed_enough && !already_failed {
                 self.set(
                     InstanceState::OutOfService,
@@ -316,7 +262,7 @@ mod tests {
             assert_eq!(t.to.reason_code, ReasonCode::NotApplicable);
             assert_eq!(t.to.description, "N/A");
             assert_eq!(t.to, h);
-            assert!(t.state_changed());
+            assert_ne!(t.from.state, t.to.state);
         }
     }
 
@@ -341,7 +287,7 @@ mod tests {
                 "Instance has failed at least the UnhealthyThreshold number of health checks \
                  consecutively."
             );
-            assert!(t.state_changed());
+            assert_ne!(t.from.state, t.to.state);
         }
     }
 
@@ -386,7 +332,7 @@ mod tests {
         let t = h
             .record(false, &cfg)
             .expect("UnhealthyThreshold-th failure");
-        assert!(!t.state_changed());
+        assert_eq!(t.from.state, t.to.state);
         assert_eq!(t.from.reason_code, ReasonCode::Elb);
         assert_eq!(t.to.state, InstanceState::OutOfService);
         assert_eq!(t.to.reason_code, ReasonCode::Instance);
@@ -478,7 +424,7 @@ mod tests {
 
     #[test]
     fn raising_healthy_threshold_delays_recovery() {
-        let mut h = InstanceHealth::failed();
+        let mut h = InstanceHealth::seeded(&elb_contract::InstanceHealth::failed());
         record_quietly(&mut h, true, 1, &cfg(2, 2));
         let raised = cfg(6, 2);
         record_quietly(&mut h, true, 4, &raised);
@@ -524,7 +470,7 @@ mod tests {
 
     #[test]
     fn serde_round_trip_with_elb_names() {
-        let h = InstanceHealth::failed();
+        let h = InstanceHealth::seeded(&elb_contract::InstanceHealth::failed());
         let json = serde_json::to_value(&h).unwrap();
         assert_eq!(json["State"], "OutOfService");
         assert_eq!(json["ReasonCode"], "Instance");

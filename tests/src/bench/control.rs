@@ -72,6 +72,19 @@ fn latency(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
         .with_context(|| format!("unexpected first line {line:?}"))?
         .to_string();
     admin(&["zone", "add", "--name", "bench-a", "--region", "us-east-1"])?;
+    // Control creates load balancers only where a live servo can serve them: four servo
+    // identities (250 addresses each, one per load balancer on port 80) that the client
+    // registers and keeps live over the servo protocol.
+    let servos: Vec<serde_json::Value> = (0..4)
+        .map(|i| {
+            let id = format!("bench-servo-{i}");
+            Ok(serde_json::from_str(&admin(&[
+                "servo", "create", "--id", &id, "--zone", "bench-a",
+            ])?)?)
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let servos_file = dir.path().join("servos.json");
+    std::fs::write(&servos_file, serde_json::to_vec(&servos)?)?;
     let account: serde_json::Value =
         serde_json::from_str(&admin(&["account", "create", "--name", "bench"])?)?;
     let id = account["AccountId"].as_str().context("AccountId")?;
@@ -101,6 +114,8 @@ fn latency(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
             "bench-a".into(),
             "--count".into(),
             count.to_string(),
+            "--servos".into(),
+            servos_file.display().to_string(),
         ],
         None,
     )?;

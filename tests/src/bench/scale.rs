@@ -7,8 +7,11 @@ use std::{collections::BTreeMap, net::Ipv4Addr, time::Instant};
 use anyhow::ensure;
 use elb_common::{FLOW_F_REPLY, Flow, FlowKey, PROTO_TCP};
 use elb_userspace::{
-    agent::{reconcile::Reconciler, sweep},
-    config::{InstanceConfig, LoadBalancerConfig, ServoConfig},
+    agent::{
+        reconcile::{InstanceKey, Reconciler},
+        sweep,
+    },
+    config::ServoConfig,
     health::InstanceHealth,
 };
 
@@ -162,12 +165,12 @@ fn config(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
         let listeners: Vec<serde_json::Value> = (0..listeners_per_lb)
             .map(|k| serde_json::json!({"Protocol": "TCP", "LoadBalancerPort": 1000 + k, "InstancePort": 8000 + k}))
             .collect();
-        let mut lb: LoadBalancerConfig = serde_json::from_value(
+        let mut lb: elb_contract::LoadBalancer = serde_json::from_value(
             serde_json::json!({"LoadBalancerName": name, "Vips": [vip.to_string()], "Listeners": listeners}),
         )?;
         for i in 0..instances_per_lb {
             let id = format!("i-{l}-{i}");
-            lb.instances.push(InstanceConfig {
+            lb.instances.push(elb_contract::Instance {
                 instance_id: id.clone(),
                 address: Ipv4Addr::new(
                     198,
@@ -177,9 +180,9 @@ fn config(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
                 ),
                 zone: None,
                 health_check: true,
-                state: None,
+                health: None,
             });
-            health.insert((name.clone(), id), InstanceHealth::in_service());
+            health.insert(InstanceKey::new(&name, &id), InstanceHealth::in_service());
         }
         cfg.load_balancers.push(lb);
     }

@@ -13,8 +13,8 @@ use tokio::time::{Instant, sleep, sleep_until};
 
 use super::*;
 use crate::health::probe::ProbeFuture;
-use crate::health::state::{DESCRIPTION_FAILED, InstanceState, ReasonCode};
 use crate::health::test_support::{HttpServer, HttpServerBehaviour};
+use elb_contract::{DESCRIPTION_FAILED, InstanceState, ReasonCode};
 
 /// tokio's timer wheel has millisecond resolution, so instants it wakes at may be rounded up by
 /// less than this.
@@ -551,16 +551,12 @@ async fn invalid_health_checks_are_rejected() {
     let prober = ScriptedProber::new(SCRIPTED_LATENCY);
     let (checker, _events) = start_checker(&prober, options(false));
     let err = checker.upsert(9, ip(9), cfg(5, 2, 11)).unwrap_err();
-    assert!(matches!(
-        err,
-        CheckerError::InvalidHealthCheck {
-            source: HealthCheckError::OutOfRange {
-                field: "HealthyThreshold",
-                ..
-            },
-            ..
+    match &err {
+        CheckerError::InvalidHealthCheck { source, .. } => {
+            assert_eq!(source.0[0].field, "HealthCheck.HealthyThreshold")
         }
-    ));
+        other => panic!("{other:?}"),
+    }
     assert!(
         err.to_string()
             .starts_with("health check for instance 9 rejected"),

@@ -1,4 +1,6 @@
-//! The health-check target: what to probe on each instance, in ELB's `PROTOCOL:port[/path]` form.
+//! The health-check target: what to probe on each instance, in ELB's `PROTOCOL:port[/path]` form
+//! (`TCP` passes on a connection, `SSL` on a TLS handshake, `HTTP`/`HTTPS` on status 200 for
+//! `GET <path>`).
 
 use std::fmt;
 use std::num::NonZeroU16;
@@ -6,57 +8,11 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::Protocol;
+
 /// ELB caps the whole target string (API_HealthCheck: "an HTTP target may be at most 1024
 /// characters"); applying it to every protocol keeps one rule.
 pub const MAX_TARGET_LEN: usize = 1024;
-
-/// How an instance is probed.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum TargetProtocol {
-    /// Passes when a TCP connection is established.
-    Tcp,
-    /// Passes when a TLS handshake completes (certificate not verified).
-    Ssl,
-    /// Passes when `GET <path>` answers `200`.
-    Http,
-    /// `HTTP` over TLS (certificate not verified).
-    Https,
-}
-
-impl TargetProtocol {
-    /// The upper-case name ELB stores and echoes.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Tcp => "TCP",
-            Self::Ssl => "SSL",
-            Self::Http => "HTTP",
-            Self::Https => "HTTPS",
-        }
-    }
-
-    /// Whether the target carries a request path (HTTP and HTTPS).
-    pub fn has_path(self) -> bool {
-        matches!(self, Self::Http | Self::Https)
-    }
-
-    /// Whether the probe runs over TLS (SSL and HTTPS).
-    pub fn uses_tls(self) -> bool {
-        matches!(self, Self::Ssl | Self::Https)
-    }
-
-    fn parse_prefix(text: &str) -> Option<Self> {
-        // ELB upper-cases the prefix, so `http:80/` and `Http:80/` are the same target.
-        [Self::Tcp, Self::Ssl, Self::Http, Self::Https]
-            .into_iter()
-            .find(|p| p.as_str().eq_ignore_ascii_case(text))
-    }
-}
-
-impl fmt::Display for TargetProtocol {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
 
 /// Why a health-check target string was rejected. Each variant carries the offending text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -98,7 +54,7 @@ pub enum TargetError {
         /// The rejected target.
         target: String,
         /// HTTP or HTTPS.
-        protocol: TargetProtocol,
+        protocol: Protocol,
     },
     /// A TCP or SSL target with something after the port.
     #[error(
@@ -109,7 +65,7 @@ pub enum TargetError {
         /// The rejected target.
         target: String,
         /// TCP or SSL.
-        protocol: TargetProtocol,
+        protocol: Protocol,
     },
     /// The path would not fit in an HTTP request line.
     #[error(
@@ -129,7 +85,7 @@ pub enum TargetError {
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
 pub struct HealthTarget {
-    protocol: TargetProtocol,
+    protocol: Protocol,
     port: NonZeroU16,
     /// `Some` exactly for HTTP and HTTPS; always starts with `/`.
     path: Option<String>,
@@ -139,7 +95,7 @@ impl HealthTarget {
     /// `TCP:<port>`.
     pub fn tcp(port: NonZeroU16) -> Self {
         Self {
-            protocol: TargetProtocol::Tcp,
+            protocol: Protocol::Tcp,
             port,
             path: None,
         }
@@ -148,7 +104,7 @@ impl HealthTarget {
     /// `SSL:<port>`.
     pub fn ssl(port: NonZeroU16) -> Self {
         Self {
-            protocol: TargetProtocol::Ssl,
+            protocol: Protocol::Ssl,
             port,
             path: None,
         }
@@ -156,19 +112,15 @@ impl HealthTarget {
 
     /// `HTTP:<port><path>`; `path` must start with `/`.
     pub fn http(port: NonZeroU16, path: &str) -> Result<Self, TargetError> {
-        Self::with_path(TargetProtocol::Http, port, path)
+        Self::with_path(Protocol::Http, port, path)
     }
 
     /// `HTTPS:<port><path>`; `path` must start with `/`.
     pub fn https(port: NonZeroU16, path: &str) -> Result<Self, TargetError> {
-        Self::with_path(TargetProtocol::Https, port, path)
+        Self::with_path(Protocol::Https, port, path)
     }
 
-    fn with_path(
-        protocol: TargetProtocol,
-        port: NonZeroU16,
-        path: &str,
-    ) -> Result<Self, TargetError> {
+    fn with_path(protocol: Protocol, port: NonZeroU16, path: &str) -> Result<Self, TargetError> {
         let text = format!("{protocol}:{port}{path}");
         if !path.starts_with('/') {
             // Without the slash the path would be read as part of the port.
@@ -182,7 +134,7 @@ impl HealthTarget {
     }
 
     /// The probe protocol.
-    pub fn protocol(&self) -> TargetProtocol {
+    pub fn protocol(&self) -> Protocol {
         self.protocol
     }
 
@@ -212,7 +164,7 @@ impl FromStr for HealthTarget {
             target: text.to_owned(),
         };
         let (prefix, rest) = text.split_once(':').ok_or_else(unknown)?;
-        let protocol = TargetProtocol::parse_prefix(prefix).ok_or_else(unknown)?;
+        let protocol = Protocol::parse(prefix).ok_or_else(unknown)?;
 
         let (port_text, path) = match rest.find('/') {
             Some(slash) => (&rest[..slash], Some(&rest[slash..])),
@@ -223,7 +175,7 @@ impl FromStr for HealthTarget {
             port: port_text.to_owned(),
         })?;
 
-        let path = match (protocol.has_path(), path) {
+        let path = match (protocol.is_http_family(), path) {
             (true, None) => {
                 return Err(TargetError::MissingPath {
                     target: text.to_owned(),
@@ -304,22 +256,22 @@ mod tests {
         let t: HealthTarget = "TCP:80".parse().unwrap();
         assert_eq!(
             (t.protocol(), t.port(), t.path()),
-            (TargetProtocol::Tcp, 80, None)
+            (Protocol::Tcp, 80, None)
         );
         let t: HealthTarget = "SSL:443".parse().unwrap();
         assert_eq!(
             (t.protocol(), t.port(), t.path()),
-            (TargetProtocol::Ssl, 443, None)
+            (Protocol::Ssl, 443, None)
         );
         let t: HealthTarget = "HTTP:8080/health".parse().unwrap();
         assert_eq!(
             (t.protocol(), t.port(), t.path()),
-            (TargetProtocol::Http, 8080, Some("/health"))
+            (Protocol::Http, 8080, Some("/health"))
         );
         let t: HealthTarget = "HTTPS:65535/".parse().unwrap();
         assert_eq!(
             (t.protocol(), t.port(), t.path()),
-            (TargetProtocol::Https, 65535, Some("/"))
+            (Protocol::Https, 65535, Some("/"))
         );
     }
 
@@ -426,7 +378,7 @@ mod tests {
         assert!(matches!(
             err,
             TargetError::MissingPath {
-                protocol: TargetProtocol::Http,
+                protocol: Protocol::Http,
                 ..
             }
         ));
@@ -434,7 +386,7 @@ mod tests {
         assert!(matches!(
             "https:443".parse::<HealthTarget>(),
             Err(TargetError::MissingPath {
-                protocol: TargetProtocol::Https,
+                protocol: Protocol::Https,
                 ..
             })
         ));
@@ -442,7 +394,7 @@ mod tests {
         assert!(matches!(
             err,
             TargetError::UnexpectedPath {
-                protocol: TargetProtocol::Tcp,
+                protocol: Protocol::Tcp,
                 ..
             }
         ));
@@ -450,7 +402,7 @@ mod tests {
         assert!(matches!(
             "SSL:443/x".parse::<HealthTarget>(),
             Err(TargetError::UnexpectedPath {
-                protocol: TargetProtocol::Ssl,
+                protocol: Protocol::Ssl,
                 ..
             })
         ));

@@ -1,8 +1,29 @@
 //! The six ELB policy types and the sample policies (`ELBSecurityPolicy-*`, `ELBSample-*`),
-//! and the checks CreateLoadBalancerPolicy applies to attributes against their type.
+//! the checks CreateLoadBalancerPolicy applies to attributes against their type, and where
+//! each type may be set.
 
-use crate::error::{ApiError, ErrorCode};
-use crate::model::{Policy, Protocol};
+use crate::{Problem, Protocol, free_text_ok, printable};
+
+/// A named policy of a load balancer (stickiness, SSL negotiation, proxy protocol, ...).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Policy {
+    /// PolicyName.
+    pub name: String,
+    /// PolicyTypeName.
+    pub type_name: String,
+    /// (AttributeName, AttributeValue) in the order given.
+    pub attributes: Vec<(String, String)>,
+}
+
+impl Policy {
+    /// The value of attribute `name`.
+    pub fn attribute(&self, name: &str) -> Option<&str> {
+        self.attributes
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
 
 pub const APP_COOKIE: &str = "AppCookieStickinessPolicyType";
 pub const LB_COOKIE: &str = "LBCookieStickinessPolicyType";
@@ -29,6 +50,9 @@ pub struct PolicyType {
     pub description: &'static str,
     pub attributes: Vec<AttributeType>,
 }
+
+/// Longest policy attribute value.
+pub const MAX_ATTRIBUTE_VALUE: usize = 4096;
 
 const PROTOCOLS: &[&str] = &[
     "Protocol-SSLv3",
@@ -230,8 +254,8 @@ pub fn samples() -> Vec<Policy> {
     ]
 }
 
-fn invalid(message: String) -> ApiError {
-    ApiError::invalid_config(message)
+fn invalid(field: &str, message: String) -> Problem {
+    Problem::conflict(field, message)
 }
 
 /// Checks `attributes` against `policy_type` (known names, value kinds, cardinalities) and
@@ -241,14 +265,17 @@ pub fn check_attributes(
     policy_type: &PolicyType,
     attributes: &[(String, String)],
     existing: &[Policy],
-) -> Result<Vec<(String, String)>, ApiError> {
+) -> Result<Vec<(String, String)>, Problem> {
     for (name, value) in attributes {
         let Some(spec) = policy_type.attributes.iter().find(|a| a.name == name) else {
-            return Err(invalid(format!(
-                "Attribute '{}' is not valid for policy type {}",
-                crate::validate::printable(name),
-                policy_type.name
-            )));
+            return Err(invalid(
+                "PolicyAttributes",
+                format!(
+                    "Attribute '{}' is not valid for policy type {}",
+                    printable(name),
+                    policy_type.name
+                ),
+            ));
         };
         let ok = match spec.kind {
             "Boolean" => value.eq_ignore_ascii_case("true") || value.eq_ignore_ascii_case("false"),
@@ -259,14 +286,24 @@ pub fn check_attributes(
             _ => true,
         };
         if !ok {
-            return Err(invalid(match spec.kind {
-                "PolicyName" => {
-                    format!("{name} must name a {PUBLIC_KEY} policy of this load balancer")
-                }
-                kind => format!("Attribute {name} must be a {kind}"),
-            }));
+            return Err(invalid(
+                "PolicyAttributes",
+                match spec.kind {
+                    "PolicyName" => {
+                        format!("{name} must name a {PUBLIC_KEY} policy of this load balancer")
+                    }
+                    kind => format!("Attribute {name} must be a {kind}"),
+                },
+            ));
         }
-        crate::validate::free_text(name, value, 4096)?;
+        if !free_text_ok(value, MAX_ATTRIBUTE_VALUE) {
+            return Err(Problem::invalid(
+                "PolicyAttributes",
+                format!(
+                    "{name} must have at most {MAX_ATTRIBUTE_VALUE} characters and no control characters"
+                ),
+            ));
+        }
     }
     for spec in &policy_type.attributes {
         let count = attributes.iter().filter(|(n, _)| n == spec.name).count();
@@ -277,10 +314,13 @@ pub fn check_attributes(
             _ => true,
         };
         if !ok {
-            return Err(invalid(format!(
-                "Policy type {} requires cardinality {} for attribute {}",
-                policy_type.name, spec.cardinality, spec.name
-            )));
+            return Err(invalid(
+                "PolicyAttributes",
+                format!(
+                    "Policy type {} requires cardinality {} for attribute {}",
+                    policy_type.name, spec.cardinality, spec.name
+                ),
+            ));
         }
     }
     if policy_type.name == SSL_NEGOTIATION
@@ -292,10 +332,13 @@ pub fn check_attributes(
             .into_iter()
             .find(|p| p.name == *reference && p.name.starts_with("ELBSecurityPolicy-"))
             .ok_or_else(|| {
-                invalid(format!(
-                    "Unknown Reference-Security-Policy '{}'",
-                    crate::validate::printable(reference)
-                ))
+                invalid(
+                    "PolicyAttributes",
+                    format!(
+                        "Unknown Reference-Security-Policy '{}'",
+                        printable(reference)
+                    ),
+                )
             })?;
         let mut expanded = vec![("Reference-Security-Policy".to_string(), reference.clone())];
         expanded.extend(sample.attributes);
@@ -305,17 +348,20 @@ pub fn check_attributes(
 }
 
 /// Which policy types can be put on a listener of the given front-end protocol.
-pub fn check_listener_policy(policy: &Policy, protocol: Protocol) -> Result<(), ApiError> {
+pub fn check_listener_policy(policy: &Policy, protocol: Protocol) -> Result<(), Problem> {
     let ok = match policy.type_name.as_str() {
         APP_COOKIE | LB_COOKIE => protocol.is_http_family(),
         SSL_NEGOTIATION => protocol.is_secure(),
         _ => false,
     };
     if !ok {
-        return Err(invalid(format!(
-            "{} policies cannot be set on a {protocol} listener",
-            policy.type_name
-        )));
+        return Err(invalid(
+            "PolicyNames",
+            format!(
+                "{} policies cannot be set on a {protocol} listener",
+                policy.type_name
+            ),
+        ));
     }
     Ok(())
 }
@@ -324,22 +370,25 @@ pub fn check_listener_policy(policy: &Policy, protocol: Protocol) -> Result<(), 
 pub fn check_backend_policy(
     policy: &Policy,
     instance_protocols: &[Protocol],
-) -> Result<(), ApiError> {
+) -> Result<(), Problem> {
     let ok = match policy.type_name.as_str() {
         PROXY_PROTOCOL => true,
         BACKEND_AUTH => instance_protocols.iter().any(|p| p.is_secure()),
         _ => false,
     };
     if !ok {
-        return Err(invalid(format!(
-            "{} policies cannot be set on back-end servers{}",
-            policy.type_name,
-            if policy.type_name == BACKEND_AUTH {
-                " that do not use HTTPS or SSL"
-            } else {
-                ""
-            }
-        )));
+        return Err(invalid(
+            "PolicyNames",
+            format!(
+                "{} policies cannot be set on back-end servers{}",
+                policy.type_name,
+                if policy.type_name == BACKEND_AUTH {
+                    " that do not use HTTPS or SSL"
+                } else {
+                    ""
+                }
+            ),
+        ));
     }
     Ok(())
 }
@@ -351,16 +400,6 @@ pub fn policy_family(type_name: &str) -> Option<&'static str> {
         SSL_NEGOTIATION => Some("SSL negotiation"),
         _ => None,
     }
-}
-
-pub fn not_found(name: &str) -> ApiError {
-    ApiError::new(
-        ErrorCode::PolicyTypeNotFound,
-        format!(
-            "One or more of the specified policy types do not exist: {}",
-            crate::validate::printable(name)
-        ),
-    )
 }
 
 #[cfg(test)]
