@@ -107,7 +107,7 @@ def test_listener_errors(acct, listeners, code):
 
 
 def test_listener_backend_security_must_agree(acct):
-    cert = f"arn:aws:iam::{acct.id}:server-certificate/site"
+    cert = acct.certificate()
     with pytest.raises(ClientError) as e:
         make_lb(acct.elb, listeners=[listener("HTTP", 80, 443), listener("HTTPS", 443, 443, "HTTPS", cert)])
     assert error_code(e) == "InvalidConfigurationRequest"
