@@ -56,7 +56,9 @@ pub mod config;
 pub mod http;
 pub mod io;
 pub mod listener;
-pub mod policy;
+/// The SSL negotiation policy table (the contract's: control refuses at the API what the engine
+/// cannot offer).
+pub use elb_contract::ssl_policy as policy;
 pub mod rsa;
 pub mod stream;
 pub mod tls;
