@@ -35,6 +35,7 @@
 //!     stickiness: Stickiness::LbCookie { expiration: Some(Duration::from_secs(300)) },
 //!     idle_timeout: Duration::from_secs(60),
 //!     draining_timeout: Some(Duration::from_secs(300)),
+//!     proxy_protocol: false,
 //! }])?;
 //! // From the health engine, on every change:
 //! engine.update_backends(
