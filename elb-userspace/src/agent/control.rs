@@ -101,7 +101,9 @@ pub fn http_client(url: &str, credentials: &Credentials) -> Result<reqwest::Clie
         warn!(control = %url, "control is reached over plain HTTP: certificate keys are not delivered, so HTTPS and SSL load balancers are refused (use control's TLS listener with https://)");
         builder.build().map_err(|e| format!("HTTP client: {e}"))
     } else {
-        Err(format!("control URL {url:?} must start with https:// or http://"))
+        Err(format!(
+            "control URL {url:?} must start with https:// or http://"
+        ))
     }
 }
 

@@ -19,7 +19,9 @@ use std::{
 };
 
 use elb_common::{BACKEND_ACTIVE, BACKEND_DRAINING, LISTENER_F_LOCAL, LISTENER_F_PROXY_V1};
-use elb_contract::{Listener, LoadBalancer, Protocol, Stickiness as ContractStickiness, wire::Refusal};
+use elb_contract::{
+    Listener, LoadBalancer, Protocol, Stickiness as ContractStickiness, wire::Refusal,
+};
 use elb_engine::{
     Backend, BackendAuthentication, BackendProtocol, BackendState, Engine, FrontendProtocol,
     ListenerConfig, Stickiness, TlsSettings, policy,
@@ -182,7 +184,9 @@ impl L7 {
                     }
                 }
                 // Admission checked it; a failure here is a bug, not a user error.
-                Err(e) => error!(load_balancer = %lb.load_balancer_name, error = %e, "engine listeners not built"),
+                Err(e) => {
+                    error!(load_balancer = %lb.load_balancer_name, error = %e, "engine listeners not built")
+                }
             }
         }
         if wanted != self.applied {
@@ -240,7 +244,9 @@ impl L7 {
                         Ok(()) => {
                             self.backends.insert(name, backends);
                         }
-                        Err(e) => tracing::debug!(listener = %name, error = %e, "backends not given"),
+                        Err(e) => {
+                            tracing::debug!(listener = %name, error = %e, "backends not given")
+                        }
                     }
                 }
             }
@@ -250,7 +256,11 @@ impl L7 {
 
 /// The backends of the listener on `port` of `lb`, from the reconciler's states (the backends of
 /// its first VIP: every VIP of a load balancer has the same instances in the same states).
-fn backends_of<W: MapWriter>(reconciler: &Reconciler<W>, lb: &LoadBalancer, port: u16) -> Vec<Backend> {
+fn backends_of<W: MapWriter>(
+    reconciler: &Reconciler<W>,
+    lb: &LoadBalancer,
+    port: u16,
+) -> Vec<Backend> {
     let Some(vip) = lb.vips.first() else {
         return Vec::new();
     };
@@ -323,10 +333,20 @@ mod tests {
                 "BackendServerPolicies": [{"InstancePort": 2525, "PolicyNames": ["proxy"]}]
             }),
         );
-        let flags: Vec<u32> = lb.listeners.iter().map(|l| listener_flags(&lb, l)).collect();
+        let flags: Vec<u32> = lb
+            .listeners
+            .iter()
+            .map(|l| listener_flags(&lb, l))
+            .collect();
         assert_eq!(
             flags,
-            [0, LISTENER_F_LOCAL, LISTENER_F_PROXY_V1, LISTENER_F_LOCAL, LISTENER_F_LOCAL]
+            [
+                0,
+                LISTENER_F_LOCAL,
+                LISTENER_F_PROXY_V1,
+                LISTENER_F_LOCAL,
+                LISTENER_F_LOCAL
+            ]
         );
         let configs = listener_configs(&lb).unwrap();
         let names: Vec<&str> = configs.iter().map(|c| c.name.as_str()).collect();
@@ -337,7 +357,10 @@ mod tests {
                 expiration: Some(Duration::from_secs(60))
             }
         );
-        assert_eq!(configs[0].bind, ["198.18.0.1:81".parse::<SocketAddr>().unwrap()]);
+        assert_eq!(
+            configs[0].bind,
+            ["198.18.0.1:81".parse::<SocketAddr>().unwrap()]
+        );
         assert!(check(&lb).is_ok());
     }
 
@@ -354,7 +377,8 @@ mod tests {
         let mut bad = lb.clone();
         bad.certificates.push(elb_contract::ServerCertificate {
             certificate_id: "arn:aws:iam::1:server-certificate/x".into(),
-            certificate_chain: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+            certificate_chain: "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n"
+                .into(),
             private_key: "nonsense".into(),
         });
         let why = check(&bad).unwrap_err();
