@@ -277,7 +277,14 @@ fn new_servo_secret() -> String {
 }
 
 /// Creates a servo identity; the secret is printed once and only its hash stored.
-pub async fn servo_create(store: &Store, id: &str, zone: &str) -> Result<Value, AdminError> {
+/// Creates a servo identity. `control_certificate_sha256` is the pin of control's TLS
+/// certificate (see [`crate::tls`]), written into the credentials so the servo trusts only it.
+pub async fn servo_create(
+    store: &Store,
+    id: &str,
+    zone: &str,
+    control_certificate_sha256: Option<&str>,
+) -> Result<Value, AdminError> {
     if !servo_id_ok(id) {
         return Err(invalid(format!(
             "servo id '{id}' is invalid: 1-64 of letters, digits and ._-"
@@ -287,7 +294,11 @@ pub async fn servo_create(store: &Store, id: &str, zone: &str) -> Result<Value, 
     store
         .create_servo(id, zone, &crate::servo_api::secret_hash(&secret))
         .await?;
-    Ok(json!({"ServoId": id, "Zone": zone, "Secret": secret}))
+    let mut credentials = json!({"ServoId": id, "Zone": zone, "Secret": secret});
+    if let Some(pin) = control_certificate_sha256 {
+        credentials["ControlCertificateSha256"] = json!(pin);
+    }
+    Ok(credentials)
 }
 
 /// Servos with zone, addresses, last heartbeat, liveness (judged with `timeout_secs`),

@@ -34,6 +34,7 @@ pub mod service;
 pub mod servo_api;
 pub mod store;
 pub mod timefmt;
+pub mod tls;
 pub mod validate;
 pub mod xml;
 

@@ -94,6 +94,43 @@ struct ServeArgs {
     /// with PostgreSQL it must be given, the same file on every replica.
     #[arg(long, env = "ELB_CONTROL_KEY_FILE")]
     key_file: Option<std::path::PathBuf>,
+    /// Also serve everything (APIs, servo protocol, console) over TLS on this address, e.g.
+    /// 0.0.0.0:8774. Servos pin control's certificate; certificate private keys reach servos
+    /// only through this listener.
+    #[arg(long)]
+    tls_listen: Option<String>,
+    #[command(flatten)]
+    tls: TlsFileArgs,
+}
+
+/// Control's TLS certificate and key.
+#[derive(Args, Debug, Clone)]
+struct TlsFileArgs {
+    /// Control's TLS certificate (PEM). Default with SQLite: the database path + `.tls.crt`,
+    /// generated with its key on first use; with PostgreSQL it must be given (the same pair on
+    /// every replica).
+    #[arg(long, env = "ELB_CONTROL_TLS_CERT")]
+    tls_cert: Option<std::path::PathBuf>,
+    /// Control's TLS private key (PEM). Default with SQLite: the database path + `.tls.key`.
+    #[arg(long, env = "ELB_CONTROL_TLS_KEY")]
+    tls_key: Option<std::path::PathBuf>,
+}
+
+impl TlsFileArgs {
+    /// The files, and whether they are the defaults (generated when missing).
+    fn files(&self, db: &str) -> Result<Option<(control::tls::TlsFiles, bool)>> {
+        match (&self.tls_cert, &self.tls_key) {
+            (Some(cert), Some(key)) => Ok(Some((
+                control::tls::TlsFiles {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                },
+                false,
+            ))),
+            (None, None) => Ok(sqlite_path(db).map(|p| (control::tls::TlsFiles::beside(&p), true))),
+            _ => bail!("give both --tls-cert and --tls-key, or neither"),
+        }
+    }
 }
 
 #[derive(Subcommand, Debug)]
@@ -135,12 +172,15 @@ enum AdminCommand {
 
 #[derive(Subcommand, Debug)]
 enum ServoCommand {
-    /// Create a servo identity in a zone and print its secret (shown only once).
+    /// Create a servo identity in a zone and print its credentials file: its secret (shown
+    /// only once) and the SHA-256 of control's TLS certificate, which the servo pins.
     Create {
         #[arg(long)]
         id: String,
         #[arg(long)]
         zone: String,
+        #[command(flatten)]
+        tls: TlsFileArgs,
     },
     /// Servos with addresses, last heartbeat, liveness and assigned load balancers.
     List {
@@ -319,7 +359,7 @@ async fn main() -> Result<()> {
             let store = Store::open(&cli.db)
                 .await
                 .with_context(|| format!("cannot open the database {}", cli.db))?;
-            let result = run_admin(&store, cmd).await;
+            let result = run_admin(&store, &cli.db, cmd).await;
             store.close().await;
             let value = result?;
             println!("{}", serde_json::to_string_pretty(&value)?);
@@ -338,7 +378,7 @@ fn init_logging_quiet() {
         .init();
 }
 
-async fn run_admin(store: &Store, cmd: AdminCommand) -> Result<serde_json::Value> {
+async fn run_admin(store: &Store, db: &str, cmd: AdminCommand) -> Result<serde_json::Value> {
     let value = match cmd {
         AdminCommand::Account(AccountCommand::Create {
             name,
@@ -405,8 +445,22 @@ async fn run_admin(store: &Store, cmd: AdminCommand) -> Result<serde_json::Value
         AdminCommand::Instance(InstanceCommand::Remove { id }) => {
             admin::instance_remove(store, &id).await?
         }
-        AdminCommand::Servo(ServoCommand::Create { id, zone }) => {
-            admin::servo_create(store, &id, &zone).await?
+        AdminCommand::Servo(ServoCommand::Create { id, zone, tls }) => {
+            let pin = match tls.files(db)? {
+                Some((files, create)) => Some(
+                    control::tls::pin(&files, create)
+                        .context("reading control's TLS certificate for the servo to pin")?,
+                ),
+                None => {
+                    eprintln!(
+                        "note: no --tls-cert given: the credentials pin no control certificate, \
+                         so this servo can reach control only over plain HTTP (without \
+                         certificate keys: it will refuse HTTPS and SSL load balancers)"
+                    );
+                    None
+                }
+            };
+            admin::servo_create(store, &id, &zone, pin.as_deref()).await?
         }
         AdminCommand::Servo(ServoCommand::List { servo_timeout }) => {
             admin::servo_list(store, servo_timeout).await?
@@ -446,9 +500,22 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
         },
         key_file: args.key_file.clone().or_else(|| default_key_file(db)),
     };
+    let tls = match &args.tls_listen {
+        None => None,
+        Some(addr) => {
+            let (files, create) = args.tls.files(db)?.context(
+                "--tls-listen with PostgreSQL needs --tls-cert and --tls-key (the same pair on \
+                 every replica)",
+            )?;
+            let identity =
+                control::tls::load(&files, create).context("loading control's TLS certificate")?;
+            Some((addr.clone(), identity))
+        }
+    };
     let service = Service::start(ServeOptions {
         db: db.to_string(),
         listen: args.listen.clone(),
+        tls,
         config: config.clone(),
         dns_listen: args.dns_listen.clone(),
         dns_ttl: args.dns_ttl,
@@ -459,6 +526,10 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
     tracing::info!(%addr, db = %redact(db), regions = ?config.regions, "elb-control serving the ELB Query API");
     // Tests and scripts read these lines to learn the ports.
     println!("listening on {addr}");
+    if let Some((tls, sha256)) = service.tls_addr() {
+        tracing::info!(%tls, certificate_sha256 = %sha256, "serving over TLS too");
+        println!("tls listening on {tls}");
+    }
     if let Some(dns) = service.dns_addr() {
         println!("dns listening on {dns}");
     }
@@ -467,18 +538,22 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
     Ok(())
 }
 
-/// Next to an SQLite database: `<path>.key`. PostgreSQL replicas must share one given file.
-fn default_key_file(db: &str) -> Option<std::path::PathBuf> {
+/// The file of an SQLite database; `None` for PostgreSQL.
+fn sqlite_path(db: &str) -> Option<String> {
     match control::store::parse_database_url(db).ok()? {
-        (control::store::Backend::Sqlite, _) => {
-            let path = db
-                .strip_prefix("sqlite://")
+        (control::store::Backend::Sqlite, _) => Some(
+            db.strip_prefix("sqlite://")
                 .or_else(|| db.strip_prefix("sqlite:"))
-                .unwrap_or(db);
-            Some(std::path::PathBuf::from(format!("{path}.key")))
-        }
+                .unwrap_or(db)
+                .to_string(),
+        ),
         (control::store::Backend::Postgres, _) => None,
     }
+}
+
+/// Next to an SQLite database: `<path>.key`. PostgreSQL replicas must share one given file.
+fn default_key_file(db: &str) -> Option<std::path::PathBuf> {
+    sqlite_path(db).map(|path| std::path::PathBuf::from(format!("{path}.key")))
 }
 
 /// The database URL without a password, for logs.

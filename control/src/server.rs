@@ -158,6 +158,16 @@ pub async fn run(
         .await
 }
 
+/// Serves `app(state)` over TLS on `listener` (requests carry [`crate::tls::SecureTransport`])
+/// until the state's shutdown begins, then lets in-flight requests finish.
+pub async fn run_tls(listener: crate::tls::TlsListener, state: AppState) -> std::io::Result<()> {
+    let mut stop = state.shutdown_signal();
+    let app = app(state).layer(axum::Extension(crate::tls::SecureTransport));
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async move { until_true(&mut stop).await })
+        .await
+}
+
 /// A random version-4 UUID, the RequestId format of AWS.
 pub(crate) fn new_request_id() -> String {
     let mut b = [0u8; 16];

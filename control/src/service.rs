@@ -24,6 +24,8 @@ pub struct ServeOptions {
     pub db: String,
     /// API address (port 0 picks one).
     pub listen: String,
+    /// TLS address and control's identity, if everything is also served over TLS.
+    pub tls: Option<(String, crate::tls::ControlTls)>,
     /// The service's settings.
     pub config: ServiceConfig,
     /// DNS address (UDP and TCP) for load balancer names, if DNS is served.
@@ -62,6 +64,7 @@ pub struct Service {
     state: AppState,
     listener: TcpListener,
     addr: SocketAddr,
+    tls: Option<(TcpListener, crate::tls::ControlTls)>,
     dns: Option<DnsServer>,
 }
 
@@ -88,6 +91,19 @@ impl Service {
                 addr: options.listen.clone(),
                 source,
             })?;
+        let tls = match options.tls {
+            None => None,
+            Some((tls_addr, identity)) => {
+                let l =
+                    TcpListener::bind(&tls_addr)
+                        .await
+                        .map_err(|source| ServiceError::Listen {
+                            addr: tls_addr.clone(),
+                            source,
+                        })?;
+                Some((l, identity))
+            }
+        };
         let dns = match &options.dns_listen {
             None => None,
             Some(dns_addr) => {
@@ -116,8 +132,15 @@ impl Service {
             state,
             listener,
             addr,
+            tls,
             dns,
         })
+    }
+
+    /// The TLS address and the SHA-256 of control's certificate, if TLS is served.
+    pub fn tls_addr(&self) -> Option<(SocketAddr, &str)> {
+        let (l, identity) = self.tls.as_ref()?;
+        Some((l.local_addr().ok()?, identity.sha256.as_str()))
     }
 
     /// The API address.
@@ -145,9 +168,18 @@ impl Service {
             store,
             state,
             listener,
+            tls,
             dns,
             ..
         } = self;
+        let tls_server = match tls {
+            None => None,
+            Some((l, identity)) => {
+                let l = crate::tls::TlsListener::new(l, identity.config)
+                    .map_err(ServiceError::Serve)?;
+                Some(tokio::spawn(server::run_tls(l, state.clone())))
+            }
+        };
         let poller = tokio::spawn(store.clone().poll_version(server::VERSION_POLL));
         let notifications = tokio::spawn(store.clone().follow_notifications());
         let assigner = tokio::spawn(assign::run(
@@ -161,6 +193,11 @@ impl Service {
         ));
         let served = server::run(listener, state.clone(), shutdown).await;
         state.begin_shutdown();
+        if let Some(t) = tls_server
+            && let Ok(Err(e)) = t.await
+        {
+            tracing::warn!(error = %e, "the TLS listener ended with an error");
+        }
         if let Some(dns) = dns {
             dns.shutdown().await;
         }

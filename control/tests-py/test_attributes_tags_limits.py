@@ -17,7 +17,7 @@ def test_modify_attributes(acct):
             "ConnectionDraining": {"Enabled": True, "Timeout": 120},
             "ConnectionSettings": {"IdleTimeout": 300},
             "AccessLog": {"Enabled": True, "S3BucketName": "logs-bucket", "EmitInterval": 5, "S3BucketPrefix": "elb/"},
-            "AdditionalAttributes": [{"Key": "elb.http.desyncmitigationmode", "Value": "strictest"}],
+            "AdditionalAttributes": [{"Key": "elb.http.desyncmitigationmode", "Value": "defensive"}],
         },
     )
     assert resp["LoadBalancerName"] == name
@@ -27,7 +27,7 @@ def test_modify_attributes(acct):
     assert attrs["ConnectionDraining"] == {"Enabled": True, "Timeout": 120}
     assert attrs["ConnectionSettings"] == {"IdleTimeout": 300}
     assert attrs["AccessLog"] == {"Enabled": True, "S3BucketName": "logs-bucket", "EmitInterval": 5, "S3BucketPrefix": "elb/"}
-    assert attrs["AdditionalAttributes"] == [{"Key": "elb.http.desyncmitigationmode", "Value": "strictest"}]
+    assert attrs["AdditionalAttributes"] == [{"Key": "elb.http.desyncmitigationmode", "Value": "defensive"}]
     # A partial modify leaves the rest alone.
     elb.modify_load_balancer_attributes(LoadBalancerName=name, LoadBalancerAttributes={"CrossZoneLoadBalancing": {"Enabled": False}})
     attrs = elb.describe_load_balancer_attributes(LoadBalancerName=name)["LoadBalancerAttributes"]
@@ -45,6 +45,9 @@ def test_modify_attributes(acct):
         ({"AccessLog": {"Enabled": False, "EmitInterval": 30}}, "ValidationError"),
         ({"AdditionalAttributes": [{"Key": "no.such.attribute", "Value": "x"}]}, "LoadBalancerAttributeNotFound"),
         ({"AdditionalAttributes": [{"Key": "elb.http.desyncmitigationmode", "Value": "reckless"}]}, "ValidationError"),
+        # Valid for AWS, not honoured by this service's servos: refused, never stored and ignored.
+        ({"AdditionalAttributes": [{"Key": "elb.http.desyncmitigationmode", "Value": "monitor"}]}, "InvalidConfigurationRequest"),
+        ({"AdditionalAttributes": [{"Key": "elb.http.desyncmitigationmode", "Value": "strictest"}]}, "InvalidConfigurationRequest"),
     ],
 )
 def test_modify_attributes_errors(acct, attrs, code):

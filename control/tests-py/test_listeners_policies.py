@@ -170,6 +170,10 @@ def test_create_policy_proxy_protocol_backend_and_ssl(acct):
         ("ProxyProtocolPolicyType", [("Bogus", "true")], "InvalidConfigurationRequest"),
         ("BackendServerAuthenticationPolicyType", [("PublicKeyPolicyName", "nokey")], "InvalidConfigurationRequest"),
         ("SSLNegotiationPolicyType", [("Reference-Security-Policy", "ELBSecurityPolicy-1999")], "InvalidConfigurationRequest"),
+        # What the servos cannot offer is refused, not stored and ignored.
+        ("SSLNegotiationPolicyType", [("Protocol-TLSv1.2", "true"), ("AES128-SHA", "true")], "InvalidConfigurationRequest"),
+        ("SSLNegotiationPolicyType", [("Protocol-TLSv1", "true"), ("ECDHE-RSA-AES128-GCM-SHA256", "true")], "InvalidConfigurationRequest"),
+        ("SSLNegotiationPolicyType", [("Reference-Security-Policy", "ELBSecurityPolicy-2011-08")], "InvalidConfigurationRequest"),
     ],
 )
 def test_create_policy_errors(acct, type_name, attrs, exc):

@@ -10,7 +10,7 @@ pub mod csum;
 
 /// Bumped whenever a map key or value layout changes. The agent refuses to reuse pinned maps that
 /// were created by a different ABI version (they would be misread); `--reset` starts fresh.
-pub const ABI_VERSION: u32 = 3;
+pub const ABI_VERSION: u32 = 4;
 
 /// An IPv4 address in network byte order, as it appears on the wire.
 pub type Ipv4 = [u8; 4];
@@ -126,6 +126,13 @@ pub struct Listener {
     pub _pad: u32,
 }
 const _: () = assert!(size_of::<Listener>() == 16);
+
+/// Listener flag: the servo's own TLS/HTTP engine serves this listener. The program hands its
+/// packets to the local stack (XDP_PASS, counted as `pass_local`) instead of balancing them.
+pub const LISTENER_F_LOCAL: u32 = 1 << 0;
+/// Listener flag: its backends expect a PROXY protocol v1 header (`PROXY TCP4 <client> <vip>
+/// <cport> <vport>\r\n`) before the client's first byte.
+pub const LISTENER_F_PROXY_V1: u32 = 1 << 1;
 
 /// The backends currently accepting new flows for one listener. Replaced as a whole with one
 /// map update, so the program never sees a half-written list.
@@ -378,6 +385,8 @@ counters! {
     pass_not_tcp,
     /// Passed: TCP that belongs to no listener and no flow (the servo's own traffic).
     pass_not_ours,
+    /// Passed to the local stack: a listener the servo's own engine serves (LISTENER_F_LOCAL).
+    pass_local,
     /// Dropped: TCP header truncated or data offset invalid.
     drop_tcp_truncated,
     /// Dropped: a listener or flow packet carrying IP options.

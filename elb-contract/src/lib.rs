@@ -21,6 +21,8 @@ mod load_balancer;
 pub mod policy;
 mod problem;
 mod protocol;
+mod serving;
+pub mod ssl_policy;
 mod target;
 pub mod wire;
 pub mod zone;
@@ -39,4 +41,7 @@ pub use listener::{Listener, listeners_problems};
 pub use load_balancer::{LoadBalancer, MAX_SERVO_NAME_LEN, name_ok};
 pub use problem::{Problem, ProblemKind, Problems, free_text_ok, printable};
 pub use protocol::{Protocol, UnknownProtocol};
+pub use serving::{
+    BackendServerPolicies, ListenerPolicies, ServerCertificate, Stickiness, base64_decode,
+};
 pub use target::{HealthTarget, MAX_TARGET_LEN, TargetError};

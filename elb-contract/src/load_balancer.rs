@@ -8,6 +8,8 @@ use std::num::NonZeroU16;
 
 use serde::{Deserialize, Serialize};
 
+use crate::policy::Policy;
+use crate::serving::{BackendServerPolicies, ListenerPolicies, ServerCertificate};
 use crate::{Attributes, HealthCheck, Instance, Listener, Problem, Problems, listeners_problems};
 
 /// Longest load balancer name on a servo. Control names them `<name>-<account id>` (46
@@ -47,6 +49,19 @@ pub struct LoadBalancer {
     /// Attributes.
     #[serde(default)]
     pub attributes: Attributes,
+    /// The policies in effect (those the listeners and back-end ports name, and the
+    /// public-key policies those name).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub policies: Vec<Policy>,
+    /// Policies of listeners, by LoadBalancerPort.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub listener_policies: Vec<ListenerPolicies>,
+    /// Policies of back-end ports, by InstancePort.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub backend_server_policies: Vec<BackendServerPolicies>,
+    /// Certificates (with keys) of the HTTPS/SSL listeners, for the servos that serve them.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub certificates: Vec<ServerCertificate>,
 }
 
 impl LoadBalancer {
@@ -61,7 +76,7 @@ impl LoadBalancer {
     /// Every rule of the ELB model this load balancer breaks, each with its field:
     /// the name, the listeners (ports, protocol pairing, certificates, one per port, back-end
     /// security per instance port), the health check (target, ranges, Timeout < Interval), the
-    /// attributes' ranges, and the instances (ids present and unique; the state of every
+    /// attributes' ranges, the policies ([`LoadBalancer::policy_problems`]), and the instances (ids present and unique; the state of every
     /// instance the servo does not check itself).
     pub fn validate(&self) -> Result<(), Problems> {
         let mut out = Vec::new();
@@ -76,6 +91,7 @@ impl LoadBalancer {
             ));
         }
         out.extend(listeners_problems(&self.listeners));
+        out.extend(self.policy_problems());
         out.extend(self.health_check().problems());
         out.extend(self.attributes.problems());
         let mut ids = BTreeSet::new();

@@ -2,10 +2,16 @@
 //! the checks CreateLoadBalancerPolicy applies to attributes against their type, and where
 //! each type may be set.
 
-use crate::{Problem, Protocol, free_text_ok, printable};
+use serde::{Deserialize, Serialize};
+
+use crate::{Problem, Protocol, free_text_ok, printable, ssl_policy};
 
 /// A named policy of a load balancer (stickiness, SSL negotiation, proxy protocol, ...).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+///
+/// On the wire (servo protocol, a servo's file) it has the API's shape: `PolicyName`,
+/// `PolicyTypeName`, `PolicyAttributes` (`[{AttributeName, AttributeValue}]`).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(into = "PolicyFields", from = "PolicyFields")]
 pub struct Policy {
     /// PolicyName.
     pub name: String,
@@ -13,6 +19,53 @@ pub struct Policy {
     pub type_name: String,
     /// (AttributeName, AttributeValue) in the order given.
     pub attributes: Vec<(String, String)>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct PolicyFields {
+    policy_name: String,
+    policy_type_name: String,
+    #[serde(default)]
+    policy_attributes: Vec<AttributeFields>,
+}
+
+#[derive(Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase", deny_unknown_fields)]
+struct AttributeFields {
+    attribute_name: String,
+    attribute_value: String,
+}
+
+impl From<Policy> for PolicyFields {
+    fn from(p: Policy) -> Self {
+        Self {
+            policy_name: p.name,
+            policy_type_name: p.type_name,
+            policy_attributes: p
+                .attributes
+                .into_iter()
+                .map(|(attribute_name, attribute_value)| AttributeFields {
+                    attribute_name,
+                    attribute_value,
+                })
+                .collect(),
+        }
+    }
+}
+
+impl From<PolicyFields> for Policy {
+    fn from(f: PolicyFields) -> Self {
+        Self {
+            name: f.policy_name,
+            type_name: f.policy_type_name,
+            attributes: f
+                .policy_attributes
+                .into_iter()
+                .map(|a| (a.attribute_name, a.attribute_value))
+                .collect(),
+        }
+    }
 }
 
 impl Policy {
@@ -54,59 +107,37 @@ pub struct PolicyType {
 /// Longest policy attribute value.
 pub const MAX_ATTRIBUTE_VALUE: usize = 4096;
 
-const PROTOCOLS: &[&str] = &[
-    "Protocol-SSLv3",
-    "Protocol-TLSv1",
-    "Protocol-TLSv1.1",
-    "Protocol-TLSv1.2",
-];
-
-/// Ciphers an SSL negotiation policy can enable (OpenSSL names).
-const CIPHERS: &[&str] = &[
-    "ECDHE-ECDSA-AES128-GCM-SHA256",
-    "ECDHE-RSA-AES128-GCM-SHA256",
-    "ECDHE-ECDSA-AES128-SHA256",
-    "ECDHE-RSA-AES128-SHA256",
-    "ECDHE-ECDSA-AES128-SHA",
-    "ECDHE-RSA-AES128-SHA",
-    "ECDHE-ECDSA-AES256-GCM-SHA384",
-    "ECDHE-RSA-AES256-GCM-SHA384",
-    "ECDHE-ECDSA-AES256-SHA384",
-    "ECDHE-RSA-AES256-SHA384",
-    "ECDHE-RSA-AES256-SHA",
-    "ECDHE-ECDSA-AES256-SHA",
-    "AES128-GCM-SHA256",
-    "AES128-SHA256",
-    "AES128-SHA",
-    "AES256-GCM-SHA384",
-    "AES256-SHA256",
-    "AES256-SHA",
-    "DES-CBC3-SHA",
-];
-
 /// The six types, as DescribeLoadBalancerPolicyTypes lists them.
 pub fn all() -> Vec<PolicyType> {
     let mut ssl_attrs = vec![
         AttributeType {
-            name: "Reference-Security-Policy",
+            name: ssl_policy::REFERENCE_ATTRIBUTE,
             kind: "String",
             description: "Name of a predefined security policy (ELBSecurityPolicy-*) whose settings this policy takes.",
             default: None,
             cardinality: "ZERO_OR_ONE",
         },
         AttributeType {
-            name: "Server-Defined-Cipher-Order",
+            name: ssl_policy::SERVER_ORDER_ATTRIBUTE,
             kind: "Boolean",
             description: "Use the server's cipher order instead of the client's.",
             default: Some("false"),
             cardinality: "ZERO_OR_ONE",
         },
     ];
-    for name in PROTOCOLS.iter().chain(CIPHERS) {
+    let names = ssl_policy::Protocol::ALL
+        .iter()
+        .map(|p| (p.attribute(), "Enable this protocol."))
+        .chain(
+            ssl_policy::CIPHERS
+                .iter()
+                .map(|c| (c.name, "Enable this cipher.")),
+        );
+    for (name, description) in names {
         ssl_attrs.push(AttributeType {
             name,
             kind: "Boolean",
-            description: "Enable this protocol or cipher.",
+            description,
             default: Some("false"),
             cardinality: "ZERO_OR_ONE",
         });
@@ -179,61 +210,25 @@ pub fn find(name: &str) -> Option<PolicyType> {
     all().into_iter().find(|t| t.name == name)
 }
 
-fn ssl_policy(name: &str, protocols: &[&str], ciphers: &[&str]) -> Policy {
-    let mut attributes = Vec::new();
-    for p in PROTOCOLS {
-        attributes.push((p.to_string(), protocols.contains(p).to_string()));
-    }
-    attributes.push(("Server-Defined-Cipher-Order".into(), "true".into()));
-    for c in CIPHERS {
-        attributes.push((c.to_string(), ciphers.contains(c).to_string()));
-    }
-    Policy {
-        name: name.into(),
-        type_name: SSL_NEGOTIATION.into(),
-        attributes,
-    }
-}
-
-/// Sample policies: what DescribeLoadBalancerPolicies returns without a load balancer name.
+/// Sample policies: what DescribeLoadBalancerPolicies returns without a load balancer name:
+/// every predefined `ELBSecurityPolicy-*` with its attributes (from [`ssl_policy::PREDEFINED`]),
+/// then the `ELBSample-*` policies.
 pub fn samples() -> Vec<Policy> {
-    let modern: Vec<&str> = CIPHERS
+    let mut out: Vec<Policy> = ssl_policy::PREDEFINED
         .iter()
-        .copied()
-        .filter(|c| *c != "DES-CBC3-SHA")
+        .map(|p| Policy {
+            name: p.name.into(),
+            type_name: SSL_NEGOTIATION.into(),
+            attributes: p.attributes(),
+        })
         .collect();
-    let tls12: Vec<&str> = modern
-        .iter()
-        .copied()
-        .filter(|c| c.contains("GCM") || c.ends_with("SHA256") || c.ends_with("SHA384"))
-        .collect();
-    vec![
-        ssl_policy(
-            "ELBSecurityPolicy-2016-08",
-            &["Protocol-TLSv1", "Protocol-TLSv1.1", "Protocol-TLSv1.2"],
-            &modern,
-        ),
-        ssl_policy(
-            "ELBSecurityPolicy-TLS-1-1-2017-01",
-            &["Protocol-TLSv1.1", "Protocol-TLSv1.2"],
-            &modern,
-        ),
-        ssl_policy(
-            "ELBSecurityPolicy-TLS-1-2-2017-01",
-            &["Protocol-TLSv1.2"],
-            &tls12,
-        ),
-        ssl_policy(
-            "ELBSecurityPolicy-2015-05",
-            &["Protocol-TLSv1", "Protocol-TLSv1.1", "Protocol-TLSv1.2"],
-            CIPHERS,
-        ),
+    out.extend([
         Policy {
             name: "ELBSample-ELBDefaultCipherPolicy".into(),
             type_name: SSL_NEGOTIATION.into(),
             attributes: vec![(
                 "Reference-Security-Policy".into(),
-                "ELBSecurityPolicy-2016-08".into(),
+                ssl_policy::DEFAULT_POLICY.into(),
             )],
         },
         Policy {
@@ -251,7 +246,8 @@ pub fn samples() -> Vec<Policy> {
             type_name: PROXY_PROTOCOL.into(),
             attributes: vec![("ProxyProtocol".into(), "true".into())],
         },
-    ]
+    ]);
+    out
 }
 
 fn invalid(field: &str, message: String) -> Problem {
@@ -323,28 +319,39 @@ pub fn check_attributes(
             ));
         }
     }
-    if policy_type.name == SSL_NEGOTIATION
-        && let Some((_, reference)) = attributes
-            .iter()
-            .find(|(n, _)| n == "Reference-Security-Policy")
-    {
-        let sample = samples()
-            .into_iter()
-            .find(|p| p.name == *reference && p.name.starts_with("ELBSecurityPolicy-"))
-            .ok_or_else(|| {
-                invalid(
-                    "PolicyAttributes",
-                    format!(
-                        "Unknown Reference-Security-Policy '{}'",
-                        printable(reference)
-                    ),
-                )
-            })?;
-        let mut expanded = vec![("Reference-Security-Policy".to_string(), reference.clone())];
-        expanded.extend(sample.attributes);
-        return Ok(expanded);
+    if policy_type.name == SSL_NEGOTIATION {
+        // What the servos cannot offer is refused here, with the reason and what can be.
+        ssl_policy::resolve_attributes(attributes, ssl_policy::Mode::Strict)
+            .map_err(|e| invalid("PolicyAttributes", e.to_string()))?;
+        if let Some(reference) = reference_of(attributes) {
+            // Stored expanded, as AWS shows it: the reference, then the predefined settings.
+            let predefined = ssl_policy::predefined(reference).expect("resolved above");
+            let mut expanded = vec![(
+                ssl_policy::REFERENCE_ATTRIBUTE.to_string(),
+                reference.to_string(),
+            )];
+            expanded.extend(predefined.attributes());
+            return Ok(expanded);
+        }
     }
     Ok(attributes.to_vec())
+}
+
+fn reference_of(attributes: &[(String, String)]) -> Option<&str> {
+    attributes
+        .iter()
+        .find(|(n, _)| n == ssl_policy::REFERENCE_ATTRIBUTE)
+        .map(|(_, v)| v.as_str())
+}
+
+/// How an `SSLNegotiationPolicyType` policy's attributes resolve: the predefined policy its
+/// `Reference-Security-Policy` names (the expanded settings stored beside it are that
+/// policy's), or its own settings (strictly: see [`ssl_policy::resolve`]).
+pub fn ssl_spec(attributes: &[(String, String)]) -> ssl_policy::PolicySpec<'_> {
+    match reference_of(attributes) {
+        Some(reference) => ssl_policy::PolicySpec::Predefined(reference),
+        None => ssl_policy::PolicySpec::Custom(attributes),
+    }
 }
 
 /// Which policy types can be put on a listener of the given front-end protocol.

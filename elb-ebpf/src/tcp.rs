@@ -13,8 +13,9 @@ use aya_ebpf::{
 };
 use elb_common::{
     BACKEND_ACTIVE, BACKEND_REMOVED, CLOSE_GRACE_NS, Counters, FLOW_F_EXPIRED, FLOW_F_FIN_BACKEND,
-    FLOW_F_FIN_CLIENT, FLOW_F_REPLY, FLOW_F_RST, Flow, FlowKey, LAST_SEEN_GRANULARITY_NS, Listener,
-    ListenerKey, MAX_SET_BACKENDS, MAX_SNAT_ADDRS, NextHop, PROTO_TCP, SNAT_TRIES, csum,
+    FLOW_F_FIN_CLIENT, FLOW_F_REPLY, FLOW_F_RST, Flow, FlowKey, LAST_SEEN_GRANULARITY_NS,
+    LISTENER_F_LOCAL, Listener, ListenerKey, MAX_SET_BACKENDS, MAX_SNAT_ADDRS, NextHop, PROTO_TCP,
+    SNAT_TRIES, csum,
 };
 
 use crate::{
@@ -76,6 +77,10 @@ pub fn handle(
         if pure_syn && !reply && (f.is_closed() || f.flags & FLOW_F_EXPIRED != 0) {
             // The client reuses its port for a new connection after the old one closed.
             if let Some(listener) = unsafe { LISTENERS.get(listener_key) } {
+                if listener.flags & LISTENER_F_LOCAL != 0 {
+                    c.pass_local += 1;
+                    return XDP_PASS;
+                }
                 if ihl != IP_LEN {
                     c.drop_ip_options += 1;
                     return XDP_DROP;
@@ -91,6 +96,11 @@ pub fn handle(
     }
 
     match unsafe { LISTENERS.get(listener_key) } {
+        // The servo's own engine serves it: the local stack gets every packet of it.
+        Some(listener) if listener.flags & LISTENER_F_LOCAL != 0 => {
+            c.pass_local += 1;
+            XDP_PASS
+        }
         Some(listener) if pure_syn => {
             if ihl != IP_LEN {
                 c.drop_ip_options += 1;

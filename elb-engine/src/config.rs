@@ -135,6 +135,10 @@ pub struct ListenerConfig {
     /// ConnectionDraining.Timeout when draining is enabled: work in flight on a draining backend
     /// is cut after this long. `None`: it continues until the backend is removed.
     pub draining_timeout: Option<Duration>,
+    /// `ProxyProtocolPolicyType` on the instance port: each backend connection starts with a
+    /// PROXY protocol v1 header (SSL/TCP listeners only: HTTP ones share backend connections
+    /// between clients and send X-Forwarded-For).
+    pub proxy_protocol: bool,
 }
 
 impl ListenerConfig {
@@ -190,6 +194,12 @@ impl ListenerConfig {
                     .all(|b| b.is_ascii_graphic() && !b"()<>@,;:\\\"/[]?={}".contains(&b)))
         {
             return Err(format!("invalid application cookie name {cookie_name:?}"));
+        }
+        if self.proxy_protocol && self.protocol.is_http() {
+            return Err(
+                "PROXY protocol needs an SSL or TCP listener (HTTP listeners send X-Forwarded-For)"
+                    .into(),
+            );
         }
         if !self.backend_protocol.is_tls() && !self.backend_authentication.public_keys.is_empty() {
             return Err("backend authentication needs HTTPS or SSL backends".into());

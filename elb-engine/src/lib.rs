@@ -35,6 +35,7 @@
 //!     stickiness: Stickiness::LbCookie { expiration: Some(Duration::from_secs(300)) },
 //!     idle_timeout: Duration::from_secs(60),
 //!     draining_timeout: Some(Duration::from_secs(300)),
+//!     proxy_protocol: false,
 //! }])?;
 //! // From the health engine, on every change:
 //! engine.update_backends(
@@ -56,7 +57,9 @@ pub mod config;
 pub mod http;
 pub mod io;
 pub mod listener;
-pub mod policy;
+/// The SSL negotiation policy table (the contract's: control refuses at the API what the engine
+/// cannot offer).
+pub use elb_contract::ssl_policy as policy;
 pub mod rsa;
 pub mod stream;
 pub mod tls;

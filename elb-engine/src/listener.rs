@@ -335,7 +335,10 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc
     shared.open.fetch_add(1, Ordering::Relaxed);
     let _open = OpenGuard(shared.clone());
     let settings = shared.settings();
-    let local_port = stream.local_addr().map_or(0, |a| a.port());
+    let local = stream
+        .local_addr()
+        .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
+    let local_port = local.port();
     let activity = Activity::new();
     let protocol = settings.config.protocol;
     let stream = if let Some(acceptor) = &settings.tls_acceptor {
@@ -369,8 +372,8 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc
             }
         }
         FrontendProtocol::Tcp | FrontendProtocol::Ssl => match stream {
-            Either::Plain(s) => crate::stream::serve(s, peer, shared, activity).await,
-            Either::Tls(s) => crate::stream::serve(s, peer, shared, activity).await,
+            Either::Plain(s) => crate::stream::serve(s, peer, local, shared, activity).await,
+            Either::Tls(s) => crate::stream::serve(s, peer, local, shared, activity).await,
         },
     }
 }

@@ -122,11 +122,35 @@ pub async fn connect_backend(
         })
 }
 
-/// Serves one client connection of an SSL/TCP listener: the next InService backend, then bytes
-/// both ways until either side closes, the connection idles out, or the backend is cut.
+/// The PROXY protocol v1 header ELB sends (`PROXY TCP4 <client> <listener address> <client
+/// port> <listener port>\r\n`; `TCP6` for IPv6, `UNKNOWN` for a mixed pair).
+pub fn proxy_v1_header(client: SocketAddr, local: SocketAddr) -> String {
+    match (client, local) {
+        (SocketAddr::V4(c), SocketAddr::V4(l)) => format!(
+            "PROXY TCP4 {} {} {} {}\r\n",
+            c.ip(),
+            l.ip(),
+            c.port(),
+            l.port()
+        ),
+        (SocketAddr::V6(c), SocketAddr::V6(l)) => format!(
+            "PROXY TCP6 {} {} {} {}\r\n",
+            c.ip(),
+            l.ip(),
+            c.port(),
+            l.port()
+        ),
+        _ => "PROXY UNKNOWN\r\n".to_string(),
+    }
+}
+
+/// Serves one client connection of an SSL/TCP listener: the next InService backend (sent a
+/// PROXY v1 header first when the listener asks for it), then bytes both ways until either side
+/// closes, the connection idles out, or the backend is cut.
 pub async fn serve<IO>(
     client: IO,
     peer: SocketAddr,
+    local: SocketAddr,
     listener: Arc<ListenerShared>,
     activity: Arc<Activity>,
 ) where
@@ -148,6 +172,16 @@ pub async fn serve<IO>(
             return;
         }
     };
+    if settings.config.proxy_protocol {
+        use tokio::io::AsyncWriteExt as _;
+        if let Err(e) = server
+            .write_all(proxy_v1_header(peer, local).as_bytes())
+            .await
+        {
+            tracing::debug!(%peer, backend = %backend.addr, error = %e, "backend closed before the PROXY header");
+            return;
+        }
+    }
     let mut client = TrackedIo::new(client, activity.clone());
     tokio::select! {
         r = tokio::io::copy_bidirectional(&mut client, &mut server) => {

@@ -255,6 +255,42 @@ async fn an_ssl_listener_reaches_plain_tcp_backends_per_connection() {
     engine.shutdown(Duration::from_secs(1)).await;
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ssl_listener_sends_a_proxy_header_when_asked() {
+    let pki = Pki::new();
+    let leaf = pki.leaf(NAME);
+    let e1 = EchoBackend::start("e1", [127, 0, 0, 23]).await;
+    let mut config = listener(
+        "smtp:465",
+        FrontendProtocol::Ssl,
+        BackendProtocol::Tcp,
+        Some(tls_settings(&leaf)),
+    );
+    config.proxy_protocol = true;
+    let (engine, vip) = serve(&mut config, &[e1.addr]);
+    let connector = pki.client(None);
+    let mut tls = tls_connect(&connector, vip).await.unwrap();
+    let client = tls.get_ref().0.local_addr().unwrap();
+    tls.write_all(b"hello").await.unwrap();
+    let mut seen = String::new();
+    while !seen.contains("hello") {
+        let mut buf = vec![0u8; 256];
+        let n = tls.read(&mut buf).await.unwrap();
+        assert!(n > 0, "closed after {seen:?}");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let text = seen.replace("e1:", "");
+    let header = format!(
+        "PROXY TCP4 {} {} {} {}\r\n",
+        client.ip(),
+        vip.ip(),
+        client.port(),
+        vip.port()
+    );
+    assert_eq!(text, format!("{header}hello"));
+    engine.shutdown(Duration::from_secs(1)).await;
+}
+
 /// GETs `url` through curl with the cookie jar `jar`; returns the body.
 async fn jar_get(jar: &str, url: &str) -> CurlOut {
     let r = curl(&["-b", jar, "-c", jar, url]).await;

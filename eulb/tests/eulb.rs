@@ -402,7 +402,7 @@ fn round_trip(server: &Server, style: Style<'_>) {
                 "true",
                 "--idle-timeout",
                 "120",
-                "elb.http.desyncmitigationmode=monitor",
+                "elb.http.desyncmitigationmode=defensive",
                 "-a",
                 "ConnectionDraining.Enabled=true",
             ],
@@ -414,7 +414,7 @@ fn round_trip(server: &Server, style: Style<'_>) {
         out,
         "AccessLog.EmitInterval\t60\n\
          AccessLog.Enabled\tfalse\n\
-         AdditionalAttributes.elb.http.desyncmitigationmode\tmonitor\n\
+         AdditionalAttributes.elb.http.desyncmitigationmode\tdefensive\n\
          ConnectionDraining.Enabled\ttrue\n\
          ConnectionDraining.Timeout\t300\n\
          ConnectionSettings.IdleTimeout\t120\n\

@@ -92,7 +92,39 @@ impl Nginx {
     /// from `<dir>/www/`, accepting `PUT /upload/<file>` into `<dir>/www/upload/`, and
     /// answering `/fail` with 500, and serving `/slow/` at 20 MB/s.
     pub fn start(ns: &Netns, name: &str, addr: SocketAddr, workers: u32) -> anyhow::Result<Self> {
+        Self::start_with(ns, name, addr, workers, false)
+    }
+
+    /// [`Nginx::start`], plus what the userspace engine's tests look at: an access log
+    /// ([`Nginx::access_log`]: `$remote_addr $http_x_forwarded_for $http_x_forwarded_proto
+    /// $http_x_forwarded_port $request_uri` per line), `/headers` answering with the same
+    /// forwarded fields, `/app` setting the application cookie `APPSESSION`, and the same
+    /// site on port 25 of its address (a plain TCP backend for SSL listeners).
+    pub fn start_logged(ns: &Netns, name: &str, addr: SocketAddr) -> anyhow::Result<Self> {
+        Self::start_with(ns, name, addr, 1, true)
+    }
+
+    fn start_with(
+        ns: &Netns,
+        name: &str,
+        addr: SocketAddr,
+        workers: u32,
+        logged: bool,
+    ) -> anyhow::Result<Self> {
         let dir = crate::netns::tempdir(&format!("nginx-{name}"))?.keep();
+        let extra = if logged {
+            format!(
+                r#"
+        listen {ip}:25;
+        access_log {dir}/logs/access.log fwd;
+        location = /headers {{ default_type text/plain; return 200 "{name} $http_x_forwarded_for $http_x_forwarded_proto $http_x_forwarded_port\n"; }}
+        location = /app {{ add_header Set-Cookie "APPSESSION={name}-$msec; Path=/"; default_type text/plain; return 200 "{name}\n"; }}"#,
+                ip = addr.ip(),
+                dir = dir.display()
+            )
+        } else {
+            String::new()
+        };
         for sub in ["www/upload", "tmp", "logs"] {
             fs::create_dir_all(dir.join(sub))?;
         }
@@ -105,6 +137,7 @@ error_log {dir}/logs/error.log warn;
 events {{ worker_connections 16384; }}
 http {{
     access_log off;
+    log_format fwd '$remote_addr $http_x_forwarded_for $http_x_forwarded_proto $http_x_forwarded_port $request_uri';
     keepalive_requests 1000000;
     keepalive_timeout 300s;
     client_body_temp_path {dir}/tmp;
@@ -115,7 +148,7 @@ http {{
     default_type application/octet-stream;
     sendfile on;
     server {{
-        listen {addr} reuseport backlog=16384;
+        listen {addr} reuseport backlog=16384;{extra}
         root {dir}/www;
         location = /name {{ default_type text/plain; return 200 "{name}\n"; }}
         location = /fail {{ return 500; }}
@@ -170,6 +203,11 @@ http {{
         self.proc.kill();
         self.proc = Self::spawn(&self.ns, &self.dir, &self.name, self.addr)?;
         Ok(())
+    }
+
+    /// The access log so far (empty unless started with [`Nginx::start_logged`]).
+    pub fn access_log(&self) -> String {
+        fs::read_to_string(self.dir.join("logs/access.log")).unwrap_or_default()
     }
 
     /// Where nginx serves files from.

@@ -82,6 +82,8 @@ pub struct ControlNode {
     ns: String,
     /// API endpoint.
     pub url: String,
+    /// The same over TLS (what servos use).
+    pub tls_url: String,
     /// API address.
     pub addr: SocketAddr,
     /// DNS address, if this replica serves DNS.
@@ -326,6 +328,8 @@ pub struct SystemSpec {
     pub servos_per_zone: u32,
     /// Servo heartbeat interval and timeout, seconds.
     pub heartbeat: (u32, u32),
+    /// Web servers with an access log, `/headers`, `/app` and port 25 ([`Nginx::start_logged`]).
+    pub logged_web: bool,
 }
 
 impl SystemSpec {
@@ -355,6 +359,7 @@ impl SystemSpec {
             postgres: false,
             servos_per_zone: 1,
             heartbeat: (1, 4),
+            logged_web: false,
         }
     }
 }
@@ -553,17 +558,21 @@ impl System {
             sys.start_control(r)?;
         }
         for (j, w) in spec.web.iter().enumerate() {
-            sys.web.push(Nginx::start(
-                &sys.web_ns[j],
-                &w.name,
-                SocketAddr::from((web_addr(j), 80)),
-                1,
-            )?);
+            let addr = SocketAddr::from((web_addr(j), 80));
+            sys.web.push(if spec.logged_web {
+                Nginx::start_logged(&sys.web_ns[j], &w.name, addr)?
+            } else {
+                Nginx::start(&sys.web_ns[j], &w.name, addr, 1)?
+            });
         }
         for (i, s) in spec.servos.iter().enumerate() {
-            let creds = sys.admin(&["servo", "create", "--id", &s.id, "--zone", &s.zone])?;
-            // Servos attach to replicas in turn.
-            let url = sys.controls[i % sys.controls.len()].url.clone();
+            let mut args = vec!["servo", "create", "--id", &s.id, "--zone", &s.zone];
+            let tls = sys.tls_file_args();
+            args.extend(tls.iter().map(String::as_str));
+            let creds = sys.admin(&args)?;
+            // Servos attach to replicas in turn, over control's TLS listener (the pin is in
+            // their credentials).
+            let url = sys.controls[i % sys.controls.len()].tls_url.clone();
             let node = sys.servo_node(i, s, &creds, &url)?;
             sys.servos.push(node);
             sys.servos[i].start()?;
@@ -597,8 +606,32 @@ impl System {
             .collect())
     }
 
+    /// `--tls-cert`/`--tls-key` of control: with SQLite none (the default pair beside the
+    /// database, generated on first use); with PostgreSQL one pair every replica shares.
+    fn tls_file_args(&self) -> Vec<String> {
+        if self.pg.is_none() {
+            return Vec::new();
+        }
+        let cert = self.dir.path().join("control-tls.crt");
+        let key = self.dir.path().join("control-tls.key");
+        vec![
+            "--tls-cert".into(),
+            cert.display().to_string(),
+            "--tls-key".into(),
+            key.display().to_string(),
+        ]
+    }
+
     fn start_control(&mut self, r: usize) -> anyhow::Result<()> {
+        if self.pg.is_some() && r == 0 {
+            let key = rcgen::KeyPair::generate()?;
+            let cert = rcgen::CertificateParams::new(vec!["elb-control".to_string()])?
+                .self_signed(&key)?;
+            fs::write(self.dir.path().join("control-tls.crt"), cert.pem())?;
+            fs::write(self.dir.path().join("control-tls.key"), key.serialize_pem())?;
+        }
         let addr = SocketAddr::from((control_addr(r), 8773));
+        let tls_addr = SocketAddr::from((control_addr(r), 8774));
         let mut args: Vec<String> = [
             "serve",
             "--listen",
@@ -609,10 +642,13 @@ impl System {
             REGION,
             "--dns-domain",
             DOMAIN,
+            "--tls-listen",
+            &tls_addr.to_string(),
         ]
         .iter()
         .map(|s| s.to_string())
         .collect();
+        args.extend(self.tls_file_args());
         let (hb, timeout) = self.spec.heartbeat;
         args.extend([
             "--servo-heartbeat".into(),
@@ -638,6 +674,7 @@ impl System {
             args,
             ns: self.ctl.name().to_string(),
             url: format!("http://{addr}"),
+            tls_url: format!("https://{tls_addr}"),
             addr,
             dns,
             log: self.dir.path().join(format!("control-{r}.log")),
@@ -724,12 +761,18 @@ addresses = ["{snat}"]
 
     /// `aws elb ARGS --output json` from the client namespace; the parsed output.
     pub fn aws(&self, args: &[&str]) -> anyhow::Result<serde_json::Value> {
+        self.aws_service("elb", args)
+    }
+
+    /// `aws SERVICE ARGS --output json` (`elb`, `iam`) against control, from the client
+    /// namespace; the parsed output.
+    pub fn aws_service(&self, service: &str, args: &[&str]) -> anyhow::Result<serde_json::Value> {
         let aws = venv_bin("aws");
         let mut cmd = Command::new("ip");
         cmd.args(["netns", "exec", self.client.name()])
             .arg(aws)
             .args([
-                "elb",
+                service,
                 "--endpoint-url",
                 &self.controls[0].url,
                 "--output",
@@ -740,7 +783,7 @@ addresses = ["{snat}"]
         let out = cmd.output().context("running aws")?;
         if !out.status.success() {
             bail!(
-                "aws elb {}: {}",
+                "aws {service} {}: {}",
                 args.join(" "),
                 String::from_utf8_lossy(&out.stderr).trim()
             );

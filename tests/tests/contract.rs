@@ -18,18 +18,48 @@ use elb_userspace::{
     config::{ConfigFile, Received},
 };
 
-fn listener(p: Protocol, port: u16, ip: Protocol, iport: u16, cert: bool) -> Listener {
+const CERT: &str = "arn:aws:iam::123456789012:server-certificate/web";
+
+fn listener(p: Protocol, port: u16, ip: Protocol, iport: u16, policies: &[&str]) -> Listener {
     Listener {
         def: elb_contract::Listener {
             protocol: p,
             load_balancer_port: port,
             instance_protocol: ip,
             instance_port: iport,
-            ssl_certificate_id: cert
-                .then(|| "arn:aws:iam::123456789012:server-certificate/web".to_string()),
+            ssl_certificate_id: p.is_secure().then(|| CERT.to_string()),
         },
-        policy_names: vec!["ELBSample-LBCookieStickinessPolicy".into()],
+        policy_names: policies.iter().map(|n| n.to_string()).collect(),
     }
+}
+
+fn policy(name: &str, type_name: &str, attributes: &[(&str, &str)]) -> control::model::Policy {
+    control::model::Policy {
+        name: name.into(),
+        type_name: type_name.into(),
+        attributes: attributes
+            .iter()
+            .map(|(n, v)| (n.to_string(), v.to_string()))
+            .collect(),
+    }
+}
+
+/// The certificate with its key, as control would send it over TLS.
+fn certificates() -> views::Certificates {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["web.example".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    [(
+        CERT.to_string(),
+        elb_contract::ServerCertificate {
+            certificate_id: CERT.into(),
+            certificate_chain: cert.pem(),
+            private_key: key.serialize_pem(),
+        },
+    )]
+    .into()
 }
 
 fn instance(id: &str, address: &str, zone: &str, health: InstanceHealth) -> RegisteredInstance {
@@ -55,10 +85,10 @@ fn web() -> LoadBalancer {
         vpc_id: None,
         created_at: 1,
         listeners: vec![
-            listener(Protocol::Http, 80, Protocol::Http, 8080, false),
-            listener(Protocol::Https, 443, Protocol::Http, 8080, true),
-            listener(Protocol::Ssl, 465, Protocol::Tcp, 4650, true),
-            listener(Protocol::Tcp, 30000, Protocol::Tcp, 3000, false),
+            listener(Protocol::Http, 80, Protocol::Http, 8080, &["sticky"]),
+            listener(Protocol::Https, 443, Protocol::Http, 8080, &["tls12"]),
+            listener(Protocol::Ssl, 465, Protocol::Tcp, 4650, &[]),
+            listener(Protocol::Tcp, 30000, Protocol::Tcp, 3000, &[]),
         ],
         zones: vec!["zone-a".into(), "zone-b".into()],
         subnets: vec![],
@@ -121,8 +151,32 @@ fn web() -> LoadBalancer {
             },
             additional: vec![],
         },
-        policies: vec![],
-        backend_policies: vec![],
+        policies: vec![
+            policy(
+                "sticky",
+                "LBCookieStickinessPolicyType",
+                &[("CookieExpirationPeriod", "60")],
+            ),
+            policy(
+                "tls12",
+                "SSLNegotiationPolicyType",
+                &[(
+                    "Reference-Security-Policy",
+                    "ELBSecurityPolicy-TLS-1-2-2017-01",
+                )],
+            ),
+            policy(
+                "proxy",
+                "ProxyProtocolPolicyType",
+                &[("ProxyProtocol", "true")],
+            ),
+            policy(
+                "unused",
+                "ProxyProtocolPolicyType",
+                &[("ProxyProtocol", "true")],
+            ),
+        ],
+        backend_policies: vec![(3000, vec!["proxy".into()])],
         tags: vec![Tag {
             key: "env".into(),
             value: "prod".into(),
@@ -155,9 +209,24 @@ fn servo_settings() -> elb_userspace::config::ServoConfig {
 
 #[test]
 fn controls_document_round_trips_into_the_servos_types() {
-    let doc = views::document("zone-a", &data(vec![web()]), 2);
+    let doc = views::document("zone-a", &data(vec![web()]), 2, &certificates());
     assert_eq!(doc.load_balancers.len(), 1);
     let sent = &doc.load_balancers[0];
+    let policies: Vec<&str> = sent.policies.iter().map(|p| p.name.as_str()).collect();
+    assert_eq!(
+        policies,
+        ["sticky", "tls12", "proxy"],
+        "the policies in effect"
+    );
+    assert_eq!(sent.certificates.len(), 1);
+    let engine: Vec<u16> = sent
+        .listeners
+        .iter()
+        .filter(|l| sent.served_by_engine(l))
+        .map(|l| l.load_balancer_port)
+        .collect();
+    assert_eq!(engine, [80, 443, 465], "sticky HTTP, HTTPS and SSL");
+    assert!(sent.proxy_protocol(3000) && !sent.proxy_protocol(8080));
     let ids: Vec<(&str, bool)> = sent
         .instances
         .iter()
@@ -204,7 +273,7 @@ fn a_load_balancer_the_servo_cannot_decode_is_refused_alone() {
     let mut other = web();
     other.id = "lb-2".into();
     other.key.name = "api".into();
-    let doc = views::document("zone-a", &data(vec![web(), other]), 2);
+    let doc = views::document("zone-a", &data(vec![web(), other]), 2, &certificates());
     let mut value = serde_json::to_value(&doc).unwrap();
     // What a newer control might send: a member this servo does not know.
     value["LoadBalancers"][0]["Listeners"][0]["Weight"] = 3.into();
@@ -231,5 +300,20 @@ fn a_load_balancer_the_servo_cannot_decode_is_refused_alone() {
             .target
             .to_string(),
         "TCP:8080"
+    );
+}
+
+#[test]
+fn without_keys_a_servo_refuses_https_and_ssl_listeners_saying_why() {
+    // What control sends a servo connected over plain HTTP: no certificate keys.
+    let doc = views::document("zone-a", &data(vec![web()]), 2, &views::Certificates::new());
+    assert!(doc.load_balancers[0].certificates.is_empty());
+    let raw: RawDocument = serde_json::from_slice(&serde_json::to_vec(&doc).unwrap()).unwrap();
+    let admitted = admission::admit(&servo_settings(), &decode_document(&raw), &[]);
+    assert!(admitted.served.is_empty());
+    let reason = &admitted.refused[0].reason;
+    assert!(
+        reason.contains("carries no key") && reason.contains("--control https://"),
+        "{reason}"
     );
 }

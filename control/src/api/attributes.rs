@@ -26,6 +26,24 @@ const ADDITIONAL: &[(&str, &[&str])] = &[(
     &["monitor", "defensive", "strictest"],
 )];
 
+/// Valid AdditionalAttributes values this service cannot honour, with why (refused rather than
+/// stored and ignored).
+const NOT_SUPPORTED: &[(&str, &str, &str)] = &[
+    (
+        "elb.http.desyncmitigationmode",
+        "monitor",
+        "HTTP listeners are forwarded at L4 by the servos' XDP program, which never reads \
+         requests, and the servos' HTTP engine always rejects ambiguous request framing; only \
+         the default, defensive, is accepted",
+    ),
+    (
+        "elb.http.desyncmitigationmode",
+        "strictest",
+        "HTTP listeners are forwarded at L4 by the servos' XDP program, which never reads \
+         requests; only the default, defensive, is accepted",
+    ),
+];
+
 /// At most this many AdditionalAttributes in one request.
 const MAX_ADDITIONAL: usize = 10;
 
@@ -151,6 +169,14 @@ pub async fn modify(ctx: &Ctx<'_>) -> Result<String, ApiError> {
             return Err(ApiError::validation(format!(
                 "{key} must be one of {}",
                 allowed.join(", ")
+            )));
+        }
+        if let Some((_, _, why)) = NOT_SUPPORTED
+            .iter()
+            .find(|(k, v, _)| k == key && v == value)
+        {
+            return Err(ApiError::invalid_config(format!(
+                "{key}={value} is not supported by this service: {why}"
             )));
         }
         extra.push((key.clone(), value.clone()));

@@ -4,18 +4,20 @@
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, Uri};
 use axum::response::Response;
 use elb_contract::wire::{
     Accepted, HealthReport, Heartbeat, HeartbeatReply, InstanceReport, RefusalReport, Registration,
 };
-use elb_contract::{InstanceHealth, InstanceState};
+use elb_contract::{InstanceHealth, InstanceState, ServerCertificate};
 
 use super::auth::AuthenticatedServo;
 use super::{ServoError, ServoJson, json_response, views};
 use crate::server::AppState;
-use crate::store::{ChangeOrigin, HealthUpdate, with_origin};
+use crate::store::{ChangeOrigin, HealthUpdate, ServoConfigData, with_origin};
+use crate::tls::SecureTransport;
 
 /// Longest long-poll wait a servo may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(60);
@@ -208,17 +210,51 @@ fn poll_params(uri: &Uri) -> Result<(Option<u64>, Duration), ServoError> {
 pub(super) async fn config(
     State(state): State<AppState>,
     servo: AuthenticatedServo,
+    secure: Option<Extension<SecureTransport>>,
     uri: Uri,
 ) -> Response {
     let started = Instant::now();
-    let result = config_inner(&state, &servo, &uri).await;
+    let result = config_inner(&state, &servo, &uri, secure.is_some()).await;
     finish("config", &servo, started, result)
+}
+
+/// The certificates (with keys) of the servo's load balancers. One that cannot be opened is
+/// left out (and logged): the servo refuses the load balancers that need it, the others are
+/// served.
+async fn certificates(
+    state: &AppState,
+    servo: &str,
+    data: &ServoConfigData,
+) -> views::Certificates {
+    let mut out = views::Certificates::new();
+    for arn in views::certificate_arns(data) {
+        match crate::certs::material(state, &arn).await {
+            Ok(Some(m)) => {
+                out.insert(
+                    arn.clone(),
+                    ServerCertificate {
+                        certificate_id: arn,
+                        certificate_chain: m.chain_pem,
+                        private_key: m.key_pem,
+                    },
+                );
+            }
+            Ok(None) => {
+                tracing::warn!(servo, certificate = %arn, "a listener names a certificate that no longer exists")
+            }
+            Err(e) => {
+                tracing::error!(servo, certificate = %arn, error = %e.message, "cannot open a certificate for a servo")
+            }
+        }
+    }
+    out
 }
 
 async fn config_inner(
     state: &AppState,
     servo: &AuthenticatedServo,
     uri: &Uri,
+    secure: bool,
 ) -> Result<Response, ServoError> {
     let (since, wait) = poll_params(uri)?;
     let store = state.store();
@@ -247,10 +283,17 @@ async fn config_inner(
             state.config().servo.timeout_ms(),
         )
         .await?;
+    // Private keys travel only over TLS.
+    let certificates = if secure {
+        certificates(state, &record.id, &data).await
+    } else {
+        views::Certificates::new()
+    };
     let doc = views::document(
         &record.zone,
         &data,
         state.config().servo.heartbeat.as_secs(),
+        &certificates,
     );
     if since != Some(data.version) {
         tracing::info!(

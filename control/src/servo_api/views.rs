@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
 
 use elb_contract::wire::ConfigDocument;
-use elb_contract::{Instance, zone};
+use elb_contract::{BackendServerPolicies, Instance, ListenerPolicies, ServerCertificate, zone};
 
-use crate::model::{LoadBalancer, RegisteredInstance};
+use crate::model::{LoadBalancer, Policy, RegisteredInstance};
 use crate::store::{ServoConfigData, ServoLb, servo_lb_name};
 
 fn listeners(lb: &LoadBalancer) -> Vec<elb_contract::Listener> {
@@ -22,6 +22,34 @@ fn ipv4_instances(lb: &LoadBalancer) -> impl Iterator<Item = (&RegisteredInstanc
         .filter_map(|i| i.address.parse::<Ipv4Addr>().ok().map(|a| (i, a)))
 }
 
+/// The policies in effect: those of listeners and back-end ports, and the public-key policies
+/// their back-end authentication policies name (in the load balancer's order).
+fn policies_in_effect(lb: &LoadBalancer) -> Vec<Policy> {
+    let mut used: BTreeSet<&str> = lb
+        .listeners
+        .iter()
+        .flat_map(|l| l.policy_names.iter())
+        .chain(
+            lb.backend_policies
+                .iter()
+                .flat_map(|(_, names)| names.iter()),
+        )
+        .map(String::as_str)
+        .collect();
+    let named: Vec<&str> = used
+        .iter()
+        .filter_map(|n| lb.policy(n))
+        .filter(|p| p.type_name == elb_contract::policy::BACKEND_AUTH)
+        .flat_map(|p| p.attributes.iter().map(|(_, v)| v.as_str()))
+        .collect();
+    used.extend(named);
+    lb.policies
+        .iter()
+        .filter(|p| used.contains(p.name.as_str()))
+        .cloned()
+        .collect()
+}
+
 fn contract_lb(
     lb: &LoadBalancer,
     vips: Vec<Ipv4Addr>,
@@ -34,6 +62,25 @@ fn contract_lb(
         instances,
         health_check: Some(lb.health_check.clone()),
         attributes: lb.attributes.servo,
+        policies: policies_in_effect(lb),
+        listener_policies: lb
+            .listeners
+            .iter()
+            .filter(|l| !l.policy_names.is_empty())
+            .map(|l| ListenerPolicies {
+                load_balancer_port: l.load_balancer_port,
+                policy_names: l.policy_names.clone(),
+            })
+            .collect(),
+        backend_server_policies: lb
+            .backend_policies
+            .iter()
+            .map(|(port, names)| BackendServerPolicies {
+                instance_port: *port,
+                policy_names: names.clone(),
+            })
+            .collect(),
+        certificates: Vec::new(),
     }
 }
 
@@ -56,7 +103,14 @@ pub fn rules_view(lb: &LoadBalancer) -> elb_contract::LoadBalancer {
 /// The servo checks its own zone's (with the state control holds, to start from when it
 /// takes them over); the others come with the state control relays (see
 /// [`elb_contract::zone`]), which says so when nothing serves their zone.
-fn servo_lb(zone: &str, assigned: &ServoLb) -> elb_contract::LoadBalancer {
+///
+/// `certificates` holds the certificates (with keys) control may send this servo: those of the
+/// load balancers assigned to it, and only over TLS (empty otherwise).
+fn servo_lb(
+    zone: &str,
+    assigned: &ServoLb,
+    certificates: &Certificates,
+) -> elb_contract::LoadBalancer {
     let lb = &assigned.lb;
     let instances = ipv4_instances(lb)
         .filter(|(i, _)| lb.zones.contains(&i.zone))
@@ -75,7 +129,29 @@ fn servo_lb(zone: &str, assigned: &ServoLb) -> elb_contract::LoadBalancer {
             }
         })
         .collect();
-    contract_lb(lb, vec![assigned.vip], instances)
+    let mut view = contract_lb(lb, vec![assigned.vip], instances);
+    let arns: BTreeSet<&str> = lb
+        .listeners
+        .iter()
+        .filter_map(|l| l.ssl_certificate_id.as_deref())
+        .collect();
+    view.certificates = arns
+        .into_iter()
+        .filter_map(|arn| certificates.get(arn).cloned())
+        .collect();
+    view
+}
+
+/// Certificates with their keys, by ARN.
+pub type Certificates = std::collections::BTreeMap<String, ServerCertificate>;
+
+/// The certificates the listeners of a servo's load balancers name.
+pub fn certificate_arns(data: &ServoConfigData) -> BTreeSet<String> {
+    data.lbs
+        .iter()
+        .flat_map(|l| l.lb.listeners.iter())
+        .filter_map(|l| l.ssl_certificate_id.clone())
+        .collect()
 }
 
 /// The load balancers of a servo's configuration, by name.
@@ -85,7 +161,11 @@ fn servo_lb(zone: &str, assigned: &ServoLb) -> elb_contract::LoadBalancer {
 /// already has. The latter exists only for the moment between a CreateLoadBalancerListeners
 /// and the assignment pass that moves the later load balancer to another VIP; the earlier
 /// assignment keeps serving.
-fn servo_view(zone: &str, data: &ServoConfigData) -> Vec<elb_contract::LoadBalancer> {
+fn servo_view(
+    zone: &str,
+    data: &ServoConfigData,
+    certificates: &Certificates,
+) -> Vec<elb_contract::LoadBalancer> {
     let mut lbs: Vec<&ServoLb> = data
         .lbs
         .iter()
@@ -95,7 +175,7 @@ fn servo_view(zone: &str, data: &ServoConfigData) -> Vec<elb_contract::LoadBalan
     let mut taken: BTreeSet<(Ipv4Addr, u16)> = BTreeSet::new();
     let mut out = Vec::new();
     for l in lbs {
-        let view = servo_lb(zone, l);
+        let view = servo_lb(zone, l, certificates);
         if let Err(problems) = view.validate() {
             tracing::error!(load_balancer = %view.load_balancer_name, %problems, "not sent to servos: it breaks the contract's rules");
             continue;
@@ -117,10 +197,15 @@ fn servo_view(zone: &str, data: &ServoConfigData) -> Vec<elb_contract::LoadBalan
 }
 
 /// The long-poll answer of a servo of `zone`.
-pub fn document(zone: &str, data: &ServoConfigData, heartbeat_interval: u64) -> ConfigDocument {
+pub fn document(
+    zone: &str,
+    data: &ServoConfigData,
+    heartbeat_interval: u64,
+    certificates: &Certificates,
+) -> ConfigDocument {
     ConfigDocument {
         version: data.version,
-        load_balancers: servo_view(zone, data),
+        load_balancers: servo_view(zone, data, certificates),
         request_ids: data.request_ids.clone(),
         heartbeat_interval,
     }
@@ -198,7 +283,7 @@ mod tests {
             instance("i-333", "c", InstanceHealth::in_service()),
         ];
         let mut s = assigned(l, "198.18.0.1", 1);
-        let view = servo_lb("a", &s);
+        let view = servo_lb("a", &s, &Certificates::new());
         let got: Vec<(&str, bool, Option<&InstanceHealth>)> = view
             .instances
             .iter()
@@ -214,13 +299,13 @@ mod tests {
         );
         // Zone b has no live servo: its instance is not InService for the others.
         s.service.insert("b".into(), ZoneService::NoLiveServo);
-        let view = servo_lb("a", &s);
+        let view = servo_lb("a", &s, &Certificates::new());
         assert_eq!(
             view.instances[1].health,
             Some(InstanceHealth::no_live_servo("b"))
         );
         // The servo of zone b itself starts from what was reported (a warm take-over).
-        let view = servo_lb("b", &s);
+        let view = servo_lb("b", &s, &Certificates::new());
         assert_eq!(view.instances[1].health, Some(InstanceHealth::in_service()));
         assert!(view.instances[1].health_check);
     }
@@ -234,7 +319,7 @@ mod tests {
             lbs: vec![assigned(l, "198.18.0.1", 1)],
             request_ids: vec!["r1".into()],
         };
-        let json = serde_json::to_value(document("a", &data, 2)).unwrap();
+        let json = serde_json::to_value(document("a", &data, 2, &Certificates::new())).unwrap();
         assert_eq!(
             json,
             serde_json::json!({
@@ -254,7 +339,7 @@ mod tests {
         );
         // And it reads back into the contract's types.
         let back: ConfigDocument = serde_json::from_value(json).unwrap();
-        assert_eq!(back, document("a", &data, 2));
+        assert_eq!(back, document("a", &data, 2, &Certificates::new()));
     }
 
     #[test]
@@ -270,7 +355,7 @@ mod tests {
             lbs: vec![later, empty, first, broken],
             request_ids: vec![],
         };
-        let names: Vec<String> = servo_view("z", &data)
+        let names: Vec<String> = servo_view("z", &data, &Certificates::new())
             .into_iter()
             .map(|l| l.load_balancer_name)
             .collect();

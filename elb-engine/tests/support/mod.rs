@@ -319,6 +319,7 @@ pub fn listener(
         stickiness: Stickiness::None,
         idle_timeout: Duration::from_secs(60),
         draining_timeout: None,
+        proxy_protocol: false,
     }
 }
 

@@ -7,6 +7,8 @@
 //! - it must fit this servo: at least one VIP, no listener on the port of the servo's own
 //!   metrics endpoint on that address, at most [`MAX_SET_BACKENDS`] instances, and room in the
 //!   maps ([`MAX_LISTENERS`] listeners, [`MAX_BACKENDS`] backends over all load balancers);
+//! - the listeners the userspace engine serves must build: the document carries each HTTPS/SSL
+//!   listener's certificate and key, they load, policies resolve ([`super::l7::check`]);
 //! - its `(VIP, port)` endpoints must be free: the first load balancer to claim one keeps it.
 //!
 //! A refused load balancer that the servo served before keeps its last accepted version (a
@@ -144,6 +146,11 @@ pub fn admit(
             Err(problems) => problems.0.iter().map(ToString::to_string).collect(),
         };
         reasons.extend(limits(settings, lb));
+        if reasons.is_empty()
+            && let Err(why) = super::l7::check(lb)
+        {
+            reasons.push(why);
+        }
         if reasons.is_empty()
             && let Some(why) = room.misfit(lb)
         {

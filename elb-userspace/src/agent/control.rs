@@ -17,6 +17,7 @@
 use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
+    sync::Arc,
     time::Duration,
 };
 
@@ -26,6 +27,11 @@ use elb_contract::{
         ConfigDocument, HealthReport, Heartbeat, HeartbeatReply, InstanceReport, Refusal,
         RefusalReport, Registration,
     },
+};
+use rustls::{
+    DigitallySignedStruct, SignatureScheme,
+    client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier},
+    pki_types::{CertificateDer, ServerName, UnixTime},
 };
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, watch};
@@ -45,6 +51,10 @@ pub struct Credentials {
     /// Zone (informational; the servo's configuration decides).
     #[serde(default)]
     pub zone: Option<String>,
+    /// SHA-256 (hex) of control's TLS certificate: with an `https://` control URL the servo
+    /// accepts only that certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub control_certificate_sha256: Option<String>,
 }
 
 impl Credentials {
@@ -56,11 +66,117 @@ impl Credentials {
     }
 }
 
+/// The HTTP client for control at `url`: over TLS (`https://`) it accepts only the certificate
+/// `credentials` pin; over plain HTTP control sends no certificate keys (the servo refuses
+/// HTTPS and SSL load balancers, saying why).
+pub fn http_client(url: &str, credentials: &Credentials) -> Result<reqwest::Client, String> {
+    let builder = reqwest::Client::builder();
+    if url.starts_with("https://") {
+        let pin = credentials
+            .control_certificate_sha256
+            .as_deref()
+            .ok_or_else(|| {
+                "an https:// control URL needs ControlCertificateSha256 in the credentials file \
+                 (written by `elb-control admin servo create` when control has a TLS certificate)"
+                    .to_string()
+            })?;
+        let pin = pin_bytes(pin).ok_or_else(|| {
+            format!("ControlCertificateSha256 {pin:?} must be 64 hex digits (a SHA-256)")
+        })?;
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let config = rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .map_err(|e| format!("TLS: {e}"))?
+            .dangerous()
+            .with_custom_certificate_verifier(Arc::new(PinnedCertificate {
+                sha256: pin,
+                signatures: elb_engine::tls::BackendVerifier::new(Vec::new()),
+            }))
+            .with_no_client_auth();
+        builder
+            .use_preconfigured_tls(config)
+            .build()
+            .map_err(|e| format!("TLS client: {e}"))
+    } else if url.starts_with("http://") {
+        warn!(control = %url, "control is reached over plain HTTP: certificate keys are not delivered, so HTTPS and SSL load balancers are refused (use control's TLS listener with https://)");
+        builder.build().map_err(|e| format!("HTTP client: {e}"))
+    } else {
+        Err(format!(
+            "control URL {url:?} must start with https:// or http://"
+        ))
+    }
+}
+
+fn pin_bytes(hex: &str) -> Option<[u8; 32]> {
+    let hex = hex.trim();
+    if hex.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(hex.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+/// Accepts exactly control's certificate (by its SHA-256), whatever name or address it is
+/// reached by; the handshake signatures are checked against its key.
+#[derive(Debug)]
+struct PinnedCertificate {
+    sha256: [u8; 32],
+    /// Signature checks (the engine's verifier without keys accepts any certificate itself).
+    signatures: elb_engine::tls::BackendVerifier,
+}
+
+impl ServerCertVerifier for PinnedCertificate {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        let got = ring::digest::digest(&ring::digest::SHA256, end_entity.as_ref());
+        if got.as_ref() == self.sha256 {
+            Ok(ServerCertVerified::assertion())
+        } else {
+            Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::ApplicationVerificationFailure,
+            ))
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.signatures.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.signatures.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.signatures.supported_verify_schemes()
+    }
+}
+
 /// How to reach control.
 #[derive(Clone, Debug)]
 pub struct ControlOptions {
-    /// Base URL, e.g. `http://10.0.0.2:8773`.
+    /// Base URL, e.g. `https://10.0.0.2:8774` (control's TLS listener).
     pub url: String,
+    /// The client for it ([`http_client`]).
+    pub http: reqwest::Client,
     /// The servo's credentials.
     pub credentials: Credentials,
     /// Where the last configuration received is kept.
@@ -100,7 +216,17 @@ fn save_state(path: &Path, reply: &RawDocument) {
             std::fs::create_dir_all(dir)?;
         }
         let tmp = path.with_extension("tmp");
-        std::fs::write(&tmp, serde_json::to_vec(reply).unwrap_or_default())?;
+        // It holds the private keys of the servo's HTTPS/SSL listeners: owner only.
+        let _ = std::fs::remove_file(&tmp);
+        {
+            use std::{io::Write as _, os::unix::fs::OpenOptionsExt as _};
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(&serde_json::to_vec(reply).unwrap_or_default())?;
+        }
         // Rename is atomic: a crash leaves the old file or the new one, never half of one.
         std::fs::rename(&tmp, path)
     };
@@ -270,7 +396,7 @@ pub async fn run(
     mut stop: watch::Receiver<bool>,
 ) {
     let client = Client {
-        http: reqwest::Client::builder().build().expect("HTTP client"),
+        http: opts.http.clone(),
         opts: opts.clone(),
     };
     let servo = opts.credentials.servo_id.clone();

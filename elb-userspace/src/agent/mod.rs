@@ -9,6 +9,7 @@
 
 pub mod admission;
 pub mod control;
+pub mod l7;
 pub mod metrics;
 pub mod reconcile;
 pub mod service;
@@ -513,8 +514,10 @@ pub async fn run(
     let mut cfg = initial;
     let mut version = 1u64;
     let mut introduced: BTreeMap<InstanceKey, String> = BTreeMap::new();
+    let mut engine = l7::L7::default();
     let apply = |cfg: &ServoConfig,
                  reconciler: &mut Reconciler<Maps>,
+                 engine: &mut l7::L7,
                  health: &BTreeMap<InstanceKey, InstanceHealth>,
                  version: u64,
                  refused: &[Refusal],
@@ -537,7 +540,10 @@ pub async fn run(
                 error!(origin, error = %e, "applying the configuration to the dataplane failed; will retry")
             }
         }
-        let status = build_status(cfg, reconciler, health, version, refused, control);
+        engine.sync(cfg, reconciler);
+        let mut refused = refused.to_vec();
+        refused.extend(engine.refusals());
+        let status = build_status(cfg, reconciler, health, version, &refused, control);
         if let Some(tx) = &hooks.status {
             tx.send_replace(status.clone());
         }
@@ -546,6 +552,7 @@ pub async fn run(
     apply(
         &cfg,
         &mut reconciler,
+        &mut engine,
         &health,
         version,
         &refused,
@@ -568,7 +575,7 @@ pub async fn run(
                     None => format!("health {}", event.key),
                 };
                 health.insert(event.key, event.to);
-                apply(&cfg, &mut reconciler, &health, version, &refused, control.as_ref(), &origin);
+                apply(&cfg, &mut reconciler, &mut engine, &health, version, &refused, control.as_ref(), &origin);
             }
             Some(update) = updates.recv() => {
                 let settings = update.settings.settings_only();
@@ -587,7 +594,7 @@ pub async fn run(
                     // Control bumps its version for every change anywhere; most are not ours.
                     tracing::debug!(origin = %update.origin, "configuration unchanged");
                     if refusals_changed {
-                        apply(&cfg, &mut reconciler, &health, version, &refused, control.as_ref(), &update.origin);
+                        apply(&cfg, &mut reconciler, &mut engine, &health, version, &refused, control.as_ref(), &update.origin);
                     }
                     continue;
                 }
@@ -620,10 +627,10 @@ pub async fn run(
                 cfg = new;
                 sync_health(&checker, &cfg, &mut health, &BTreeSet::new());
                 introduced.retain(|k, _| health.contains_key(k));
-                apply(&cfg, &mut reconciler, &health, version, &refused, control.as_ref(), &update.origin);
+                apply(&cfg, &mut reconciler, &mut engine, &health, version, &refused, control.as_ref(), &update.origin);
             }
             () = tokio::time::sleep_until(deadline) => {
-                apply(&cfg, &mut reconciler, &health, version, &refused, control.as_ref(), "timer");
+                apply(&cfg, &mut reconciler, &mut engine, &health, version, &refused, control.as_ref(), "timer");
             }
         }
     }

@@ -136,6 +136,8 @@ pub struct ListenerSlot {
     pub instance_port: u16,
     /// Idle timeout in seconds.
     pub idle_timeout_s: u32,
+    /// `LISTENER_F_*` flags ([`super::l7::listener_flags`]).
+    pub flags: u32,
 }
 
 /// One backend (an instance behind one listener) the dataplane knows.
@@ -305,6 +307,7 @@ impl<W: MapWriter> Reconciler<W> {
                     lb: String::new(),
                     instance_port: 0,
                     idle_timeout_s: l.idle_timeout_s,
+                    flags: l.flags,
                 },
             );
         }
@@ -362,7 +365,7 @@ impl<W: MapWriter> Reconciler<W> {
         let mut changes = Changes::default();
 
         // 1. The listeners the configuration wants, and their backends.
-        let mut wanted: BTreeMap<ListenerKey, (&LoadBalancer, u16)> = BTreeMap::new();
+        let mut wanted: BTreeMap<ListenerKey, (&LoadBalancer, u16, u32)> = BTreeMap::new();
         for lb in &cfg.load_balancers {
             for vip in &lb.vips {
                 for l in &lb.listeners {
@@ -372,19 +375,20 @@ impl<W: MapWriter> Reconciler<W> {
                         proto: PROTO_TCP,
                         _pad: 0,
                     };
-                    wanted.insert(key, (lb, l.instance_port));
+                    wanted.insert(key, (lb, l.instance_port, super::l7::listener_flags(lb, l)));
                 }
             }
         }
 
         // 2. Listener slots: claim adopted ones, allocate new ones.
-        for (key, (lb, instance_port)) in &wanted {
+        for (key, (lb, instance_port, flags)) in &wanted {
             let idle = lb.attributes.connection_settings.idle_timeout;
             match self.listeners.get_mut(key) {
                 Some(slot) => {
                     slot.lb.clone_from(&lb.load_balancer_name);
                     slot.instance_port = *instance_port;
                     slot.idle_timeout_s = idle;
+                    slot.flags = *flags;
                 }
                 None => {
                     let id = self.free_listener_ids.pop_first().ok_or_else(|| {
@@ -398,6 +402,7 @@ impl<W: MapWriter> Reconciler<W> {
                             lb: lb.load_balancer_name.clone(),
                             instance_port: *instance_port,
                             idle_timeout_s: idle,
+                            flags: *flags,
                         },
                     );
                     changes.listeners_added.push(endpoint(key));
@@ -417,7 +422,7 @@ impl<W: MapWriter> Reconciler<W> {
             })
             .collect();
         let mut wanted_backends: BTreeMap<BackendAt, WantedBackend> = BTreeMap::new();
-        for (key, (lb, instance_port)) in &wanted {
+        for (key, (lb, instance_port, _)) in &wanted {
             let listener_id = self.listeners[key].id;
             let drain =
                 lb.attributes.connection_draining.enabled.then(|| {
@@ -582,7 +587,7 @@ impl<W: MapWriter> Reconciler<W> {
         for (key, slot) in &self.listeners {
             let value = Listener {
                 id: slot.id,
-                flags: 0,
+                flags: slot.flags,
                 idle_timeout_s: slot.idle_timeout_s,
                 _pad: 0,
             };

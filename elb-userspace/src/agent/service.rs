@@ -77,6 +77,7 @@ pub async fn serve(
     let mut control_run = None;
     if let Some(c) = &options.control {
         let credentials = Credentials::load(&c.credentials).map_err(ServiceError::Credentials)?;
+        let http = control::http_client(&c.url, &credentials).map_err(ServiceError::ControlMode)?;
         if file.settings.zone.is_none() {
             return Err(ServiceError::ControlMode(format!(
                 "control mode needs the servo's zone (--zone or `zone` in {})",
@@ -108,6 +109,7 @@ pub async fn serve(
         control_run = Some((
             ControlOptions {
                 url: c.url.clone(),
+                http,
                 credentials,
                 state_file,
                 long_poll_secs: 25,

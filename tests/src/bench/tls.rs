@@ -449,6 +449,7 @@ impl EngineThread {
             stickiness: Stickiness::None,
             idle_timeout: Duration::from_secs(60),
             draining_timeout: None,
+            proxy_protocol: false,
         };
         let backends: Vec<Backend> = (0..BACKENDS)
             .map(|i| Backend {
