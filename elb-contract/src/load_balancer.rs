@@ -8,6 +8,7 @@ use std::num::NonZeroU16;
 
 use serde::{Deserialize, Serialize};
 
+use crate::security_group::{self, Ipv4Cidr, SecurityGroup};
 use crate::{Attributes, HealthCheck, Instance, Listener, Problem, Problems, listeners_problems};
 
 /// Longest load balancer name on a servo. Control names them `<name>-<account id>` (46
@@ -47,6 +48,10 @@ pub struct LoadBalancer {
     /// Attributes.
     #[serde(default)]
     pub attributes: Attributes,
+    /// The security groups whose ingress rules say who may connect; absent: everyone
+    /// ([`security_group`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_groups: Option<Vec<SecurityGroup>>,
 }
 
 impl LoadBalancer {
@@ -58,11 +63,17 @@ impl LoadBalancer {
         })
     }
 
+    /// Who may open connections to the listener on `port`: `None` for everyone (no security
+    /// groups), otherwise the source blocks its groups admit ([`security_group::allowed_sources`]).
+    pub fn allowed_sources(&self, port: u16) -> Option<Vec<Ipv4Cidr>> {
+        security_group::allowed_sources(self.security_groups.as_deref(), port)
+    }
+
     /// Every rule of the ELB model this load balancer breaks, each with its field:
     /// the name, the listeners (ports, protocol pairing, certificates, one per port, back-end
     /// security per instance port), the health check (target, ranges, Timeout < Interval), the
-    /// attributes' ranges, and the instances (ids present and unique; the state of every
-    /// instance the servo does not check itself).
+    /// attributes' ranges, the security groups (ids, rules, limits), and the instances (ids
+    /// present and unique; the state of every instance the servo does not check itself).
     pub fn validate(&self) -> Result<(), Problems> {
         let mut out = Vec::new();
         if !name_ok(&self.load_balancer_name, MAX_SERVO_NAME_LEN) {
@@ -78,6 +89,9 @@ impl LoadBalancer {
         out.extend(listeners_problems(&self.listeners));
         out.extend(self.health_check().problems());
         out.extend(self.attributes.problems());
+        if let Some(groups) = &self.security_groups {
+            out.extend(security_group::groups_problems(groups));
+        }
         let mut ids = BTreeSet::new();
         for (n, i) in self.instances.iter().enumerate() {
             let at = format!("Instances[{n}]");

@@ -144,6 +144,7 @@ fn data(lbs: Vec<LoadBalancer>) -> ServoConfigData {
             })
             .collect(),
         request_ids: vec!["91f28b17-0000-4000-8000-000000000001".into()],
+        security_groups: Default::default(),
     }
 }
 

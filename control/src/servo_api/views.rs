@@ -1,9 +1,10 @@
 //! What servos are told: load balancers in the contract's types ([`elb_contract::LoadBalancer`]),
 //! built from the store's model, and the configuration document of one servo.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+use elb_contract::security_group::{IngressRule, SecurityGroup};
 use elb_contract::wire::ConfigDocument;
 use elb_contract::{Instance, zone};
 
@@ -26,6 +27,7 @@ fn contract_lb(
     lb: &LoadBalancer,
     vips: Vec<Ipv4Addr>,
     instances: Vec<Instance>,
+    security_groups: Option<Vec<SecurityGroup>>,
 ) -> elb_contract::LoadBalancer {
     elb_contract::LoadBalancer {
         load_balancer_name: servo_lb_name(&lb.key.name, &lb.key.account_id),
@@ -34,7 +36,31 @@ fn contract_lb(
         instances,
         health_check: Some(lb.health_check.clone()),
         attributes: lb.attributes.servo,
+        security_groups,
     }
+}
+
+/// The load balancer's security groups with their rules: `None` without groups (open to
+/// everyone); a group control holds no rules for admits no one.
+fn security_groups(
+    lb: &LoadBalancer,
+    rules: &BTreeMap<String, Vec<IngressRule>>,
+) -> Option<Vec<SecurityGroup>> {
+    if lb.security_groups.is_empty() {
+        return None;
+    }
+    Some(
+        lb.security_groups
+            .iter()
+            .map(|id| SecurityGroup {
+                group_id: id.clone(),
+                ingress: rules.get(id).cloned().unwrap_or_else(|| {
+                    tracing::warn!(load_balancer = %lb.key.name, group = %id, "security group unknown: it admits no one");
+                    Vec::new()
+                }),
+            })
+            .collect(),
+    )
 }
 
 /// The load balancer as the contract's rules see it (no VIP, every instance checked): what
@@ -49,14 +75,18 @@ pub fn rules_view(lb: &LoadBalancer) -> elb_contract::LoadBalancer {
             health: None,
         })
         .collect();
-    contract_lb(lb, Vec::new(), instances)
+    contract_lb(lb, Vec::new(), instances, None)
 }
 
 /// One load balancer as a servo of `zone` serves it: every instance of its enabled zones.
 /// The servo checks its own zone's (with the state control holds, to start from when it
 /// takes them over); the others come with the state control relays (see
 /// [`elb_contract::zone`]), which says so when nothing serves their zone.
-fn servo_lb(zone: &str, assigned: &ServoLb) -> elb_contract::LoadBalancer {
+fn servo_lb(
+    zone: &str,
+    assigned: &ServoLb,
+    rules: &BTreeMap<String, Vec<IngressRule>>,
+) -> elb_contract::LoadBalancer {
     let lb = &assigned.lb;
     let instances = ipv4_instances(lb)
         .filter(|(i, _)| lb.zones.contains(&i.zone))
@@ -75,7 +105,12 @@ fn servo_lb(zone: &str, assigned: &ServoLb) -> elb_contract::LoadBalancer {
             }
         })
         .collect();
-    contract_lb(lb, vec![assigned.vip], instances)
+    contract_lb(
+        lb,
+        vec![assigned.vip],
+        instances,
+        security_groups(lb, rules),
+    )
 }
 
 /// The load balancers of a servo's configuration, by name.
@@ -95,7 +130,7 @@ fn servo_view(zone: &str, data: &ServoConfigData) -> Vec<elb_contract::LoadBalan
     let mut taken: BTreeSet<(Ipv4Addr, u16)> = BTreeSet::new();
     let mut out = Vec::new();
     for l in lbs {
-        let view = servo_lb(zone, l);
+        let view = servo_lb(zone, l, &data.security_groups);
         if let Err(problems) = view.validate() {
             tracing::error!(load_balancer = %view.load_balancer_name, %problems, "not sent to servos: it breaks the contract's rules");
             continue;
@@ -198,7 +233,7 @@ mod tests {
             instance("i-333", "c", InstanceHealth::in_service()),
         ];
         let mut s = assigned(l, "198.18.0.1", 1);
-        let view = servo_lb("a", &s);
+        let view = servo_lb("a", &s, &BTreeMap::new());
         let got: Vec<(&str, bool, Option<&InstanceHealth>)> = view
             .instances
             .iter()
@@ -214,13 +249,13 @@ mod tests {
         );
         // Zone b has no live servo: its instance is not InService for the others.
         s.service.insert("b".into(), ZoneService::NoLiveServo);
-        let view = servo_lb("a", &s);
+        let view = servo_lb("a", &s, &BTreeMap::new());
         assert_eq!(
             view.instances[1].health,
             Some(InstanceHealth::no_live_servo("b"))
         );
         // The servo of zone b itself starts from what was reported (a warm take-over).
-        let view = servo_lb("b", &s);
+        let view = servo_lb("b", &s, &BTreeMap::new());
         assert_eq!(view.instances[1].health, Some(InstanceHealth::in_service()));
         assert!(view.instances[1].health_check);
     }
@@ -233,6 +268,7 @@ mod tests {
             version: 7,
             lbs: vec![assigned(l, "198.18.0.1", 1)],
             request_ids: vec!["r1".into()],
+            security_groups: BTreeMap::new(),
         };
         let json = serde_json::to_value(document("a", &data, 2)).unwrap();
         assert_eq!(
@@ -269,6 +305,7 @@ mod tests {
             version: 1,
             lbs: vec![later, empty, first, broken],
             request_ids: vec![],
+            security_groups: BTreeMap::new(),
         };
         let names: Vec<String> = servo_view("z", &data)
             .into_iter()

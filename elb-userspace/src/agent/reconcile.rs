@@ -582,7 +582,9 @@ impl<W: MapWriter> Reconciler<W> {
         for (key, slot) in &self.listeners {
             let value = Listener {
                 id: slot.id,
-                flags: 0,
+                flags: wanted
+                    .get(key)
+                    .map_or(0, |(lb, _)| super::security_groups::listener_flags(lb)),
                 idle_timeout_s: slot.idle_timeout_s,
                 _pad: 0,
             };
