@@ -386,7 +386,6 @@ mod tests {
                 ("InstancePort", "8080"),
             ])],
             "lb",
-            "123456789012",
         )
         .unwrap();
         assert_eq!(ok[0].protocol, Protocol::Http);
@@ -453,10 +452,8 @@ mod tests {
                 ("LoadBalancerPort", "443"),
                 ("InstancePort", "80"),
                 ("InstanceProtocol", "HTTP"),
-                (
-                    "SSLCertificateId",
-                    "arn:aws:iam::999999999999:server-certificate/x"
-                )
+                // Not a certificate ARN (an account's ownership is the store's question).
+                ("SSLCertificateId", "arn:aws:iam::999999999999:user/x")
             ]),
             ErrorCode::CertificateNotFound
         );
@@ -472,7 +469,6 @@ mod tests {
                 ),
             ])],
             "lb",
-            "123456789012",
         );
         assert!(https.is_ok());
     }

@@ -230,7 +230,13 @@ def check_config_document(doc):
     assert is_int(doc["Version"]) and is_int(doc["HeartbeatInterval"])
     assert all(isinstance(r, str) for r in doc["RequestIds"])
     for lb in doc["LoadBalancers"]:
-        assert set(lb) == {"LoadBalancerName", "Vips", "Listeners", "Instances", "HealthCheck", "Attributes"}, lb.keys()
+        base = {"LoadBalancerName", "Vips", "Listeners", "Instances", "HealthCheck", "Attributes"}
+        assert set(lb) in (base, base | {"SecurityGroups"}), lb.keys()
+        for g in lb.get("SecurityGroups", []):
+            assert set(g) == {"GroupId", "Ingress"} and g["GroupId"].startswith("sg-"), g
+            for r in g["Ingress"]:
+                assert {"IpProtocol", "CidrIp"} <= set(r) <= {"IpProtocol", "FromPort", "ToPort", "CidrIp"}, r
+                ipaddress.IPv4Network(r["CidrIp"])
         assert re.fullmatch(r"[A-Za-z0-9-]+-\d{12}", lb["LoadBalancerName"])
         assert len(lb["Vips"]) == 1
         ipaddress.IPv4Address(lb["Vips"][0])

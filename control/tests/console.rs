@@ -63,6 +63,15 @@ async fn harness() -> Harness {
     let db = format!("sqlite:{}", dir.path().join("control.db").display());
     let store = Store::open(&db).await.unwrap();
     store.add_zone("us-east-1a", "us-east-1").await.unwrap();
+    // A live servo in the zone: control creates load balancers only where one can serve them.
+    store
+        .create_servo("s1", "us-east-1a", &secret_hash(SERVO_SECRET))
+        .await
+        .unwrap();
+    store
+        .register_servo("s1", &["198.18.0.11".parse().unwrap()], &[], None, 10_000)
+        .await
+        .unwrap();
     let (account, key) = store.create_account("test", false).await.unwrap();
     let state = AppState::new(
         ServiceConfig::default(),
@@ -566,10 +575,6 @@ async fn iam_policies_apply_to_console_actions() {
 async fn metrics_history_follows_servo_heartbeats_and_health() {
     let h = harness().await;
     let (_, admin_key) = h.store.create_account("ops", true).await.unwrap();
-    h.store
-        .create_servo("s1", "us-east-1a", &secret_hash(SERVO_SECRET))
-        .await
-        .unwrap();
     h.store
         .add_instance(&InventoryInstance {
             id: "i-1".into(),
