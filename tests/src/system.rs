@@ -326,6 +326,8 @@ pub struct SystemSpec {
     pub servos_per_zone: u32,
     /// Servo heartbeat interval and timeout, seconds.
     pub heartbeat: (u32, u32),
+    /// More `elb-control serve` arguments (a cloud's endpoints...).
+    pub control_args: Vec<String>,
 }
 
 impl SystemSpec {
@@ -355,6 +357,7 @@ impl SystemSpec {
             postgres: false,
             servos_per_zone: 1,
             heartbeat: (1, 4),
+            control_args: Vec::new(),
         }
     }
 }
@@ -624,6 +627,7 @@ impl System {
             "--servos-per-zone".into(),
             self.spec.servos_per_zone.to_string(),
         ]);
+        args.extend(self.spec.control_args.iter().cloned());
         let dns = (r == 0).then(|| SocketAddr::from((control_addr(r), 53)));
         if let Some(dns) = dns {
             args.extend([
