@@ -166,8 +166,8 @@ struct RuleArgs {
     /// Group id (sg-...).
     #[arg(long)]
     id: String,
-    /// tcp, udp, icmp, a protocol number, or -1 (every protocol and port).
-    #[arg(long, default_value = "tcp")]
+    /// tcp, udp, icmp, a protocol number, or -1 / all (every protocol and port).
+    #[arg(long, default_value = "tcp", allow_hyphen_values = true)]
     protocol: String,
     /// The port (tcp/udp), or use --from-port and --to-port.
     #[arg(long, conflicts_with_all = ["from_port", "to_port"])]

@@ -31,7 +31,9 @@ impl RuleSpec {
         if self.cidrs.is_empty() {
             return Err(invalid("give at least one --cidr"));
         }
-        let all = self.protocol == "-1";
+        let protocol = self.protocol.to_ascii_lowercase();
+        let all = protocol == "-1" || protocol == "all";
+        let protocol = if all { "-1".to_string() } else { protocol };
         let (from, to) = if all {
             (None, None)
         } else {
@@ -41,7 +43,7 @@ impl RuleSpec {
         for c in &self.cidrs {
             let cidr: Ipv4Cidr = c.parse().map_err(|e: elb_contract::security_group::BadCidr| invalid(e.to_string()))?;
             let rule = IngressRule {
-                ip_protocol: self.protocol.to_ascii_lowercase(),
+                ip_protocol: protocol.clone(),
                 from_port: from,
                 to_port: to,
                 cidr_ip: cidr,
