@@ -1,7 +1,11 @@
 //! Administration operations (`elb-control admin ...`): accounts, users, keys, policies,
-//! quotas, and the built-in inventory. They work directly on the store, so they can run while
+//! quotas, the built-in inventory ([`security_groups`] too), and every account's load
+//! balancers ([`load_balancers`]). They work directly on the store, so they can run while
 //! servers are up; servers see the changes on their next request (and through the config
 //! version poll).
+
+pub mod load_balancers;
+pub mod security_groups;
 
 use std::net::IpAddr;
 

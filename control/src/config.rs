@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use crate::inventory::Ec2Config;
+use crate::cloud::CloudConfig;
 
 /// What the Query API service needs to know besides its store.
 #[derive(Debug, Clone)]
@@ -15,8 +15,9 @@ pub struct ServiceConfig {
     pub max_body_bytes: usize,
     /// Largest difference between a signed request's time and the server's clock.
     pub max_clock_skew: Duration,
-    /// EC2-compatible inventory; `None` uses the built-in one.
-    pub ec2: Option<Ec2Config>,
+    /// The cloud (EC2, IAM, ACM endpoints); none configured: the built-in inventory and
+    /// control's own certificate store.
+    pub cloud: CloudConfig,
     /// Servo protocol and assignment.
     pub servo: ServoSettings,
     /// The key file that seals certificate private keys at rest (created on first use);
@@ -76,7 +77,7 @@ impl Default for ServiceConfig {
             dns_domain: "elb.local".into(),
             max_body_bytes: 256 * 1024,
             max_clock_skew: Duration::from_secs(15 * 60),
-            ec2: None,
+            cloud: CloudConfig::default(),
             servo: ServoSettings::default(),
             key_file: None,
         }
@@ -121,9 +122,7 @@ impl ServiceConfig {
                 "the body limit must be at least 1024 bytes".into(),
             ));
         }
-        if let Some(ec2) = &self.ec2 {
-            ec2.validate()?;
-        }
+        self.cloud.validate()?;
         self.servo.validate()
     }
 

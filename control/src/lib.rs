@@ -5,7 +5,9 @@
 //! Layout: [`server`] (HTTP, authentication, request ids) calls [`api`] (one module per group
 //! of actions) which works on [`model`] types kept in the [`store`]. The ELB model's rules are
 //! the contract's ([`elb_contract`]); API parsing and the API's own rules live in [`query`],
-//! [`validate`], [`iam`]; [`inventory`] resolves instance ids (built-in or EC2);
+//! [`validate`], [`iam`]; [`inventory`] resolves zones, subnets, VPCs, security groups and
+//! instances (built-in, or an EC2-compatible cloud through [`cloud`], which also reads the
+//! cloud's IAM and ACM certificates);
 //! [`xml`] and [`error`] write responses. Signatures (SigV4, both directions) come from the
 //! `elb-sigv4` crate. [`service`] wires a whole server (`elb-control
 //! serve`) and can be started in-process.
@@ -19,6 +21,7 @@ pub mod admin;
 pub mod api;
 pub mod assign;
 pub mod certs;
+pub mod cloud;
 pub mod config;
 pub mod console;
 pub mod dns;

@@ -5,8 +5,8 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail};
 use clap::{Args, Parser, Subcommand};
+use control::cloud::CloudConfig;
 use control::config::{ServiceConfig, ServoSettings};
-use control::inventory::Ec2Config;
 use control::service::{ServeOptions, Service};
 use control::store::Store;
 use control::{admin, server};
@@ -56,19 +56,51 @@ struct ServeArgs {
     /// Largest accepted difference between a request's signing time and the server clock.
     #[arg(long, default_value_t = 900)]
     max_clock_skew_secs: u64,
-    /// EC2-compatible endpoint to resolve instances with DescribeInstances (instead of the
-    /// built-in inventory), e.g. http://ec2.example:8773/.
+    /// EC2-compatible cloud endpoint (e.g. http://ec2.example:8773/): zones, subnets, VPCs,
+    /// security groups and instances come from it (DescribeAvailabilityZones, DescribeSubnets,
+    /// DescribeVpcs, DescribeSecurityGroups, DescribeInstances) instead of the built-in inventory.
     #[arg(long)]
     ec2_endpoint: Option<String>,
-    /// Access key id for the EC2 endpoint.
-    #[arg(long, env = "ELB_EC2_ACCESS_KEY_ID", hide_env_values = true)]
-    ec2_access_key_id: Option<String>,
-    /// Secret access key for the EC2 endpoint.
-    #[arg(long, env = "ELB_EC2_SECRET_ACCESS_KEY", hide_env_values = true)]
-    ec2_secret_access_key: Option<String>,
-    /// Region in the EC2 signing scope (default: the first --region).
+    /// The cloud's IAM endpoint: listeners may name its server certificates
+    /// (GetServerCertificate).
+    #[arg(long)]
+    iam_endpoint: Option<String>,
+    /// The cloud's ACM endpoint: listeners may name its certificates (DescribeCertificate,
+    /// GetCertificate, ExportCertificate).
+    #[arg(long)]
+    acm_endpoint: Option<String>,
+    /// Access key id for the cloud's endpoints (env ELB_CLOUD_ACCESS_KEY_ID, or the older
+    /// ELB_EC2_ACCESS_KEY_ID).
+    #[arg(
+        long,
+        alias = "ec2-access-key-id",
+        env = "ELB_CLOUD_ACCESS_KEY_ID",
+        hide_env_values = true
+    )]
+    cloud_access_key_id: Option<String>,
+    /// Secret access key for the cloud's endpoints (env ELB_CLOUD_SECRET_ACCESS_KEY, or the
+    /// older ELB_EC2_SECRET_ACCESS_KEY).
+    #[arg(
+        long,
+        alias = "ec2-secret-access-key",
+        env = "ELB_CLOUD_SECRET_ACCESS_KEY",
+        hide_env_values = true
+    )]
+    cloud_secret_access_key: Option<String>,
+    /// Region every EC2 call is signed for (a cloud with its own region name); default: the
+    /// region of the request or load balancer at hand.
     #[arg(long)]
     ec2_region: Option<String>,
+    /// Region IAM calls are signed for.
+    #[arg(long, default_value = "us-east-1")]
+    iam_region: String,
+    /// Seconds an answer of the cloud is reused (0: ask every time).
+    #[arg(long, default_value_t = 5)]
+    cloud_cache_ttl: u64,
+    /// Milliseconds between reads of the security groups load balancers use (their rule
+    /// changes reach the servos within about this long).
+    #[arg(long, default_value_t = 500)]
+    cloud_refresh_ms: u64,
     /// Log format.
     #[arg(long, value_parser = ["text", "json"], default_value = "text")]
     log_format: String,
@@ -162,11 +194,134 @@ enum AdminCommand {
     /// Servo identities (load balancer nodes).
     #[command(subcommand)]
     Servo(ServoCommand),
+    /// Security groups of the built-in inventory (with a cloud, its groups are used).
+    #[command(subcommand, name = "security-group")]
+    SecurityGroup(SecurityGroupCommand),
+    /// Every account's load balancers: list, show (servos, health), delete.
+    #[command(subcommand)]
+    Lb(LbCommand),
     /// Readiness: whether each zone has live servos with room (addresses per port), as JSON.
     Status {
         /// Heartbeat timeout (seconds) used to judge liveness; match the servers' setting.
         #[arg(long, default_value_t = 10)]
         servo_timeout: u64,
+    },
+}
+
+#[derive(Args, Debug)]
+struct RuleArgs {
+    /// Group id (sg-...).
+    #[arg(long)]
+    id: String,
+    /// tcp, udp, icmp, a protocol number, or -1 / all (every protocol and port).
+    #[arg(long, default_value = "tcp", allow_hyphen_values = true)]
+    protocol: String,
+    /// The port (tcp/udp), or use --from-port and --to-port.
+    #[arg(long, conflicts_with_all = ["from_port", "to_port"])]
+    port: Option<i32>,
+    #[arg(long, requires = "to_port")]
+    from_port: Option<i32>,
+    #[arg(long, requires = "from_port")]
+    to_port: Option<i32>,
+    /// Source block (repeatable), e.g. 198.18.1.0/24.
+    #[arg(long = "cidr", required = true)]
+    cidrs: Vec<String>,
+}
+
+impl RuleArgs {
+    fn spec(&self) -> admin::security_groups::RuleSpec {
+        admin::security_groups::RuleSpec {
+            protocol: self.protocol.clone(),
+            from_port: self.port.or(self.from_port),
+            to_port: self.port.or(self.to_port),
+            cidrs: self.cidrs.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum SecurityGroupCommand {
+    /// Create a group (no rules: it admits no one until rules are authorized).
+    Create {
+        /// Group id; generated (sg-...) if absent.
+        #[arg(long)]
+        id: Option<String>,
+        #[arg(long)]
+        name: String,
+        #[arg(long, default_value = "")]
+        description: String,
+        /// The VPC of the load balancers that may use it (created with Subnets of that VPC);
+        /// without: load balancers created with AvailabilityZones.
+        #[arg(long)]
+        vpc: Option<String>,
+        /// Only this account (id or name) may use it; any account if absent.
+        #[arg(long)]
+        account: Option<String>,
+    },
+    /// Add ingress rules (one per --cidr).
+    Authorize(RuleArgs),
+    /// Remove ingress rules (each must exist).
+    Revoke(RuleArgs),
+    /// Groups with their rules.
+    List,
+    /// Remove a group no load balancer uses.
+    Delete {
+        #[arg(long)]
+        id: String,
+    },
+}
+
+#[derive(Args, Debug)]
+struct LbSelector {
+    /// Load balancer name (with --account).
+    #[arg(long, requires = "account", conflicts_with = "dns_name")]
+    name: Option<String>,
+    /// Account id or name.
+    #[arg(long)]
+    account: Option<String>,
+    /// Region, when the name exists in several.
+    #[arg(long)]
+    region: Option<String>,
+    /// The load balancer's DNS name.
+    #[arg(long)]
+    dns_name: Option<String>,
+}
+
+impl LbSelector {
+    fn selector(&self) -> admin::load_balancers::Selector {
+        admin::load_balancers::Selector {
+            name: self.name.clone(),
+            account: self.account.clone(),
+            region: self.region.clone(),
+            dns_name: self.dns_name.clone(),
+        }
+    }
+}
+
+#[derive(Subcommand, Debug)]
+enum LbCommand {
+    /// Every account's load balancers with their servos and instances in service.
+    List {
+        /// Only this account (id or name).
+        #[arg(long)]
+        account: Option<String>,
+        #[arg(long)]
+        region: Option<String>,
+        /// Heartbeat timeout (seconds) used to judge liveness; match the servers' setting.
+        #[arg(long, default_value_t = 10)]
+        servo_timeout: u64,
+    },
+    /// One load balancer: listeners, placement, servos, each instance's health.
+    Show {
+        #[command(flatten)]
+        lb: LbSelector,
+        #[arg(long, default_value_t = 10)]
+        servo_timeout: u64,
+    },
+    /// Delete a load balancer of any account.
+    Delete {
+        #[command(flatten)]
+        lb: LbSelector,
     },
 }
 
@@ -467,32 +622,90 @@ async fn run_admin(store: &Store, db: &str, cmd: AdminCommand) -> Result<serde_j
         }
         AdminCommand::Servo(ServoCommand::Remove { id }) => admin::servo_remove(store, &id).await?,
         AdminCommand::Status { servo_timeout } => admin::status(store, servo_timeout).await?,
+        AdminCommand::SecurityGroup(cmd) => {
+            use admin::security_groups as sg;
+            match cmd {
+                SecurityGroupCommand::Create {
+                    id,
+                    name,
+                    description,
+                    vpc,
+                    account,
+                } => {
+                    sg::create(
+                        store,
+                        id.as_deref(),
+                        &name,
+                        &description,
+                        vpc.as_deref(),
+                        account.as_deref(),
+                    )
+                    .await?
+                }
+                SecurityGroupCommand::Authorize(r) => {
+                    sg::authorize(store, &r.id, &r.spec()).await?
+                }
+                SecurityGroupCommand::Revoke(r) => sg::revoke(store, &r.id, &r.spec()).await?,
+                SecurityGroupCommand::List => sg::list(store).await?,
+                SecurityGroupCommand::Delete { id } => sg::delete(store, &id).await?,
+            }
+        }
+        AdminCommand::Lb(cmd) => {
+            use admin::load_balancers as lbs;
+            let ms = |secs: u64| i64::try_from(secs.saturating_mul(1000)).unwrap_or(i64::MAX);
+            match cmd {
+                LbCommand::List {
+                    account,
+                    region,
+                    servo_timeout,
+                } => {
+                    lbs::list(
+                        store,
+                        account.as_deref(),
+                        region.as_deref(),
+                        ms(servo_timeout),
+                    )
+                    .await?
+                }
+                LbCommand::Show { lb, servo_timeout } => {
+                    lbs::show(store, &lb.selector(), ms(servo_timeout)).await?
+                }
+                LbCommand::Delete { lb } => lbs::delete(store, &lb.selector()).await?,
+            }
+        }
     };
     Ok(value)
 }
 
 async fn serve(db: &str, args: ServeArgs) -> Result<()> {
     init_logging(args.log_format == "json");
-    let ec2 = match &args.ec2_endpoint {
-        None => None,
-        Some(endpoint) => Some(Ec2Config {
-            endpoint: endpoint.clone(),
-            access_key_id: args.ec2_access_key_id.clone().unwrap_or_default(),
-            secret_access_key: args.ec2_secret_access_key.clone().unwrap_or_default(),
-            region: args
-                .ec2_region
-                .clone()
-                .or_else(|| args.regions.first().cloned())
-                .unwrap_or_default(),
-            timeout: Duration::from_secs(10),
-        }),
+    let from_env = |name: &str| std::env::var(name).ok().filter(|v| !v.is_empty());
+    let cloud = CloudConfig {
+        ec2_endpoint: args.ec2_endpoint.clone(),
+        iam_endpoint: args.iam_endpoint.clone(),
+        acm_endpoint: args.acm_endpoint.clone(),
+        access_key_id: args
+            .cloud_access_key_id
+            .clone()
+            .or_else(|| from_env("ELB_EC2_ACCESS_KEY_ID"))
+            .unwrap_or_default(),
+        secret_access_key: args
+            .cloud_secret_access_key
+            .clone()
+            .or_else(|| from_env("ELB_EC2_SECRET_ACCESS_KEY"))
+            .unwrap_or_default(),
+        ec2_region: args.ec2_region.clone(),
+        iam_region: args.iam_region.clone(),
+        timeout: Duration::from_secs(10),
+        cache_ttl: Duration::from_secs(args.cloud_cache_ttl),
+        refresh: Duration::from_millis(args.cloud_refresh_ms),
     };
     let config = ServiceConfig {
         regions: args.regions.clone(),
         dns_domain: args.dns_domain.clone(),
         max_body_bytes: args.max_body_bytes,
         max_clock_skew: Duration::from_secs(args.max_clock_skew_secs),
-        ec2: ec2.clone(),
+        cloud,
         servo: ServoSettings {
             heartbeat: Duration::from_secs(args.servo_heartbeat),
             timeout: Duration::from_secs(args.servo_timeout),

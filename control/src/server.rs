@@ -52,12 +52,25 @@ struct AppInner {
     sealer: std::sync::OnceLock<Sealer>,
     /// The web console's in-memory state (metrics history).
     console: crate::console::Console,
+    /// The cloud's IAM and ACM certificates, when configured.
+    certificate_sources: crate::cloud::certificates::CertificateSources,
 }
 
 impl AppState {
+    /// The state of a service with `config` (validated: see [`ServiceConfig::validate`]).
     pub fn new(config: ServiceConfig, store: Store, inventory: Inventory) -> Self {
+        let certificate_sources = crate::cloud::certificates::CertificateSources::new(
+            &config.cloud,
+        )
+        .unwrap_or_else(|e| {
+            // Only an invalid configuration fails here, and `validate` refuses those first.
+            tracing::error!(error = %e, "cloud certificate endpoints disabled");
+            crate::cloud::certificates::CertificateSources::new(&Default::default())
+                .expect("no endpoints, nothing to fail")
+        });
         Self {
             inner: Arc::new(AppInner {
+                certificate_sources,
                 config,
                 store,
                 inventory,
@@ -86,6 +99,11 @@ impl AppState {
     /// Ends long-polls and tells background tasks to stop.
     pub fn begin_shutdown(&self) {
         self.inner.shutdown.send_replace(true);
+    }
+
+    /// The cloud's certificate services.
+    pub fn certificate_sources(&self) -> &crate::cloud::certificates::CertificateSources {
+        &self.inner.certificate_sources
     }
 
     pub fn config(&self) -> &ServiceConfig {
@@ -627,7 +645,7 @@ pub async fn until_true(flag: &mut watch::Receiver<bool>) {
 }
 
 /// How often a server re-reads the config version committed by other processes.
-pub const VERSION_POLL: Duration = Duration::from_secs(1);
+pub const VERSION_POLL: Duration = Duration::from_millis(250);
 
 #[cfg(test)]
 mod tests {

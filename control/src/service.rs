@@ -11,9 +11,10 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 
 use crate::assign::{self, AssignmentSettings};
+use crate::cloud::ec2::Ec2Cloud;
 use crate::config::{ConfigError, ServiceConfig};
 use crate::dns::{DnsServer, DnsSettings, Resolver};
-use crate::inventory::{Ec2Client, Inventory};
+use crate::inventory::Inventory;
 use crate::server::{self, AppState};
 use crate::store::{Store, StoreError};
 
@@ -74,8 +75,8 @@ impl Service {
         let config = options.config;
         config.validate()?;
         let store = Store::open(&options.db).await?;
-        let inventory = match &config.ec2 {
-            Some(ec2) => Inventory::Ec2(Ec2Client::new(ec2.clone())?),
+        let inventory = match Ec2Cloud::new(&config.cloud)? {
+            Some(ec2) => Inventory::Cloud(Arc::new(ec2)),
             None => Inventory::BuiltIn(store.clone()),
         };
         let listener =
@@ -191,6 +192,15 @@ impl Service {
             state.assignment_wake(),
             state.shutdown_signal(),
         ));
+        let refresher = match state.inventory() {
+            Inventory::Cloud(ec2) => Some(tokio::spawn(crate::cloud::refresh::run(
+                store.clone(),
+                ec2.clone(),
+                state.config().cloud.refresh,
+                state.shutdown_signal(),
+            ))),
+            Inventory::BuiltIn(_) => None,
+        };
         let served = server::run(listener, state.clone(), shutdown).await;
         state.begin_shutdown();
         if let Some(t) = tls_server
@@ -204,6 +214,9 @@ impl Service {
         // The assignment task finishes its pass (a transaction) before it stops.
         if let Err(e) = assigner.await {
             tracing::warn!(error = %e, "the assignment task ended abnormally");
+        }
+        if let Some(refresher) = refresher {
+            let _ = refresher.await;
         }
         poller.abort();
         notifications.abort();

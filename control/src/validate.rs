@@ -164,12 +164,12 @@ fn protocol(field: &str, text: &str) -> Result<Protocol, ApiError> {
 }
 
 /// Accepts IAM server-certificate and ACM certificate ARNs of the caller's account.
-pub fn certificate_arn(arn: &str, account_id: &str) -> Result<(), ApiError> {
+pub fn certificate_arn(arn: &str) -> Result<(), ApiError> {
     let parts: Vec<&str> = arn.splitn(6, ':').collect();
     let ok = match parts[..] {
         ["arn", partition, "iam", "", account, resource] => {
             !partition.is_empty()
-                && account == account_id
+                && !account.is_empty()
                 && resource
                     .strip_prefix("server-certificate/")
                     .is_some_and(|r| !r.is_empty())
@@ -177,7 +177,7 @@ pub fn certificate_arn(arn: &str, account_id: &str) -> Result<(), ApiError> {
         ["arn", partition, "acm", region, account, resource] => {
             !partition.is_empty()
                 && !region.is_empty()
-                && account == account_id
+                && !account.is_empty()
                 && resource
                     .strip_prefix("certificate/")
                     .is_some_and(|r| !r.is_empty())
@@ -207,11 +207,7 @@ pub const LISTENER_FIELDS: &[&str] = &[
 /// Parses and checks the listeners of CreateLoadBalancer / CreateLoadBalancerListeners.
 /// Listeners repeated identically within the request collapse into one; the same port with a
 /// different definition is a DuplicateListener.
-pub fn listeners(
-    members: &[Member],
-    lb: &str,
-    account_id: &str,
-) -> Result<Vec<Listener>, ApiError> {
+pub fn listeners(members: &[Member], lb: &str) -> Result<Vec<Listener>, ApiError> {
     let mut out: Vec<Listener> = Vec::with_capacity(members.len());
     for (n, m) in members.iter().enumerate() {
         let proto = protocol(
@@ -240,7 +236,7 @@ pub fn listeners(
             return Err(problem_error(p));
         }
         if let Some(arn) = &listener.ssl_certificate_id {
-            certificate_arn(arn, account_id)?;
+            certificate_arn(arn)?;
         }
         match out.iter().find(|l| l.load_balancer_port == lb_port) {
             Some(existing) if existing.same_definition(&listener) => {}
@@ -390,7 +386,6 @@ mod tests {
                 ("InstancePort", "8080"),
             ])],
             "lb",
-            "123456789012",
         )
         .unwrap();
         assert_eq!(ok[0].protocol, Protocol::Http);
@@ -400,11 +395,7 @@ mod tests {
             "InstanceProtocol defaults from Protocol"
         );
 
-        let err = |pairs: &[(&str, &str)]| {
-            listeners(&[member(pairs)], "lb", "123456789012")
-                .unwrap_err()
-                .code
-        };
+        let err = |pairs: &[(&str, &str)]| listeners(&[member(pairs)], "lb").unwrap_err().code;
         assert_eq!(
             err(&[
                 ("Protocol", "FTP"),
@@ -457,10 +448,8 @@ mod tests {
                 ("LoadBalancerPort", "443"),
                 ("InstancePort", "80"),
                 ("InstanceProtocol", "HTTP"),
-                (
-                    "SSLCertificateId",
-                    "arn:aws:iam::999999999999:server-certificate/x"
-                )
+                // Not a certificate ARN (an account's ownership is the store's question).
+                ("SSLCertificateId", "arn:aws:iam::999999999999:user/x")
             ]),
             ErrorCode::CertificateNotFound
         );
@@ -476,7 +465,6 @@ mod tests {
                 ),
             ])],
             "lb",
-            "123456789012",
         );
         assert!(https.is_ok());
     }
@@ -498,9 +486,9 @@ mod tests {
             ("LoadBalancerPort", "80"),
             ("InstancePort", "81"),
         ]);
-        assert_eq!(listeners(&[a.clone(), same], "lb", "1").unwrap().len(), 1);
+        assert_eq!(listeners(&[a.clone(), same], "lb").unwrap().len(), 1);
         assert_eq!(
-            listeners(&[a, other], "lb", "1").unwrap_err().code,
+            listeners(&[a, other], "lb").unwrap_err().code,
             ErrorCode::DuplicateListener
         );
     }
@@ -577,21 +565,9 @@ mod tests {
 
     #[test]
     fn certificates_and_ids() {
-        assert!(
-            certificate_arn(
-                "arn:aws:acm:us-east-1:123456789012:certificate/abc",
-                "123456789012"
-            )
-            .is_ok()
-        );
-        assert!(
-            certificate_arn(
-                "arn:aws:acm:us-east-1:123456789012:certificate/",
-                "123456789012"
-            )
-            .is_err()
-        );
-        assert!(certificate_arn("not-an-arn", "123456789012").is_err());
+        assert!(certificate_arn("arn:aws:acm:us-east-1:123456789012:certificate/abc").is_ok());
+        assert!(certificate_arn("arn:aws:acm:us-east-1:123456789012:certificate/").is_err());
+        assert!(certificate_arn("not-an-arn").is_err());
         assert!(security_group_id("sg-0abc").is_ok());
         assert_eq!(
             security_group_id("group").unwrap_err().code,

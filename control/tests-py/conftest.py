@@ -48,6 +48,13 @@ SUBNETS = {
     "subnet-0b1": ("us-east-1b", "vpc-01"),
     "subnet-0a2": ("us-east-1a", "vpc-02"),
 }
+# built-in security group id -> VPC (None: for load balancers created with AvailabilityZones)
+SECURITY_GROUPS = {
+    "sg-0aa": "vpc-01",
+    "sg-1": "vpc-01",
+    "sg-2": "vpc-01",
+    "sg-0c1": None,
+}
 
 
 def free_port():
@@ -203,6 +210,8 @@ def seed_inventory(db):
     run_admin(db, "zone", "add", "--name", "eu-west-1a", "--region", "eu-west-1")
     for subnet, (zone, vpc) in SUBNETS.items():
         run_admin(db, "subnet", "add", "--id", subnet, "--zone", zone, "--vpc", vpc)
+    for group, vpc in SECURITY_GROUPS.items():
+        run_admin(db, "security-group", "create", "--id", group, "--name", group, *(["--vpc", vpc] if vpc else []))
     SEEDED.add(db)
 
 

@@ -7,6 +7,29 @@ from botocore.exceptions import ClientError
 from conftest import error_code, make_lb
 
 
+# What AWS returns for a new load balancer (botocore's example for the action, and AWS today:
+# a disabled access log is {Enabled: false} alone).
+NEW_LB_ATTRIBUTES = {
+    "CrossZoneLoadBalancing": {"Enabled": False},
+    "AccessLog": {"Enabled": False},
+    "ConnectionDraining": {"Enabled": False, "Timeout": 300},
+    "ConnectionSettings": {"IdleTimeout": 60},
+    "AdditionalAttributes": [{"Key": "elb.http.desyncmitigationmode", "Value": "defensive"}],
+}
+
+
+def test_new_load_balancer_attributes_as_aws_shapes_them(acct):
+    name = make_lb(acct.elb)
+    attrs = acct.elb.describe_load_balancer_attributes(LoadBalancerName=name)["LoadBalancerAttributes"]
+    assert attrs == NEW_LB_ATTRIBUTES
+    # Disabling the access log again hides its settings, as AWS does.
+    acct.elb.modify_load_balancer_attributes(LoadBalancerName=name, LoadBalancerAttributes={
+        "AccessLog": {"Enabled": True, "S3BucketName": "logs-bucket", "EmitInterval": 5}})
+    acct.elb.modify_load_balancer_attributes(LoadBalancerName=name, LoadBalancerAttributes={"AccessLog": {"Enabled": False}})
+    attrs = acct.elb.describe_load_balancer_attributes(LoadBalancerName=name)["LoadBalancerAttributes"]
+    assert attrs["AccessLog"] == {"Enabled": False}
+
+
 def test_modify_attributes(acct):
     elb = acct.elb
     name = make_lb(elb)

@@ -1,6 +1,8 @@
-"""The EC2-compatible inventory: with --ec2-endpoint, instance ids are resolved by a signed
-DescribeInstances call. A small fake EC2 endpoint here checks each request's SigV4 signature
-(service ec2) and answers from its own table."""
+"""The EC2-compatible inventory: with --ec2-endpoint, zones and instance ids are resolved by
+signed DescribeAvailabilityZones / DescribeVpcs / DescribeInstances calls. A small fake EC2
+endpoint here checks each request's SigV4 signature (service ec2) against botocore's and
+answers from its own table (an EC2-Classic-style cloud: no default VPC). test_cloud.py runs
+the whole cloud mode against moto's server."""
 
 import http.server
 import threading
@@ -49,7 +51,14 @@ class FakeEc2(http.server.BaseHTTPRequestHandler):
         FakeEc2.calls.append((params, signed_ok))
         if not signed_ok:
             return self.reply(401, "<Response><Errors><Error><Code>AuthFailure</Code><Message>bad signature</Message></Error></Errors></Response>")
-        if params.get("Action") != "DescribeInstances" or params.get("Version") != "2016-11-15":
+        if params.get("Version") != "2016-11-15":
+            return self.reply(400, "<Response><Errors><Error><Code>InvalidAction</Code><Message>x</Message></Error></Errors></Response>")
+        if params.get("Action") == "DescribeAvailabilityZones":
+            zones = "".join(f"<item><zoneName>{z}</zoneName><zoneState>available</zoneState></item>" for z in ("us-east-1a", "us-east-1b"))
+            return self.reply(200, f"<DescribeAvailabilityZonesResponse><availabilityZoneInfo>{zones}</availabilityZoneInfo></DescribeAvailabilityZonesResponse>")
+        if params.get("Action") == "DescribeVpcs":
+            return self.reply(200, "<DescribeVpcsResponse><vpcSet/></DescribeVpcsResponse>")
+        if params.get("Action") != "DescribeInstances":
             return self.reply(400, "<Response><Errors><Error><Code>InvalidAction</Code><Message>x</Message></Error></Errors></Response>")
         wanted = [v for k, v in params.items() if k.startswith("Filter.1.Value.")]
         assert params.get("Filter.1.Name") == "instance-id"
@@ -117,20 +126,21 @@ def test_ec2_failures_are_service_unavailable(env, ec2_endpoint):
     e = ec2_server(env, ec2_endpoint, secret="wrong-secret")
     try:
         acct = e.account()
-        name = make_lb(acct.elb)
         with pytest.raises(ClientError) as exc:
-            acct.elb.register_instances_with_load_balancer(LoadBalancerName=name, Instances=[{"InstanceId": "i-0ec2aaaa0001"}])
+            make_lb(acct.elb)
         assert error_code(exc) == "ServiceUnavailable" and http_status(exc) == 503
+        message = exc.value.response["Error"]["Message"]
+        assert "EC2" in message and "DescribeAvailabilityZones" in message and "AuthFailure" in message, message
         assert FakeEc2.calls and not FakeEc2.calls[-1][1], "the fake must have seen a bad signature"
-        assert "wrong-secret" not in exc.value.response["Error"]["Message"]
+        assert "wrong-secret" not in message
     finally:
         e.server.stop()
     down = ec2_server(env, f"http://127.0.0.1:{free_port()}/")
     try:
         acct = down.account()
-        name = make_lb(acct.elb)
         with pytest.raises(ClientError) as exc:
-            acct.elb.register_instances_with_load_balancer(LoadBalancerName=name, Instances=[{"InstanceId": "i-0ec2aaaa0001"}])
+            make_lb(acct.elb)
         assert error_code(exc) == "ServiceUnavailable"
+        assert "could not be reached" in exc.value.response["Error"]["Message"]
     finally:
         down.server.stop()

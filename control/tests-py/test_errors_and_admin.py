@@ -2,6 +2,8 @@
 balancer, policy limits, create-time placement errors), the admin commands' listings, and a
 server serving two regions."""
 
+import time
+
 import pytest
 from botocore.exceptions import ClientError
 
@@ -134,3 +136,69 @@ def test_two_regions(env):
         assert error_code(e) == "ValidationError"
     finally:
         server.stop()
+
+
+def test_admin_load_balancers_across_accounts(env):
+    """`admin lb list|show|delete`: every account's load balancers, found by name and account or
+    by DNS name, with the servos that serve them and their instances' health."""
+    a, b = env.account(), env.account()
+    name_a = make_lb(a.elb, name="shared-name")
+    name_b = make_lb(b.elb, name="shared-name")
+    iid = env.instance("us-east-1a")
+    a.elb.register_instances_with_load_balancer(LoadBalancerName=name_a, Instances=[{"InstanceId": iid}])
+    dns_b = b.elb.describe_load_balancers()["LoadBalancerDescriptions"][0]["DNSName"]
+
+    listed = env.admin("lb", "list")
+    mine = [(l["AccountId"], l["LoadBalancerName"]) for l in listed if l["AccountId"] in (a.id, b.id)]
+    assert sorted(mine) == sorted([(a.id, name_a), (b.id, name_b)])
+    only_a = env.admin("lb", "list", "--account", a.name)
+    assert [(l["AccountId"], l["Instances"], l["InService"]) for l in only_a] == [(a.id, 1, 0)]
+    # Assigned to a live servo of the fleet in its zone.
+    deadline = time.time() + 10
+    while not env.admin("lb", "show", "--name", name_a, "--account", a.id)["Servos"]:
+        assert time.time() < deadline, "no servo assigned"
+        time.sleep(0.1)
+    shown = env.admin("lb", "show", "--name", name_a, "--account", a.id)
+    assert shown["Servos"][0]["Zone"] == "us-east-1a" and shown["Servos"][0]["Live"] is True
+    assert [(h["InstanceId"], h["State"]) for h in shown["InstanceHealth"]] == [(iid, "OutOfService")]
+    assert shown["InstanceHealth"][0]["Description"] == "Instance registration is still in progress."
+    assert shown["Listeners"][0]["LoadBalancerPort"] == 80 and shown["HealthCheck"]["Target"] == "TCP:80"
+    by_dns = env.admin("lb", "show", "--dns-name", dns_b.upper() + ".")
+    assert (by_dns["AccountId"], by_dns["DNSName"]) == (b.id, dns_b)
+
+    for bad in (["lb", "show", "--name", name_a], ["lb", "show", "--dns-name", "nothing.lb.elb.local"],
+                ["lb", "delete", "--name", "no-such-lb", "--account", a.id]):
+        assert env.admin(*bad, check=False).returncode != 0, bad
+    deleted = env.admin("lb", "delete", "--dns-name", dns_b)
+    assert (deleted["Deleted"], deleted["AccountId"]) == (name_b, b.id)
+    assert b.elb.describe_load_balancers()["LoadBalancerDescriptions"] == []
+    assert [d["LoadBalancerName"] for d in a.elb.describe_load_balancers()["LoadBalancerDescriptions"]] == [name_a]
+
+
+def test_admin_security_groups(env):
+    """Built-in security groups: created, authorized, revoked, listed; load balancers that
+    name them carry their rules to the servos."""
+    acct = env.account()
+    made = env.admin("security-group", "create", "--name", "web", "--description", "web tier")
+    group = made["GroupId"]
+    assert group.startswith("sg-") and made["VpcId"] is None and made["IngressRules"] == []
+    g = env.admin("security-group", "authorize", "--id", group, "--port", "443", "--cidr", "198.18.1.0/24", "--cidr", "10.0.0.0/8")
+    assert [(r["IpProtocol"], r["FromPort"], r["ToPort"], r["CidrIp"]) for r in g["IngressRules"]] == [
+        ("tcp", 443, 443, "198.18.1.0/24"), ("tcp", 443, 443, "10.0.0.0/8")]
+    g = env.admin("security-group", "authorize", "--id", group, "--protocol", "-1", "--cidr", "198.18.9.9/16")
+    assert g["IngressRules"][-1] == {"IpProtocol": "-1", "FromPort": None, "ToPort": None, "CidrIp": "198.18.0.0/16"}
+    g = env.admin("security-group", "revoke", "--id", group, "--port", "443", "--cidr", "10.0.0.0/8")
+    assert [r["CidrIp"] for r in g["IngressRules"]] == ["198.18.1.0/24", "198.18.0.0/16"]
+    for bad in (["security-group", "revoke", "--id", group, "--port", "443", "--cidr", "10.0.0.0/8"],
+                ["security-group", "authorize", "--id", group, "--cidr", "10.0.0.0/8"],
+                ["security-group", "authorize", "--id", group, "--port", "80", "--cidr", "10.0.0.0/33"],
+                ["security-group", "authorize", "--id", "sg-0nothere", "--port", "80", "--cidr", "10.0.0.0/8"],
+                ["security-group", "create", "--id", "bad-id", "--name", "x"]):
+        assert env.admin(*bad, check=False).returncode != 0, bad
+    assert group in {x["GroupId"] for x in env.admin("security-group", "list")}
+    name = make_lb(acct.elb, SecurityGroups=[group])
+    assert acct.elb.describe_load_balancers(LoadBalancerNames=[name])["LoadBalancerDescriptions"][0]["SecurityGroups"] == [group]
+    in_use = env.admin("security-group", "delete", "--id", group, check=False)
+    assert in_use.returncode != 0 and name in in_use.stderr
+    acct.elb.delete_load_balancer(LoadBalancerName=name)
+    assert env.admin("security-group", "delete", "--id", group) == {"Deleted": group}

@@ -156,9 +156,11 @@ def test_empty_listeners_and_placement_errors(acct):
     with pytest.raises(ClientError) as e:
         make_lb(acct.elb, Scheme="internal")
     assert error_code(e) == "InvalidScheme"
-    with pytest.raises(ClientError) as e:
-        make_lb(acct.elb, SecurityGroups=["sg-123"])
-    assert error_code(e) == "InvalidConfigurationRequest"
+    # Built-in groups must exist, and be groups of the load balancer's VPC (none here).
+    for missing_or_elsewhere in ("sg-123", "sg-0aa"):
+        with pytest.raises(ClientError) as e:
+            make_lb(acct.elb, SecurityGroups=[missing_or_elsewhere])
+        assert error_code(e) == "InvalidSecurityGroup"
     assert acct.elb.describe_load_balancers()["LoadBalancerDescriptions"] == []
 
 
@@ -204,10 +206,13 @@ def test_zones_enable_disable(acct):
         elb.disable_availability_zones_for_load_balancer(LoadBalancerName=name, AvailabilityZones=["us-east-1b"])
     assert error_code(e) == "InvalidConfigurationRequest"
     assert http_status(e) == 409
-    # Security groups and subnets are for VPC load balancers only.
+    # A load balancer placed by zones takes built-in groups made without a VPC, not a VPC's.
+    assert elb.apply_security_groups_to_load_balancer(LoadBalancerName=name, SecurityGroups=["sg-0c1"])["SecurityGroups"] == ["sg-0c1"]
+    assert describe(elb, name)["SecurityGroups"] == ["sg-0c1"]
     with pytest.raises(ClientError) as e:
         elb.apply_security_groups_to_load_balancer(LoadBalancerName=name, SecurityGroups=["sg-1"])
-    assert error_code(e) == "InvalidConfigurationRequest"
+    assert error_code(e) == "InvalidSecurityGroup"
+    # Subnets are for VPC load balancers only.
     with pytest.raises(ClientError) as e:
         elb.attach_load_balancer_to_subnets(LoadBalancerName=name, Subnets=["subnet-0a1"])
     assert error_code(e) == "InvalidConfigurationRequest"

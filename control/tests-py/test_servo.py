@@ -231,10 +231,15 @@ def check_config_document(doc):
     assert all(isinstance(r, str) for r in doc["RequestIds"])
     for lb in doc["LoadBalancers"]:
         required = {"LoadBalancerName", "Vips", "Listeners", "Instances", "HealthCheck", "Attributes"}
-        optional = {"Policies", "ListenerPolicies", "BackendServerPolicies"}
+        optional = {"Policies", "ListenerPolicies", "BackendServerPolicies", "SecurityGroups"}
         assert required <= set(lb) <= required | optional, lb.keys()
         # Certificate keys travel only over control's TLS listener; this client speaks plain HTTP.
         assert "Certificates" not in lb
+        for g in lb.get("SecurityGroups", []):
+            assert set(g) == {"GroupId", "Ingress"} and g["GroupId"].startswith("sg-"), g
+            for r in g["Ingress"]:
+                assert {"IpProtocol", "CidrIp"} <= set(r) <= {"IpProtocol", "FromPort", "ToPort", "CidrIp"}, r
+                ipaddress.IPv4Network(r["CidrIp"])
         assert re.fullmatch(r"[A-Za-z0-9-]+-\d{12}", lb["LoadBalancerName"])
         assert len(lb["Vips"]) == 1
         ipaddress.IPv4Address(lb["Vips"][0])

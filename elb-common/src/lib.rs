@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod csum;
+pub mod sg;
 
 /// Bumped whenever a map key or value layout changes. The agent refuses to reuse pinned maps that
 /// were created by a different ABI version (they would be misread); `--reset` starts fresh.
@@ -73,9 +74,11 @@ pub mod map_names {
     pub const BACKEND_STATS: &str = "backend_stats";
     /// backend id -> [`crate::NextHop`], written by the program (new flows skip the FIB lookup).
     pub const BACKEND_ROUTES: &str = "backend_routes";
+    /// `Key<`[`crate::sg::SgSource`]`>` -> u32: the security groups' allow lists (LPM trie).
+    pub const SG_ALLOW: &str = "sg_allow";
 
     /// Every map, in the order the agent checks and pins them.
-    pub const ALL: [&str; 13] = [
+    pub const ALL: [&str; 14] = [
         LISTENERS,
         BACKEND_SETS,
         BACKENDS,
@@ -89,6 +92,7 @@ pub mod map_names {
         LISTENER_STATS,
         BACKEND_STATS,
         BACKEND_ROUTES,
+        SG_ALLOW,
     ];
 }
 
@@ -403,6 +407,8 @@ counters! {
     drop_backend_removed,
     /// Answered with RST: SYN to a listener with no backend accepting new flows.
     rst_no_backend,
+    /// Dropped: SYN from a client the listener's security groups do not admit.
+    drop_sg_denied,
     /// New flows created.
     new_flows,
     /// SNAT ports tried and found taken (allocation pressure).
@@ -489,4 +495,5 @@ mod pod {
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for NextHop {}
     unsafe impl aya::Pod for GenTemplate {}
+    unsafe impl aya::Pod for sg::SgSource {}
 }

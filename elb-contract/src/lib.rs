@@ -5,7 +5,8 @@
 //!   the health check with its ranges and default ([`HealthCheck`], [`HealthTarget`]), the
 //!   attributes servos act on with their ranges ([`Attributes`]), instance states with ELB's
 //!   reason codes and descriptions ([`InstanceHealth`]), the policy types ([`policy`]), and the
-//!   zone rule ([`zone`]).
+//!   zone rule ([`zone`]), security groups and the allow lists they make
+//!   ([`security_group`]).
 //! - The servo protocol's wire types ([`wire`]) and the load balancer a servo serves
 //!   ([`LoadBalancer`]), with the one per-load-balancer check both sides run:
 //!   [`LoadBalancer::validate`], which returns every [`Problem`] with the field that has it.
@@ -21,6 +22,7 @@ mod load_balancer;
 pub mod policy;
 mod problem;
 mod protocol;
+pub mod security_group;
 mod serving;
 pub mod ssl_policy;
 mod target;

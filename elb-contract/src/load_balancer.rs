@@ -9,6 +9,7 @@ use std::num::NonZeroU16;
 use serde::{Deserialize, Serialize};
 
 use crate::policy::Policy;
+use crate::security_group::{self, Ipv4Cidr, SecurityGroup};
 use crate::serving::{BackendServerPolicies, ListenerPolicies, ServerCertificate};
 use crate::{Attributes, HealthCheck, Instance, Listener, Problem, Problems, listeners_problems};
 
@@ -62,6 +63,10 @@ pub struct LoadBalancer {
     /// Certificates (with keys) of the HTTPS/SSL listeners, for the servos that serve them.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub certificates: Vec<ServerCertificate>,
+    /// The security groups whose ingress rules say who may connect; absent: everyone
+    /// ([`security_group`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub security_groups: Option<Vec<SecurityGroup>>,
 }
 
 impl LoadBalancer {
@@ -73,11 +78,17 @@ impl LoadBalancer {
         })
     }
 
+    /// Who may open connections to the listener on `port`: `None` for everyone (no security
+    /// groups), otherwise the source blocks its groups admit ([`security_group::allowed_sources`]).
+    pub fn allowed_sources(&self, port: u16) -> Option<Vec<Ipv4Cidr>> {
+        security_group::allowed_sources(self.security_groups.as_deref(), port)
+    }
+
     /// Every rule of the ELB model this load balancer breaks, each with its field:
     /// the name, the listeners (ports, protocol pairing, certificates, one per port, back-end
     /// security per instance port), the health check (target, ranges, Timeout < Interval), the
-    /// attributes' ranges, the policies ([`LoadBalancer::policy_problems`]), and the instances (ids present and unique; the state of every
-    /// instance the servo does not check itself).
+    /// attributes' ranges, the policies ([`LoadBalancer::policy_problems`]), the security groups (ids, rules, limits), and the instances (ids
+    /// present and unique; the state of every instance the servo does not check itself).
     pub fn validate(&self) -> Result<(), Problems> {
         let mut out = Vec::new();
         if !name_ok(&self.load_balancer_name, MAX_SERVO_NAME_LEN) {
@@ -94,6 +105,9 @@ impl LoadBalancer {
         out.extend(self.policy_problems());
         out.extend(self.health_check().problems());
         out.extend(self.attributes.problems());
+        if let Some(groups) = &self.security_groups {
+            out.extend(security_group::groups_problems(groups));
+        }
         let mut ids = BTreeSet::new();
         for (n, i) in self.instances.iter().enumerate() {
             let at = format!("Instances[{n}]");

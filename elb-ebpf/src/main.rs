@@ -3,7 +3,8 @@
 //!
 //! Entry points are thin; the work lives in modules by concern: `hdr` (parsing), `tcp`
 //! (conntrack, backend selection, SNAT, rewrite), `icmp` (error translation for PMTU), `fwd`
-//! (FIB lookup and transmit), `rst` (resets we answer with), `stats`.
+//! (FIB lookup and transmit), `rst` (resets we answer with), `sg` (security groups' allow
+//! lists), `stats`.
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -17,6 +18,7 @@ mod hdr;
 mod icmp;
 mod maps;
 mod rst;
+mod sg;
 mod stats;
 mod tcp;
 

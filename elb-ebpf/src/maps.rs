@@ -3,13 +3,14 @@
 
 use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{Array, DevMapHash, HashMap, LruHashMap, PerCpuArray},
+    btf_maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
     macros::btf_map,
 };
 use elb_common::{
     Backend, BackendSet, Config, Counters, DEFAULT_CONNTRACK_ENTRIES, Flow, FlowKey, GenTemplate,
     Listener, ListenerKey, MAX_BACKENDS, MAX_IFACES, MAX_LISTENERS, Meta, NextHop, SnatAddrs,
     TrafficStats,
+    sg::{SG_ALLOW_ENTRIES, SgSource},
 };
 
 const LISTENERS_N: usize = MAX_LISTENERS as usize;
@@ -71,6 +72,11 @@ pub static BACKEND_STATS: PerCpuArray<TrafficStats, BACKENDS_N> = PerCpuArray::n
 /// lookup when older than ROUTE_CACHE_NS).
 #[btf_map(name = "backend_routes")]
 pub static BACKEND_ROUTES: Array<NextHop, BACKENDS_N> = Array::new();
+
+/// Security groups' allow lists: `{vip, port, client block}` -> allowed, consulted for SYNs to
+/// listeners with `LISTENER_F_SECURITY_GROUPS` (the `sg` module).
+#[btf_map(name = "sg_allow")]
+pub static SG_ALLOW: LpmTrie<SgSource, u32, { SG_ALLOW_ENTRIES as usize }> = LpmTrie::new();
 
 /// Sequence of the benchmark SYN generator (`elb_gen_syn`), per CPU. Not used by `elb`.
 #[btf_map(name = "gen_seq")]

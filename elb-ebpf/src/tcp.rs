@@ -25,7 +25,7 @@ use crate::{
         BACKEND_ROUTES, BACKEND_SETS, BACKENDS, CONFIG, CONNTRACK, LISTENERS, RR_CURSORS,
         SNAT_ADDRS,
     },
-    rst,
+    rst, sg,
     stats::{self, Direction},
 };
 
@@ -256,6 +256,11 @@ fn new_flow(
     listener: &Listener,
     tot_len: usize,
 ) -> u32 {
+    // Security groups first: a client they do not admit gets nothing (no RST, no state).
+    if !sg::admits(listener, key) {
+        c.drop_sg_denied += 1;
+        return XDP_DROP;
+    }
     // SAFETY: a map value; replaced (not modified) by userspace, so reading it is consistent.
     let Some(set) = (unsafe { BACKEND_SETS.get(listener.id) }) else {
         c.rst_no_backend += 1;

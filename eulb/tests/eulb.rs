@@ -412,8 +412,7 @@ fn round_trip(server: &Server, style: Style<'_>) {
     let out = server.ok(style, "describe-lb-attributes", &["web"]);
     assert_eq!(
         out,
-        "AccessLog.EmitInterval\t60\n\
-         AccessLog.Enabled\tfalse\n\
+        "AccessLog.Enabled\tfalse\n\
          AdditionalAttributes.elb.http.desyncmitigationmode\tdefensive\n\
          ConnectionDraining.Enabled\ttrue\n\
          ConnectionDraining.Timeout\t300\n\

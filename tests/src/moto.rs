@@ -28,11 +28,13 @@ pub fn venv_bin(name: &str) -> PathBuf {
 pub const ACCESS_KEY: &str = "AKIDMOTOTESTKEY00001";
 pub const SECRET_KEY: &str = "moto-test-secret-key";
 
-/// A running `moto_server` on 127.0.0.1.
+/// A running `moto_server` on 127.0.0.1 (of the host, or of a network namespace).
 #[derive(Debug)]
 pub struct Moto {
     pub url: String,
     pub port: u16,
+    /// The namespace it runs in (`None`: the host's).
+    netns: Option<String>,
     _proc: Proc,
 }
 
@@ -42,6 +44,11 @@ fn free_port() -> anyhow::Result<u16> {
 
 impl Moto {
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_in(None, free_port()?)
+    }
+
+    /// Starts it on `port` of network namespace `netns`'s loopback (`None`: the host's).
+    pub fn start_in(netns: Option<&str>, port: u16) -> anyhow::Result<Self> {
         let exe = venv_bin("moto_server");
         if !exe.exists() {
             bail!(
@@ -49,26 +56,40 @@ impl Moto {
                 exe.display()
             );
         }
-        let port = free_port()?;
-        let mut cmd = Command::new(&exe);
+        let mut cmd = match netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns]).arg(&exe);
+                c
+            }
+            None => Command::new(&exe),
+        };
         cmd.args(["-H", "127.0.0.1", "-p", &port.to_string()])
+            .env("MOTO_ACM_VALIDATION_WAIT", "0")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
         let proc = Proc::spawn(cmd, "moto_server")?;
         wait_for(Duration::from_secs(30), "moto_server to listen", || {
-            TcpStream::connect(("127.0.0.1", port)).ok()
+            let connect = move || TcpStream::connect(("127.0.0.1", port)).is_ok();
+            match netns {
+                Some(ns) => crate::netns::Netns::run_named(ns, connect),
+                None => connect(),
+            }
+            .then_some(())
         })?;
         Ok(Self {
             url: format!("http://127.0.0.1:{port}"),
             port,
+            netns: netns.map(str::to_string),
             _proc: proc,
         })
     }
 
-    /// Runs `aws <args> --endpoint-url <url>` from the venv; returns stdout.
+    /// Runs `aws <args> --endpoint-url <url>` from the venv (in moto's namespace); returns
+    /// stdout.
     pub fn aws(&self, args: &[&str]) -> anyhow::Result<String> {
-        aws(&self.url, args)
+        aws_in(self.netns.as_deref(), &self.url, args)
     }
 
     pub fn create_bucket(&self, bucket: &str) -> anyhow::Result<()> {
@@ -121,7 +142,20 @@ impl Moto {
 
 /// `aws <args> --endpoint-url <endpoint>` with the test credentials.
 pub fn aws(endpoint: &str, args: &[&str]) -> anyhow::Result<String> {
-    let out = Command::new(venv_bin("aws"))
+    aws_in(None, endpoint, args)
+}
+
+/// [`aws`] in network namespace `netns`.
+pub fn aws_in(netns: Option<&str>, endpoint: &str, args: &[&str]) -> anyhow::Result<String> {
+    let mut cmd = match netns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(venv_bin("aws"));
+            c
+        }
+        None => Command::new(venv_bin("aws")),
+    };
+    let out = cmd
         .args(args)
         .args(["--endpoint-url", endpoint])
         .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)

@@ -330,6 +330,8 @@ pub struct SystemSpec {
     pub heartbeat: (u32, u32),
     /// Web servers with an access log, `/headers`, `/app` and port 25 ([`Nginx::start_logged`]).
     pub logged_web: bool,
+    /// More `elb-control serve` arguments (a cloud's endpoints...).
+    pub control_args: Vec<String>,
 }
 
 impl SystemSpec {
@@ -360,6 +362,7 @@ impl SystemSpec {
             servos_per_zone: 1,
             heartbeat: (1, 4),
             logged_web: false,
+            control_args: Vec::new(),
         }
     }
 }
@@ -660,6 +663,7 @@ impl System {
             "--servos-per-zone".into(),
             self.spec.servos_per_zone.to_string(),
         ]);
+        args.extend(self.spec.control_args.iter().cloned());
         let dns = (r == 0).then(|| SocketAddr::from((control_addr(r), 53)));
         if let Some(dns) = dns {
             args.extend([

@@ -198,6 +198,7 @@ fn data(lbs: Vec<LoadBalancer>) -> ServoConfigData {
             })
             .collect(),
         request_ids: vec!["91f28b17-0000-4000-8000-000000000001".into()],
+        security_groups: Default::default(),
     }
 }
 
@@ -315,5 +316,56 @@ fn without_keys_a_servo_refuses_https_and_ssl_listeners_saying_why() {
     assert!(
         reason.contains("carries no key") && reason.contains("--control https://"),
         "{reason}"
+    );
+}
+
+#[test]
+fn security_groups_travel_with_their_rules_and_become_allow_lists() {
+    use elb_contract::security_group::{IngressRule, Ipv4Cidr};
+    let mut guarded = web();
+    guarded.security_groups = vec!["sg-1".into(), "sg-gone".into()];
+    let mut d = data(vec![guarded]);
+    let cidr = |c: &str| c.parse::<Ipv4Cidr>().unwrap();
+    d.security_groups.insert(
+        "sg-1".into(),
+        vec![
+            IngressRule::tcp(80, 80, cidr("198.18.1.0/24")),
+            IngressRule::tcp(443, 465, cidr("10.0.0.0/8")),
+        ],
+    );
+    let doc = views::document("zone-a", &d, 2, &views::Certificates::new());
+    let sent = &doc.load_balancers[0];
+    let groups = sent.security_groups.as_ref().expect("groups sent");
+    assert_eq!(groups.len(), 2);
+    assert!(
+        groups[1].ingress.is_empty(),
+        "a group control holds no rules for admits no one"
+    );
+
+    let raw: RawDocument = serde_json::from_slice(&serde_json::to_vec(&doc).unwrap()).unwrap();
+    let admitted = admission::admit(&servo_settings(), &decode_document(&raw), &[]);
+    assert!(admitted.refused.is_empty(), "{:?}", admitted.refused);
+    assert_eq!(&admitted.served[0], sent, "rules intact");
+    // The servo's allow lists: per VIP and listener port, from the contract's rule.
+    let entries: Vec<String> = elb_userspace::agent::security_groups::entries(&admitted.served[0])
+        .iter()
+        .map(|e| format!("{}:{} {}", e.vip, e.port, e.block))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            "198.18.0.11:80 198.18.1.0/24",
+            "198.18.0.11:443 10.0.0.0/8",
+            "198.18.0.11:465 10.0.0.0/8",
+        ],
+        "port 30000 (another listener) is admitted by no rule: no entry, nobody"
+    );
+    // A load balancer without groups is sent without the member: open, as before.
+    let open = views::document("zone-a", &data(vec![web()]), 2, &views::Certificates::new());
+    assert!(open.load_balancers[0].security_groups.is_none());
+    assert!(
+        !serde_json::to_string(&open)
+            .unwrap()
+            .contains("SecurityGroups")
     );
 }

@@ -52,11 +52,15 @@ pub fn write_attributes(w: &mut XmlWriter, a: &Attributes) {
         w.elem("CrossZoneLoadBalancing", |w| {
             w.boolean("Enabled", a.servo.cross_zone_load_balancing.enabled)
         });
+        // As AWS: a disabled access log is `{Enabled: false}` alone; the bucket, interval and
+        // prefix are shown while it is enabled.
         w.elem("AccessLog", |w| {
             w.boolean("Enabled", a.access_log.enabled);
-            w.opt_text("S3BucketName", a.access_log.s3_bucket_name.as_deref());
-            w.num("EmitInterval", a.access_log.emit_interval);
-            w.opt_text("S3BucketPrefix", a.access_log.s3_bucket_prefix.as_deref());
+            if a.access_log.enabled {
+                w.opt_text("S3BucketName", a.access_log.s3_bucket_name.as_deref());
+                w.num("EmitInterval", a.access_log.emit_interval);
+                w.opt_text("S3BucketPrefix", a.access_log.s3_bucket_prefix.as_deref());
+            }
         });
         w.elem("ConnectionDraining", |w| {
             w.boolean("Enabled", a.servo.connection_draining.enabled);

@@ -4,7 +4,6 @@
 use super::Ctx;
 use super::lbs::write_health_check;
 use crate::error::{ApiError, ErrorCode};
-use crate::inventory::InventoryError;
 use crate::model::{HealthCheck, InstanceHealth, RegisteredInstance};
 use crate::quota::QuotaName;
 use crate::validate::{self, printable};
@@ -46,19 +45,6 @@ fn invalid_instances(ids: &[String]) -> ApiError {
     )
 }
 
-fn inventory_error(e: InventoryError) -> ApiError {
-    match e {
-        InventoryError::Store(s) => s.into(),
-        other => {
-            tracing::error!(error = %other, "instance inventory failed");
-            ApiError::new(
-                ErrorCode::ServiceUnavailable,
-                "The instance inventory is unavailable; try again later",
-            )
-        }
-    }
-}
-
 fn write_instances(w: &mut crate::xml::XmlWriter, ids: &[String]) {
     w.list("Instances", ids, |w, id| w.text("InstanceId", id));
 }
@@ -69,9 +55,8 @@ pub async fn register(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let resolved = ctx
         .state
         .inventory()
-        .resolve(&ids, &ctx.caller.account_id)
-        .await
-        .map_err(inventory_error)?;
+        .resolve(ctx.region, &ids, &ctx.caller.account_id)
+        .await?;
     let unknown: Vec<String> = ids
         .iter()
         .filter(|i| !resolved.contains_key(*i))
@@ -170,9 +155,8 @@ pub async fn describe_health(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         } else {
             ctx.state
                 .inventory()
-                .resolve(&unregistered, &ctx.caller.account_id)
-                .await
-                .map_err(inventory_error)?
+                .resolve(ctx.region, &unregistered, &ctx.caller.account_id)
+                .await?
         };
         let unknown: Vec<String> = unregistered
             .iter()

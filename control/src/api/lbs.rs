@@ -2,101 +2,14 @@
 
 use std::collections::BTreeSet;
 
-use super::{Ctx, Servable, page_size};
+use super::{Ctx, Servable, page_size, resolve};
 use crate::error::{ApiError, ErrorCode};
 use crate::model::{Attributes, HealthCheck, LbKey, LoadBalancer, Scheme};
 use crate::quota::QuotaName;
-use crate::store::Subnet;
 use crate::timefmt;
 use crate::validate::{self, printable};
 use crate::xml::XmlWriter;
 use elb_contract::policy::{APP_COOKIE, LB_COOKIE};
-
-/// At most this many security groups per load balancer (AWS's limit).
-pub const MAX_SECURITY_GROUPS: usize = 5;
-
-/// Availability zones of the caller's region that exist, checked one by one.
-pub(super) async fn check_zones(ctx: &Ctx<'_>, zones: &[String]) -> Result<Vec<String>, ApiError> {
-    let known = ctx.state.store().list_zones().await?;
-    let mut out: Vec<String> = Vec::new();
-    for z in zones {
-        validate::zone_name(z)?;
-        if !known.iter().any(|k| k.name == *z && k.region == ctx.region) {
-            return Err(ApiError::validation(format!(
-                "Invalid Availability Zone: {} is not a zone of region {}",
-                printable(z),
-                ctx.region
-            )));
-        }
-        if !out.contains(z) {
-            out.push(z.clone());
-        }
-    }
-    Ok(out)
-}
-
-/// Subnets that exist in the caller's region, in one VPC, at most one per zone.
-pub(super) async fn check_subnets(ctx: &Ctx<'_>, ids: &[String]) -> Result<Vec<Subnet>, ApiError> {
-    let known = ctx.state.store().list_subnets().await?;
-    let zones = ctx.state.store().list_zones().await?;
-    let mut out: Vec<Subnet> = Vec::new();
-    for id in ids {
-        let found = known.iter().find(|s| s.id == *id).filter(|s| {
-            zones
-                .iter()
-                .any(|z| z.name == s.zone && z.region == ctx.region)
-        });
-        let Some(subnet) = found else {
-            return Err(ApiError::new(
-                ErrorCode::SubnetNotFound,
-                format!("One or more subnets were not found: {}", printable(id)),
-            ));
-        };
-        if out.iter().any(|s| s.id == subnet.id) {
-            continue;
-        }
-        out.push(subnet.clone());
-    }
-    check_subnet_set(&out)?;
-    Ok(out)
-}
-
-/// One VPC, one subnet per zone.
-pub(super) fn check_subnet_set(subnets: &[Subnet]) -> Result<(), ApiError> {
-    if let Some(first) = subnets.first()
-        && let Some(other) = subnets.iter().find(|s| s.vpc_id != first.vpc_id)
-    {
-        return Err(ApiError::invalid_config(format!(
-            "Subnets {} and {} are in different VPCs",
-            first.id, other.id
-        )));
-    }
-    for (i, a) in subnets.iter().enumerate() {
-        if let Some(b) = subnets[i + 1..].iter().find(|b| b.zone == a.zone) {
-            return Err(ApiError::invalid_config(format!(
-                "Only one subnet per Availability Zone may be attached: {} and {} are both in {}",
-                a.id, b.id, a.zone
-            )));
-        }
-    }
-    Ok(())
-}
-
-pub(super) fn check_security_groups(groups: &[String]) -> Result<Vec<String>, ApiError> {
-    let mut out: Vec<String> = Vec::new();
-    for g in groups {
-        validate::security_group_id(g)?;
-        if !out.contains(g) {
-            out.push(g.clone());
-        }
-    }
-    if out.len() > MAX_SECURITY_GROUPS {
-        return Err(ApiError::validation(format!(
-            "At most {MAX_SECURITY_GROUPS} security groups can be applied to a load balancer"
-        )));
-    }
-    Ok(out)
-}
 
 pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let p = ctx.params;
@@ -111,7 +24,7 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     if members.is_empty() {
         return Err(ApiError::validation("Listeners cannot be empty"));
     }
-    let listeners = validate::listeners(&members, name, account)?;
+    let listeners = validate::listeners(&members, name)?;
     super::listeners::require_certificates(ctx, &listeners).await?;
 
     let zones = p.string_list("AvailabilityZones")?.unwrap_or_default();
@@ -142,9 +55,24 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
                 "Specify either AvailabilityZones or Subnets, not both",
             ));
         }
-        (false, true) => (check_zones(ctx, &zones).await?, Vec::new(), None),
+        (false, true) => {
+            let zones = resolve::zones(ctx, &zones).await?;
+            // AWS today: a load balancer created with zones lives in the default VPC.
+            match resolve::default_vpc(ctx).await? {
+                Some(vpc) => {
+                    let subnets = resolve::default_subnets(&vpc, &zones)?;
+                    (
+                        zones,
+                        subnets.into_iter().map(|s| s.id).collect(),
+                        Some(vpc.vpc_id),
+                    )
+                }
+                None => (zones, Vec::new(), None),
+            }
+        }
         (true, false) => {
-            let subnets = check_subnets(ctx, &subnet_ids).await?;
+            let subnets = resolve::subnets(ctx, &subnet_ids).await?;
+            resolve::subnet_set(&subnets)?;
             let vpc = subnets.first().map(|s| s.vpc_id.clone());
             (
                 subnets.iter().map(|s| s.zone.clone()).collect(),
@@ -153,18 +81,13 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
             )
         }
     };
-    if vpc_id.is_none() && !groups.is_empty() {
-        return Err(ApiError::invalid_config(
-            "SecurityGroups can only be applied to a load balancer in a VPC (created with Subnets)",
-        ));
-    }
     if vpc_id.is_none() && scheme == Scheme::Internal {
         return Err(ApiError::new(
             ErrorCode::InvalidScheme,
             "The internal scheme is only available to load balancers in a VPC (created with Subnets)",
         ));
     }
-    let security_groups = check_security_groups(&groups)?;
+    let security_groups = resolve::security_groups(ctx, &groups, vpc_id.as_deref()).await?;
 
     let quotas = ctx.quotas().await?;
     if listeners.len() > quotas.max_usize(QuotaName::Listeners) {

@@ -17,7 +17,7 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     if members.is_empty() {
         return Err(ApiError::validation("Listeners cannot be empty"));
     }
-    let new = validate::listeners(&members, name, &ctx.caller.account_id)?;
+    let new = validate::listeners(&members, name)?;
     require_certificates(ctx, &new).await?;
     let limit = ctx.quotas().await?.get(QuotaName::Listeners);
     let placement = ctx.placement().await?;
@@ -65,7 +65,7 @@ pub async fn set_certificate(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let port = ctx.params.required_int("LoadBalancerPort", 1, 65535)?;
     let cert = ctx.params.required("SSLCertificateId")?.to_string();
     // A missing load balancer is reported before a missing certificate, as on AWS.
-    validate::certificate_arn(&cert, &ctx.caller.account_id)?;
+    validate::certificate_arn(&cert)?;
     if ctx.state.store().get_lb(&ctx.key(name)).await?.is_none() {
         return Err(ApiError::lb_not_found(name));
     }

@@ -9,6 +9,7 @@ mod limits;
 mod listeners;
 mod placement;
 mod policies;
+mod resolve;
 mod tags;
 
 use crate::error::{ApiError, ErrorCode};

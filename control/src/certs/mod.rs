@@ -401,35 +401,34 @@ fn new_certificate_id() -> String {
     format!("ASCA{tail}")
 }
 
-/// The certificate a listener names, checked: its ARN must be of the caller's account and
-/// refer to a certificate that exists (IAM), or `CertificateNotFound`.
+/// The certificate a listener names, checked: an ARN of control's own IAM must name a
+/// certificate of the caller's account that exists; any other ARN must name a certificate of
+/// the cloud's IAM or ACM (when configured) whose private key a servo can be given
+/// ([`crate::cloud::certificates`]), or `CertificateNotFound` / `InvalidConfigurationRequest`.
 pub async fn require_listener_certificate(
     state: &AppState,
     account_id: &str,
     arn: &str,
 ) -> Result<(), ApiError> {
-    crate::validate::certificate_arn(arn, account_id)?;
-    let not_found = |why: &str| {
-        ApiError::new(
-            ErrorCode::CertificateNotFound,
-            format!(
-                "The specified SSL certificate '{}' {why}",
-                crate::validate::printable(arn)
-            ),
-        )
-    };
-    if arn.split(':').nth(2) == Some("acm") {
-        return Err(not_found(
-            "is an ACM certificate, and this service has no ACM endpoint: upload the certificate \
-             with `aws iam upload-server-certificate` and use its ARN",
-        ));
+    crate::validate::certificate_arn(arn)?;
+    let own_account =
+        crate::cloud::certificates::parse_arn(arn).is_some_and(|(service, _, account)| {
+            service == crate::cloud::certificates::ArnService::Iam && account == account_id
+        });
+    if own_account {
+        return match state.store().server_certificate_by_arn(arn).await? {
+            Some(cert) if cert.account_id == account_id => Ok(()),
+            _ => Err(ApiError::new(
+                ErrorCode::CertificateNotFound,
+                format!(
+                    "The specified SSL certificate '{}' does not exist: upload it with `aws iam \
+                     upload-server-certificate`",
+                    crate::validate::printable(arn)
+                ),
+            )),
+        };
     }
-    match state.store().server_certificate_by_arn(arn).await? {
-        Some(cert) if cert.account_id == account_id => Ok(()),
-        _ => Err(not_found(
-            "does not exist: upload it with `aws iam upload-server-certificate`",
-        )),
-    }
+    crate::cloud::certificates::require(state, account_id, arn).await
 }
 
 /// A certificate's chain (server certificate first) and private key, in PEM: what a servo
@@ -449,14 +448,32 @@ impl std::fmt::Debug for CertificateMaterial {
     }
 }
 
-/// Opens the certificate `arn` for delivery to a servo; `None` when it does not exist.
+/// The chain and key a servo serves listener certificate `arn` of `account_id`'s load
+/// balancer with: from control's own store, or from the cloud
+/// ([`crate::cloud::certificates::material`]); `None` when it does not exist (any more).
 pub async fn material(
     state: &AppState,
+    account_id: &str,
+    arn: &str,
+) -> Result<Option<CertificateMaterial>, ApiError> {
+    if let Some(m) = stored_material(state, account_id, arn).await? {
+        return Ok(Some(m));
+    }
+    crate::cloud::certificates::material(state, account_id, arn).await
+}
+
+/// Opens certificate `arn` of `account_id` from control's own store; `None` when it has none.
+pub(crate) async fn stored_material(
+    state: &AppState,
+    account_id: &str,
     arn: &str,
 ) -> Result<Option<CertificateMaterial>, ApiError> {
     let Some(cert) = state.store().server_certificate_by_arn(arn).await? else {
         return Ok(None);
     };
+    if cert.account_id != account_id {
+        return Ok(None);
+    }
     let key = state
         .sealer()?
         .open(&cert.sealed_key, &cert.arn)

@@ -227,8 +227,8 @@ async fn certificates(
     data: &ServoConfigData,
 ) -> views::Certificates {
     let mut out = views::Certificates::new();
-    for arn in views::certificate_arns(data) {
-        match crate::certs::material(state, &arn).await {
+    for (account_id, arn) in views::certificate_arns(data) {
+        match crate::certs::material(state, &account_id, &arn).await {
             Ok(Some(m)) => {
                 out.insert(
                     arn.clone(),

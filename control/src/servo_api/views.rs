@@ -1,9 +1,10 @@
 //! What servos are told: load balancers in the contract's types ([`elb_contract::LoadBalancer`]),
 //! built from the store's model, and the configuration document of one servo.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::Ipv4Addr;
 
+use elb_contract::security_group::{IngressRule, SecurityGroup};
 use elb_contract::wire::ConfigDocument;
 use elb_contract::{BackendServerPolicies, Instance, ListenerPolicies, ServerCertificate, zone};
 
@@ -54,6 +55,7 @@ fn contract_lb(
     lb: &LoadBalancer,
     vips: Vec<Ipv4Addr>,
     instances: Vec<Instance>,
+    security_groups: Option<Vec<SecurityGroup>>,
 ) -> elb_contract::LoadBalancer {
     elb_contract::LoadBalancer {
         load_balancer_name: servo_lb_name(&lb.key.name, &lb.key.account_id),
@@ -81,7 +83,31 @@ fn contract_lb(
             })
             .collect(),
         certificates: Vec::new(),
+        security_groups,
     }
+}
+
+/// The load balancer's security groups with their rules: `None` without groups (open to
+/// everyone); a group control holds no rules for admits no one.
+fn security_groups(
+    lb: &LoadBalancer,
+    rules: &BTreeMap<String, Vec<IngressRule>>,
+) -> Option<Vec<SecurityGroup>> {
+    if lb.security_groups.is_empty() {
+        return None;
+    }
+    Some(
+        lb.security_groups
+            .iter()
+            .map(|id| SecurityGroup {
+                group_id: id.clone(),
+                ingress: rules.get(id).cloned().unwrap_or_else(|| {
+                    tracing::warn!(load_balancer = %lb.key.name, group = %id, "security group unknown: it admits no one");
+                    Vec::new()
+                }),
+            })
+            .collect(),
+    )
 }
 
 /// The load balancer as the contract's rules see it (no VIP, every instance checked): what
@@ -96,7 +122,7 @@ pub fn rules_view(lb: &LoadBalancer) -> elb_contract::LoadBalancer {
             health: None,
         })
         .collect();
-    contract_lb(lb, Vec::new(), instances)
+    contract_lb(lb, Vec::new(), instances, None)
 }
 
 /// One load balancer as a servo of `zone` serves it: every instance of its enabled zones.
@@ -110,6 +136,7 @@ fn servo_lb(
     zone: &str,
     assigned: &ServoLb,
     certificates: &Certificates,
+    rules: &BTreeMap<String, Vec<IngressRule>>,
 ) -> elb_contract::LoadBalancer {
     let lb = &assigned.lb;
     let instances = ipv4_instances(lb)
@@ -129,7 +156,12 @@ fn servo_lb(
             }
         })
         .collect();
-    let mut view = contract_lb(lb, vec![assigned.vip], instances);
+    let mut view = contract_lb(
+        lb,
+        vec![assigned.vip],
+        instances,
+        security_groups(lb, rules),
+    );
     let arns: BTreeSet<&str> = lb
         .listeners
         .iter()
@@ -143,14 +175,19 @@ fn servo_lb(
 }
 
 /// Certificates with their keys, by ARN.
-pub type Certificates = std::collections::BTreeMap<String, ServerCertificate>;
+pub type Certificates = BTreeMap<String, ServerCertificate>;
 
-/// The certificates the listeners of a servo's load balancers name.
-pub fn certificate_arns(data: &ServoConfigData) -> BTreeSet<String> {
+/// The certificates the listeners of a servo's load balancers name: (account id, ARN).
+pub fn certificate_arns(data: &ServoConfigData) -> BTreeSet<(String, String)> {
     data.lbs
         .iter()
-        .flat_map(|l| l.lb.listeners.iter())
-        .filter_map(|l| l.ssl_certificate_id.clone())
+        .flat_map(|l| {
+            l.lb.listeners.iter().filter_map(|x| {
+                x.ssl_certificate_id
+                    .clone()
+                    .map(|arn| (l.lb.key.account_id.clone(), arn))
+            })
+        })
         .collect()
 }
 
@@ -175,7 +212,7 @@ fn servo_view(
     let mut taken: BTreeSet<(Ipv4Addr, u16)> = BTreeSet::new();
     let mut out = Vec::new();
     for l in lbs {
-        let view = servo_lb(zone, l, certificates);
+        let view = servo_lb(zone, l, certificates, &data.security_groups);
         if let Err(problems) = view.validate() {
             tracing::error!(load_balancer = %view.load_balancer_name, %problems, "not sent to servos: it breaks the contract's rules");
             continue;
@@ -283,7 +320,7 @@ mod tests {
             instance("i-333", "c", InstanceHealth::in_service()),
         ];
         let mut s = assigned(l, "198.18.0.1", 1);
-        let view = servo_lb("a", &s, &Certificates::new());
+        let view = servo_lb("a", &s, &Certificates::new(), &BTreeMap::new());
         let got: Vec<(&str, bool, Option<&InstanceHealth>)> = view
             .instances
             .iter()
@@ -299,13 +336,13 @@ mod tests {
         );
         // Zone b has no live servo: its instance is not InService for the others.
         s.service.insert("b".into(), ZoneService::NoLiveServo);
-        let view = servo_lb("a", &s, &Certificates::new());
+        let view = servo_lb("a", &s, &Certificates::new(), &BTreeMap::new());
         assert_eq!(
             view.instances[1].health,
             Some(InstanceHealth::no_live_servo("b"))
         );
         // The servo of zone b itself starts from what was reported (a warm take-over).
-        let view = servo_lb("b", &s, &Certificates::new());
+        let view = servo_lb("b", &s, &Certificates::new(), &BTreeMap::new());
         assert_eq!(view.instances[1].health, Some(InstanceHealth::in_service()));
         assert!(view.instances[1].health_check);
     }
@@ -318,6 +355,7 @@ mod tests {
             version: 7,
             lbs: vec![assigned(l, "198.18.0.1", 1)],
             request_ids: vec!["r1".into()],
+            security_groups: BTreeMap::new(),
         };
         let json = serde_json::to_value(document("a", &data, 2, &Certificates::new())).unwrap();
         assert_eq!(
@@ -354,6 +392,7 @@ mod tests {
             version: 1,
             lbs: vec![later, empty, first, broken],
             request_ids: vec![],
+            security_groups: BTreeMap::new(),
         };
         let names: Vec<String> = servo_view("z", &data, &Certificates::new())
             .into_iter()

@@ -16,11 +16,13 @@
 //! - Every bump records what made it in `changes` (the API request id when there is one, see
 //!   [`with_origin`]).
 
+mod admin_lbs;
 mod certs;
 mod identity;
 mod inventory;
 mod lb;
 pub mod schema;
+mod security_groups;
 mod servo;
 
 use std::future::Future;
@@ -31,10 +33,12 @@ use sqlx::any::{AnyConnectOptions, AnyPoolOptions};
 use sqlx::{AnyConnection, AnyPool, Connection, Executor, Row};
 use tokio::sync::watch;
 
+pub use admin_lbs::LbFilter;
 pub use certs::{CertificateDeletion, ServerCertificate};
 pub use identity::{AccessKey, Account, Principal, ROOT_USER as ROOT_USER_NAME, User, UserPolicy};
 pub use inventory::{InventoryInstance, Subnet, Zone};
 pub use lb::LbPage;
+pub use security_groups::{GroupOrigin, SecurityGroupRecord};
 pub use servo::{
     AssignedLb, AssignmentChange, AssignmentChanges, AssignmentRow, DnsLookup, HealthUpdate,
     HealthUpdateOutcome, LbPlacement, PlacementState, RefusalOutcome, ServoConfigData, ServoInfo,
@@ -103,6 +107,12 @@ pub enum StoreError {
     AlreadyExists { what: &'static str, name: String },
     #[error("{what} '{name}' does not exist")]
     NotFound { what: &'static str, name: String },
+    #[error("{what} '{name}' is in use by {}", users.join(", "))]
+    InUse {
+        what: &'static str,
+        name: String,
+        users: Vec<String>,
+    },
     #[error("quota exceeded: at most {limit} {what}")]
     QuotaExceeded { what: &'static str, limit: i64 },
     #[error("corrupt data in table {table}: {detail}")]

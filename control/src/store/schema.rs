@@ -252,4 +252,24 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX servo_refusals_by_lb ON servo_refusals (lb_id)",
         ],
     ),
+    (
+        7,
+        &[
+            // Security groups and their ingress rules (a JSON list of the contract's
+            // IngressRule), which servos enforce. `origin` is `built-in` (admin commands) or
+            // `cloud` (read from the EC2-compatible cloud and kept up to date by control).
+            // `vpc_id` NULL: a built-in group for load balancers created with
+            // AvailabilityZones. `account_id` NULL: any account may use the group.
+            "CREATE TABLE security_groups (
+                id TEXT PRIMARY KEY,
+                name TEXT NOT NULL,
+                description TEXT NOT NULL,
+                vpc_id TEXT,
+                account_id TEXT REFERENCES accounts(id),
+                ingress TEXT NOT NULL,
+                origin TEXT NOT NULL,
+                updated_at BIGINT NOT NULL)",
+            "CREATE INDEX lb_security_groups_by_group ON lb_security_groups (group_id)",
+        ],
+    ),
 ];

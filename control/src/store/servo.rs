@@ -159,6 +159,9 @@ pub struct ServoConfigData {
     pub lbs: Vec<ServoLb>,
     /// Request ids of the API writes with versions in (since, version], oldest first.
     pub request_ids: Vec<String>,
+    /// Ingress rules of the security groups these load balancers name, by group id (a group
+    /// without a row is absent: it admits no one).
+    pub security_groups: BTreeMap<String, Vec<elb_contract::security_group::IngressRule>>,
 }
 
 /// One entry of a servo's health report.
@@ -732,6 +735,13 @@ impl Store {
         };
         let now = self.db_now(&mut tx).await?;
         let services = zone_services(&mut tx, &lbs, timeout_ms, now).await?;
+        let group_ids: Vec<String> = lbs
+            .iter()
+            .flat_map(|lb| lb.security_groups.iter().cloned())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let security_groups = super::security_groups::ingress_of(&mut tx, &group_ids).await?;
         let lbs = lbs
             .into_iter()
             .zip(services)
@@ -777,6 +787,7 @@ impl Store {
             version: u64::try_from(version).unwrap_or(0),
             lbs,
             request_ids,
+            security_groups,
         })
     }
 

@@ -6,7 +6,8 @@
 //!   the same check control runs);
 //! - it must fit this servo: at least one VIP, no listener on the port of the servo's own
 //!   metrics endpoint on that address, at most [`MAX_SET_BACKENDS`] instances, and room in the
-//!   maps ([`MAX_LISTENERS`] listeners, [`MAX_BACKENDS`] backends over all load balancers);
+//!   maps ([`MAX_LISTENERS`] listeners, [`MAX_BACKENDS`] backends, the security groups' allow
+//!   list entries over all load balancers);
 //! - the listeners the userspace engine serves must build: the document carries each HTTPS/SSL
 //!   listener's certificate and key, they load, policies resolve ([`super::l7::check`]);
 //! - its `(VIP, port)` endpoints must be free: the first load balancer to claim one keeps it.
@@ -21,6 +22,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use elb_common::{MAX_BACKENDS, MAX_LISTENERS, MAX_SET_BACKENDS};
 use elb_contract::{LoadBalancer, wire::Refusal};
 
+use super::security_groups;
 use crate::config::{Received, ServoConfig};
 
 /// What the servo serves, and what it refuses.
@@ -69,6 +71,7 @@ struct Room {
     endpoints: BTreeMap<(Ipv4Addr, u16), String>,
     listeners: usize,
     backends: usize,
+    allow_entries: usize,
 }
 
 impl Room {
@@ -102,6 +105,14 @@ impl Room {
                 self.backends
             ));
         }
+        let allow = security_groups::entries(lb).len();
+        if self.allow_entries + allow > security_groups::CAPACITY {
+            return Some(format!(
+                "the servo's security group allow lists are full ({} of {} entries taken, {allow} needed)",
+                self.allow_entries,
+                security_groups::CAPACITY
+            ));
+        }
         None
     }
 
@@ -115,6 +126,7 @@ impl Room {
         let (listeners, backends) = Self::needs(lb);
         self.listeners += listeners;
         self.backends += backends;
+        self.allow_entries += security_groups::entries(lb).len();
     }
 }
 

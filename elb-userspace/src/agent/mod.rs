@@ -12,6 +12,7 @@ pub mod control;
 pub mod l7;
 pub mod metrics;
 pub mod reconcile;
+pub mod security_groups;
 pub mod service;
 pub mod sweep;
 
@@ -400,6 +401,7 @@ pub async fn run(
     })?;
     let mut maps = dp.maps()?;
     apply_servo_settings(&mut dp, &mut maps, None, &initial)?;
+    let mut allow_lists = security_groups::AllowLists::open(&pin_root)?;
 
     // Adopt what a previous agent left: same ids, same generations, flows untouched.
     let listeners = maps.listeners()?;
@@ -549,6 +551,7 @@ pub async fn run(
         }
         *shared.status.lock().expect("status lock") = status;
     };
+    let allow = sync_allow_lists(&mut allow_lists, &cfg, "start", None);
     apply(
         &cfg,
         &mut reconciler,
@@ -559,6 +562,7 @@ pub async fn run(
         control.as_ref(),
         "start",
     );
+    sync_allow_lists(&mut allow_lists, &cfg, "start", Some(&allow));
 
     loop {
         let deadline = reconciler
@@ -627,7 +631,9 @@ pub async fn run(
                 cfg = new;
                 sync_health(&checker, &cfg, &mut health, &BTreeSet::new());
                 introduced.retain(|k, _| health.contains_key(k));
+                let allow = sync_allow_lists(&mut allow_lists, &cfg, &update.origin, None);
                 apply(&cfg, &mut reconciler, &mut engine, &health, version, &refused, control.as_ref(), &update.origin);
+                sync_allow_lists(&mut allow_lists, &cfg, &update.origin, Some(&allow));
             }
             () = tokio::time::sleep_until(deadline) => {
                 apply(&cfg, &mut reconciler, &mut engine, &health, version, &refused, control.as_ref(), "timer");
@@ -643,6 +649,37 @@ pub async fn run(
         "agent stopped; the dataplane keeps forwarding with the last configuration (`elb-servo detach` removes it)"
     );
     Ok(())
+}
+
+/// Brings the security groups' allow lists in line with `cfg` in two steps around the
+/// reconciler's listener writes (see [`security_groups`]): first (`added` is `None`) the
+/// entries `cfg` needs are written and the wanted set is returned; then (`added` is that set)
+/// the entries it no longer needs are removed. A failure is logged; the next configuration
+/// retries.
+fn sync_allow_lists(
+    lists: &mut security_groups::AllowLists,
+    cfg: &ServoConfig,
+    origin: &str,
+    added: Option<&BTreeSet<security_groups::AllowEntry>>,
+) -> BTreeSet<security_groups::AllowEntry> {
+    let wanted = match added {
+        Some(w) => w.clone(),
+        None => security_groups::wanted(cfg),
+    };
+    let result = match added {
+        None => lists.add_missing(&wanted).map(|n| ("added", n)),
+        Some(_) => lists.remove_stale(&wanted).map(|n| ("removed", n)),
+    };
+    match result {
+        Ok((_, 0)) => {}
+        Ok((what, n)) => info!(
+            origin,
+            entries = lists.written().len(),
+            "security group allow lists updated: {n} entries {what}"
+        ),
+        Err(e) => error!(origin, error = %e, "updating the security group allow lists failed"),
+    }
+    wanted
 }
 
 /// Logs each refusal that is new or has a new reason, once.

@@ -375,7 +375,15 @@ impl<W: MapWriter> Reconciler<W> {
                         proto: PROTO_TCP,
                         _pad: 0,
                     };
-                    wanted.insert(key, (lb, l.instance_port, super::l7::listener_flags(lb, l)));
+                    wanted.insert(
+                        key,
+                        (
+                            lb,
+                            l.instance_port,
+                            super::l7::listener_flags(lb, l)
+                                | super::security_groups::listener_flags(lb),
+                        ),
+                    );
                 }
             }
         }

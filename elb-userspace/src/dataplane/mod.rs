@@ -207,6 +207,8 @@ fn expected_sizes(name: &str) -> (usize, usize) {
         map_names::COUNTERS => (4, size_of::<Counters>()),
         map_names::LISTENER_STATS | map_names::BACKEND_STATS => (4, size_of::<TrafficStats>()),
         map_names::BACKEND_ROUTES => (4, size_of::<NextHop>()),
+        // An LPM trie key: the prefix length, then the data.
+        map_names::SG_ALLOW => (4 + size_of::<sg::SgSource>(), 4),
         _ => (0, 0),
     }
 }

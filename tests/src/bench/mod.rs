@@ -11,6 +11,7 @@ pub mod per_packet;
 pub mod render;
 pub mod report;
 pub mod scale;
+pub mod sg;
 pub mod tls;
 
 /// How much work a run does.

@@ -25,7 +25,7 @@ use elb_common::{BACKEND_ACTIVE, Backend, Flow, FlowKey, Listener, ListenerKey, 
 
 use super::{Mode, median, progress, report::Results};
 use crate::{
-    fixture::{CLIENT_MAC, Fixture, XDP_REDIRECT, XDP_TX, backend, client, xdp_md},
+    fixture::{CLIENT_MAC, Fixture, XDP_DROP, XDP_REDIRECT, XDP_TX, backend, client, xdp_md},
     packet::{self, TCP_ACK, TCP_SYN, Tcp},
 };
 
@@ -307,6 +307,9 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
     let mut est_ns = Vec::new();
     let mut reply_ns = Vec::new();
     let mut new_ns = Vec::new();
+    let mut sg_ns = Vec::new();
+    let mut denied_ns = Vec::new();
+    let mut sg_check = Vec::new();
     let before = fx.counters();
     for round in 0..rounds {
         // Empty conntrack and fresh cycle entries each round.
@@ -344,8 +347,31 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
             "every iteration must be a new flow ({created} of {new_flow_repeat})"
         );
         new_ns.push(n);
+        // The same cycle with security groups checked on every SYN (`sg`).
+        let keys: Vec<FlowKey> = maps.flows()?.into_iter().map(|(k, _)| k).collect();
+        maps.remove_flows(&keys)?;
+        super::sg::check_new_flows(&fx, true)?;
+        let (denied_before, flows) = (fx.counters().drop_sg_denied, fx.counters().new_flows);
+        let (s, action) = time(&fx, ours, fx.cl, &cycle_syn(round as u16), new_flow_repeat)?;
+        ensure!(
+            (action == XDP_REDIRECT || action == XDP_TX)
+                && fx.counters().new_flows - flows == u64::from(new_flow_repeat)
+                && fx.counters().drop_sg_denied == denied_before,
+            "every SYN of the security-group cycle must be admitted and make a new flow"
+        );
+        let (denied, options) = super::sg::refusal_frames();
+        let (d, refused) = time(&fx, ours, fx.cl, &denied, repeat)?;
+        let (o, dropped) = time(&fx, ours, fx.cl, &options, repeat)?;
+        ensure!(
+            refused == XDP_DROP && dropped == XDP_DROP,
+            "refusal verdicts {refused}/{dropped}"
+        );
+        super::sg::check_new_flows(&fx, false)?;
+        sg_ns.push(s);
+        denied_ns.push(d);
+        sg_check.push(d - o);
         progress(format!(
-            "  round {}/{rounds}: floor {f:.1} ns, established {e:.1} ns, reply {r:.1} ns, new flow {n:.1} ns",
+            "  round {}/{rounds}: floor {f:.1} ns, established {e:.1} ns, reply {r:.1} ns, new flow {n:.1} ns, with security groups {s:.1} ns, SYN refused by them {d:.1} ns (dropped before the check {o:.1} ns)",
             round + 1
         ));
     }
@@ -368,6 +394,9 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
     results.set("per_packet.reply_ratio", reply / floor);
     results.set("per_packet.new_flow_ns", new_flow);
     results.set("per_packet.new_flow_ratio", new_flow / floor);
+    results.set("per_packet.new_flow_sg_ns", median(&mut sg_ns));
+    results.set("per_packet.syn_sg_denied_ns", median(&mut denied_ns));
+    results.set("per_packet.sg_check_ns", median(&mut sg_check));
     results.set("per_packet.repeat", f64::from(repeat));
     results.set("per_packet.new_flow_repeat", f64::from(new_flow_repeat));
     results.set("per_packet.rounds", rounds as f64);
@@ -375,7 +404,11 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
         "per_packet",
         format!(
             "BPF_PROG_TEST_RUN, {rounds} interleaved rounds; repeat {repeat} for floor, established and reply (cycle entries make every iteration take the full path); \
-             new flows: a cycle of two listeners, repeat {new_flow_repeat}, every iteration a new flow, every second one with one extra SNAT probe"
+             new flows: a cycle of two listeners, repeat {new_flow_repeat}, every iteration a new flow, every second one with one extra SNAT probe; \
+             new_flow_sg_ns: the same cycle with both listeners' security groups checked (allow lists of {} /24 blocks each, one LPM trie lookup per SYN), \
+             syn_sg_denied_ns: a SYN the allow list refuses (repeat {repeat}); sg_check_ns: the check alone, the median of the rounds' differences between that SYN and the same SYN \
+             with IP options (dropped just before the check)",
+            super::sg::OTHER_BLOCKS + 1
         ),
     );
     Ok(())

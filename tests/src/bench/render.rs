@@ -166,6 +166,13 @@ pub fn summary(r: &Results, machine: &str, mode: &str) -> String {
     );
     let _ = writeln!(
         out,
+        "\nSecurity groups: the check costs {} ns per new flow (a new flow with it: {} ns; a SYN it refuses: {} ns).",
+        fmt(g("per_packet.sg_check_ns")),
+        fmt(g("per_packet.new_flow_sg_ns")),
+        fmt(g("per_packet.syn_sg_denied_ns")),
+    );
+    let _ = writeln!(
+        out,
         "\n## Packet rate through a servo (Mpps)\n\n| floor | established flow | SYN flood (new flows) |\n|---|---|---|"
     );
     let _ = writeln!(
