@@ -8,7 +8,10 @@ use std::num::NonZeroU16;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Attributes, HealthCheck, Instance, Listener, Problem, Problems, listeners_problems};
+use crate::{
+    AccessLog, Attributes, HealthCheck, Instance, Listener, Problem, Problems, listeners_problems,
+    unlogged_listeners,
+};
 
 /// Longest load balancer name on a servo. Control names them `<name>-<account id>` (46
 /// characters at most), which keeps names of different accounts apart on one servo.
@@ -47,6 +50,10 @@ pub struct LoadBalancer {
     /// Attributes.
     #[serde(default)]
     pub attributes: Attributes,
+    /// The AccessLog attribute, present while access logs are enabled (left out otherwise, so
+    /// that servos without access logs read documents as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLog>,
 }
 
 impl LoadBalancer {
@@ -61,8 +68,9 @@ impl LoadBalancer {
     /// Every rule of the ELB model this load balancer breaks, each with its field:
     /// the name, the listeners (ports, protocol pairing, certificates, one per port, back-end
     /// security per instance port), the health check (target, ranges, Timeout < Interval), the
-    /// attributes' ranges, and the instances (ids present and unique; the state of every
-    /// instance the servo does not check itself).
+    /// attributes' ranges, access logging (the attribute's rules, and no listener that would
+    /// log nothing: see [`unlogged_listeners`]), and the instances (ids present and unique; the
+    /// state of every instance the servo does not check itself).
     pub fn validate(&self) -> Result<(), Problems> {
         let mut out = Vec::new();
         if !name_ok(&self.load_balancer_name, MAX_SERVO_NAME_LEN) {
@@ -78,6 +86,12 @@ impl LoadBalancer {
         out.extend(listeners_problems(&self.listeners));
         out.extend(self.health_check().problems());
         out.extend(self.attributes.problems());
+        if let Some(log) = &self.access_log {
+            out.extend(log.problems());
+            // The document carries no stickiness policy yet: every HTTP to HTTP listener
+            // counts as the XDP program's until it does.
+            out.extend(unlogged_listeners(&self.listeners, |_| false));
+        }
         let mut ids = BTreeSet::new();
         for (n, i) in self.instances.iter().enumerate() {
             let at = format!("Instances[{n}]");
@@ -164,6 +178,31 @@ mod tests {
             "{err}"
         );
         assert_eq!(err.0[2].kind, ProblemKind::DuplicateListener);
+    }
+
+    #[test]
+    fn access_logs_need_listeners_that_can_log() {
+        let mut lb = web();
+        lb.access_log = Some(
+            serde_json::from_value(serde_json::json!({
+                "S3BucketName": "logs", "EmitInterval": 5, "AccountId": "123456789012"
+            }))
+            .unwrap(),
+        );
+        let err = lb.validate().unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].field, "Listeners[0]");
+        lb.listeners[0].instance_protocol = crate::Protocol::Https;
+        assert!(lb.validate().is_ok());
+        let v = serde_json::to_value(&lb).unwrap();
+        assert_eq!(v["AccessLog"]["S3BucketName"], "logs");
+        lb.access_log.as_mut().unwrap().emit_interval = 10;
+        assert_eq!(
+            lb.validate().unwrap_err().0[0].field,
+            "Attributes.AccessLog.EmitInterval"
+        );
+        lb.access_log = None;
+        assert!(serde_json::to_value(&lb).unwrap().get("AccessLog").is_none());
     }
 
     #[test]

@@ -11,7 +11,6 @@
 //! past it new lines are refused, counted in [`Stats::dropped_lines`] and logged.
 
 pub mod entry;
-pub mod s3;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -26,7 +25,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, watch};
 
 pub use entry::{AccessLogEntry, LogDestination, RequestLine};
-pub use s3::{S3Error, S3Settings, S3Writer};
+pub use elb_s3::{S3Error, S3Settings, S3Writer};
 
 /// How the servo keeps and delivers access logs.
 #[derive(Debug, Clone)]
