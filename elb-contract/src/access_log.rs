@@ -213,7 +213,12 @@ mod tests {
                 "Attributes.AccessLog.LoadBalancerName",
             ]
         );
-        for (name, ok) in [("ab", false), ("abc", true), ("a.b-c", true), ("ABC", false)] {
+        for (name, ok) in [
+            ("ab", false),
+            ("abc", true),
+            ("a.b-c", true),
+            ("ABC", false),
+        ] {
             assert_eq!(bucket_name_ok(name), ok, "{name}");
         }
         assert!(!bucket_name_ok(&"a".repeat(64)));
@@ -241,7 +246,11 @@ mod tests {
         let ps = unlogged_listeners(&set, |i| i == 6);
         let fields: Vec<&str> = ps.iter().map(|p| p.field.as_str()).collect();
         assert_eq!(fields, ["Listeners[0]", "Listeners[1]"]);
-        assert!(ps[0].message.contains("TCP listener on port 1"), "{}", ps[0]);
+        assert!(
+            ps[0].message.contains("TCP listener on port 1"),
+            "{}",
+            ps[0]
+        );
         assert_eq!(ps[0].kind, crate::ProblemKind::Conflict);
     }
 }

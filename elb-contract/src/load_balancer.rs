@@ -202,7 +202,12 @@ mod tests {
             "Attributes.AccessLog.EmitInterval"
         );
         lb.access_log = None;
-        assert!(serde_json::to_value(&lb).unwrap().get("AccessLog").is_none());
+        assert!(
+            serde_json::to_value(&lb)
+                .unwrap()
+                .get("AccessLog")
+                .is_none()
+        );
     }
 
     #[test]

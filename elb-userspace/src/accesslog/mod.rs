@@ -24,8 +24,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, watch};
 
-pub use entry::{AccessLogEntry, LogDestination, RequestLine};
 pub use elb_s3::{S3Error, S3Settings, S3Writer};
+pub use entry::{AccessLogEntry, LogDestination, RequestLine};
 
 /// How the servo keeps and delivers access logs.
 #[derive(Debug, Clone)]
