@@ -52,12 +52,19 @@ struct AppInner {
     sealer: std::sync::OnceLock<Sealer>,
     /// The web console's in-memory state (metrics history).
     console: crate::console::Console,
+    /// The S3-compatible endpoint of access logs, if configured.
+    s3: Option<elb_s3::S3Writer>,
+    /// The metrics of every load balancer, aggregated from the servos' reports.
+    metrics: crate::metrics::Aggregator,
 }
 
 impl AppState {
     pub fn new(config: ServiceConfig, store: Store, inventory: Inventory) -> Self {
+        let s3 = config.s3.clone().map(elb_s3::S3Writer::new);
         Self {
             inner: Arc::new(AppInner {
+                s3,
+                metrics: crate::metrics::Aggregator::new(crate::timefmt::now_millis()),
                 config,
                 store,
                 inventory,
@@ -125,6 +132,16 @@ impl AppState {
 
     pub fn console(&self) -> &crate::console::Console {
         &self.inner.console
+    }
+
+    /// The access logs' S3-compatible endpoint, if this service has one.
+    pub fn s3(&self) -> Option<&elb_s3::S3Writer> {
+        self.inner.s3.as_ref()
+    }
+
+    /// The metrics of every load balancer (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &crate::metrics::Aggregator {
+        &self.inner.metrics
     }
 }
 

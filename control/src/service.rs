@@ -30,6 +30,8 @@ pub struct ServeOptions {
     pub dns_listen: Option<String>,
     /// TTL of the A records.
     pub dns_ttl: u32,
+    /// Address of the Prometheus endpoint (`GET /metrics`), if served.
+    pub metrics_listen: Option<String>,
 }
 
 /// Why the service could not start.
@@ -51,6 +53,12 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("serving the API: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -63,6 +71,7 @@ pub struct Service {
     listener: TcpListener,
     addr: SocketAddr,
     dns: Option<DnsServer>,
+    metrics: Option<(TcpListener, SocketAddr)>,
 }
 
 impl Service {
@@ -110,6 +119,19 @@ impl Service {
                 Some(server)
             }
         };
+        let metrics = match &options.metrics_listen {
+            None => None,
+            Some(m) => {
+                let error = |source| ServiceError::Metrics {
+                    addr: m.clone(),
+                    source,
+                };
+                let listener = TcpListener::bind(m).await.map_err(error)?;
+                let addr = listener.local_addr().map_err(error)?;
+                tracing::info!(%addr, "serving the load balancers' metrics at /metrics");
+                Some((listener, addr))
+            }
+        };
         let state = AppState::new(config, store.clone(), inventory);
         Ok(Self {
             store,
@@ -117,6 +139,7 @@ impl Service {
             listener,
             addr,
             dns,
+            metrics,
         })
     }
 
@@ -128,6 +151,11 @@ impl Service {
     /// The DNS address, if DNS is served.
     pub fn dns_addr(&self) -> Option<SocketAddr> {
         self.dns.as_ref().map(|d| d.addr)
+    }
+
+    /// The Prometheus endpoint's address, if metrics are served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, a)| *a)
     }
 
     /// The shared state (tests drive the router or the store with it).
@@ -146,8 +174,11 @@ impl Service {
             state,
             listener,
             dns,
+            metrics,
             ..
         } = self;
+        let metrics = metrics
+            .map(|(listener, _)| tokio::spawn(crate::metrics::serve(listener, state.clone())));
         let poller = tokio::spawn(store.clone().poll_version(server::VERSION_POLL));
         let notifications = tokio::spawn(store.clone().follow_notifications());
         let assigner = tokio::spawn(assign::run(
@@ -163,6 +194,9 @@ impl Service {
         state.begin_shutdown();
         if let Some(dns) = dns {
             dns.shutdown().await;
+        }
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
         }
         // The assignment task finishes its pass (a transaction) before it stops.
         if let Err(e) = assigner.await {

@@ -252,4 +252,13 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX servo_refusals_by_lb ON servo_refusals (lb_id)",
         ],
     ),
+    (
+        7,
+        &[
+            // What a servo saw of each load balancer it serves (JSON list of
+            // elb_contract::wire::LoadBalancerMetrics), as its last heartbeat reported it: the
+            // metrics every replica aggregates (src/metrics.rs).
+            "ALTER TABLE servos ADD COLUMN metrics TEXT",
+        ],
+    ),
 ];
