@@ -23,6 +23,9 @@ pub struct ServiceConfig {
     /// The key file that seals certificate private keys at rest (created on first use);
     /// `None`: certificates cannot be uploaded (the API says why).
     pub key_file: Option<std::path::PathBuf>,
+    /// The S3-compatible endpoint access logs go to (`--s3-*`): ModifyLoadBalancerAttributes
+    /// checks there that an access log bucket exists; `None`: access logs cannot be enabled.
+    pub s3: Option<elb_s3::S3Settings>,
 }
 
 /// How servos are told to behave and judged.
@@ -80,6 +83,7 @@ impl Default for ServiceConfig {
             cloud: CloudConfig::default(),
             servo: ServoSettings::default(),
             key_file: None,
+            s3: None,
         }
     }
 }
@@ -123,6 +127,21 @@ impl ServiceConfig {
             ));
         }
         self.cloud.validate()?;
+        if let Some(s3) = &self.s3 {
+            let e = &s3.endpoint;
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return Err(ConfigError(format!(
+                    "--s3-endpoint '{e}' must start with http:// or https://"
+                )));
+            }
+            if s3.access_key_id.is_empty() || s3.secret_access_key.is_empty() {
+                return Err(ConfigError(
+                    "--s3-endpoint needs --s3-access-key-id and --s3-secret-access-key (or \
+                     ELB_S3_ACCESS_KEY_ID and ELB_S3_SECRET_ACCESS_KEY)"
+                        .into(),
+                ));
+            }
+        }
         self.servo.validate()
     }
 

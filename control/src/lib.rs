@@ -15,7 +15,8 @@
 //! Servos (the load balancer nodes) talk to [`servo_api`] on the same listener; [`assign`]
 //! keeps each load balancer on `servos-per-zone` live servos per zone; [`dns`] answers the
 //! load balancers' DNS names with the VIPs of their live servos; [`readiness`] says whether
-//! each zone has live servos with room, and refuses changes no live servo could serve.
+//! each zone has live servos with room, and refuses changes no live servo could serve;
+//! [`metrics`] aggregates what servos report into metrics per load balancer and zone.
 
 pub mod admin;
 pub mod api;
@@ -28,6 +29,7 @@ pub mod dns;
 pub mod error;
 pub mod iam;
 pub mod inventory;
+pub mod metrics;
 pub mod model;
 pub mod query;
 pub mod quota;

@@ -133,6 +133,25 @@ struct ServeArgs {
     tls_listen: Option<String>,
     #[command(flatten)]
     tls: TlsFileArgs,
+    /// S3-compatible endpoint access logs go to (ModifyLoadBalancerAttributes checks that the
+    /// bucket exists there), e.g. http://s3.example:9000. Without it access logs cannot be
+    /// enabled. Servos upload with their own `[access_logs]` settings.
+    #[arg(long)]
+    s3_endpoint: Option<String>,
+    /// Region of the S3 endpoint's signing scope (default: the first --region).
+    #[arg(long)]
+    s3_region: Option<String>,
+    /// Access key id for the S3 endpoint.
+    #[arg(long, env = "ELB_S3_ACCESS_KEY_ID", hide_env_values = true)]
+    s3_access_key_id: Option<String>,
+    /// Secret access key for the S3 endpoint.
+    #[arg(long, env = "ELB_S3_SECRET_ACCESS_KEY", hide_env_values = true)]
+    s3_secret_access_key: Option<String>,
+    /// Serve the load balancers' metrics in the Prometheus text format at `/metrics` on this
+    /// address (port 0 picks one, printed as `metrics listening on ADDR`). It lists every
+    /// account's load balancers: keep it on a management address.
+    #[arg(long)]
+    metrics_listen: Option<String>,
 }
 
 /// Control's TLS certificate and key.
@@ -712,6 +731,19 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
             servos_per_zone: args.servos_per_zone,
         },
         key_file: args.key_file.clone().or_else(|| default_key_file(db)),
+        s3: args
+            .s3_endpoint
+            .as_ref()
+            .map(|endpoint| elb_s3::S3Settings {
+                endpoint: endpoint.clone(),
+                region: args
+                    .s3_region
+                    .clone()
+                    .or_else(|| args.regions.first().cloned())
+                    .unwrap_or_default(),
+                access_key_id: args.s3_access_key_id.clone().unwrap_or_default(),
+                secret_access_key: args.s3_secret_access_key.clone().unwrap_or_default(),
+            }),
     };
     let tls = match &args.tls_listen {
         None => None,
@@ -732,6 +764,7 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
         config: config.clone(),
         dns_listen: args.dns_listen.clone(),
         dns_ttl: args.dns_ttl,
+        metrics_listen: args.metrics_listen.clone(),
     })
     .await
     .with_context(|| format!("cannot start (database {})", redact(db)))?;
@@ -745,6 +778,9 @@ async fn serve(db: &str, args: ServeArgs) -> Result<()> {
     }
     if let Some(dns) = service.dns_addr() {
         println!("dns listening on {dns}");
+    }
+    if let Some(metrics) = service.metrics_addr() {
+        println!("metrics listening on {metrics}");
     }
     std::io::stdout().flush()?;
     service.run(server::shutdown_signal()).await?;

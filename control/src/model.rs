@@ -89,7 +89,7 @@ impl Default for Attributes {
             access_log: AccessLog {
                 enabled: false,
                 s3_bucket_name: None,
-                emit_interval: 60,
+                emit_interval: elb_contract::DEFAULT_EMIT_INTERVAL,
                 s3_bucket_prefix: None,
             },
             additional: vec![("elb.http.desyncmitigationmode".into(), "defensive".into())],
@@ -130,7 +130,7 @@ pub struct Tag {
 }
 
 /// Where a load balancer lives and what it is called: the identity API callers use.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct LbKey {
     pub account_id: String,
     pub region: String,

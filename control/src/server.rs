@@ -54,6 +54,10 @@ struct AppInner {
     console: crate::console::Console,
     /// The cloud's IAM and ACM certificates, when configured.
     certificate_sources: crate::cloud::certificates::CertificateSources,
+    /// The S3-compatible endpoint of access logs, if configured.
+    s3: Option<elb_s3::S3Writer>,
+    /// The metrics of every load balancer, aggregated from the servos' reports.
+    metrics: crate::metrics::Aggregator,
 }
 
 impl AppState {
@@ -68,9 +72,12 @@ impl AppState {
             crate::cloud::certificates::CertificateSources::new(&Default::default())
                 .expect("no endpoints, nothing to fail")
         });
+        let s3 = config.s3.clone().map(elb_s3::S3Writer::new);
         Self {
             inner: Arc::new(AppInner {
                 certificate_sources,
+                s3,
+                metrics: crate::metrics::Aggregator::new(crate::timefmt::now_millis()),
                 config,
                 store,
                 inventory,
@@ -143,6 +150,16 @@ impl AppState {
 
     pub fn console(&self) -> &crate::console::Console {
         &self.inner.console
+    }
+
+    /// The access logs' S3-compatible endpoint, if this service has one.
+    pub fn s3(&self) -> Option<&elb_s3::S3Writer> {
+        self.inner.s3.as_ref()
+    }
+
+    /// The metrics of every load balancer (see [`crate::metrics`]).
+    pub fn metrics(&self) -> &crate::metrics::Aggregator {
+        &self.inner.metrics
     }
 }
 

@@ -33,6 +33,8 @@ pub struct ServeOptions {
     pub dns_listen: Option<String>,
     /// TTL of the A records.
     pub dns_ttl: u32,
+    /// Address of the Prometheus endpoint (`GET /metrics`), if served.
+    pub metrics_listen: Option<String>,
 }
 
 /// Why the service could not start.
@@ -54,6 +56,12 @@ pub enum ServiceError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("serving the API: {0}")]
     Serve(#[source] std::io::Error),
 }
@@ -67,6 +75,7 @@ pub struct Service {
     addr: SocketAddr,
     tls: Option<(TcpListener, crate::tls::ControlTls)>,
     dns: Option<DnsServer>,
+    metrics: Option<(TcpListener, SocketAddr)>,
 }
 
 impl Service {
@@ -127,6 +136,19 @@ impl Service {
                 Some(server)
             }
         };
+        let metrics = match &options.metrics_listen {
+            None => None,
+            Some(m) => {
+                let error = |source| ServiceError::Metrics {
+                    addr: m.clone(),
+                    source,
+                };
+                let listener = TcpListener::bind(m).await.map_err(error)?;
+                let addr = listener.local_addr().map_err(error)?;
+                tracing::info!(%addr, "serving the load balancers' metrics at /metrics");
+                Some((listener, addr))
+            }
+        };
         let state = AppState::new(config, store.clone(), inventory);
         Ok(Self {
             store,
@@ -135,6 +157,7 @@ impl Service {
             addr,
             tls,
             dns,
+            metrics,
         })
     }
 
@@ -154,6 +177,11 @@ impl Service {
         self.dns.as_ref().map(|d| d.addr)
     }
 
+    /// The Prometheus endpoint's address, if metrics are served.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics.as_ref().map(|(_, a)| *a)
+    }
+
     /// The shared state (tests drive the router or the store with it).
     pub fn state(&self) -> &AppState {
         &self.state
@@ -171,6 +199,7 @@ impl Service {
             listener,
             tls,
             dns,
+            metrics,
             ..
         } = self;
         let tls_server = match tls {
@@ -181,6 +210,8 @@ impl Service {
                 Some(tokio::spawn(server::run_tls(l, state.clone())))
             }
         };
+        let metrics = metrics
+            .map(|(listener, _)| tokio::spawn(crate::metrics::serve(listener, state.clone())));
         let poller = tokio::spawn(store.clone().poll_version(server::VERSION_POLL));
         let notifications = tokio::spawn(store.clone().follow_notifications());
         let assigner = tokio::spawn(assign::run(
@@ -210,6 +241,9 @@ impl Service {
         }
         if let Some(dns) = dns {
             dns.shutdown().await;
+        }
+        if let Some(metrics) = metrics {
+            let _ = metrics.await;
         }
         // The assignment task finishes its pass (a transaction) before it stops.
         if let Err(e) = assigner.await {

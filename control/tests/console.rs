@@ -623,19 +623,30 @@ async fn metrics_history_follows_servo_heartbeats_and_health() {
     .unwrap();
 
     let t0 = metrics::step_start(timefmt::now_millis()) - 2 * 10_000;
-    for (i, flows) in [100.0, 130.0, 170.0].into_iter().enumerate() {
+    // The servo's agent started before this control process: its first report is a baseline.
+    let since = timefmt::now_millis() - 3_600_000;
+    for (i, flows) in [100u64, 130, 170].into_iter().enumerate() {
+        let report = json!([{
+            "LoadBalancerName": format!("web-{}", h.account_id),
+            "Since": since,
+            "HealthyHostCount": 0,
+            "UnHealthyHostCount": 1,
+            "Listeners": [{"Protocol": "HTTP", "LoadBalancerPort": 80,
+                "NewConnectionCount": flows, "RequestCount": flows,
+                "ProcessedBytes": flows * 1000, "ProcessedPackets": flows * 10,
+                "ActiveConnectionCount": 3}],
+        }]);
         let r = h
             .send(servo(
                 "/servo/v1/heartbeat",
-                json!({"ServoId": "s1", "Counters": {"NewFlows": flows, "Packets": flows * 10.0}}),
+                json!({"ServoId": "s1", "Counters": {"NewFlows": flows}, "Metrics": report}),
             ))
             .await;
         assert_eq!(r.status, StatusCode::OK, "{}", r.body);
-        let readings = metrics::current_readings(&h.state).await.unwrap();
-        h.state
-            .console()
-            .metrics
-            .record(t0 + i as i64 * 10_000, &readings);
+        let reports = control::metrics::current_reports(&h.state).await.unwrap();
+        let at = t0 + i as i64 * 10_000;
+        let step = h.state.metrics().sample(at, &reports);
+        h.state.console().metrics.record(at, step);
     }
     let r = h
         .console(
@@ -661,25 +672,35 @@ async fn metrics_history_follows_servo_heartbeats_and_health() {
         m["Values"].as_array().unwrap().clone()
     };
     let last3 = |name: &str| series(name)[metrics::WINDOW - 3..].to_vec();
-    // The first heartbeat sets the baseline; then the increases per step.
+    // The first report sets the baseline; then the increases per step.
     assert_eq!(
         last3("NewConnectionCount"),
         [Value::Null, json!(30.0), json!(40.0)]
     );
     assert_eq!(
-        last3("ProcessedPackets"),
-        [Value::Null, json!(300.0), json!(400.0)]
+        last3("ProcessedBytes"),
+        [Value::Null, json!(30000.0), json!(40000.0)]
     );
-    // Registered, not yet checked: one unhealthy instance, none healthy.
+    // Gauges as reported.
     assert_eq!(
         last3("UnHealthyHostCount"),
         [json!(1.0), json!(1.0), json!(1.0)]
     );
     assert_eq!(
-        last3("HealthyHostCount"),
-        [json!(0.0), json!(0.0), json!(0.0)]
+        last3("ActiveConnectionCount"),
+        [json!(3.0), json!(3.0), json!(3.0)]
     );
-    assert!(series("ProcessedBytes").iter().all(Value::is_null));
+    // An HTTP listener forwarded in XDP reports no HTTP codes: no data, not zero.
+    assert!(series("HTTPCode_Backend_2XX").iter().all(Value::is_null));
+    // A report the protocol refuses: a name that is not a load balancer's.
+    let r = h
+        .send(servo(
+            "/servo/v1/heartbeat",
+            json!({"ServoId": "s1", "Metrics": [{"LoadBalancerName": "no good", "Since": 1,
+                "HealthyHostCount": 0, "UnHealthyHostCount": 0}]}),
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.body);
 
     // The administrators' overview: the servo, its zone, readiness.
     let ops = h.sign_in_as(&admin_key.id, &admin_key.secret).await;

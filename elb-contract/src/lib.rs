@@ -4,9 +4,9 @@
 //! - The ELB model's vocabulary and rules: [`Protocol`] and listener pairing ([`Listener`]),
 //!   the health check with its ranges and default ([`HealthCheck`], [`HealthTarget`]), the
 //!   attributes servos act on with their ranges ([`Attributes`]), instance states with ELB's
-//!   reason codes and descriptions ([`InstanceHealth`]), the policy types ([`policy`]), and the
+//!   reason codes and descriptions ([`InstanceHealth`]), the policy types ([`policy`]), the
 //!   zone rule ([`zone`]), security groups and the allow lists they make
-//!   ([`security_group`]).
+//!   ([`security_group`]), and access logging ([`AccessLog`]).
 //! - The servo protocol's wire types ([`wire`]) and the load balancer a servo serves
 //!   ([`LoadBalancer`]), with the one per-load-balancer check both sides run:
 //!   [`LoadBalancer::validate`], which returns every [`Problem`] with the field that has it.
@@ -14,6 +14,7 @@
 //! Control maps problems to ELB error codes; servos refuse a load balancer that has any and
 //! report why. Nothing here does I/O: the crate depends on serde and thiserror only.
 
+mod access_log;
 mod attributes;
 mod health_check;
 mod instance;
@@ -29,6 +30,10 @@ mod target;
 pub mod wire;
 pub mod zone;
 
+pub use access_log::{
+    AccessLog, DEFAULT_EMIT_INTERVAL, EMIT_INTERVALS, MAX_PREFIX_LEN, bucket_name_ok,
+    unlogged_listeners,
+};
 pub use attributes::{
     Attributes, ConnectionDraining, ConnectionSettings, CrossZone, DEFAULT_DRAINING_TIMEOUT,
     DEFAULT_IDLE_TIMEOUT, DRAINING_TIMEOUT_RANGE, IDLE_TIMEOUT_RANGE,

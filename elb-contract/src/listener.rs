@@ -64,6 +64,18 @@ impl Listener {
         self == other
     }
 
+    /// Whether the XDP program forwards this listener (per connection, full NAT), rather than
+    /// the servo's userspace engine: no TLS on either side, and no HTTP semantics needed (TCP to
+    /// TCP; HTTP to HTTP unless `sticky`, a stickiness policy on it, hands it to the engine).
+    pub fn forwarded_in_xdp(&self, sticky: bool) -> bool {
+        use Protocol::{Http, Tcp};
+        match (self.protocol, self.instance_protocol) {
+            (Tcp, Tcp) => true,
+            (Http, Http) => !sticky,
+            _ => false,
+        }
+    }
+
     /// The rules of one listener; fields are named `{at}.<Member>`.
     ///
     /// - ports are 1-65535;

@@ -11,7 +11,10 @@ use serde::{Deserialize, Serialize};
 use crate::policy::Policy;
 use crate::security_group::{self, Ipv4Cidr, SecurityGroup};
 use crate::serving::{BackendServerPolicies, ListenerPolicies, ServerCertificate};
-use crate::{Attributes, HealthCheck, Instance, Listener, Problem, Problems, listeners_problems};
+use crate::{
+    AccessLog, Attributes, HealthCheck, Instance, Listener, Problem, Problems, listeners_problems,
+    unlogged_listeners,
+};
 
 /// Longest load balancer name on a servo. Control names them `<name>-<account id>` (46
 /// characters at most), which keeps names of different accounts apart on one servo.
@@ -67,6 +70,10 @@ pub struct LoadBalancer {
     /// ([`security_group`]).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub security_groups: Option<Vec<SecurityGroup>>,
+    /// The AccessLog attribute, present while access logs are enabled (left out otherwise, so
+    /// that servos without access logs read documents as before).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<AccessLog>,
 }
 
 impl LoadBalancer {
@@ -87,8 +94,10 @@ impl LoadBalancer {
     /// Every rule of the ELB model this load balancer breaks, each with its field:
     /// the name, the listeners (ports, protocol pairing, certificates, one per port, back-end
     /// security per instance port), the health check (target, ranges, Timeout < Interval), the
-    /// attributes' ranges, the policies ([`LoadBalancer::policy_problems`]), the security groups (ids, rules, limits), and the instances (ids
-    /// present and unique; the state of every instance the servo does not check itself).
+    /// attributes' ranges, the policies ([`LoadBalancer::policy_problems`]), the security groups
+    /// (ids, rules, limits), access logging (the attribute's rules, and no listener that would
+    /// log nothing: see [`unlogged_listeners`]), and the instances (ids present and unique; the
+    /// state of every instance the servo does not check itself).
     pub fn validate(&self) -> Result<(), Problems> {
         let mut out = Vec::new();
         if !name_ok(&self.load_balancer_name, MAX_SERVO_NAME_LEN) {
@@ -107,6 +116,12 @@ impl LoadBalancer {
         out.extend(self.attributes.problems());
         if let Some(groups) = &self.security_groups {
             out.extend(security_group::groups_problems(groups));
+        }
+        if let Some(log) = &self.access_log {
+            out.extend(log.problems());
+            out.extend(unlogged_listeners(&self.listeners, |i| {
+                self.served_by_engine(&self.listeners[i])
+            }));
         }
         let mut ids = BTreeSet::new();
         for (n, i) in self.instances.iter().enumerate() {
@@ -194,6 +209,36 @@ mod tests {
             "{err}"
         );
         assert_eq!(err.0[2].kind, ProblemKind::DuplicateListener);
+    }
+
+    #[test]
+    fn access_logs_need_listeners_that_can_log() {
+        let mut lb = web();
+        lb.access_log = Some(
+            serde_json::from_value(serde_json::json!({
+                "S3BucketName": "logs", "EmitInterval": 5, "AccountId": "123456789012"
+            }))
+            .unwrap(),
+        );
+        let err = lb.validate().unwrap_err();
+        assert_eq!(err.0.len(), 1, "{err}");
+        assert_eq!(err.0[0].field, "Listeners[0]");
+        lb.listeners[0].instance_protocol = crate::Protocol::Https;
+        assert!(lb.validate().is_ok());
+        let v = serde_json::to_value(&lb).unwrap();
+        assert_eq!(v["AccessLog"]["S3BucketName"], "logs");
+        lb.access_log.as_mut().unwrap().emit_interval = 10;
+        assert_eq!(
+            lb.validate().unwrap_err().0[0].field,
+            "Attributes.AccessLog.EmitInterval"
+        );
+        lb.access_log = None;
+        assert!(
+            serde_json::to_value(&lb)
+                .unwrap()
+                .get("AccessLog")
+                .is_none()
+        );
     }
 
     #[test]

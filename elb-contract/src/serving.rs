@@ -212,10 +212,7 @@ impl LoadBalancer {
     /// Whether the servo's userspace engine serves `listener` (otherwise XDP forwards it at
     /// L4): HTTPS and SSL listeners, HTTPS/SSL back ends, HTTP listeners with stickiness.
     pub fn served_by_engine(&self, listener: &Listener) -> bool {
-        listener.protocol.is_secure()
-            || listener.instance_protocol.is_secure()
-            || (listener.protocol == Protocol::Http
-                && self.stickiness(listener.load_balancer_port).is_some())
+        !listener.forwarded_in_xdp(self.stickiness(listener.load_balancer_port).is_some())
     }
 
     /// The rules of the policies in effect, each problem with its field: every name given to a

@@ -4,7 +4,7 @@
 //! | Request | Body | Answer |
 //! |---|---|---|
 //! | `POST register` | [`Registration`] | [`HeartbeatReply`] |
-//! | `POST heartbeat` | [`Heartbeat`] | [`HeartbeatReply`] |
+//! | `POST heartbeat` | [`Heartbeat`] (with [`LoadBalancerMetrics`]) | [`HeartbeatReply`] |
 //! | `GET config?since=V&wait=S` | | [`ConfigDocument`] |
 //! | `POST health` | [`HealthReport`] | [`Accepted`] |
 //! | `POST refusals` | [`RefusalReport`] | [`Accepted`] |
@@ -19,7 +19,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::{InstanceState, LoadBalancer, ReasonCode};
+use crate::{InstanceState, LoadBalancer, Protocol, ReasonCode};
 
 /// `POST register`: the servo's zone and what it offers.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -49,6 +49,113 @@ pub struct Heartbeat {
     /// Dataplane counters (name -> number), shown by `elb-control admin servo list`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub counters: Option<BTreeMap<String, f64>>,
+    /// What the servo saw of each load balancer it serves (a control that does not know the
+    /// member ignores it; a servo that does not send it reports nothing per load balancer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub metrics: Option<Vec<LoadBalancerMetrics>>,
+}
+
+/// What a servo saw of one load balancer, sent with every heartbeat.
+///
+/// Counters are cumulative since `Since` (the servo's agent started counting then; a new
+/// `Since` means they started again from zero). Gauges are values now. A member left out was
+/// not measured (HTTP codes of TCP listeners, latency of the XDP path...), which is not the
+/// same as zero.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LoadBalancerMetrics {
+    /// The load balancer's name on the servo.
+    pub load_balancer_name: String,
+    /// Milliseconds since the Unix epoch when the counters started.
+    pub since: u64,
+    /// Instances this servo checks that are InService (gauge).
+    pub healthy_host_count: u64,
+    /// Instances this servo checks that are OutOfService (gauge).
+    pub un_healthy_host_count: u64,
+    /// Per listener.
+    #[serde(default)]
+    pub listeners: Vec<ListenerMetrics>,
+}
+
+/// What a servo saw of one listener (see [`LoadBalancerMetrics`]). Names are AWS/ELB's where
+/// AWS has one; `NewConnectionCount`, `ActiveConnectionCount`, `ProcessedBytes` and
+/// `ProcessedPackets` are this service's.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ListenerMetrics {
+    /// Front-end protocol.
+    pub protocol: Option<Protocol>,
+    /// Front-end port.
+    pub load_balancer_port: u16,
+    /// Client connections accepted (counter).
+    pub new_connection_count: u64,
+    /// Requests (HTTP/HTTPS) or connections (TCP/SSL) sent to instances (counter).
+    pub request_count: u64,
+    /// Bytes both ways on the client side (counter; IP bytes on the XDP path).
+    pub processed_bytes: u64,
+    /// Packets both ways (counter; the XDP path only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processed_packets: Option<u64>,
+    /// Connections to instances that failed (counter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend_connection_errors: Option<u64>,
+    /// Requests or connections refused because the surge queue was full (counter).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spillover_count: Option<u64>,
+    /// Responses the load balancer itself gave with a 4XX / 5XX code (counters).
+    #[serde(
+        rename = "HTTPCode_ELB_4XX",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http_code_elb_4xx: Option<u64>,
+    /// See `HTTPCode_ELB_4XX`.
+    #[serde(
+        rename = "HTTPCode_ELB_5XX",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http_code_elb_5xx: Option<u64>,
+    /// Instance responses by class (counters).
+    #[serde(
+        rename = "HTTPCode_Backend_2XX",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http_code_backend_2xx: Option<u64>,
+    /// See `HTTPCode_Backend_2XX`.
+    #[serde(
+        rename = "HTTPCode_Backend_3XX",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http_code_backend_3xx: Option<u64>,
+    /// See `HTTPCode_Backend_2XX`.
+    #[serde(
+        rename = "HTTPCode_Backend_4XX",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http_code_backend_4xx: Option<u64>,
+    /// See `HTTPCode_Backend_2XX`.
+    #[serde(
+        rename = "HTTPCode_Backend_5XX",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub http_code_backend_5xx: Option<u64>,
+    /// Sum of AWS's Latency over the requests (HTTP: request sent to response headers; TCP/SSL:
+    /// connection to the instance established), in seconds (counter), and how many were timed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_sum: Option<f64>,
+    /// See `LatencySum`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_count: Option<u64>,
+    /// Client connections open now (gauge).
+    pub active_connection_count: u64,
+    /// Requests or connections waiting for a connection to an instance now (gauge).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub surge_queue_length: Option<u64>,
 }
 
 /// The answer to a registration or a heartbeat.
@@ -162,10 +269,45 @@ mod tests {
     use super::*;
 
     #[test]
+    fn metrics_use_aws_names_and_leave_out_what_was_not_measured() {
+        let m = LoadBalancerMetrics {
+            load_balancer_name: "web-123456789012".into(),
+            since: 1_700_000_000_000,
+            healthy_host_count: 2,
+            un_healthy_host_count: 0,
+            listeners: vec![ListenerMetrics {
+                protocol: Some(Protocol::Https),
+                load_balancer_port: 443,
+                new_connection_count: 3,
+                request_count: 9,
+                processed_bytes: 4096,
+                http_code_elb_5xx: Some(1),
+                http_code_backend_2xx: Some(8),
+                latency_sum: Some(0.25),
+                latency_count: Some(8),
+                active_connection_count: 1,
+                ..ListenerMetrics::default()
+            }],
+        };
+        let v = serde_json::to_value(&m).unwrap();
+        assert_eq!(
+            v["Listeners"][0],
+            serde_json::json!({"Protocol": "HTTPS", "LoadBalancerPort": 443,
+                "NewConnectionCount": 3, "RequestCount": 9, "ProcessedBytes": 4096,
+                "HTTPCode_ELB_5XX": 1, "HTTPCode_Backend_2XX": 8, "LatencySum": 0.25,
+                "LatencyCount": 8, "ActiveConnectionCount": 1})
+        );
+        assert_eq!(v["HealthyHostCount"], 2);
+        assert_eq!(serde_json::from_value::<LoadBalancerMetrics>(v).unwrap(), m);
+    }
+
+    #[test]
     fn a_document_reads_per_load_balancer() {
         let text = r#"{"Version": 3, "LoadBalancers": [{"LoadBalancerName": "a"}, 7],
                        "RequestIds": ["r"], "HeartbeatInterval": 2}"#;
         let raw: ConfigDocument<serde_json::Value> = serde_json::from_str(text).unwrap();
+        let beat: Heartbeat = serde_json::from_str(r#"{"ServoId": "s", "Newer": 1}"#).unwrap();
+        assert_eq!(beat.metrics, None);
         assert_eq!(raw.load_balancers.len(), 2);
         assert!(serde_json::from_str::<ConfigDocument>(text).is_err());
         let report = RefusalReport {

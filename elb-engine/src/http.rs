@@ -7,7 +7,10 @@ use std::{
     error::Error as StdError,
     net::SocketAddr,
     pin::Pin,
-    sync::Arc,
+    sync::{
+        Arc,
+        atomic::{AtomicU64, Ordering},
+    },
     task::{Context, Poll},
 };
 
@@ -25,7 +28,8 @@ use crate::{
     backends::{ActiveGuard, BackendEntry},
     config::Stickiness,
     io::{Activity, TrackedIo},
-    listener::{ListenerShared, Settings},
+    listener::{Accepted, ListenerShared, Settings},
+    observe::{Counter, Observer, RequestLine, RequestRecord},
     stream::connect_backend,
 };
 
@@ -34,10 +38,81 @@ pub const STICKY_COOKIE: &str = "AWSELB";
 /// Most idle keep-alive connections kept per backend.
 const POOL_MAX: usize = 512;
 
+/// A request body on its way to a backend, its bytes counted when the request is recorded.
+#[derive(Debug)]
+pub struct RequestBody {
+    inner: Incoming,
+    counted: Option<Arc<AtomicU64>>,
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = hyper::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_frame(cx);
+        if let (Some(counted), Poll::Ready(Some(Ok(frame)))) = (&this.counted, &r)
+            && let Some(data) = frame.data_ref()
+        {
+            counted.fetch_add(data.len() as u64, Ordering::Relaxed);
+        }
+        r
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// The record of a request (when its listener is observed), completed when the response body
+/// is done: sent bytes, then handed to the observer.
+struct PendingRecord {
+    observer: Arc<dyn Observer>,
+    listener: Arc<ListenerShared>,
+    record: RequestRecord,
+    received: Arc<AtomicU64>,
+    sent: u64,
+}
+
+impl Drop for PendingRecord {
+    fn drop(&mut self) {
+        let mut record = std::mem::replace(&mut self.record, empty_record());
+        record.received_bytes = self.received.load(Ordering::Relaxed);
+        record.sent_bytes = self.sent;
+        self.observer.record(&self.listener.name, record);
+    }
+}
+
+fn empty_record() -> RequestRecord {
+    RequestRecord {
+        time: std::time::UNIX_EPOCH,
+        client: SocketAddr::from(([0, 0, 0, 0], 0)),
+        backend: None,
+        request_processing: None,
+        backend_processing: None,
+        response_processing: None,
+        elb_status: None,
+        backend_status: None,
+        received_bytes: 0,
+        sent_bytes: 0,
+        request: None,
+        user_agent: None,
+        tls: None,
+    }
+}
+
 /// An idle keep-alive connection to a backend.
 #[derive(Debug)]
 pub struct PooledConnection {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<RequestBody>,
     idle_since: Instant,
     /// [`Settings::generation`] it was made under.
     generation: u64,
@@ -47,7 +122,7 @@ type BoxError = Box<dyn StdError + Send + Sync>;
 
 /// A backend connection to return to its pool.
 struct Reuse {
-    sender: SendRequest<Incoming>,
+    sender: SendRequest<RequestBody>,
     backend: Arc<BackendEntry>,
     generation: u64,
 }
@@ -60,6 +135,8 @@ pub struct ResponseBody {
     reuse: Option<Reuse>,
     cut: Option<Pin<Box<dyn Future<Output = ()> + Send>>>,
     _active: Option<ActiveGuard>,
+    /// Handed to the observer when the body is dropped (sent or abandoned).
+    log: Option<PendingRecord>,
 }
 
 impl std::fmt::Debug for ResponseBody {
@@ -75,6 +152,7 @@ impl ResponseBody {
             reuse: None,
             cut: None,
             _active: None,
+            log: None,
         }
     }
 }
@@ -112,6 +190,9 @@ impl Body for ResponseBody {
                 Poll::Ready(Some(Err(e.into())))
             }
             Poll::Ready(Some(Ok(frame))) => {
+                if let (Some(log), Some(data)) = (this.log.as_mut(), frame.data_ref()) {
+                    log.sent += data.len() as u64;
+                }
                 // hyper stops polling a body whose length is reached: hand the connection back
                 // now rather than on an end-of-stream poll that may never come.
                 if this.inner.as_ref().is_some_and(Body::is_end_stream)
@@ -136,7 +217,7 @@ impl Body for ResponseBody {
     }
 }
 
-fn return_to_pool(backend: &BackendEntry, sender: SendRequest<Incoming>, generation: u64) {
+fn return_to_pool(backend: &BackendEntry, sender: SendRequest<RequestBody>, generation: u64) {
     if !backend.in_service() || sender.is_closed() {
         return;
     }
@@ -152,7 +233,7 @@ fn return_to_pool(backend: &BackendEntry, sender: SendRequest<Incoming>, generat
 
 /// A pooled connection that is still open, younger than the idle timeout and made under the
 /// current settings, if any.
-fn from_pool(backend: &BackendEntry, settings: &Settings) -> Option<SendRequest<Incoming>> {
+fn from_pool(backend: &BackendEntry, settings: &Settings) -> Option<SendRequest<RequestBody>> {
     let mut pool = backend.local_pool().lock().expect("pool lock");
     while let Some(c) = pool.pop() {
         if !c.sender.is_closed()
@@ -166,19 +247,31 @@ fn from_pool(backend: &BackendEntry, settings: &Settings) -> Option<SendRequest<
 }
 
 /// Opens a connection to `backend` (TLS when the listener's backends speak HTTPS) and starts
-/// its HTTP/1.1 client; the connection ends when the backend is cut.
+/// its HTTP/1.1 client; the connection ends when the backend is cut. The request waits in the
+/// listener's surge queue meanwhile.
 async fn connect(
     backend: &Arc<BackendEntry>,
     settings: &Settings,
-) -> Result<SendRequest<Incoming>, Failure> {
-    let stream = connect_backend(backend, settings).await.map_err(|e| {
+    listener: &ListenerShared,
+) -> Result<SendRequest<RequestBody>, Failure> {
+    let queued = listener
+        .stats
+        .enter_surge_queue()
+        .ok_or(Failure::Spillover)?;
+    let connected = connect_backend(backend, settings).await;
+    drop(queued);
+    let stream = connected.map_err(|e| {
+        listener.stats.add(Counter::BackendConnectionErrors, 1);
         tracing::debug!(backend = %backend.addr, error = %e, "backend connection failed");
         Failure::Connect
     })?;
     let (sender, conn) = hyper::client::conn::http1::Builder::new()
-        .handshake::<_, Incoming>(TokioIo::new(stream))
+        .handshake::<_, RequestBody>(TokioIo::new(stream))
         .await
-        .map_err(|_| Failure::Connect)?;
+        .map_err(|_| {
+            listener.stats.add(Counter::BackendConnectionErrors, 1);
+            Failure::Connect
+        })?;
     let cut = backend.cut_signal();
     tokio::spawn(async move {
         tokio::select! {
@@ -195,6 +288,8 @@ enum Failure {
     /// No InService backend, or it could not be reached: 503.
     Unavailable,
     Connect,
+    /// The surge queue is full: 503.
+    Spillover,
     /// The backend failed mid-exchange: 502.
     Bad,
     /// No response headers within the idle timeout: 504.
@@ -204,7 +299,7 @@ enum Failure {
 impl Failure {
     fn status(self) -> StatusCode {
         match self {
-            Self::Unavailable | Self::Connect => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Unavailable | Self::Connect | Self::Spillover => StatusCode::SERVICE_UNAVAILABLE,
             Self::Bad => StatusCode::BAD_GATEWAY,
             Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
         }
@@ -224,6 +319,8 @@ pub struct Connection {
     pub https: bool,
     /// The connection's activity (idle timeout).
     pub activity: Arc<Activity>,
+    /// When it was accepted, and whether its requests are recorded.
+    pub accepted: Accepted,
 }
 
 /// Serves one client connection until it closes, goes idle, or its listener goes away.
@@ -248,6 +345,10 @@ where
     tokio::select! {
         r = serve => {
             if let Err(e) = r {
+                // hyper answers a request it cannot parse with a 4XX itself.
+                if e.is_parse() || e.is_parse_too_large() {
+                    conn.listener.stats.status(400, false);
+                }
                 tracing::debug!(peer = %conn.peer, error = %e, "client connection ended");
             }
         }
@@ -366,15 +467,87 @@ fn x_forwarded(headers: &mut HeaderMap, conn: &Connection) {
     headers.insert(&XFPORT, HeaderValue::from(conn.local_port));
 }
 
-fn status_response(status: StatusCode) -> Response<ResponseBody> {
-    let mut r = Response::new(ResponseBody::empty());
+/// The engine's own answer (no backend response): counted as `HTTPCode_ELB_*`, recorded with no
+/// backend status.
+fn status_response(
+    status: StatusCode,
+    conn: &Connection,
+    log: Option<PendingRecord>,
+) -> Response<ResponseBody> {
+    conn.listener.stats.status(status.as_u16(), false);
+    let mut body = ResponseBody::empty();
+    body.log = log.map(|mut l| {
+        l.record.elb_status = Some(status.as_u16());
+        l
+    });
+    let mut r = Response::new(body);
     *r.status_mut() = status;
     r.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
     r
 }
 
+/// The request line as ELB's access log shows it: the scheme of the listener, the host the
+/// client named (without its port) and the port it connected to.
+fn request_line(req: &Request<Incoming>, conn: &Connection) -> RequestLine {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .or_else(|| req.uri().host())
+        .unwrap_or("-");
+    let host = match host.strip_prefix('[') {
+        Some(v6) => format!("[{}]", v6.split(']').next().unwrap_or_default()),
+        None => host.split(':').next().unwrap_or_default().to_string(),
+    };
+    let path = req.uri().path_and_query().map_or("/", |p| p.as_str());
+    RequestLine {
+        method: req.method().to_string(),
+        url: format!(
+            "{}://{host}:{}{path}",
+            if conn.https { "https" } else { "http" },
+            conn.local_port
+        ),
+        version: format!("{:?}", req.version()),
+    }
+}
+
+/// A new record of `req` if its connection is observed, and the counter of its body bytes.
+fn start_record(
+    req: &Request<Incoming>,
+    conn: &Connection,
+) -> Option<(PendingRecord, Arc<AtomicU64>)> {
+    let observer = conn.accepted.observer.clone()?;
+    let received = Arc::new(AtomicU64::new(0));
+    let record = RequestRecord {
+        time: std::time::SystemTime::now(),
+        client: conn.peer,
+        request: Some(request_line(req, conn)),
+        user_agent: req
+            .headers()
+            .get(header::USER_AGENT)
+            .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned()),
+        tls: conn.accepted.tls.clone(),
+        ..empty_record()
+    };
+    Some((
+        PendingRecord {
+            observer,
+            listener: conn.listener.clone(),
+            record,
+            received: received.clone(),
+            sent: 0,
+        },
+        received,
+    ))
+}
+
 async fn handle(req: Request<Incoming>, conn: &Connection) -> Response<ResponseBody> {
+    let received_at = Instant::now();
+    let (mut log, counted) = match start_record(&req, conn) {
+        Some((log, counted)) => (Some(log), Some(counted)),
+        None => (None, None),
+    };
     let settings = conn.listener.settings();
     let backends = &conn.listener.backends;
     let app_cookie = match &settings.stickiness {
@@ -394,11 +567,15 @@ async fn handle(req: Request<Incoming>, conn: &Connection) -> Response<ResponseB
         _ => None,
     };
     let Some(backend) = bound.clone().or_else(|| backends.next()) else {
-        return status_response(Failure::Unavailable.status());
+        return status_response(Failure::Unavailable.status(), conn, log);
     };
     conn.listener.count_request();
 
     let (mut parts, body) = req.into_parts();
+    let body = RequestBody {
+        inner: body,
+        counted,
+    };
     strip_hop_by_hop(&mut parts.headers);
     x_forwarded(&mut parts.headers, conn);
     parts.version = Version::HTTP_11;
@@ -408,18 +585,22 @@ async fn handle(req: Request<Incoming>, conn: &Connection) -> Response<ResponseB
         let _waiting = conn.activity.waiting();
         tokio::time::timeout(
             settings.idle_timeout,
-            exchange(&backend, &settings, parts, body),
+            exchange(&backend, &settings, &conn.listener, parts, body),
         )
         .await
         .unwrap_or(Err(Failure::Timeout))
     };
-    let (response, sender) = match result {
+    let (response, sender, sent_at) = match result {
         Ok(r) => r,
         Err(f) => {
             tracing::debug!(backend = %backend.addr, failure = ?f, "request failed");
-            return status_response(f.status());
+            return status_response(f.status(), conn, log);
         }
     };
+    let headers_at = Instant::now();
+    conn.listener.stats.latency(headers_at - sent_at);
+    let code = response.status().as_u16();
+    conn.listener.stats.status(code, true);
 
     let (mut parts, body) = response.into_parts();
     strip_hop_by_hop(&mut parts.headers);
@@ -451,9 +632,21 @@ async fn handle(req: Request<Incoming>, conn: &Connection) -> Response<ResponseB
         }
         Stickiness::None => {}
     }
+    if let Some(l) = &mut log {
+        let r = &mut l.record;
+        r.backend = Some(backend.addr);
+        r.request_processing = Some(sent_at.saturating_duration_since(received_at));
+        r.backend_processing = Some(headers_at - sent_at);
+        r.response_processing = Some(headers_at.elapsed());
+        r.elb_status = Some(code);
+        r.backend_status = Some(code);
+    }
     let body = if body.is_end_stream() {
         return_to_pool(&backend, sender, settings.generation);
-        ResponseBody::empty()
+        ResponseBody {
+            log,
+            ..ResponseBody::empty()
+        }
     } else {
         ResponseBody {
             inner: Some(body),
@@ -464,10 +657,15 @@ async fn handle(req: Request<Incoming>, conn: &Connection) -> Response<ResponseB
             }),
             cut: Some(Box::pin(backend.cut_signal())),
             _active: Some(active),
+            log,
         }
     };
     Response::from_parts(parts, body)
 }
+
+/// A backend's response headers, the connection to return to the pool, and when the request
+/// went out.
+type Exchanged = (Response<Incoming>, SendRequest<RequestBody>, Instant);
 
 /// Sends the request to `backend` on a pooled connection (or a new one) and waits for the
 /// response headers. A request that a reused connection could not even send (the backend closed
@@ -475,17 +673,19 @@ async fn handle(req: Request<Incoming>, conn: &Connection) -> Response<ResponseB
 async fn exchange(
     backend: &Arc<BackendEntry>,
     settings: &Settings,
+    listener: &ListenerShared,
     parts: http::request::Parts,
-    body: Incoming,
-) -> Result<(Response<Incoming>, SendRequest<Incoming>), Failure> {
+    body: RequestBody,
+) -> Result<Exchanged, Failure> {
     let cut = backend.cut_signal();
     let work = async {
         let mut request = Request::from_parts(parts, body);
         if let Some(mut sender) = from_pool(backend, settings)
             && sender.ready().await.is_ok()
         {
+            let sent_at = Instant::now();
             match sender.try_send_request(request).await {
-                Ok(resp) => return Ok((resp, sender)),
+                Ok(resp) => return Ok((resp, sender, sent_at)),
                 Err(mut e) => match e.take_message() {
                     Some(unsent) => request = unsent,
                     None => {
@@ -499,12 +699,13 @@ async fn exchange(
                 },
             }
         }
-        let mut sender = connect(backend, settings).await?;
+        let mut sender = connect(backend, settings, listener).await?;
+        let sent_at = Instant::now();
         let resp = sender.send_request(request).await.map_err(|e| {
             tracing::debug!(backend = %backend.addr, error = %e, "backend exchange failed");
             Failure::Bad
         })?;
-        Ok((resp, sender))
+        Ok((resp, sender, sent_at))
     };
     tokio::select! {
         r = work => r,

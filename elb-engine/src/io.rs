@@ -17,14 +17,20 @@ use tokio::{
     time::Instant,
 };
 
+use crate::{listener::ListenerShared, observe::Counter};
+
 /// Counts progress on a client connection. The watchdog samples the count instead of reading the
-/// clock on every read and write.
+/// clock on every read and write. Bytes each way are counted for the connection (SSL/TCP access
+/// log records) and for its listener (`ProcessedBytes`).
 #[derive(Debug, Default)]
 pub struct Activity {
     progress: AtomicU64,
     /// Requests waiting for a backend's response headers: the connection is quiet, but the wait
     /// has its own timeout (504).
     waiting: AtomicUsize,
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    listener: Option<Arc<ListenerShared>>,
 }
 
 impl Activity {
@@ -33,8 +39,38 @@ impl Activity {
         Arc::new(Self::default())
     }
 
+    /// A new counter whose bytes also count for `listener`.
+    pub fn counting_for(listener: Arc<ListenerShared>) -> Arc<Self> {
+        Arc::new(Self {
+            listener: Some(listener),
+            ..Self::default()
+        })
+    }
+
     fn touch(&self) {
         self.progress.fetch_add(1, Ordering::Relaxed);
+    }
+
+    fn moved(&self, n: usize, inbound: bool) {
+        self.touch();
+        let n = n as u64;
+        let (mine, theirs) = if inbound {
+            (&self.bytes_in, Counter::BytesIn)
+        } else {
+            (&self.bytes_out, Counter::BytesOut)
+        };
+        mine.fetch_add(n, Ordering::Relaxed);
+        if let Some(l) = &self.listener {
+            l.stats.add(theirs, n);
+        }
+    }
+
+    /// Bytes read from and written to the client so far.
+    pub fn bytes(&self) -> (u64, u64) {
+        (
+            self.bytes_in.load(Ordering::Relaxed),
+            self.bytes_out.load(Ordering::Relaxed),
+        )
     }
 
     /// Marks a wait for a backend until the guard drops.
@@ -95,8 +131,9 @@ impl<T: AsyncRead + Unpin> AsyncRead for TrackedIo<T> {
     ) -> Poll<io::Result<()>> {
         let before = buf.filled().len();
         let r = Pin::new(&mut self.inner).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.activity.touch();
+        let n = buf.filled().len() - before;
+        if matches!(r, Poll::Ready(Ok(()))) && n > 0 {
+            self.activity.moved(n, true);
         }
         r
     }
@@ -109,8 +146,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            self.activity.moved(n, false);
         }
         r
     }
@@ -121,8 +160,10 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TrackedIo<T> {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.inner).poll_write_vectored(cx, bufs);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.activity.touch();
+        if let Poll::Ready(Ok(n)) = r
+            && n > 0
+        {
+            self.activity.moved(n, false);
         }
         r
     }

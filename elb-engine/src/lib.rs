@@ -57,6 +57,7 @@ pub mod config;
 pub mod http;
 pub mod io;
 pub mod listener;
+pub mod observe;
 /// The SSL negotiation policy table (the contract's: control refuses at the API what the engine
 /// cannot offer).
 pub use elb_contract::ssl_policy as policy;
@@ -76,7 +77,8 @@ pub use config::{
     Backend, BackendAuthentication, BackendProtocol, BackendState, FrontendProtocol,
     ListenerConfig, Stickiness, TlsSettings,
 };
-use listener::{RunningListener, Settings};
+use listener::{ObserverSlot, RunningListener, Settings};
+pub use observe::{Observer, RequestRecord, StatsSnapshot};
 
 /// What went wrong with one listener.
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +147,8 @@ pub struct ListenerStatus {
     pub requests: u64,
     /// Its backends.
     pub backends: Vec<BackendStatus>,
+    /// Its counters and gauges (AWS/ELB's metrics; see [`observe`]).
+    pub stats: StatsSnapshot,
 }
 
 /// The engine: a set of listeners, each with its backends, served by worker threads of its own
@@ -158,6 +162,7 @@ pub struct Engine {
 struct Inner {
     listeners: Mutex<HashMap<String, RunningListener>>,
     workers: workers::Workers,
+    observer: ObserverSlot,
 }
 
 impl Engine {
@@ -173,8 +178,16 @@ impl Engine {
             inner: Arc::new(Inner {
                 listeners: Mutex::new(HashMap::new()),
                 workers: workers::Workers::start(workers)?,
+                observer: ObserverSlot::default(),
             }),
         })
+    }
+
+    /// Sets (or, with `None`, removes) the observer that receives a record of every request
+    /// (HTTP/HTTPS) or connection (SSL/TCP) of the listeners it wants records of; connections
+    /// accepted from now on use it. See [`observe`].
+    pub fn set_observer(&self, observer: Option<Arc<dyn Observer>>) {
+        *self.inner.observer.write().expect("observer lock") = observer;
     }
 
     /// Makes the engine serve exactly `listeners`: new ones are bound and started, changed ones
@@ -211,7 +224,7 @@ impl Engine {
             };
             let result = match running.get_mut(&name) {
                 Some(r) => r.update(settings, workers),
-                None => RunningListener::start(settings, workers).map(|r| {
+                None => RunningListener::start(settings, workers, self.inner.observer.clone()).map(|r| {
                     tracing::info!(listener = %name, addrs = ?r.local_addrs(), "listener started");
                     running.insert(name.clone(), r);
                 }),
@@ -268,26 +281,30 @@ impl Engine {
         let running = self.inner.listeners.lock().expect("listeners lock");
         let mut out: Vec<ListenerStatus> = running
             .values()
-            .map(|r| ListenerStatus {
-                name: r.shared.name.clone(),
-                addrs: r.local_addrs(),
-                connections: r.shared.connections(),
-                open_connections: r.shared.open_connections(),
-                requests: r.shared.requests(),
-                backends: r
-                    .shared
-                    .backends
-                    .all()
-                    .iter()
-                    .filter_map(|b| {
-                        Some(BackendStatus {
-                            instance_id: b.instance_id.clone(),
-                            addr: b.addr,
-                            state: b.state()?,
-                            active: b.active(),
+            .map(|r| {
+                let stats = r.shared.stats.snapshot();
+                ListenerStatus {
+                    name: r.shared.name.clone(),
+                    addrs: r.local_addrs(),
+                    connections: stats.connections,
+                    open_connections: r.shared.open_connections(),
+                    requests: stats.requests,
+                    backends: r
+                        .shared
+                        .backends
+                        .all()
+                        .iter()
+                        .filter_map(|b| {
+                            Some(BackendStatus {
+                                instance_id: b.instance_id.clone(),
+                                addr: b.addr,
+                                state: b.state()?,
+                                active: b.active(),
+                            })
                         })
-                    })
-                    .collect(),
+                        .collect(),
+                    stats,
+                }
             })
             .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));

@@ -19,9 +19,13 @@ use crate::{
     backends::Backends,
     config::{FrontendProtocol, ListenerConfig},
     io::{Activity, nodelay},
+    observe::{Counter, ListenerStats, Observer, TlsInfo},
     tls,
     workers::Workers,
 };
+
+/// The engine's observer, shared by every listener (set with [`crate::Engine::set_observer`]).
+pub(crate) type ObserverSlot = Arc<RwLock<Option<Arc<dyn Observer>>>>;
 
 /// Listen backlog of each listener socket.
 const BACKLOG: i32 = 4096;
@@ -84,8 +88,9 @@ pub struct ListenerShared {
     /// Its backends.
     pub backends: Backends,
     stop: watch::Sender<bool>,
-    requests: AtomicU64,
-    connections: AtomicU64,
+    /// Its counters (see [`crate::observe`]).
+    pub stats: ListenerStats,
+    observer: ObserverSlot,
     open: AtomicUsize,
 }
 
@@ -109,17 +114,13 @@ impl ListenerShared {
 
     /// Counts a request (HTTP) or a forwarded connection (SSL/TCP).
     pub fn count_request(&self) {
-        self.requests.fetch_add(1, Ordering::Relaxed);
+        self.stats.add(Counter::Requests, 1);
     }
 
-    /// Requests (HTTP) or forwarded connections (SSL/TCP) so far.
-    pub fn requests(&self) -> u64 {
-        self.requests.load(Ordering::Relaxed)
-    }
-
-    /// Client connections accepted so far.
-    pub fn connections(&self) -> u64 {
-        self.connections.load(Ordering::Relaxed)
+    /// The observer, if it wants records of this listener's connections.
+    pub fn observer(&self) -> Option<Arc<dyn Observer>> {
+        let observer = self.observer.read().expect("observer lock").clone()?;
+        observer.wants_records(&self.name).then_some(observer)
     }
 
     /// Client connections open now.
@@ -179,14 +180,18 @@ fn bind_group(addr: SocketAddr, n: usize) -> io::Result<Vec<std::net::TcpListene
 impl RunningListener {
     /// Binds every address of `settings` and starts accepting. Fails (binding nothing) if an
     /// address cannot be bound.
-    pub fn start(settings: Settings, workers: &Workers) -> Result<Self, (SocketAddr, io::Error)> {
+    pub fn start(
+        settings: Settings,
+        workers: &Workers,
+        observer: ObserverSlot,
+    ) -> Result<Self, (SocketAddr, io::Error)> {
         let shared = Arc::new(ListenerShared {
             name: settings.config.name.clone(),
             settings: RwLock::new(Arc::new(settings)),
             backends: Backends::new(workers.len()),
             stop: watch::channel(false).0,
-            requests: AtomicU64::new(0),
-            connections: AtomicU64::new(0),
+            stats: ListenerStats::new(workers.len()),
+            observer,
             open: AtomicUsize::new(0),
         });
         let mut me = Self {
@@ -331,19 +336,30 @@ impl Drop for OpenGuard {
 }
 
 async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc<ListenerShared>) {
-    shared.connections.fetch_add(1, Ordering::Relaxed);
+    shared.stats.add(Counter::Connections, 1);
     shared.open.fetch_add(1, Ordering::Relaxed);
     let _open = OpenGuard(shared.clone());
+    let mut accepted = Accepted {
+        at: tokio::time::Instant::now(),
+        time: std::time::SystemTime::now(),
+        observer: shared.observer(),
+        tls: None,
+    };
     let settings = shared.settings();
     let local = stream
         .local_addr()
         .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)));
     let local_port = local.port();
-    let activity = Activity::new();
+    let activity = Activity::counting_for(shared.clone());
     let protocol = settings.config.protocol;
     let stream = if let Some(acceptor) = &settings.tls_acceptor {
         match tokio::time::timeout(settings.idle_timeout, acceptor.accept(stream)).await {
-            Ok(Ok(tls)) => Either::Tls(Box::new(tls)),
+            Ok(Ok(tls)) => {
+                if accepted.observer.is_some() {
+                    accepted.tls = crate::observe::tls_info(tls.get_ref().1);
+                }
+                Either::Tls(Box::new(tls))
+            }
             Ok(Err(e)) => {
                 tracing::debug!(%peer, listener = %shared.name, error = %e, "TLS handshake failed");
                 return;
@@ -365,6 +381,7 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc
                 local_port,
                 https: protocol == FrontendProtocol::Https,
                 activity,
+                accepted,
             };
             match stream {
                 Either::Plain(s) => crate::http::serve(s, conn).await,
@@ -372,10 +389,28 @@ async fn connection(stream: tokio::net::TcpStream, peer: SocketAddr, shared: Arc
             }
         }
         FrontendProtocol::Tcp | FrontendProtocol::Ssl => match stream {
-            Either::Plain(s) => crate::stream::serve(s, peer, local, shared, activity).await,
-            Either::Tls(s) => crate::stream::serve(s, peer, local, shared, activity).await,
+            Either::Plain(s) => {
+                crate::stream::serve(s, peer, local, shared, activity, accepted).await
+            }
+            Either::Tls(s) => {
+                crate::stream::serve(s, peer, local, shared, activity, accepted).await
+            }
         },
     }
+}
+
+/// A client connection as it was accepted: when, and whether (and with which TLS parameters)
+/// its requests are recorded.
+#[derive(Debug)]
+pub struct Accepted {
+    /// When the connection was accepted (monotonic).
+    pub at: tokio::time::Instant,
+    /// The same, as wall-clock time (records carry it).
+    pub time: std::time::SystemTime,
+    /// Where its records go, if anywhere.
+    pub observer: Option<Arc<dyn Observer>>,
+    /// Its TLS parameters (HTTPS/SSL listeners, when recorded).
+    pub tls: Option<TlsInfo>,
 }
 
 enum Either {

@@ -19,7 +19,8 @@ use tokio_rustls::client::TlsStream;
 use crate::{
     backends::BackendEntry,
     io::{Activity, TrackedIo, nodelay},
-    listener::{ListenerShared, Settings},
+    listener::{Accepted, ListenerShared, Settings},
+    observe::{Counter, RequestRecord},
     tls::backend_server_name,
 };
 
@@ -146,29 +147,64 @@ pub fn proxy_v1_header(client: SocketAddr, local: SocketAddr) -> String {
 
 /// Serves one client connection of an SSL/TCP listener: the next InService backend (sent a
 /// PROXY v1 header first when the listener asks for it), then bytes both ways until either side
-/// closes, the connection idles out, or the backend is cut.
+/// closes, the connection idles out, or the backend is cut. The connection is recorded when
+/// it ends (if its listener is observed).
 pub async fn serve<IO>(
     client: IO,
     peer: SocketAddr,
     local: SocketAddr,
     listener: Arc<ListenerShared>,
     activity: Arc<Activity>,
+    accepted: Accepted,
 ) where
     IO: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let settings = listener.settings();
+    let mut record = accepted.observer.as_ref().map(|_| RequestRecord {
+        time: accepted.time,
+        client: peer,
+        backend: None,
+        request_processing: None,
+        backend_processing: None,
+        response_processing: None,
+        elb_status: None,
+        backend_status: None,
+        received_bytes: 0,
+        sent_bytes: 0,
+        request: None,
+        user_agent: None,
+        tls: accepted.tls.clone(),
+    });
+    let finish = |record: Option<RequestRecord>| {
+        if let (Some(observer), Some(mut r)) = (&accepted.observer, record) {
+            (r.received_bytes, r.sent_bytes) = activity.bytes();
+            observer.record(&listener.name, r);
+        }
+    };
     let Some(backend) = listener.backends.next() else {
         tracing::debug!(%peer, listener = %listener.name, "no InService backend: closing");
+        finish(record);
         return;
     };
     listener.count_request();
     let _active = backend.track();
     let cut = backend.cut_signal();
     let stop = listener.stopped();
-    let mut server = match connect_backend(&backend, &settings).await {
+    let Some(queued) = listener.stats.enter_surge_queue() else {
+        tracing::debug!(%peer, listener = %listener.name, "surge queue full: closing");
+        finish(record);
+        return;
+    };
+    let connecting = tokio::time::Instant::now();
+    let connected = connect_backend(&backend, &settings).await;
+    drop(queued);
+    let connect_time = connecting.elapsed();
+    let mut server = match connected {
         Ok(s) => s,
         Err(e) => {
+            listener.stats.add(Counter::BackendConnectionErrors, 1);
             tracing::debug!(%peer, backend = %backend.addr, error = %e, "backend unreachable");
+            finish(record);
             return;
         }
     };
@@ -179,8 +215,16 @@ pub async fn serve<IO>(
             .await
         {
             tracing::debug!(%peer, backend = %backend.addr, error = %e, "backend closed before the PROXY header");
+            finish(record);
             return;
         }
+    }
+    listener.stats.latency(connect_time);
+    if let Some(r) = &mut record {
+        r.backend = Some(backend.addr);
+        r.request_processing = Some(connecting.duration_since(accepted.at));
+        r.backend_processing = Some(connect_time);
+        r.response_processing = Some(Duration::ZERO);
     }
     let mut client = TrackedIo::new(client, activity.clone());
     tokio::select! {
@@ -197,4 +241,5 @@ pub async fn serve<IO>(
         }
         () = stop => {}
     }
+    finish(record);
 }

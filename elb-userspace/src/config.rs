@@ -163,6 +163,33 @@ fn default_state_dir() -> String {
     "/var/lib/elb-servo".to_string()
 }
 
+fn default_spool_dir() -> String {
+    "/var/lib/elb-servo/access-logs".to_string()
+}
+
+fn default_max_spool_bytes() -> u64 {
+    1 << 30
+}
+
+/// Where access logs go (`[access_logs]`): without it, a load balancer with access logs enabled
+/// is refused (its logs would go nowhere).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogConfig {
+    /// The S3-compatible endpoint and its credentials (`[access_logs.s3]`).
+    pub s3: elb_s3::S3Settings,
+    /// Where lines wait for their upload (`open/` files being written, `ready/` finished ones).
+    #[serde(default = "default_spool_dir")]
+    pub spool_dir: String,
+    /// Most bytes the spool holds; past it new lines are dropped and counted.
+    #[serde(default = "default_max_spool_bytes")]
+    pub max_spool_bytes: u64,
+    /// The address in the log files' names (AWS: the load balancer node's); default: the first
+    /// of `public_addresses`, `private_addresses`, the SNAT addresses.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node_address: Option<Ipv4Addr>,
+}
+
 /// The servo's configuration: its own settings, and the load balancers it serves (each one
 /// admitted: valid and within the servo's limits).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -212,6 +239,9 @@ pub struct ServoConfig {
     /// unreachable starts from it.
     #[serde(default = "default_state_dir")]
     pub state_dir: String,
+    /// Access logs: the S3-compatible endpoint, the spool (applies at start).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_logs: Option<AccessLogConfig>,
     /// The load balancers served.
     #[serde(default, rename = "LoadBalancers")]
     pub load_balancers: Vec<LoadBalancer>,
@@ -305,7 +335,35 @@ impl ServoConfig {
                 self.metrics_listen
             ));
         }
+        if let Some(a) = &self.access_logs {
+            let e = &a.s3.endpoint;
+            if !(e.starts_with("http://") || e.starts_with("https://")) {
+                return invalid(format!(
+                    "access_logs.s3.endpoint {e:?} must start with http:// or https://"
+                ));
+            }
+            if a.spool_dir.is_empty() {
+                return invalid("access_logs.spool_dir must not be empty".into());
+            }
+        }
         Ok(())
+    }
+
+    /// The address access log files are named after (see [`AccessLogConfig::node_address`]).
+    pub fn node_address(&self) -> Ipv4Addr {
+        self.access_logs
+            .as_ref()
+            .and_then(|a| a.node_address)
+            .or_else(|| self.public_addresses.first().copied())
+            .or_else(|| self.private_addresses.first().copied())
+            .or_else(|| {
+                self.snat
+                    .iter()
+                    .flat_map(|s| s.addresses.first())
+                    .next()
+                    .copied()
+            })
+            .unwrap_or(Ipv4Addr::UNSPECIFIED)
     }
 
     /// The same settings without load balancers.
@@ -409,6 +467,10 @@ Listeners = [{ Protocol = "TCP", LoadBalancerPort = 81, InstancePort = 81, Weigh
             ("interfaces = [\"a\"]\nbogus = 1", "bogus"),
             ("interfaces = [\"a\"]\nsnat_ports = \"9-3\"", "port range"),
             ("interfaces = [\"eth0\"\nzone = 3", "line"),
+            (
+                "interfaces = [\"a\"]\n[access_logs.s3]\nendpoint = \"s3.local\"\naccess_key_id = \"k\"\nsecret_access_key = \"s\"",
+                "http://",
+            ),
         ] {
             let err = ConfigFile::parse(text).expect_err(text).to_string();
             assert!(err.contains(needle), "{err:?} should mention {needle:?}");

@@ -88,6 +88,8 @@ pub struct ControlNode {
     pub addr: SocketAddr,
     /// DNS address, if this replica serves DNS.
     pub dns: Option<SocketAddr>,
+    /// Its Prometheus endpoint (`--metrics-listen`).
+    pub metrics: SocketAddr,
     /// Log file.
     pub log: PathBuf,
 }
@@ -664,6 +666,8 @@ impl System {
             self.spec.servos_per_zone.to_string(),
         ]);
         args.extend(self.spec.control_args.iter().cloned());
+        let metrics = SocketAddr::from((control_addr(r), 9401));
+        args.extend(["--metrics-listen".into(), metrics.to_string()]);
         let dns = (r == 0).then(|| SocketAddr::from((control_addr(r), 53)));
         if let Some(dns) = dns {
             args.extend([
@@ -681,6 +685,7 @@ impl System {
             tls_url: format!("https://{tls_addr}"),
             addr,
             dns,
+            metrics,
             log: self.dir.path().join(format!("control-{r}.log")),
         };
         node.spawn()?;
@@ -815,6 +820,64 @@ addresses = ["{snat}"]
             );
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    /// Control replica `r`'s Prometheus text (`GET /metrics` on its `--metrics-listen`), read
+    /// from the client.
+    pub fn control_metrics(&self, r: usize) -> anyhow::Result<String> {
+        let addr = self.controls[r].metrics;
+        self.client.run(|| {
+            Ok(Connection::open(addr, Duration::from_secs(5))?
+                .get("/metrics", false)?
+                .text())
+        })
+    }
+
+    /// A value of control replica `r`'s Prometheus text: the series `name` whose labels are
+    /// `load_balancer`, the test account and `zone`.
+    pub fn control_metric(&self, r: usize, name: &str, lb: &str, zone: &str) -> Option<f64> {
+        let text = self.control_metrics(r).ok()?;
+        let series = format!(
+            "{name}{{load_balancer=\"{lb}\",account=\"{}\",zone=\"{zone}\"}} ",
+            self.account.id
+        );
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.trim().parse().ok())
+    }
+
+    /// Signs in to control's web console from the client (cookie jar in the scratch directory)
+    /// and GETs `path` of its API; the JSON answer.
+    pub fn console_get(&self, path: &str) -> anyhow::Result<serde_json::Value> {
+        let jar = self.dir.path().join("console-cookies");
+        let base = format!("{}/console/api", self.controls[0].url);
+        if !jar.exists() {
+            let body = serde_json::json!({
+                "AccessKeyId": self.account.access_key,
+                "SecretAccessKey": self.account.secret,
+            })
+            .to_string();
+            let jar = jar.display().to_string();
+            self.client.exec(&[
+                "curl",
+                "-sf",
+                "-c",
+                &jar,
+                "-H",
+                "content-type: application/json",
+                "--data",
+                &body,
+                &format!("{base}/session"),
+            ])?;
+        }
+        let out = self.client.exec(&[
+            "curl",
+            "-sf",
+            "-b",
+            &jar.display().to_string(),
+            &format!("{base}{path}"),
+        ])?;
+        json_of(&out)
     }
 
     /// The DNS name of load balancer `lb` of the test account.

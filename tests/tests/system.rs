@@ -691,3 +691,120 @@ fn failover_with_slow_health_checks_carries_health_over() {
         "the standby never went through registration:\n{standby}"
     );
 }
+
+/// Metrics per load balancer from servo reports to control: traffic through a real servo to
+/// two load balancers, read back from control's Prometheus endpoint (per load balancer and
+/// zone, exact connection counts) and from the console's history.
+#[test]
+fn metrics_per_load_balancer_reach_prometheus_and_the_console() {
+    let sys = System::start(SystemSpec::poc()).expect("starting the system");
+    make_lb(
+        &sys,
+        "web",
+        HTTP_80,
+        &["zone-a", "zone-b"],
+        "HTTP:80/name",
+        &["i-web1", "i-web2", "i-web3"],
+    )
+    .unwrap();
+    make_lb(
+        &sys,
+        "other",
+        "Protocol=TCP,LoadBalancerPort=81,InstanceProtocol=TCP,InstancePort=80",
+        &["zone-a"],
+        "TCP:80",
+        &["i-web1"],
+    )
+    .unwrap();
+    sys.wait_health(
+        "web",
+        &[
+            ("i-web1", "InService"),
+            ("i-web2", "InService"),
+            ("i-web3", "InService"),
+        ],
+        Duration::from_secs(60),
+    )
+    .unwrap();
+    sys.wait_health("other", &[("i-web1", "InService")], Duration::from_secs(60))
+        .unwrap();
+    // Through zone-a's servo only: 40 connections to web, 10 to other.
+    let vip = sys.servos[0].vip;
+    for _ in 0..40 {
+        sys.get_name(SocketAddr::from((vip, 80))).unwrap();
+    }
+    for _ in 0..10 {
+        assert_eq!(sys.get_name(SocketAddr::from((vip, 81))).unwrap(), "web1");
+    }
+    let metric = |name: &str, lb: &str, zone: &str| sys.control_metric(0, name, lb, zone);
+    let got = wait_for(Duration::from_secs(60), "control's totals", || {
+        let web = metric("aws_elb_new_connection_count_total", "web", "zone-a")?;
+        let other = metric("aws_elb_new_connection_count_total", "other", "zone-a")?;
+        (web >= 40.0 && other >= 10.0).then_some((web, other))
+    })
+    .unwrap_or_else(|e| panic!("{e}: {}", sys.control_metrics(0).unwrap_or_default()));
+    assert_eq!(
+        got,
+        (40.0, 10.0),
+        "exact connection counts per load balancer"
+    );
+    let text = sys.control_metrics(0).unwrap();
+    assert_eq!(
+        metric("aws_elb_request_count_total", "web", "zone-a"),
+        Some(40.0)
+    );
+    assert_eq!(
+        metric("aws_elb_new_connection_count_total", "web", "zone-b"),
+        Some(0.0),
+        "zone-b's servo forwarded nothing: {text}"
+    );
+    assert!(metric("aws_elb_processed_bytes_total", "web", "zone-a").unwrap() > 40.0 * 100.0);
+    // Packets: at least a SYN, a request, an ACK and a FIN each way per connection.
+    assert!(metric("aws_elb_processed_packets_total", "web", "zone-a").unwrap() >= 40.0 * 4.0);
+    // Each zone's servo counts the instances it checks.
+    assert_eq!(
+        metric("aws_elb_healthy_host_count", "web", "zone-a"),
+        Some(2.0)
+    );
+    assert_eq!(
+        metric("aws_elb_healthy_host_count", "web", "zone-b"),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric("aws_elb_un_healthy_host_count", "web", "zone-a"),
+        Some(0.0)
+    );
+    assert!(metric("aws_elb_active_connection_count", "web", "zone-a").is_some());
+    // XDP listeners measure no HTTP codes or latency: those series are absent, not zero.
+    assert!(
+        !text.contains("aws_elb_httpcode_backend_2xx_total{load_balancer=\"web\""),
+        "{text}"
+    );
+
+    // The console's history: the same connections, as increases per 10-second step.
+    let total = |history: &serde_json::Value, name: &str| -> f64 {
+        history["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["Name"] == name)
+            .unwrap()["Values"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(serde_json::Value::as_f64)
+            .sum()
+    };
+    let sums = wait_for(Duration::from_secs(30), "the console's history", || {
+        let web = sys.console_get("/metrics?LoadBalancerName=web").ok()?;
+        let other = sys.console_get("/metrics?LoadBalancerName=other").ok()?;
+        let sums = (
+            total(&web, "NewConnectionCount"),
+            total(&other, "NewConnectionCount"),
+            total(&web, "RequestCount"),
+        );
+        (sums.0 >= 40.0 && sums.1 >= 10.0).then_some(sums)
+    })
+    .unwrap();
+    assert_eq!(sums, (40.0, 10.0, 40.0));
+}

@@ -2,7 +2,7 @@
 
 use super::Ctx;
 use crate::error::{ApiError, ErrorCode};
-use crate::model::Attributes;
+use crate::model::{Attributes, LoadBalancer};
 use crate::validate::{self, printable};
 use crate::xml::XmlWriter;
 
@@ -87,11 +87,32 @@ pub async fn describe(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     Ok(ctx.respond(|w| write_attributes(w, &lb.attributes)))
 }
 
-fn bucket_name_ok(name: &str) -> bool {
-    (3..=63).contains(&name.len())
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'.' || b == b'-')
+/// Access logs need somewhere to go: control's S3-compatible endpoint, and a bucket that
+/// exists there (AWS and Eucalyptus refuse a missing bucket when the attribute is set, rather
+/// than losing the logs later).
+async fn check_bucket(ctx: &Ctx<'_>, bucket: &str) -> Result<(), ApiError> {
+    let Some(s3) = ctx.state.s3() else {
+        return Err(ApiError::invalid_config(
+            "Access logs cannot be enabled: this service has no S3-compatible endpoint to \
+             deliver them to (its administrator must start elb-control with --s3-endpoint)",
+        ));
+    };
+    match s3.check_bucket(bucket).await {
+        Ok(()) => Ok(()),
+        Err(elb_s3::S3Error::NoSuchBucket { .. }) => Err(ApiError::invalid_config(format!(
+            "S3Bucket: {bucket} does not exist"
+        ))),
+        Err(e) => {
+            tracing::warn!(error = %e, bucket, "cannot check an access log bucket");
+            Err(ApiError::new(
+                ErrorCode::ServiceUnavailable,
+                format!(
+                    "The S3-compatible endpoint could not be asked whether bucket {bucket} \
+                     exists; retry later"
+                ),
+            ))
+        }
+    }
 }
 
 pub async fn modify(ctx: &Ctx<'_>) -> Result<String, ApiError> {
@@ -124,7 +145,7 @@ pub async fn modify(ctx: &Ctx<'_>) -> Result<String, ApiError> {
     let bucket = get("AccessLog.S3BucketName").map(str::to_string);
     if let Some(b) = bucket
         .as_deref()
-        .filter(|b| !b.is_empty() && !bucket_name_ok(b))
+        .filter(|b| !b.is_empty() && !elb_contract::bucket_name_ok(b))
     {
         return Err(ApiError::validation(format!(
             "S3BucketName '{}' is not a valid bucket name",
@@ -132,14 +153,18 @@ pub async fn modify(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         )));
     }
     let interval = int("AccessLog.EmitInterval", 5, 60)?;
-    if interval.is_some_and(|i| i != 5 && i != 60) {
+    if interval.is_some_and(|i| {
+        !elb_contract::EMIT_INTERVALS
+            .iter()
+            .any(|e| i64::from(*e) == i)
+    }) {
         return Err(ApiError::validation(
             "AccessLog EmitInterval must be 5 or 60 (minutes)",
         ));
     }
     let prefix = get("AccessLog.S3BucketPrefix").map(str::to_string);
     if let Some(pre) = &prefix {
-        validate::free_text("S3BucketPrefix", pre, 1024)?;
+        validate::free_text("S3BucketPrefix", pre, elb_contract::MAX_PREFIX_LEN)?;
     }
     let draining = boolean("ConnectionDraining.Enabled")?;
     // Parsed as any number: the ranges are the contract's, checked on the result.
@@ -186,46 +211,62 @@ pub async fn modify(ctx: &Ctx<'_>) -> Result<String, ApiError> {
         extra.push((key.clone(), value.clone()));
     }
 
-    let attrs = ctx
-        .update_lb(name, |lb| {
-            let a = &mut lb.attributes;
-            let to_u32 = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
-            if let Some(v) = cross_zone {
-                a.servo.cross_zone_load_balancing.enabled = v;
+    let touches_log = given
+        .iter()
+        .any(|k| k.starts_with("LoadBalancerAttributes.AccessLog."));
+    let change = move |lb: &mut LoadBalancer| -> Result<Attributes, ApiError> {
+        let a = &mut lb.attributes;
+        let to_u32 = |v: i64| u32::try_from(v).unwrap_or(u32::MAX);
+        if let Some(v) = cross_zone {
+            a.servo.cross_zone_load_balancing.enabled = v;
+        }
+        if let Some(b) = bucket {
+            a.access_log.s3_bucket_name = Some(b).filter(|b| !b.is_empty());
+        }
+        if let Some(pre) = prefix {
+            a.access_log.s3_bucket_prefix = Some(pre).filter(|p| !p.is_empty());
+        }
+        if let Some(i) = interval {
+            a.access_log.emit_interval = to_u32(i);
+        }
+        if let Some(v) = log_enabled {
+            a.access_log.enabled = v;
+        }
+        if a.access_log.enabled && a.access_log.s3_bucket_name.is_none() {
+            return Err(ApiError::invalid_config("Access logs need an S3BucketName"));
+        }
+        if let Some(v) = draining {
+            a.servo.connection_draining.enabled = v;
+        }
+        if let Some(t) = draining_timeout {
+            a.servo.connection_draining.timeout = to_u32(t);
+        }
+        if let Some(t) = idle {
+            a.servo.connection_settings.idle_timeout = to_u32(t);
+        }
+        for (k, v) in &extra {
+            match a.additional.iter_mut().find(|(key, _)| key == k) {
+                Some(entry) => entry.1.clone_from(v),
+                None => a.additional.push((k.clone(), v.clone())),
             }
-            if let Some(b) = bucket {
-                a.access_log.s3_bucket_name = Some(b).filter(|b| !b.is_empty());
-            }
-            if let Some(pre) = prefix {
-                a.access_log.s3_bucket_prefix = Some(pre).filter(|p| !p.is_empty());
-            }
-            if let Some(i) = interval {
-                a.access_log.emit_interval = to_u32(i);
-            }
-            if let Some(v) = log_enabled {
-                a.access_log.enabled = v;
-            }
-            if a.access_log.enabled && a.access_log.s3_bucket_name.is_none() {
-                return Err(ApiError::invalid_config("Access logs need an S3BucketName"));
-            }
-            if let Some(v) = draining {
-                a.servo.connection_draining.enabled = v;
-            }
-            if let Some(t) = draining_timeout {
-                a.servo.connection_draining.timeout = to_u32(t);
-            }
-            if let Some(t) = idle {
-                a.servo.connection_settings.idle_timeout = to_u32(t);
-            }
-            for (k, v) in extra {
-                match a.additional.iter_mut().find(|(key, _)| *key == k) {
-                    Some(entry) => entry.1 = v,
-                    None => a.additional.push((k, v)),
-                }
-            }
-            Ok(lb.attributes.clone())
-        })
-        .await?;
+        }
+        Ok(lb.attributes.clone())
+    };
+    // An access log destination is checked before anything is stored: first the rules on the
+    // result (cheap, and what the client must fix first), then the bucket.
+    let mut preview = ctx
+        .state
+        .store()
+        .get_lb(&ctx.key(name))
+        .await?
+        .ok_or_else(|| ApiError::lb_not_found(name))?;
+    let after = change.clone()(&mut preview)?;
+    validate::check_rules(&preview)?;
+    if touches_log && after.access_log.enabled {
+        let bucket = after.access_log.s3_bucket_name.clone().unwrap_or_default();
+        check_bucket(ctx, &bucket).await?;
+    }
+    let attrs = ctx.update_lb(name, change).await?;
     Ok(ctx.respond(|w| {
         w.text("LoadBalancerName", name);
         write_attributes(w, &attrs);

@@ -63,7 +63,7 @@ pub async fn run_background(state: AppState) {
             }
         }
     };
-    tokio::join!(metrics::run_sampler(state), sweeper);
+    tokio::join!(crate::metrics::run_sampler(state), sweeper);
 }
 
 /// A static file of the page.

@@ -153,6 +153,7 @@ pub(super) async fn heartbeat(
             .counters
             .as_ref()
             .map(|c| serde_json::to_string(c).unwrap_or_default());
+        let metrics = req.metrics.as_ref().map(|m| check_metrics(m)).transpose()?;
         let record = &servo.0;
         let was_live = state
             .store()
@@ -160,6 +161,7 @@ pub(super) async fn heartbeat(
                 &record.id,
                 state.config().servo.timeout_ms(),
                 counters.as_deref(),
+                metrics.as_deref(),
             )
             .await?
             .ok_or_else(|| {
@@ -176,6 +178,46 @@ pub(super) async fn heartbeat(
     }
     .await;
     finish("heartbeat", &servo, started, result)
+}
+
+/// Most load balancers one heartbeat may report metrics of (a servo's capacity is bounded by
+/// its listener map long before).
+const MAX_METRICS_LBS: usize = 4096;
+/// Most listeners per load balancer in a report (the API allows 100).
+const MAX_METRICS_LISTENERS: usize = 128;
+
+/// The metrics of a heartbeat, checked and serialised for the store.
+fn check_metrics(
+    metrics: &[elb_contract::wire::LoadBalancerMetrics],
+) -> Result<String, ServoError> {
+    if metrics.len() > MAX_METRICS_LBS {
+        return Err(ServoError::BadRequest(format!(
+            "Metrics: at most {MAX_METRICS_LBS} load balancers"
+        )));
+    }
+    for m in metrics {
+        if !elb_contract::name_ok(&m.load_balancer_name, elb_contract::MAX_SERVO_NAME_LEN) {
+            return Err(ServoError::BadRequest(format!(
+                "Metrics: '{}' is not a load balancer name",
+                crate::validate::printable(&m.load_balancer_name)
+            )));
+        }
+        if m.listeners.len() > MAX_METRICS_LISTENERS {
+            return Err(ServoError::BadRequest(format!(
+                "Metrics: at most {MAX_METRICS_LISTENERS} listeners per load balancer"
+            )));
+        }
+        let bad_latency = m
+            .listeners
+            .iter()
+            .any(|l| l.latency_sum.is_some_and(|v| !v.is_finite() || v < 0.0));
+        if bad_latency {
+            return Err(ServoError::BadRequest(
+                "Metrics: LatencySum must be a non-negative number".into(),
+            ));
+        }
+    }
+    serde_json::to_string(metrics).map_err(|e| ServoError::BadRequest(format!("Metrics: {e}")))
 }
 
 /// `since` and `wait` from the query string; other parameters are ignored.

@@ -84,7 +84,22 @@ fn contract_lb(
             .collect(),
         certificates: Vec::new(),
         security_groups,
+        access_log: access_log(lb),
     }
+}
+
+/// The AccessLog attribute as servos act on it: present while enabled, with the names the
+/// object keys need.
+fn access_log(lb: &LoadBalancer) -> Option<elb_contract::AccessLog> {
+    let a = &lb.attributes.access_log;
+    a.enabled.then(|| elb_contract::AccessLog {
+        s3_bucket_name: a.s3_bucket_name.clone().unwrap_or_default(),
+        s3_bucket_prefix: a.s3_bucket_prefix.clone().unwrap_or_default(),
+        emit_interval: a.emit_interval,
+        account_id: lb.key.account_id.clone(),
+        region: lb.key.region.clone(),
+        load_balancer_name: Some(lb.key.name.clone()),
+    })
 }
 
 /// The load balancer's security groups with their rules: `None` without groups (open to

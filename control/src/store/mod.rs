@@ -42,7 +42,7 @@ pub use security_groups::{GroupOrigin, SecurityGroupRecord};
 pub use servo::{
     AssignedLb, AssignmentChange, AssignmentChanges, AssignmentRow, DnsLookup, HealthUpdate,
     HealthUpdateOutcome, LbPlacement, PlacementState, RefusalOutcome, ServoConfigData, ServoInfo,
-    ServoLb, ServoPlacement, ServoRecord, StateChange, is_live, servo_lb_name,
+    ServoLb, ServoMetrics, ServoPlacement, ServoRecord, StateChange, is_live, servo_lb_name,
 };
 
 /// The PostgreSQL NOTIFY channel that carries each committed config version.

@@ -272,4 +272,13 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
             "CREATE INDEX lb_security_groups_by_group ON lb_security_groups (group_id)",
         ],
     ),
+    (
+        8,
+        &[
+            // What a servo saw of each load balancer it serves (JSON list of
+            // elb_contract::wire::LoadBalancerMetrics), as its last heartbeat reported it: the
+            // metrics every replica aggregates (src/metrics.rs).
+            "ALTER TABLE servos ADD COLUMN metrics TEXT",
+        ],
+    ),
 ];

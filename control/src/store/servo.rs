@@ -71,6 +71,16 @@ pub struct ServoInfo {
     pub refused: Vec<Refusal>,
 }
 
+/// What a servo last reported about the load balancers it serves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServoMetrics {
+    pub servo_id: String,
+    pub zone: String,
+    pub live: bool,
+    /// JSON list of `elb_contract::wire::LoadBalancerMetrics`.
+    pub metrics: String,
+}
+
 /// A load balancer as the assignment task sees it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LbPlacement {
@@ -509,13 +519,15 @@ impl Store {
         Ok(before.is_some_and(|s| is_live(&s, now, timeout_ms)))
     }
 
-    /// Records a heartbeat. `None` if the servo has not registered (it must register first);
-    /// otherwise whether it was live before this beat.
+    /// Records a heartbeat, with the counters and metrics it carries (each kept as it was when
+    /// left out). `None` if the servo has not registered (it must register first); otherwise
+    /// whether it was live before this beat.
     pub async fn heartbeat(
         &self,
         id: &str,
         timeout_ms: i64,
         counters: Option<&str>,
+        metrics: Option<&str>,
     ) -> Result<Option<bool>, StoreError> {
         let Some(before) = self.servo(id).await? else {
             return Ok(None);
@@ -525,28 +537,43 @@ impl Store {
         }
         let mut conn = self.pool().acquire().await?;
         let now = self.db_now(&mut conn).await?;
-        match counters {
-            Some(counters) => {
-                sqlx::query(&format!(
-                    "UPDATE servos SET last_heartbeat = {}, counters = $2 WHERE id = $1",
-                    self.now_sql()
-                ))
-                .bind(id)
-                .bind(counters)
-                .execute(&mut *conn)
-                .await?;
-            }
-            None => {
-                sqlx::query(&format!(
-                    "UPDATE servos SET last_heartbeat = {} WHERE id = $1",
-                    self.now_sql()
-                ))
-                .bind(id)
-                .execute(&mut *conn)
-                .await?;
-            }
-        }
+        sqlx::query(&format!(
+            "UPDATE servos SET last_heartbeat = {}, counters = COALESCE($2, counters),
+                metrics = COALESCE($3, metrics)
+             WHERE id = $1",
+            self.now_sql()
+        ))
+        .bind(id)
+        .bind(counters)
+        .bind(metrics)
+        .execute(&mut *conn)
+        .await?;
         Ok(Some(is_live(&before, now, timeout_ms)))
+    }
+
+    /// The metrics each servo's last heartbeat reported (JSON), with its zone and liveness.
+    pub async fn servo_metrics(&self, timeout_ms: i64) -> Result<Vec<ServoMetrics>, StoreError> {
+        let mut conn = self.pool().acquire().await?;
+        let now = self.db_now(&mut conn).await?;
+        let rows = sqlx::query(
+            "SELECT id, zone, registered_at, last_heartbeat, metrics FROM servos
+             WHERE metrics IS NOT NULL ORDER BY id",
+        )
+        .fetch_all(&mut *conn)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let registered_at: Option<i64> = r.try_get("registered_at")?;
+                let last_heartbeat: Option<i64> = r.try_get("last_heartbeat")?;
+                Ok(ServoMetrics {
+                    servo_id: r.try_get("id")?,
+                    zone: r.try_get("zone")?,
+                    live: registered_at.is_some()
+                        && last_heartbeat.is_some_and(|hb| hb > now.saturating_sub(timeout_ms)),
+                    metrics: r.try_get("metrics")?,
+                })
+            })
+            .collect()
     }
 
     /// The placement state now, outside any transaction (for a first look).

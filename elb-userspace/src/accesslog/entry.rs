@@ -11,7 +11,7 @@
 //! balancer could not reach a backend) or `"- - - "` (the request of a TCP/SSL connection).
 
 use std::fmt::Write as _;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// An HTTP request as the log shows it: `GET http://host:80/path HTTP/1.1`.
@@ -29,9 +29,9 @@ pub struct RequestLine {
 pub struct AccessLogEntry {
     /// When the load balancer received the connection or request.
     pub time: SystemTime,
-    pub client: SocketAddrV4,
+    pub client: SocketAddr,
     /// `None` when no backend was reached.
-    pub backend: Option<SocketAddrV4>,
+    pub backend: Option<SocketAddr>,
     /// TCP: connection accepted to first byte sent to the backend. HTTP: request received
     /// to request sent. `None` prints `-1`.
     pub request_processing: Option<Duration>,
@@ -50,6 +50,75 @@ pub struct AccessLogEntry {
     pub user_agent: Option<String>,
     /// Negotiated cipher and protocol (`ECDHE-RSA-AES128-GCM-SHA256`, `TLSv1.2`).
     pub tls: Option<(String, String)>,
+}
+
+impl From<elb_engine::RequestRecord> for AccessLogEntry {
+    /// A request (HTTP/HTTPS listener) or connection (SSL listener) the engine served.
+    fn from(r: elb_engine::RequestRecord) -> Self {
+        Self {
+            time: r.time,
+            client: r.client,
+            backend: r.backend,
+            request_processing: r.request_processing,
+            backend_processing: r.backend_processing,
+            response_processing: r.response_processing,
+            elb_status: r.elb_status,
+            backend_status: r.backend_status,
+            received_bytes: r.received_bytes,
+            sent_bytes: r.sent_bytes,
+            request: r.request.map(|l| RequestLine {
+                method: l.method,
+                url: l.url,
+                version: l.version,
+            }),
+            user_agent: r.user_agent,
+            tls: r.tls.map(|t| (t.cipher, t.protocol)),
+        }
+    }
+}
+
+/// One TCP connection the XDP program forwarded, as the dataplane's flow-end event describes
+/// it: what the agent's consumer of those events passes to [`crate::accesslog::AccessLogs::record`]
+/// (after `AccessLogEntry::from`) with the load balancer the flow's listener belongs to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowRecord {
+    /// When the client's SYN arrived.
+    pub started: SystemTime,
+    /// The client.
+    pub client: SocketAddr,
+    /// The backend the flow went to (`None`: refused, no backend).
+    pub backend: Option<SocketAddr>,
+    /// The client's SYN to its forwarding towards the backend (`request_processing_time`).
+    pub to_backend: Option<Duration>,
+    /// The SYN forwarded to the backend's SYN-ACK (`backend_processing_time`: the connection to
+    /// the instance).
+    pub backend_connect: Option<Duration>,
+    /// TCP payload bytes from the client.
+    pub bytes_from_client: u64,
+    /// TCP payload bytes to the client.
+    pub bytes_to_client: u64,
+}
+
+impl From<FlowRecord> for AccessLogEntry {
+    /// AWS's TCP line: no status codes, request `"- - - "`, user agent `"-"`, no TLS; the
+    /// response time is zero (XDP rewrites packets as they pass).
+    fn from(f: FlowRecord) -> Self {
+        Self {
+            time: f.started,
+            client: f.client,
+            backend: f.backend,
+            request_processing: f.to_backend,
+            backend_processing: f.backend_connect,
+            response_processing: f.backend.map(|_| Duration::ZERO),
+            elb_status: None,
+            backend_status: None,
+            received_bytes: f.bytes_from_client,
+            sent_bytes: f.bytes_to_client,
+            request: None,
+            user_agent: None,
+            tls: None,
+        }
+    }
 }
 
 /// `2015-05-13T23:39:43.945958Z`.
@@ -246,6 +315,24 @@ mod tests {
             "2015-05-13T23:39:43.000000Z web 192.168.131.39:2817 - -1 -1 -1 503 - 0 0 \
              \"GET https://www.example.com:443/a%22b HTTP/1.1\" \"curl/7.88.1\" \
              ECDHE-RSA-AES128-GCM-SHA256 TLSv1.2\n"
+        );
+    }
+
+    #[test]
+    fn a_flow_record_is_a_tcp_line() {
+        let entry = AccessLogEntry::from(FlowRecord {
+            started: at(1_431_560_383, 945_958),
+            client: "192.168.131.39:2817".parse().unwrap(),
+            backend: Some("10.0.0.1:80".parse().unwrap()),
+            to_backend: Some(Duration::from_micros(57)),
+            backend_connect: Some(Duration::from_micros(310)),
+            bytes_from_client: 82,
+            bytes_to_client: 305,
+        });
+        assert_eq!(
+            entry.format_line("lb"),
+            "2015-05-13T23:39:43.945958Z lb 192.168.131.39:2817 10.0.0.1:80 \
+             0.000057 0.000310 0.000000 - - 82 305 \"- - - \" \"-\" - -\n"
         );
     }
 

@@ -1,8 +1,9 @@
-//! Access logs: the servo collects one line per connection (TCP/SSL listeners, from the
-//! dataplane's flow events) or per request (listeners the L7 engine serves), in AWS's classic
-//! ELB format ([`entry`]), into files of `EmitInterval` (5 or 60 minutes, aligned to the hour),
-//! and uploads each finished file to the load balancer's `S3BucketName`/`S3BucketPrefix` under
-//! AWS's key layout ([`s3`]).
+//! Access logs: the servo collects one line per connection (SSL listeners, and TCP listeners
+//! from the dataplane's flow events: [`FlowRecord`]) or per request (HTTP/HTTPS listeners the
+//! engine serves), in AWS's classic ELB format ([`entry`]), into files of `EmitInterval` (5 or
+//! 60 minutes, aligned to the hour), and uploads each finished file to the load balancer's
+//! `S3BucketName`/`S3BucketPrefix` under AWS's key layout ([`LogDestination::object_key`]),
+//! through `elb-s3`.
 //!
 //! Nothing is lost silently. Lines go to a spool on disk (`<spool>/open/`, flushed every
 //! second); a finished interval moves to `<spool>/ready/` and stays there until the upload
@@ -11,7 +12,6 @@
 //! past it new lines are refused, counted in [`Stats::dropped_lines`] and logged.
 
 pub mod entry;
-pub mod s3;
 
 use std::collections::HashMap;
 use std::fs::{self, File};
@@ -25,8 +25,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::{Notify, watch};
 
-pub use entry::{AccessLogEntry, LogDestination, RequestLine};
-pub use s3::{S3Error, S3Settings, S3Writer};
+pub use elb_s3::{S3Error, S3Settings, S3Writer};
+pub use entry::{AccessLogEntry, FlowRecord, LogDestination, RequestLine};
 
 /// How the servo keeps and delivers access logs.
 #[derive(Debug, Clone)]
@@ -201,7 +201,15 @@ impl AccessLogs {
         inner.destinations = destinations;
     }
 
-    /// Records one line for load balancer `lb` (ignored when it does not log).
+    /// Whether load balancer `lb` logs now.
+    pub fn is_logging(&self, lb: &str) -> bool {
+        self.lock().destinations.contains_key(lb)
+    }
+
+    /// Records one line for load balancer `lb` (ignored when it does not log). Never blocks on
+    /// the network: the line is appended to the open file's buffer (flushed every second), or
+    /// dropped and counted when the spool is full. The engine's records and the dataplane's
+    /// flow events ([`FlowRecord`]) come through here.
     pub fn record(&self, lb: &str, entry: &AccessLogEntry) {
         let now = SystemTime::now();
         let mut inner = self.lock();

@@ -5,7 +5,8 @@
 //! - it must decode, and pass the contract's [`LoadBalancer::validate`] (the ELB model's rules,
 //!   the same check control runs);
 //! - it must fit this servo: at least one VIP, no listener on the port of the servo's own
-//!   metrics endpoint on that address, at most [`MAX_SET_BACKENDS`] instances, and room in the
+//!   metrics endpoint on that address, an S3 endpoint (`[access_logs]`) if it has access logs
+//!   enabled, at most [`MAX_SET_BACKENDS`] instances, and room in the
 //!   maps ([`MAX_LISTENERS`] listeners, [`MAX_BACKENDS`] backends, the security groups' allow
 //!   list entries over all load balancers);
 //! - the listeners the userspace engine serves must build: the document carries each HTTPS/SSL
@@ -55,6 +56,13 @@ fn limits(settings: &ServoConfig, lb: &LoadBalancer) -> Vec<String> {
                 ));
             }
         }
+    }
+    if lb.access_log.is_some() && settings.access_logs.is_none() {
+        out.push(
+            "access logs are enabled but this servo has nowhere to send them (no [access_logs] \
+             in its configuration)"
+                .to_string(),
+        );
     }
     if lb.instances.len() > MAX_SET_BACKENDS {
         out.push(format!(
@@ -282,6 +290,33 @@ mod tests {
             &[],
         );
         assert!(a.served.is_empty() && !a.refused[0].serving_previous);
+    }
+
+    #[test]
+    fn access_logs_need_an_endpoint_on_the_servo() {
+        let mut logged = lb("logged", "198.18.0.1", 443);
+        logged.listeners[0].instance_protocol = elb_contract::Protocol::Ssl;
+        logged.access_log = Some(
+            serde_json::from_value(
+                serde_json::json!({"S3BucketName": "logs", "AccountId": "123456789012"}),
+            )
+            .unwrap(),
+        );
+        let received = [Received::Decoded(logged)];
+        let a = admit(&settings(), &received, &[]);
+        assert!(
+            a.refused[0].reason.contains("no [access_logs]"),
+            "{:?}",
+            a.refused
+        );
+        let mut with_s3 = settings();
+        with_s3.access_logs = Some(
+            serde_json::from_value(serde_json::json!({"s3": {
+                "endpoint": "http://127.0.0.1:9", "access_key_id": "k", "secret_access_key": "s"
+            }}))
+            .unwrap(),
+        );
+        assert_eq!(names(&admit(&with_s3, &received, &[]).served), ["logged"]);
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! - long-poll the configuration (`GET /servo/v1/config?since=V&wait=S`): a change made through
 //!   the API reaches the servo as soon as control commits it, with no busy polling;
 //! - report instance health transitions (and a full report periodically, so a restarted control
-//!   service learns the current states), and the load balancers the servo refuses, with why.
+//!   service learns the current states), and the load balancers the servo refuses, with why;
+//! - send, with every heartbeat, the metrics of each load balancer it serves
+//!   ([`super::observe`]).
 //!
 //! The document is read one load balancer at a time ([`decode_document`]): one this servo
 //! cannot decode is refused alone.
@@ -24,8 +26,8 @@ use std::{
 use elb_contract::{
     InstanceState,
     wire::{
-        ConfigDocument, HealthReport, Heartbeat, HeartbeatReply, InstanceReport, Refusal,
-        RefusalReport, Registration,
+        ConfigDocument, HealthReport, Heartbeat, HeartbeatReply, InstanceReport,
+        LoadBalancerMetrics, Refusal, RefusalReport, Registration,
     },
 };
 use rustls::{
@@ -385,16 +387,29 @@ fn reports(status: &StatusView) -> Vec<InstanceReport> {
         .collect()
 }
 
-/// Runs the control client until `stop` fires: registers, heart-beats, long-polls the
-/// configuration into `updates`, and reports health from `status`.
+/// What the agent publishes for the control client to report.
+#[derive(Debug)]
+pub struct Reports {
+    /// The status after every change (health, refusals, counters).
+    pub status: watch::Receiver<StatusView>,
+    /// The metrics per load balancer, refreshed every second.
+    pub metrics: watch::Receiver<Vec<LoadBalancerMetrics>>,
+}
+
+/// Runs the control client until `stop` fires: registers, heart-beats (with the metrics),
+/// long-polls the configuration into `updates`, and reports health from the status.
 pub async fn run(
     local: ServoConfig,
     opts: ControlOptions,
     start_version: Option<u64>,
     updates: mpsc::Sender<ConfigUpdate>,
-    mut status: watch::Receiver<StatusView>,
+    published: Reports,
     mut stop: watch::Receiver<bool>,
 ) {
+    let Reports {
+        mut status,
+        metrics,
+    } = published;
     let client = Client {
         http: opts.http.clone(),
         opts: opts.clone(),
@@ -476,7 +491,11 @@ pub async fn run(
                     maps = crate::dataplane::Maps::open(&local.pin_root).ok();
                 }
                 let counters = counters_of(&status.borrow(), maps.as_ref());
-                let beat = Heartbeat { servo_id: servo.clone(), counters: Some(counters) };
+                let beat = Heartbeat {
+                    servo_id: servo.clone(),
+                    counters: Some(counters),
+                    metrics: Some(metrics.borrow().clone()),
+                };
                 match client.post::<_, HeartbeatReply>("heartbeat", &beat).await {
                     Ok(r) => heartbeat = Duration::from_secs(r.heartbeat_interval.max(1)),
                     Err(e) => {

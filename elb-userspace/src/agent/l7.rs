@@ -44,7 +44,7 @@ pub fn listener_flags(lb: &LoadBalancer, listener: &Listener) -> u32 {
 
 /// The engine's name of a listener.
 fn listener_name(lb: &LoadBalancer, port: u16) -> String {
-    format!("{}:{port}", lb.load_balancer_name)
+    super::observe::engine_listener_name(&lb.load_balancer_name, port)
 }
 
 fn frontend(p: Protocol) -> FrontendProtocol {
@@ -156,9 +156,19 @@ pub struct L7 {
     backends: BTreeMap<String, Vec<Backend>>,
     /// Load balancers the engine could not serve (a bind failed), with why.
     failures: BTreeMap<String, String>,
+    /// Counts the engine's listeners and records their access logs, once the engine starts.
+    observe: Option<std::sync::Arc<super::observe::Observe>>,
 }
 
 impl L7 {
+    /// An engine driver whose engine, once started, reports to `observe`.
+    pub fn observed_by(observe: std::sync::Arc<super::observe::Observe>) -> Self {
+        Self {
+            observe: Some(observe),
+            ..Self::default()
+        }
+    }
+
     /// Load balancers the engine could not serve, as refusals.
     pub fn refusals(&self) -> Vec<Refusal> {
         self.failures
@@ -194,6 +204,9 @@ impl L7 {
                 match Engine::new() {
                     Ok(e) => {
                         info!("userspace engine started (HTTPS/SSL listeners, HTTP stickiness)");
+                        if let Some(o) = &self.observe {
+                            o.attach_engine(&e);
+                        }
                         self.engine = Some(e);
                     }
                     Err(e) => {

@@ -11,6 +11,7 @@ pub mod admission;
 pub mod control;
 pub mod l7;
 pub mod metrics;
+pub mod observe;
 pub mod reconcile;
 pub mod security_groups;
 pub mod service;
@@ -26,12 +27,13 @@ use std::{
 
 use axum::{Json, Router, extract::State, http::header, response::IntoResponse, routing::get};
 use elb_common::{Config, ListenerKey};
-use elb_contract::wire::Refusal;
+use elb_contract::wire::{LoadBalancerMetrics, Refusal};
 use tokio::sync::{mpsc, watch};
 use tracing::{error, info, warn};
 
 use self::{
     metrics::{BackendView, InstanceView, ListenerView, StatusView},
+    observe::Observe,
     reconcile::{BackendAt, InstanceKey, Reconciler, state_name},
     sweep::SweepReport,
 };
@@ -50,6 +52,9 @@ pub enum AgentError {
     /// The configuration is invalid.
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The access log spool could not be opened.
+    #[error(transparent)]
+    AccessLogs(#[from] crate::accesslog::SpoolError),
     /// The HTTP endpoint could not bind.
     #[error("binding {addr} for /metrics: {source}")]
     Bind {
@@ -85,11 +90,16 @@ pub struct ConfigUpdate {
     pub control: Option<ControlVersion>,
 }
 
-/// Channels the agent reports on.
+/// Channels the agent reports on and listens to.
 #[derive(Debug, Default)]
 pub struct Hooks {
     /// Receives the status after every change (the control client reports health from it).
     pub status: Option<watch::Sender<StatusView>>,
+    /// Receives the metrics per load balancer every second (the control client sends them
+    /// with its heartbeats); see [`observe`].
+    pub metrics: Option<watch::Sender<Vec<LoadBalancerMetrics>>>,
+    /// Each message finishes the open access log files at once (SIGUSR1).
+    pub flush_access_logs: Option<mpsc::Receiver<()>>,
 }
 
 /// Options of [`run`].
@@ -107,6 +117,7 @@ struct Shared {
     sweep: Mutex<SweepReport>,
     maps: Mutex<Maps>,
     latency: Arc<LatencyHistogram>,
+    observe: Arc<Observe>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -128,10 +139,11 @@ async fn metrics_handler(State(s): State<Arc<Shared>>) -> impl IntoResponse {
     let status = s.status.lock().expect("status lock").clone();
     let sweep = s.sweep.lock().expect("sweep lock").clone();
     let latency = s.latency.snapshot();
-    let body = {
+    let mut body = {
         let maps = s.maps.lock().expect("maps lock");
         metrics::render(&status, &maps, &sweep, &latency)
     };
+    body.push_str(&s.observe.render_prometheus());
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
 }
 
@@ -378,7 +390,7 @@ pub async fn run(
     initial: ConfigUpdate,
     mut updates: mpsc::Receiver<ConfigUpdate>,
     options: RunOptions,
-    hooks: Hooks,
+    mut hooks: Hooks,
     mut shutdown: watch::Receiver<bool>,
 ) -> Result<(), AgentError> {
     initial.settings.validate()?;
@@ -412,6 +424,11 @@ pub async fn run(
         .collect::<Result<Vec<_>, DataplaneError>>()?;
     let adopted = !listeners.is_empty();
     let mut reconciler = Reconciler::adopt(maps, listeners, backends, sets);
+    let observe = Observe::start(
+        &initial,
+        reconciler.listeners().values().map(|s| s.id).collect(),
+    )?;
+    let access_logs = observe.spawn_access_logs(hooks.flush_access_logs.take(), shutdown.clone());
     let id_to_key: BTreeMap<u32, ListenerKey> = reconciler
         .listeners()
         .iter()
@@ -454,7 +471,18 @@ pub async fn run(
         sweep: Mutex::new(SweepReport::default()),
         maps: Mutex::new(Maps::open(&pin_root)?),
         latency: checker.latency_histogram(),
+        observe: observe.clone(),
     });
+    if let Some(tx) = hooks.metrics.take() {
+        tokio::spawn(observe::run_metrics(
+            observe.clone(),
+            shared.clone(),
+            pin_root.clone(),
+            tx,
+            Duration::from_secs(1),
+            shutdown.clone(),
+        ));
+    }
     let listener = tokio::net::TcpListener::bind(&initial.metrics_listen)
         .await
         .map_err(|source| AgentError::Bind {
@@ -516,7 +544,7 @@ pub async fn run(
     let mut cfg = initial;
     let mut version = 1u64;
     let mut introduced: BTreeMap<InstanceKey, String> = BTreeMap::new();
-    let mut engine = l7::L7::default();
+    let mut engine = l7::L7::observed_by(observe.clone());
     let apply = |cfg: &ServoConfig,
                  reconciler: &mut Reconciler<Maps>,
                  engine: &mut l7::L7,
@@ -602,8 +630,8 @@ pub async fn run(
                     }
                     continue;
                 }
-                if new.pin_root != cfg.pin_root || new.conntrack_entries != cfg.conntrack_entries || new.metrics_listen != cfg.metrics_listen {
-                    warn!(origin = %update.origin, "pin_root, conntrack_entries and metrics_listen change only on restart");
+                if new.pin_root != cfg.pin_root || new.conntrack_entries != cfg.conntrack_entries || new.metrics_listen != cfg.metrics_listen || new.access_logs != cfg.access_logs {
+                    warn!(origin = %update.origin, "pin_root, conntrack_entries, metrics_listen and access_logs change only on restart");
                 }
                 let mut maps = match Maps::open(&pin_root) {
                     Ok(m) => m,
@@ -629,6 +657,7 @@ pub async fn run(
                     }
                 }
                 cfg = new;
+                observe.apply_config(&cfg);
                 sync_health(&checker, &cfg, &mut health, &BTreeSet::new());
                 introduced.retain(|k, _| health.contains_key(k));
                 let allow = sync_allow_lists(&mut allow_lists, &cfg, &update.origin, None);
@@ -644,6 +673,10 @@ pub async fn run(
     checker.shutdown().await;
     let _ = sweeper.await;
     let _ = http.await;
+    if let Some(task) = access_logs {
+        // Finishes the open files and tries one last upload; what fails stays in the spool.
+        let _ = task.await;
+    }
     info!(
         pin_root = %pin_root.display(),
         "agent stopped; the dataplane keeps forwarding with the last configuration (`elb-servo detach` removes it)"

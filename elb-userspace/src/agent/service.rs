@@ -1,7 +1,8 @@
 //! The servo service as `elb-servo run` runs it, as a library function tests can start too:
 //! reads the configuration file, in control mode starts the control client from the
 //! configuration saved last, and runs the agent until `shutdown`; each message on `reload`
-//! re-reads the file (the binary sends one per SIGHUP).
+//! re-reads the file (the binary sends one per SIGHUP), each one on `flush_access_logs` finishes
+//! the open access log files (SIGUSR1).
 
 use std::path::{Path, PathBuf};
 
@@ -65,6 +66,7 @@ fn load(path: &Path, zone: &Option<String>) -> Result<ConfigFile, ConfigError> {
 pub async fn serve(
     options: ServiceOptions,
     mut reload: mpsc::Receiver<()>,
+    flush_access_logs: mpsc::Receiver<()>,
     shutdown: watch::Receiver<bool>,
 ) -> Result<(), ServiceError> {
     let file = load(&options.config, &options.zone)?;
@@ -151,16 +153,24 @@ pub async fn serve(
         }
     });
 
-    let mut hooks = Hooks::default();
+    let mut hooks = Hooks {
+        flush_access_logs: Some(flush_access_logs),
+        ..Hooks::default()
+    };
     if let Some((opts, version)) = control_run {
         let (status_tx, status_rx) = watch::channel(Default::default());
+        let (metrics_tx, metrics_rx) = watch::channel(Vec::new());
         hooks.status = Some(status_tx);
+        hooks.metrics = Some(metrics_tx);
         tokio::spawn(control::run(
             file.settings.clone(),
             opts,
             version,
             updates_tx,
-            status_rx,
+            control::Reports {
+                status: status_rx,
+                metrics: metrics_rx,
+            },
             shutdown.clone(),
         ));
     }

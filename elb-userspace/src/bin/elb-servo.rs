@@ -44,8 +44,9 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the agent: load and attach the dataplane, health-check the backends, apply the
-    /// configuration (SIGHUP reloads it), serve /metrics. SIGTERM/SIGINT stop the agent and
-    /// leave the dataplane forwarding.
+    /// configuration (SIGHUP reloads it), serve /metrics, deliver access logs (SIGUSR1 finishes
+    /// the open files at once). SIGTERM/SIGINT stop the agent (after a last access log upload)
+    /// and leave the dataplane forwarding.
     Run {
         /// Configuration file (TOML).
         #[arg(long)]
@@ -140,20 +141,23 @@ fn init_logging(format: LogFormat) {
 /// Runs the service with SIGHUP as reload and SIGTERM/SIGINT as shutdown.
 async fn run_agent(options: ServiceOptions) -> anyhow::Result<()> {
     let (reload_tx, reload) = mpsc::channel(4);
+    let (flush_tx, flush) = mpsc::channel(4);
     let (stop_tx, stop) = watch::channel(false);
     let mut hup = signal(SignalKind::hangup())?;
+    let mut usr1 = signal(SignalKind::user_defined1())?;
     let mut term = signal(SignalKind::terminate())?;
     let mut int = signal(SignalKind::interrupt())?;
     tokio::spawn(async move {
         loop {
             tokio::select! {
                 _ = hup.recv() => { info!("SIGHUP"); let _ = reload_tx.send(()).await; }
+                _ = usr1.recv() => { info!("SIGUSR1"); let _ = flush_tx.send(()).await; }
                 _ = term.recv() => { info!("SIGTERM: stopping"); let _ = stop_tx.send(true); break; }
                 _ = int.recv() => { info!("SIGINT: stopping"); let _ = stop_tx.send(true); break; }
             }
         }
     });
-    service::serve(options, reload, stop).await?;
+    service::serve(options, reload, flush, stop).await?;
     Ok(())
 }
 

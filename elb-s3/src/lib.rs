@@ -1,5 +1,7 @@
-//! Delivery of finished log files to an S3-compatible endpoint (object_store's S3 client:
-//! SigV4, path-style requests, plain HTTP allowed for endpoints inside a site).
+//! The service's S3-compatible object storage client, used by the servo (access log files,
+//! `elb-userspace::accesslog`) and by control (`ModifyLoadBalancerAttributes` checks that an
+//! access log bucket exists). object_store's S3 client underneath: SigV4, path-style requests,
+//! plain HTTP allowed for endpoints inside a site, no retries of its own (callers decide).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -8,7 +10,8 @@ use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStore, PutPayload};
 
-/// An S3-compatible endpoint and the credentials to write to it.
+/// An S3-compatible endpoint and the credentials to use there (servo.toml's `[access_logs]`,
+/// control's `--s3-*` flags).
 #[derive(Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 #[serde(deny_unknown_fields)]
 pub struct S3Settings {
@@ -111,10 +114,15 @@ impl S3Writer {
         let mut listing = client.list(None);
         match listing.next().await {
             None | Some(Ok(_)) => Ok(()),
-            Some(Err(e)) if e.to_string().contains("NoSuchBucket") => Err(S3Error::NoSuchBucket {
-                bucket: bucket.to_string(),
-                endpoint: self.settings.endpoint.clone(),
-            }),
+            Some(Err(e))
+                if matches!(e, object_store::Error::NotFound { .. })
+                    || e.to_string().contains("NoSuchBucket") =>
+            {
+                Err(S3Error::NoSuchBucket {
+                    bucket: bucket.to_string(),
+                    endpoint: self.settings.endpoint.clone(),
+                })
+            }
             Some(Err(source)) => Err(self.error(source)),
         }
     }
