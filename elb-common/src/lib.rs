@@ -461,6 +461,53 @@ pub struct GenTemplate {
 }
 const _: () = assert!(size_of::<GenTemplate>() == 56);
 
+/// Source addresses of generated floods (spoofed SYNs): 198.18.128.0/17, host order. Test
+/// topologies never give a real host an address in it.
+pub const SPOOF_BASE: u32 = u32::from_be_bytes([198, 18, 128, 0]);
+/// Mask of [`SPOOF_BASE`]'s range, host order.
+pub const SPOOF_MASK: u32 = 0xffff_8000;
+
+/// Largest frame of the per-packet timing ring (a multiple of 8).
+pub const RING_FRAME_MAX: usize = 128;
+/// Most frames in the timing ring.
+pub const RING_MAX: u32 = 1 << 16;
+/// `RingState::mode`: walk the ring of frames.
+pub const RING_MODE_RING: u32 = 0;
+/// `RingState::mode`: frame 0 is a SYN template; each iteration gives it the source of a flow
+/// never seen before (the same numbering as the SYN-flood generator).
+pub const RING_MODE_SYN: u32 = 1;
+
+/// One frame of the per-packet timing ring.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingFrame {
+    /// Frame length (a multiple of 8, at most [`RING_FRAME_MAX`]; pad with zeros after the IP
+    /// packet, as Ethernet does).
+    pub len: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+    /// The frame.
+    pub frame: [u8; RING_FRAME_MAX],
+}
+const _: () = assert!(size_of::<RingFrame>() == 8 + RING_FRAME_MAX);
+
+/// Settings and position of the per-packet timing ring (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RingState {
+    /// Iterations so far (the next frame is `next % len`, or flow number `next` in SYN mode).
+    pub next: u64,
+    /// Frames in the ring.
+    pub len: u32,
+    /// `RING_MODE_*`.
+    pub mode: u32,
+    /// Slot of `ring_targets` to tail-call.
+    pub target: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<RingState>() == 24);
+
 #[cfg(feature = "user")]
 mod pod {
     //! `aya::Pod` marks a type as safe to copy to and from the kernel byte for byte: these types
@@ -480,4 +527,6 @@ mod pod {
     unsafe impl aya::Pod for TrafficStats {}
     unsafe impl aya::Pod for NextHop {}
     unsafe impl aya::Pod for GenTemplate {}
+    unsafe impl aya::Pod for RingFrame {}
+    unsafe impl aya::Pod for RingState {}
 }

@@ -13,7 +13,6 @@
 )]
 
 mod fwd;
-mod hdr;
 mod icmp;
 mod maps;
 mod rst;
@@ -21,12 +20,12 @@ mod stats;
 mod tcp;
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
     macros::xdp,
     programs::XdpContext,
 };
 use elb_common::{Counters, PROTO_ICMP, PROTO_TCP};
-use hdr::{ETH_LEN, ETH_P_IP_BE, EthHdr, IP_MF_OFFSET_BE, Ipv4Hdr, ptr_at};
+use elb_ebpf::hdr::{self, ETH_LEN, ETH_P_IP_BE, EthHdr, IP_MF_OFFSET_BE, Ipv4Hdr, ptr_at};
 
 /// The load balancer.
 #[xdp]
@@ -46,78 +45,6 @@ pub fn elb(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn elb_pass(_ctx: XdpContext) -> u32 {
     XDP_PASS
-}
-
-/// The benchmark floor: swap the Ethernet addresses and send the frame back (XDP_TX).
-#[xdp]
-#[expect(clippy::manual_swap, reason = "packet memory: no references into it")]
-pub fn elb_floor(ctx: XdpContext) -> u32 {
-    let Some(eth) = ptr_at::<EthHdr>(&ctx, 0) else {
-        return XDP_DROP;
-    };
-    // SAFETY: `ptr_at` checked the header lies inside the packet.
-    unsafe {
-        let dst = (*eth).dst;
-        (*eth).dst = (*eth).src;
-        (*eth).src = dst;
-    }
-    XDP_TX
-}
-
-/// Benchmark sink: drops everything (on veth peers that receive forwarded benchmark traffic).
-#[xdp]
-pub fn elb_drop(_ctx: XdpContext) -> u32 {
-    XDP_DROP
-}
-
-/// Writes the generator template into the frame; the template's source address and port.
-#[inline(always)]
-fn write_template(ctx: &XdpContext) -> Option<(*mut Ipv4Hdr, *mut hdr::TcpHdr)> {
-    let template = maps::GEN_TEMPLATE.get(0)?;
-    let frame = ptr_at::<[u8; elb_common::GEN_FRAME_LEN]>(ctx, 0)?;
-    // SAFETY: `frame` is bounds-checked for the whole template length.
-    unsafe { *frame = template.frame };
-    Some((
-        ptr_at::<Ipv4Hdr>(ctx, ETH_LEN)?,
-        ptr_at::<hdr::TcpHdr>(ctx, ETH_LEN + hdr::IP_LEN)?,
-    ))
-}
-
-/// Benchmark generator (`BPF_PROG_TEST_RUN` live frames): sends the template frame.
-#[xdp]
-pub fn elb_gen(ctx: XdpContext) -> u32 {
-    match write_template(&ctx) {
-        Some(_) => XDP_TX,
-        None => XDP_DROP,
-    }
-}
-
-/// Benchmark SYN-flood generator: the template frame with the next source port (and, every
-/// 60,000 frames, the next source address), checksums updated, so each frame is a new flow.
-#[xdp]
-pub fn elb_gen_syn(ctx: XdpContext) -> u32 {
-    let (Some((ip, tcp)), Some(seq)) = (write_template(&ctx), maps::GEN_SEQ.get_ptr_mut(0)) else {
-        return XDP_DROP;
-    };
-    // SAFETY: bounds-checked header pointers; `seq` is this CPU's entry.
-    unsafe {
-        let n = *seq;
-        *seq = n.wrapping_add(1);
-        let port = (1024 + n % 60000) as u16;
-        let old_src = (*ip).saddr;
-        let mut octets = old_src.to_ne_bytes();
-        octets[3] = (2 + (n / 60000) % 250) as u8;
-        let new_src = u32::from_ne_bytes(octets);
-        let old_port = (*tcp).sport;
-        let new_port = port.to_be();
-        (*ip).check = elb_common::csum::replace_u32((*ip).check, old_src, new_src);
-        let mut check = elb_common::csum::replace_u32((*tcp).check, old_src, new_src);
-        check = elb_common::csum::replace_u16(check, old_port, new_port);
-        (*tcp).check = check;
-        (*ip).saddr = new_src;
-        (*tcp).sport = new_port;
-    }
-    XDP_TX
 }
 
 #[inline(always)]

@@ -7,7 +7,7 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use elb_common::{
-    Backend, BackendSet, Config, Counters, DEFAULT_CONNTRACK_ENTRIES, Flow, FlowKey, GenTemplate,
+    Backend, BackendSet, Config, Counters, DEFAULT_CONNTRACK_ENTRIES, Flow, FlowKey,
     Listener, ListenerKey, MAX_BACKENDS, MAX_IFACES, MAX_LISTENERS, Meta, NextHop, SnatAddrs,
     TrafficStats,
 };
@@ -71,11 +71,3 @@ pub static BACKEND_STATS: PerCpuArray<TrafficStats, BACKENDS_N> = PerCpuArray::n
 /// lookup when older than ROUTE_CACHE_NS).
 #[btf_map(name = "backend_routes")]
 pub static BACKEND_ROUTES: Array<NextHop, BACKENDS_N> = Array::new();
-
-/// Sequence of the benchmark SYN generator (`elb_gen_syn`), per CPU. Not used by `elb`.
-#[btf_map(name = "gen_seq")]
-pub static GEN_SEQ: PerCpuArray<u32, 1> = PerCpuArray::new();
-
-/// The frame the benchmark generators send (written by the benchmark). Not used by `elb`.
-#[btf_map(name = "gen_template")]
-pub static GEN_TEMPLATE: Array<GenTemplate, 1> = Array::new();

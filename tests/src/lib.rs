@@ -8,5 +8,6 @@ pub mod fixture;
 pub mod http;
 pub mod netns;
 pub mod packet;
+pub mod progs;
 pub mod system;
 pub mod topo;

@@ -38,8 +38,6 @@ pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/elb";
 pub const PROGRAM: &str = "elb";
 /// Name of the pass-through program (for veth peers, see toolchain.md).
 pub const PASS_PROGRAM: &str = "elb_pass";
-/// Name of the benchmark floor program.
-pub const FLOOR_PROGRAM: &str = "elb_floor";
 
 /// What can go wrong loading or driving the dataplane.
 #[derive(Debug, thiserror::Error)]
@@ -477,15 +475,6 @@ pub fn attached_interfaces(pin_root: &Path) -> Vec<String> {
 /// Loads the pass-through program and pins it at `path`, so `ip link set dev X xdp pinned
 /// PATH` (or [`Dataplane`]-less tools) can attach it to veth peers.
 pub fn pin_pass_program(path: &Path) -> Result<(), DataplaneError> {
-    pin_aux_program(PASS_PROGRAM, path)
-}
-
-/// Loads the floor program (swap MACs, XDP_TX) and pins it at `path`.
-pub fn pin_floor_program(path: &Path) -> Result<(), DataplaneError> {
-    pin_aux_program(FLOOR_PROGRAM, path)
-}
-
-fn pin_aux_program(name: &str, path: &Path) -> Result<(), DataplaneError> {
     if path.exists() {
         return Ok(());
     }
@@ -493,43 +482,95 @@ fn pin_aux_program(name: &str, path: &Path) -> Result<(), DataplaneError> {
         ensure_bpffs(parent)?;
         fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
     }
-    let mut ebpf = load_aux_program(name)?;
-    let program: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or_else(|| DataplaneError::Invalid(format!("object has no program {name}")))?
-        .try_into()
-        .map_err(|e| DataplaneError::Program {
-            what: format!("finding {name}"),
-            source: Box::new(e),
-        })?;
-    program.pin(path).map_err(|e| {
-        DataplaneError::Invalid(format!("pinning {name} at {}: {e}", path.display()))
+    let mut ebpf = load_pass_program()?;
+    pass_program(&mut ebpf)?.pin(path).map_err(|e| {
+        DataplaneError::Invalid(format!("pinning {PASS_PROGRAM} at {}: {e}", path.display()))
     })?;
     Ok(())
 }
 
-/// Loads one of the object's auxiliary programs (`elb_pass`, `elb_floor`, the benchmark
-/// generators) on its own: its maps are created unpinned.
-pub fn load_aux_program(name: &str) -> Result<Ebpf, DataplaneError> {
+/// Attaches the pass-through program (`elb_pass`) to `iface` in the current network namespace
+/// and pins the link at `<pin_dir>/<iface>`, so it stays attached after this process exits.
+///
+/// Needed on the peer of every veth the balancer transmits or redirects into (veth delivers
+/// XDP_TX and redirected frames only to a peer that runs an XDP program); never on physical
+/// NICs. Attaching again replaces nothing and succeeds.
+pub fn attach_pass(pin_dir: &Path, iface: &str, mode: AttachMode) -> Result<(), DataplaneError> {
+    let index = ifindex(iface)?;
+    let pin = pin_dir.join(iface);
+    if PinnedLink::from_pin(&pin).is_ok() {
+        return Ok(());
+    }
+    ensure_bpffs(pin_dir)?;
+    fs::create_dir_all(pin_dir).map_err(io_err("creating", pin_dir))?;
+    let mut ebpf = load_pass_program()?;
+    let program = pass_program(&mut ebpf)?;
+    let prog_err = |what: String| {
+        move |e: ProgramError| DataplaneError::Program {
+            what,
+            source: Box::new(e),
+        }
+    };
+    let id = program
+        .attach_to_if_index(index, mode.flags())
+        .map_err(prog_err(format!("attaching {PASS_PROGRAM} to {iface}")))?;
+    let link = program
+        .take_link(id)
+        .map_err(prog_err(format!("taking the link on {iface}")))?;
+    let fd_link: FdLink = link
+        .try_into()
+        .map_err(|e| DataplaneError::Invalid(format!("XDP on {iface} is not a bpf_link: {e}")))?;
+    fd_link.pin(&pin).map_err(|e| {
+        DataplaneError::Invalid(format!("pinning the link of {iface} at {}: {e}", pin.display()))
+    })?;
+    Ok(())
+}
+
+/// Detaches the pass-through program attached by [`attach_pass`]; false if there was none.
+pub fn detach_pass(pin_dir: &Path, iface: &str) -> Result<bool, DataplaneError> {
+    let pin = pin_dir.join(iface);
+    if !pin.exists() {
+        return Ok(false);
+    }
+    let fd = sys::obj_get(&pin).map_err(|source| DataplaneError::Syscall {
+        what: "BPF_OBJ_GET on the link pin",
+        source,
+    })?;
+    sys::link_detach(fd.as_fd()).map_err(|source| DataplaneError::Syscall {
+        what: "BPF_LINK_DETACH",
+        source,
+    })?;
+    fs::remove_file(&pin).map_err(io_err("removing", &pin))?;
+    Ok(true)
+}
+
+/// Loads the pass-through program on its own (no maps).
+fn load_pass_program() -> Result<Ebpf, DataplaneError> {
     if ELB_OBJECT.is_empty() {
         return Err(DataplaneError::NoObject);
     }
+    // The object's maps are created too (unpinned, unused by `elb_pass`): keep the big one small.
     let mut ebpf = EbpfLoader::new()
+        .map_max_entries(map_names::CONNTRACK, 1)
         .load(ELB_OBJECT)
         .map_err(|e| DataplaneError::Load(Box::new(e)))?;
-    let program: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or_else(|| DataplaneError::Invalid(format!("object has no program {name}")))?
-        .try_into()
+    pass_program(&mut ebpf)?
+        .load()
         .map_err(|e| DataplaneError::Program {
-            what: format!("finding {name}"),
+            what: format!("verifying {PASS_PROGRAM}"),
             source: Box::new(e),
         })?;
-    program.load().map_err(|e| DataplaneError::Program {
-        what: format!("verifying {name}"),
-        source: Box::new(e),
-    })?;
     Ok(ebpf)
+}
+
+fn pass_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+    ebpf.program_mut(PASS_PROGRAM)
+        .ok_or_else(|| DataplaneError::Invalid(format!("object has no program {PASS_PROGRAM}")))?
+        .try_into()
+        .map_err(|e| DataplaneError::Program {
+            what: format!("finding {PASS_PROGRAM}"),
+            source: Box::new(e),
+        })
 }
 
 /// Kernel settings a servo needs in its network namespace, applied by the loader:

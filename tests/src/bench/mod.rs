@@ -10,6 +10,7 @@ pub mod mpps;
 pub mod per_packet;
 pub mod render;
 pub mod report;
+pub mod ring;
 pub mod scale;
 
 /// How much work a run does.

@@ -20,6 +20,7 @@ use super::{Mode, median, progress, report::Results};
 use crate::{
     fixture::xdp_md,
     netns::{self, Netns},
+    progs,
     packet::{TCP_ACK, TCP_SYN, Tcp},
     topo::{CLIENT, SNAT, Topology, VIP, backend_addr},
 };
@@ -98,13 +99,6 @@ fn set_template(ebpf: &mut aya::Ebpf, frame: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn program<'a>(ebpf: &'a aya::Ebpf, name: &str) -> anyhow::Result<&'a Xdp> {
-    Ok(ebpf
-        .program(name)
-        .with_context(|| format!("program {name}"))?
-        .try_into()?)
-}
-
 /// Measures `frames` frames into the servo; `counted` reads the servo-side count.
 fn rate(
     topo: &Topology,
@@ -134,17 +128,8 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
     let drop_pin = dir.join("drop");
     let floor_pin = dir.join("floor");
     std::fs::create_dir_all(&dir)?;
-    let pin = |name: &str, at: &Path| -> anyhow::Result<()> {
-        let mut ebpf = dataplane::load_aux_program(name)?;
-        let p: &mut Xdp = ebpf
-            .program_mut(name)
-            .context(name.to_string())?
-            .try_into()?;
-        p.pin(at)?;
-        Ok(())
-    };
-    pin("elb_drop", &drop_pin)?;
-    pin(dataplane::FLOOR_PROGRAM, &floor_pin)?;
+    progs::pin(progs::DROP, &drop_pin)?;
+    progs::pin(progs::FLOOR, &floor_pin)?;
     let result = measure(&topo, &drop_pin, &floor_pin, frames, rounds, results);
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -159,11 +144,11 @@ fn measure(
     results: &mut Results,
 ) -> anyhow::Result<()> {
     // Sinks where forwarded frames land: back at the client (floor) and at the switch (ours).
-    attach_pinned(&topo.client, "c0", drop_pin)?;
-    attach_pinned(&topo.switch, "sw0", drop_pin)?;
+    topo.replace_peer_program(&topo.client, "c0", drop_pin)?;
+    topo.replace_peer_program(&topo.switch, "sw0", drop_pin)?;
 
-    let mut gen_ebpf = dataplane::load_aux_program("elb_gen")?;
-    let mut gen_syn_ebpf = dataplane::load_aux_program("elb_gen_syn")?;
+    let mut gen_ebpf = progs::load(&[progs::GEN])?;
+    let mut gen_syn_ebpf = progs::load(&[progs::GEN_SYN])?;
     let mut ack = Tcp::new((CLIENT, 40000), (VIP, 80), TCP_ACK);
     ack.src_mac = topo.client.mac("c0")?;
     ack.dst_mac = topo.servo.mac("s0")?;
@@ -174,8 +159,8 @@ fn measure(
     let syn = syn.frame();
     set_template(&mut gen_ebpf, &ack)?;
     set_template(&mut gen_syn_ebpf, &syn)?;
-    let generator = program(&gen_ebpf, "elb_gen")?;
-    let syn_generator = program(&gen_syn_ebpf, "elb_gen_syn")?;
+    let generator = progs::program(&gen_ebpf, progs::GEN)?;
+    let syn_generator = progs::program(&gen_syn_ebpf, progs::GEN_SYN)?;
 
     // The servo knows its backends' neighbours, as it would after its first health checks
     // (static entries: the switch side only runs the sink, so ARP cannot resolve them).
