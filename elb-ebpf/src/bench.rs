@@ -12,6 +12,8 @@
 //!   tail-calls the program under test. The floor is timed through the same wrapper.
 #![no_std]
 #![no_main]
+#![feature(core_intrinsics)]
+#![allow(internal_features)]
 
 use aya_ebpf::{
     EbpfContext as _,
@@ -45,7 +47,7 @@ static RING_STATE: PerCpuArray<RingState, 1> = PerCpuArray::new();
 
 /// The programs `bench_ring` hands its frame to (0: the floor, 1: the program under test).
 #[btf_map(name = "ring_targets")]
-static RING_TARGETS: ProgramArray<4> = ProgramArray::new();
+static RING_TARGETS: ProgramArray<16> = ProgramArray::new();
 
 /// The benchmark floor: swap the Ethernet addresses and send the frame back (XDP_TX).
 #[xdp]
@@ -217,3 +219,205 @@ fn panic(_info: &core::panic::PanicInfo) -> ! {
 #[unsafe(link_section = "license")]
 #[unsafe(no_mangle)]
 static LICENSE: [u8; 13] = *b"Dual MIT/GPL\0";
+
+// ----- EXPERIMENTS (temporary) -----
+use aya_ebpf::btf_maps::{HashMap, LruHashMap};
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExpVal {
+    pub w: [u64; 6],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ExpSlot {
+    pub w: [u64; 8],
+}
+
+#[btf_map(name = "m_htab")]
+static EXP_HTAB: HashMap<[u64; 2], ExpVal, 2097152> = HashMap::new();
+#[btf_map(name = "m_lru")]
+static EXP_LRU: LruHashMap<[u64; 2], ExpVal, 2097152> = LruHashMap::new();
+#[btf_map(name = "m_lru_nc")]
+static EXP_LRU_NC: LruHashMap<[u64; 2], ExpVal, 262144, { aya_ebpf::bindings::BPF_F_NO_COMMON_LRU as usize }> =
+    LruHashMap::new();
+#[btf_map(name = "i_htab")]
+static INS_HTAB: HashMap<[u64; 2], ExpVal, 2097152> = HashMap::new();
+#[btf_map(name = "i_lru")]
+static INS_LRU: LruHashMap<[u64; 2], ExpVal, 2097152> = LruHashMap::new();
+#[btf_map(name = "i_lru_nc")]
+static INS_LRU_NC: LruHashMap<[u64; 2], ExpVal, 2097152, { aya_ebpf::bindings::BPF_F_NO_COMMON_LRU as usize }> =
+    LruHashMap::new();
+#[btf_map(name = "i_arr")]
+static INS_ARR: Array<ExpSlot, 2097152> = Array::new();
+#[btf_map(name = "m_arr")]
+static EXP_ARR: Array<ExpSlot, 2097152> = Array::new();
+
+#[inline(always)]
+fn exp_key(ctx: &XdpContext) -> Option<[u64; 2]> {
+    let ip = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN)?;
+    let tcp = ptr_at::<TcpHdr>(ctx, ETH_LEN + IP_LEN)?;
+    unsafe {
+        let a = u64::from((*ip).saddr) | (u64::from((*ip).daddr) << 32);
+        let b = u64::from((*tcp).sport) | (u64::from((*tcp).dport) << 16) | (6u64 << 32);
+        Some([a, b])
+    }
+}
+
+#[inline(always)]
+pub fn exp_hash(k: [u64; 2]) -> u64 {
+    let mut h = (k[0] ^ 0x9e37_79b9_7f4a_7c15).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    h ^= h >> 31;
+    h = (h ^ k[1]).wrapping_mul(0x94d0_49bb_1331_11eb);
+    h ^= h >> 29;
+    h
+}
+
+#[inline(always)]
+fn exp_done(ctx: &XdpContext, v: u64) -> u32 {
+    if let Some(eth) = ptr_at::<EthHdr>(ctx, 0) {
+        unsafe { (*eth).dst[0] ^= v as u8 };
+    }
+    XDP_TX
+}
+
+#[xdp]
+pub fn exp_htab(ctx: XdpContext) -> u32 {
+    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
+    match unsafe { EXP_HTAB.get(k) } {
+        Some(v) => exp_done(&ctx, v.w[0]),
+        None => XDP_DROP,
+    }
+}
+
+#[xdp]
+pub fn exp_lru(ctx: XdpContext) -> u32 {
+    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
+    match unsafe { EXP_LRU.get(k) } {
+        Some(v) => exp_done(&ctx, v.w[0]),
+        None => XDP_DROP,
+    }
+}
+
+#[xdp]
+pub fn exp_lru_nc(ctx: XdpContext) -> u32 {
+    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
+    match unsafe { EXP_LRU_NC.get(k) } {
+        Some(v) => exp_done(&ctx, v.w[0]),
+        None => XDP_DROP,
+    }
+}
+
+#[xdp]
+pub fn exp_arr(ctx: XdpContext) -> u32 {
+    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
+    let h = exp_hash(k);
+    for p in 0..4u64 {
+        let idx = ((h.wrapping_add(p)) & 2097151) as u32;
+        let Some(s) = EXP_ARR.get(idx) else { return XDP_ABORTED };
+        if s.w[0] == k[0] && s.w[1] == k[1] {
+            return exp_done(&ctx, s.w[2]);
+        }
+        if s.w[0] == 0 {
+            break;
+        }
+    }
+    XDP_DROP
+}
+
+#[xdp]
+pub fn exp_ktime(ctx: XdpContext) -> u32 {
+    let t = unsafe { aya_ebpf::helpers::bpf_ktime_get_ns() };
+    exp_done(&ctx, t)
+}
+#[xdp]
+pub fn exp_coarse(ctx: XdpContext) -> u32 {
+    let t = unsafe { aya_ebpf::helpers::generated::bpf_ktime_get_coarse_ns() };
+    exp_done(&ctx, t)
+}
+#[xdp]
+pub fn exp_jiffies(ctx: XdpContext) -> u32 {
+    let t = unsafe { aya_ebpf::helpers::generated::bpf_jiffies64() };
+    exp_done(&ctx, t)
+}
+#[xdp]
+pub fn exp_prandom(ctx: XdpContext) -> u32 {
+    let t = unsafe { aya_ebpf::helpers::bpf_get_prandom_u32() };
+    exp_done(&ctx, u64::from(t))
+}
+
+#[xdp]
+pub fn exp_ins_htab(ctx: XdpContext) -> u32 {
+    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
+    let v = ExpVal { w: [k[0]; 6] };
+    if INS_HTAB.insert(k, v, u64::from(aya_ebpf::bindings::BPF_NOEXIST)).is_ok() {
+        exp_done(&ctx, 1)
+    } else {
+        XDP_DROP
+    }
+}
+#[xdp]
+pub fn exp_ins_lru(ctx: XdpContext) -> u32 {
+    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
+    let v = ExpVal { w: [k[0]; 6] };
+    if INS_LRU.insert(k, v, u64::from(aya_ebpf::bindings::BPF_NOEXIST)).is_ok() {
+        exp_done(&ctx, 1)
+    } else {
+        XDP_DROP
+    }
+}
+#[xdp]
+pub fn exp_ins_lru_nc(ctx: XdpContext) -> u32 {
+    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
+    let v = ExpVal { w: [k[0]; 6] };
+    if INS_LRU_NC.insert(k, v, u64::from(aya_ebpf::bindings::BPF_NOEXIST)).is_ok() {
+        exp_done(&ctx, 1)
+    } else {
+        XDP_DROP
+    }
+}
+#[xdp]
+pub fn exp_ins_arr(ctx: XdpContext) -> u32 {
+    use core::intrinsics::{AtomicOrdering, atomic_cxchg};
+    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
+    let h = exp_hash(k);
+    for p in 0..8u64 {
+        let idx = ((h.wrapping_add(p)) & 2097151) as u32;
+        let Some(s) = INS_ARR.get_ptr_mut(idx) else { return XDP_ABORTED };
+        let w3 = unsafe { &raw mut (*s).w[3] };
+        if unsafe { *w3 } != 0 {
+            continue;
+        }
+        let (_, ok) = unsafe {
+            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(w3, 0, h | 1)
+        };
+        if ok {
+            unsafe {
+                (*s).w[0] = k[0];
+                (*s).w[1] = k[1];
+                (*s).w[2] = 1;
+                (*s).w[4] = k[0];
+                (*s).w[5] = k[1];
+            }
+            return exp_done(&ctx, 1);
+        }
+    }
+    XDP_DROP
+}
+
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn exp_global_fn(ctx: *mut aya_ebpf::bindings::xdp_md, x: u64) -> u64 {
+    let c = XdpContext::new(ctx);
+    match ptr_at::<u8>(&c, (x & 15) as usize) {
+        Some(p) => u64::from(unsafe { *p }) + x,
+        None => 0,
+    }
+}
+
+#[xdp]
+pub fn exp_global(ctx: XdpContext) -> u32 {
+    let v = exp_global_fn(ctx.ctx, 3);
+    exp_done(&ctx, v)
+}

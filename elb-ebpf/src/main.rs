@@ -1,9 +1,11 @@
 //! The servo's XDP program: per-connection round-robin to the healthy backends of a listener,
 //! with full NAT (destination and source rewritten), so backends need no configuration.
 //!
-//! Entry points are thin; the work lives in modules by concern: `hdr` (parsing), `tcp`
-//! (conntrack, backend selection, SNAT, rewrite), `icmp` (error translation for PMTU), `fwd`
-//! (FIB lookup and transmit), `rst` (resets we answer with), `stats`.
+//! Entry points are thin; the work lives in modules by concern: `flows` (the flow table),
+//! `tcp` (established flows: rewrite, translation, close and reset tracking), `syn` (new flows,
+//! SYN cookies and the SYN proxy), `icmp` (error translation and the errors a router sends),
+//! `fwd` (next hops and transmit), `opts` (TCP options and checksums), `rst` (resets we answer
+//! with), `stats`. Packet headers live in the crate's library (`elb_ebpf::hdr`).
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -12,11 +14,14 @@
     reason = "core_intrinsics: the only fetch-and-add on bpfel, see toolchain.md"
 )]
 
+mod flows;
 mod fwd;
 mod icmp;
 mod maps;
+mod opts;
 mod rst;
 mod stats;
+mod syn;
 mod tcp;
 
 use aya_ebpf::{
@@ -73,6 +78,12 @@ fn process(ctx: &XdpContext, c: &mut Counters) -> u32 {
         c.drop_ip_malformed += 1;
         return XDP_DROP;
     }
+    // Routers verify the header checksum (RFC 1812 5.2.2); a corrupted header must not be
+    // forwarded, nor create state.
+    if !header_checksum_ok(ctx, ip, ihl) {
+        c.drop_ip_checksum += 1;
+        return XDP_DROP;
+    }
     let fragment = unsafe { (*ip).frag_off } & IP_MF_OFFSET_BE != 0;
     match unsafe { (*ip).proto } {
         PROTO_TCP => {
@@ -88,6 +99,30 @@ fn process(ctx: &XdpContext, c: &mut Counters) -> u32 {
             XDP_PASS
         }
     }
+}
+
+/// True if the IPv4 header at `ip` (`ihl` bytes, already checked to lie in the packet) sums to
+/// zero.
+#[inline(always)]
+fn header_checksum_ok(ctx: &XdpContext, ip: *mut Ipv4Hdr, ihl: usize) -> bool {
+    let words = ip.cast::<u16>();
+    let mut sum = 0u32;
+    for i in 0..10 {
+        // SAFETY: the 20-byte header was bounds-checked by the caller.
+        sum += u32::from(unsafe { words.add(i).read_unaligned() });
+    }
+    // Options (rare: they are dropped or passed later), 2 bytes at a time.
+    for i in 10..30 {
+        if i * 2 >= ihl {
+            break;
+        }
+        let Some(w) = ptr_at::<u16>(ctx, ETH_LEN + i * 2) else {
+            return false;
+        };
+        // SAFETY: bounds-checked by `ptr_at`.
+        sum += u32::from(unsafe { w.read_unaligned() });
+    }
+    elb_common::csum::fold(sum) == 0
 }
 
 #[cfg(not(test))]

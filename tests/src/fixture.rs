@@ -12,7 +12,10 @@ use std::{net::Ipv4Addr, path::PathBuf};
 
 use anyhow::Context as _;
 use aya::programs::{TestRun as _, TestRunOptions};
-use elb_common::{BACKEND_ACTIVE, Backend, Config, Counters, Listener, ListenerKey, PROTO_TCP};
+use elb_common::{
+    BACKEND_ACTIVE, Backend, Config, Counters, FLOW_F_CONFIRMED, FLOW_F_REPLY, FlowKey, FlowSlot,
+    FlowWord, Listener, ListenerKey, NatTuple, PROTO_TCP,
+};
 use elb_userspace::dataplane::{Dataplane, LoadOptions, Maps};
 
 use crate::netns::{Netns, remove_pin_root, unique, veth};
@@ -138,15 +141,11 @@ impl Fixture {
             bk,
         };
         let mut maps = fx.maps()?;
-        maps.set_config(Config {
-            snat_port_min: 20000,
-            snat_port_max: 59999,
-            flags: 0,
-        })?;
+        maps.set_config(Config::with_snat_ports(20000, 59999))?;
         maps.set_snat_addrs(bk, &[SNAT])?;
         maps.set_snat_addrs(cl, &[VIP])?;
-        maps.add_tx_port(cl)?;
-        maps.add_tx_port(bk)?;
+        maps.add_tx_port(cl, 1500)?;
+        maps.add_tx_port(bk, 1500)?;
         for i in 0..3 {
             maps.set_backend(
                 i as u32,
@@ -218,6 +217,63 @@ impl Drop for Fixture {
     fn drop(&mut self) {
         remove_pin_root(&self.pin_root);
     }
+}
+
+/// Both halves of an established flow from `client` to `vip` (listener 0) given to backend
+/// `backend_id` at `backend` through SNAT tuple `snat`, as the program would create them
+/// (for benchmarks that prepare flows without sending their SYNs).
+pub fn flow_pair(
+    client: (Ipv4Addr, u16),
+    vip: (Ipv4Addr, u16),
+    snat: (Ipv4Addr, u16),
+    backend: (Ipv4Addr, u16),
+    backend_id: u16,
+    ident: u32,
+) -> [FlowSlot; 2] {
+    let word = |value| FlowWord { ident, value };
+    let forward = FlowSlot {
+        key: FlowKey {
+            src: client.0.octets(),
+            dst: vip.0.octets(),
+            sport: client.1,
+            dport: vip.1,
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        },
+        state: word(FLOW_F_CONFIRMED),
+        nat: NatTuple {
+            src: snat.0.octets(),
+            dst: backend.0.octets(),
+            sport: snat.1,
+            dport: backend.1,
+        },
+        backend_id,
+        backend_gen: 1,
+        seen: word(0),
+        acked: word(0),
+        xlate: word(0),
+        xlate_wscale: word(0),
+        ..FlowSlot::EMPTY
+    };
+    let reverse = FlowSlot {
+        key: FlowKey {
+            src: backend.0.octets(),
+            dst: snat.0.octets(),
+            sport: backend.1,
+            dport: snat.1,
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        },
+        state: word(FLOW_F_REPLY),
+        nat: NatTuple {
+            src: vip.0.octets(),
+            dst: client.0.octets(),
+            sport: vip.1,
+            dport: client.1,
+        },
+        ..forward
+    };
+    [forward, reverse]
 }
 
 /// `struct xdp_md` for `ctx_in`: data, data_end, data_meta, ingress_ifindex, rx_queue_index,

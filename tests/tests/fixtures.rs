@@ -73,7 +73,7 @@ fn syn_to_vip_is_rewritten_to_a_backend_with_correct_checksums() {
         .unwrap()
         .expect("forward entry");
     assert_eq!(
-        (fwd.nat_src, fwd.nat_dst, fwd.nat_sport, fwd.nat_dport),
+        (fwd.nat.src, fwd.nat.dst, fwd.nat.sport, fwd.nat.dport),
         (SNAT.octets(), backend(0).octets(), 40000, 80)
     );
     let rev = maps
@@ -81,10 +81,10 @@ fn syn_to_vip_is_rewritten_to_a_backend_with_correct_checksums() {
         .unwrap()
         .expect("reverse entry");
     assert_eq!(
-        (rev.nat_src, rev.nat_dst, rev.nat_sport, rev.nat_dport),
+        (rev.nat.src, rev.nat.dst, rev.nat.sport, rev.nat.dport),
         (VIP.octets(), client(0).octets(), 80, 40000)
     );
-    assert_eq!(rev.flags & FLOW_F_REPLY, FLOW_F_REPLY);
+    assert_eq!(rev.state.value & FLOW_F_REPLY, FLOW_F_REPLY);
 }
 
 fn key(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> FlowKey {
@@ -454,8 +454,8 @@ fn rst_closes_the_flow_at_once() {
         key(fwd.dst, SNAT, 80, fwd.sport),
     ] {
         let f = maps.flow(&k).unwrap().unwrap();
-        assert_ne!(f.flags & FLOW_F_RST, 0);
-        assert_ne!(f.closed_ns, 0);
+        assert_ne!(f.state.value & FLOW_F_RST, 0);
+        assert!(f.is_closed());
     }
     let late = Tcp::new((client(0), 40000), (VIP, 80), TCP_ACK).frame();
     expect_untouched(&fx, fx.cl, &late, XDP_DROP, "drop_flow_closed");
@@ -478,8 +478,8 @@ fn fin_from_both_sides_closes_after_the_last_ack() {
     let maps = fx.maps().unwrap();
     let f = maps.flow(&key(client(0), VIP, 40000, 80)).unwrap().unwrap();
     assert_eq!(
-        (f.flags & FLOW_F_FIN_CLIENT != 0, f.closed_ns),
-        (true, 0),
+        (f.state.value & FLOW_F_FIN_CLIENT != 0, f.is_closed()),
+        (true, false),
         "half closed"
     );
     let fin_back = Tcp::new((fwd.dst, 80), (SNAT, fwd.sport), TCP_FIN | TCP_ACK);
@@ -489,10 +489,10 @@ fn fin_from_both_sides_closes_after_the_last_ack() {
     );
     let f = maps.flow(&key(client(0), VIP, 40000, 80)).unwrap().unwrap();
     assert_eq!(
-        f.flags & (FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND),
+        f.state.value & (FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND),
         FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND
     );
-    assert_ne!(f.closed_ns, 0, "closed once both sides sent FIN");
+    assert!(f.is_closed(), "closed once both sides sent FIN");
     // The final ACK still gets through (within the close grace period).
     let last_ack = Tcp::new((client(0), 40000), (VIP, 80), TCP_ACK);
     assert_eq!(
@@ -587,11 +587,7 @@ fn snat_exhaustion_is_counted_and_closed_tuples_stay_reserved() {
     let mut maps = fx.maps().unwrap();
     // One backend and two SNAT ports: two flows fit.
     maps.replace_backend_set(0, &[0]).unwrap();
-    maps.set_config(Config {
-        snat_port_min: 30000,
-        snat_port_max: 30001,
-        flags: 0,
-    })
+    maps.set_config(Config::with_snat_ports(30000, 30001))
     .unwrap();
     let a = open(&fx, 0, 1111);
     let b = open(&fx, 1, 1112);
@@ -630,11 +626,7 @@ fn listener_with_several_snat_addresses_uses_them() {
     let mut maps = fx.maps().unwrap();
     maps.set_snat_addrs(fx.bk, &[SNAT, extra]).unwrap();
     maps.replace_backend_set(0, &[0]).unwrap();
-    maps.set_config(Config {
-        snat_port_min: 30000,
-        snat_port_max: 30000,
-        flags: 0,
-    })
+    maps.set_config(Config::with_snat_ports(30000, 30000))
     .unwrap();
     // One port per address, two addresses: two flows to the same backend fit.
     let a = open(&fx, 0, 1111);

@@ -341,7 +341,7 @@ fn main() -> anyhow::Result<()> {
             maps.set_config(Config {
                 snat_port_min: ports.0,
                 snat_port_max: ports.1,
-                flags: 0,
+                ..maps.config()?
             })?;
             for spec in &snat {
                 let (iface, addrs) = spec

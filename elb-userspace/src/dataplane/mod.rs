@@ -5,6 +5,8 @@
 //! loading the program reuses the pinned maps and atomically swaps the program behind each
 //! pinned link, so an agent restart or upgrade neither drops nor re-routes established flows.
 
+pub mod clock;
+pub mod flows;
 mod maps;
 pub mod sys;
 
@@ -25,7 +27,10 @@ use aya::{
         xdp::{XdpLink, XdpMode},
     },
 };
-use elb_common::{ABI_VERSION, Config, DEFAULT_CONNTRACK_ENTRIES, Meta, map_names};
+use elb_common::{
+    ABI_VERSION, Config, DEFAULT_CONNTRACK_ENTRIES, FLOW_LOCK_SLOTS, Meta, map_names,
+};
+pub use flows::FlowTable;
 pub use maps::{Maps, ipv4};
 
 /// The XDP program object, built by this crate's build script.
@@ -140,7 +145,8 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> D
 pub struct LoadOptions {
     /// Pin root on bpffs.
     pub pin_root: PathBuf,
-    /// Conntrack size in entries (two per flow); only used when the maps are created.
+    /// Flow table size in slots (two per flow; rounded up to a power of two, at least 1024);
+    /// only used when the maps are created.
     pub conntrack_entries: u32,
     /// Remove existing pins first (drops every established flow).
     pub reset: bool,
@@ -196,10 +202,15 @@ fn expected_sizes(name: &str) -> (usize, usize) {
         map_names::LISTENERS => (size_of::<ListenerKey>(), size_of::<Listener>()),
         map_names::BACKEND_SETS => (4, size_of::<BackendSet>()),
         map_names::BACKENDS => (4, size_of::<Backend>()),
-        map_names::RR_CURSORS => (4, 8),
-        map_names::CONNTRACK => (size_of::<FlowKey>(), size_of::<Flow>()),
+        map_names::RR_CURSORS => (4, size_of::<ListenerState>()),
+        map_names::HALF_OPEN_FIX => (4, size_of::<HalfOpenFix>()),
+        map_names::CONNTRACK => (4, size_of::<FlowSlot>()),
+        map_names::CONNTRACK_LOCKS => (4, 4),
         map_names::SNAT_ADDRS => (4, size_of::<SnatAddrs>()),
         map_names::TX_PORTS => (4, 8), // struct bpf_devmap_val { ifindex, prog fd }
+        map_names::IFACES => (4, size_of::<Iface>()),
+        map_names::LISTENER_PORTS => (4, 8),
+        map_names::STAGES => (4, 4),
         map_names::CONFIG => (4, size_of::<Config>()),
         map_names::META => (4, size_of::<Meta>()),
         map_names::COUNTERS => (4, size_of::<Counters>()),
@@ -314,7 +325,9 @@ impl Dataplane {
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
-        loader.map_max_entries(map_names::CONNTRACK, opts.conntrack_entries);
+        let slots = flow_slots(opts.conntrack_entries);
+        loader.map_max_entries(map_names::CONNTRACK, slots);
+        loader.map_max_entries(map_names::CONNTRACK_LOCKS, slots / FLOW_LOCK_SLOTS);
         let mut ebpf = loader
             .load(ELB_OBJECT)
             .map_err(|e| DataplaneError::Load(Box::new(e)))?;
@@ -331,18 +344,59 @@ impl Dataplane {
             what: "verifying the XDP program".into(),
             source: Box::new(e),
         })?;
+        // The stages `elb` tail-calls (the new-flow paths), into the pinned program array.
+        let mut fds = Vec::new();
+        for name in elb_common::stages::PROGRAMS {
+            let stage: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| DataplaneError::Invalid(format!("object has no program {name}")))?
+                .try_into()
+                .map_err(|e| DataplaneError::Program {
+                    what: format!("finding {name}"),
+                    source: Box::new(e),
+                })?;
+            stage.load().map_err(|e| DataplaneError::Program {
+                what: format!("verifying {name}"),
+                source: Box::new(e),
+            })?;
+            fds.push(stage.fd().map_err(|e| DataplaneError::Program {
+                what: format!("{name}'s fd"),
+                source: Box::new(e),
+            })?.try_clone().map_err(|source| DataplaneError::Syscall {
+                what: "duplicating a program fd",
+                source,
+            })?);
+        }
+        let mut stages: aya::maps::ProgramArray<_> = ebpf
+            .map_mut(map_names::STAGES)
+            .ok_or_else(|| DataplaneError::Invalid("object has no stages map".into()))?
+            .try_into()
+            .map_err(|source| DataplaneError::Map {
+                map: map_names::STAGES,
+                op: "open",
+                source,
+            })?;
+        for (slot, fd) in fds.iter().enumerate() {
+            stages
+                .set(slot as u32, fd, 0)
+                .map_err(|source| DataplaneError::Map {
+                    map: map_names::STAGES,
+                    op: "set",
+                    source,
+                })?;
+        }
 
         if !existed {
-            let mut maps = Maps::open(root)?;
-            maps.set_meta(Meta {
-                abi_version: ABI_VERSION,
-                conntrack_entries: opts.conntrack_entries,
-            })?;
-            maps.set_config(Config {
-                snat_port_min: 20000,
-                snat_port_max: 59999,
-                flags: 0,
-            })?;
+            init_meta(
+                root,
+                Meta {
+                    abi_version: ABI_VERSION,
+                    conntrack_entries: slots,
+                    flow_seed: [rand::random(), rand::random()],
+                    cookie_key: [rand::random(), rand::random()],
+                },
+            )?;
+            Maps::open(root)?.set_config(Config::with_snat_ports(20000, 59999))?;
         }
         Ok(Self {
             ebpf,
@@ -430,9 +484,43 @@ impl Dataplane {
                 ))
             })?;
         }
-        self.maps()?.add_tx_port(index)?;
+        self.maps()?.add_tx_port(index, iface_mtu(iface))?;
         Ok(())
     }
+}
+
+/// Slots of a flow table for `entries` (a power of two, at least 1024).
+pub fn flow_slots(entries: u32) -> u32 {
+    entries.max(1024).checked_next_power_of_two().unwrap_or(1 << 31)
+}
+
+/// The MTU of `iface` (0 if unknown: not checked then).
+fn iface_mtu(iface: &str) -> u32 {
+    fs::read_to_string(format!("/sys/class/net/{iface}/mtu"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Writes `meta` into the freshly created maps under `root` (before anything else reads it:
+/// the flow table's size and hash key come from it).
+fn init_meta(root: &Path, meta: Meta) -> Result<(), DataplaneError> {
+    let path = root.join(map_names::META);
+    let data = MapData::from_pin(&path).map_err(|source| DataplaneError::OpenPin {
+        path: path.clone(),
+        source,
+    })?;
+    let mut map: aya::maps::Array<MapData, Meta> = aya::maps::Map::Array(data)
+        .try_into()
+        .map_err(|source| DataplaneError::OpenPin {
+            path: path.clone(),
+            source,
+        })?;
+    map.set(0, meta, 0).map_err(|source| DataplaneError::Map {
+        map: map_names::META,
+        op: "set",
+        source,
+    })
 }
 
 /// Detaches the program from `iface` (found through its pinned link under `pin_root`), even if

@@ -13,12 +13,12 @@ use std::{
 
 use anyhow::{Context as _, ensure};
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp};
-use elb_common::{Flow, FlowKey, GEN_FRAME_LEN, GenTemplate, PROTO_TCP};
+use elb_common::{GEN_FRAME_LEN, GenTemplate};
 use elb_userspace::dataplane::{self, Maps};
 
 use super::{Mode, median, progress, report::Results};
 use crate::{
-    fixture::xdp_md,
+    fixture::{self, xdp_md},
     netns::{self, Netns},
     progs,
     packet::{TCP_ACK, TCP_SYN, Tcp},
@@ -211,27 +211,16 @@ fn measure(
             }
             topo.configure_listener()?;
             let mut maps = Maps::open(&topo.pin_root)?;
-            let fwd = FlowKey {
-                src: CLIENT.octets(),
-                dst: VIP.octets(),
-                sport: 40000,
-                dport: 80,
-                proto: PROTO_TCP,
-                _pad: [0; 3],
-            };
-            maps.set_flow(
-                fwd,
-                Flow {
-                    nat_src: SNAT.octets(),
-                    nat_dst: backend_addr(0).octets(),
-                    nat_sport: 40000,
-                    nat_dport: 80,
-                    backend_id: 0,
-                    backend_gen: 1,
-                    listener_id: 0,
-                    ..Flow::default()
-                },
-            )?;
+            for half in fixture::flow_pair(
+                (CLIENT, 40000),
+                (VIP, 80),
+                (SNAT, 40000),
+                (backend_addr(0), 80),
+                0,
+                0x00c0_ffee,
+            ) {
+                maps.insert_flow(&half)?;
+            }
         }
         let maps = Maps::open(&topo.pin_root)?;
         let e = rate(topo, generator, &ack, frames, || {

@@ -124,7 +124,7 @@ pub fn flow_frames(fx: &Fixture, vip: Ipv4Addr) -> anyhow::Result<(Vec<Vec<u8>>,
     let mut est = Vec::new();
     let mut reply = Vec::new();
     for (k, f) in fx.maps()?.flows()? {
-        if f.flags & FLOW_F_REPLY != 0 || k.dst != vip.octets() {
+        if f.state.value & FLOW_F_REPLY != 0 || k.dst != vip.octets() {
             continue;
         }
         let mut a = Tcp::new(
@@ -136,8 +136,8 @@ pub fn flow_frames(fx: &Fixture, vip: Ipv4Addr) -> anyhow::Result<(Vec<Vec<u8>>,
         a.payload = vec![b'x'; 16];
         est.push(a.frame());
         let mut r = Tcp::new(
-            (Ipv4Addr::from(f.nat_dst), f.nat_dport),
-            (Ipv4Addr::from(f.nat_src), f.nat_sport),
+            (Ipv4Addr::from(f.nat.dst), f.nat.dport),
+            (Ipv4Addr::from(f.nat.src), f.nat.sport),
             TCP_ACK | TCP_PSH,
         );
         r.payload = vec![b'y'; 16];

@@ -81,6 +81,18 @@ impl Ring {
         })
     }
 
+    /// Puts `program` in `ring_targets[slot]` (slots 2 and 3 are free for experiments).
+    pub fn set_target(&mut self, slot: u32, program: &Xdp) -> anyhow::Result<()> {
+        let fd = program.fd()?.try_clone()?;
+        let mut targets: ProgramArray<_> = self
+            .ebpf
+            .map_mut("ring_targets")
+            .context("ring_targets map")?
+            .try_into()?;
+        targets.set(slot, &fd, 0)?;
+        Ok(())
+    }
+
     /// Puts `frames` in the ring (all padded to the same length).
     pub fn set_frames(&mut self, frames: &[Vec<u8>]) -> anyhow::Result<()> {
         ensure!(
