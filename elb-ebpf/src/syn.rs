@@ -145,6 +145,9 @@ pub fn found_at(index: u32, ident: u32) -> Option<Found> {
     (state.ident == ident && ident != 0).then_some(Found { slot, index, state })
 }
 
+/// `StageArgs::index` (with identity 0) telling `elb_syn` to answer with a cookie at once.
+const COOKIE_NOW: u32 = u32::MAX;
+
 /// Stage `elb_syn`: a SYN to a listener (IPv4 without options; `StageArgs`: the closed flow
 /// whose client port it reuses, if any).
 #[xdp]
@@ -159,6 +162,9 @@ pub fn elb_syn(ctx: XdpContext) -> u32 {
         return XDP_DROP;
     }
     let Entered { p, key, env } = e;
+    if replacing_index == COOKIE_NOW && replacing_ident == 0 {
+        return answer_with_cookie(&ctx, c, &p, &key);
+    }
     let Some(listener) = listener_of(&key) else {
         c.drop_internal += 1;
         return XDP_DROP;
@@ -505,6 +511,11 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
             -1 => c.snat_retries += 1,
             i if i < 0 => {
                 c.drop_conntrack_full += 1;
+                if plan.cookie_flow == 0 {
+                    // No room for state: the client still gets in, with a cookie (from the
+                    // `elb_syn` stage: this stage's stack has no room for it).
+                    return tcp::stage(&ctx, c, stages::SYN, COOKIE_NOW, 0);
+                }
                 return rst::reply_with(&ctx, c, p.tot_len, refuse_seq);
             }
             _ => {
@@ -539,6 +550,9 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
             }
             if e != -1 {
                 c.drop_conntrack_full += 1;
+                if plan.cookie_flow == 0 {
+                    return tcp::stage(&ctx, c, stages::SYN, COOKIE_NOW, 0);
+                }
                 return rst::reply_with(&ctx, c, p.tot_len, refuse_seq);
             }
             // The same SYN on another CPU won the race: its flow forwards the retransmission.
