@@ -183,8 +183,11 @@ pub struct StageArgs {
     pub index: u32,
     /// Identity of its flow (0: none).
     pub ident: u32,
+    /// The listener concerned (new flows): its id and flags, so no stage looks it up again.
+    pub listener_id: u32,
+    pub listener_flags: u32,
 }
-const _: () = assert!(size_of::<StageArgs>() == 8);
+const _: () = assert!(size_of::<StageArgs>() == 16);
 
 /// IP protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;

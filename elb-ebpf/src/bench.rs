@@ -421,3 +421,45 @@ pub fn exp_global(ctx: XdpContext) -> u32 {
     let v = exp_global_fn(ctx.ctx, 3);
     exp_done(&ctx, v)
 }
+
+#[btf_map(name = "exp_tail")]
+static EXP_TAIL: ProgramArray<4> = ProgramArray::new();
+
+#[xdp]
+pub fn exp_siphash(ctx: XdpContext) -> u32 {
+    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
+    let h = elb_common::hash::syn_cookie([k[0], k[1]], [1, 2, 3, 4], [5, 6, 7, 8], k[1] as u16, 80, k[0] as u32, 7, 0x5a);
+    exp_done(&ctx, u64::from(h >> 8))
+}
+
+#[xdp]
+pub fn exp_adjust(ctx: XdpContext) -> u32 {
+    unsafe {
+        if bpf_xdp_adjust_tail(ctx.as_ptr().cast(), -8) != 0 { return XDP_ABORTED; }
+        if bpf_xdp_adjust_tail(ctx.as_ptr().cast(), 8) != 0 { return XDP_ABORTED; }
+    }
+    exp_done(&ctx, 1)
+}
+
+#[xdp]
+pub fn exp_loadbytes(ctx: XdpContext) -> u32 {
+    let mut buf = [0u8; 64];
+    let rc = unsafe { aya_ebpf::helpers::bpf_xdp_load_bytes(ctx.ctx, 34, buf.as_mut_ptr().cast(), 20) };
+    if rc != 0 { return XDP_ABORTED; }
+    let mut sum = 0u64;
+    for i in 0..32 { sum += u64::from(u16::from_ne_bytes([buf[2*i], buf[2*i+1]])); }
+    exp_done(&ctx, sum)
+}
+
+#[xdp]
+pub fn exp_tailcall(ctx: XdpContext) -> u32 {
+    unsafe { EXP_TAIL.tail_call(&ctx, 0) };
+    XDP_ABORTED
+}
+
+#[xdp]
+pub fn exp_mapget(ctx: XdpContext) -> u32 {
+    let a = GEN_SEQ.get(0).copied().unwrap_or(0);
+    let b = RING_STATE.get(0).map_or(0, |s| s.len);
+    exp_done(&ctx, u64::from(a + b))
+}

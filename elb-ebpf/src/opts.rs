@@ -8,6 +8,7 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::xdp_md,
+    programs::XdpContext,
     helpers::{
         bpf_csum_diff, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
         generated::bpf_loop,
@@ -15,7 +16,7 @@ use aya_ebpf::{
 };
 use elb_common::{PROTO_TCP, WSCALE_NONE, csum};
 
-use crate::hdr::TCP_LEN;
+use crate::hdr::{ETH_LEN, IP_LEN, TCP_LEN, ptr_at};
 
 const OPT_EOL: u8 = 0;
 const OPT_NOP: u8 = 1;
@@ -144,7 +145,35 @@ fn walk(ctx: *mut xdp_md, tcp_off: u32, doff: u32, w: &mut Walk) {
 #[inline(never)]
 pub extern "C" fn elb_syn_options(ctx: *mut xdp_md, tcp_off: u32, doff: u32) -> u32 {
     let mut w = new_walk();
-    walk(ctx, tcp_off, doff, &mut w);
+    // Direct reads at constant offsets (the header sits right after an option-less IPv4
+    // header here): cheaper than a helper copy.
+    let xdp = XdpContext::new(ctx);
+    let len = (doff as usize).saturating_sub(TCP_LEN).min(MAX_OPTS);
+    if tcp_off as usize != ETH_LEN + IP_LEN || len == 0 {
+        return u32::from(WSCALE_NONE) << 16;
+    }
+    for i in 0..MAX_OPTS / 4 {
+        if 4 * i >= len {
+            break;
+        }
+        let Some(p) = ptr_at::<[u8; 4]>(&xdp, ETH_LEN + IP_LEN + TCP_LEN + 4 * i) else {
+            break;
+        };
+        // SAFETY: bounds-checked by `ptr_at`.
+        let b = unsafe { *p };
+        w.buf[4 * i..4 * i + 4].copy_from_slice(&b);
+    }
+    w.len = len as u32;
+    w.wscale = u32::from(WSCALE_NONE);
+    // SAFETY: a verified callback and a pointer to this frame's `Walk`.
+    unsafe {
+        bpf_loop(
+            MAX_OPTS as u32,
+            walk_step as *mut c_void,
+            (&raw mut w).cast(),
+            0,
+        )
+    };
     (w.mss & 0xffff) | ((w.wscale & 0xff) << 16) | ((w.sack_perm & 1) << 24)
 }
 
@@ -215,40 +244,56 @@ pub fn shift_sack(
     u32::from(check)
 }
 
-/// 1 if the TCP checksum of the segment at `tcp_off` (`tcp_len` bytes: header, options and
-/// payload) is right, 0 otherwise. Used where a packet creates state (a SYN, a cookie's ACK),
-/// and affordable there: a SYN with a bad checksum would reach the backend, be dropped there,
-/// and leave a flow and a SNAT tuple behind.
+/// 1 if the TCP checksum of the segment after an option-less IPv4 header (`tcp_len` bytes:
+/// header, options and payload) is right, 0 otherwise. Used where a packet creates state (a
+/// SYN, a cookie's ACK), and affordable there: a SYN with a bad checksum would reach the
+/// backend, be dropped there, and leave a flow and a SNAT tuple behind.
 #[unsafe(no_mangle)]
 #[inline(never)]
 pub extern "C" fn elb_tcp_checksum_ok(
     ctx: *mut xdp_md,
     saddr: u32,
     daddr: u32,
-    tcp_off: u32,
+    doff: u32,
     tcp_len: u32,
 ) -> u32 {
-    if tcp_len > 24 * 64 {
+    let xdp = XdpContext::new(ctx);
+    let (hdr, tcp_len) = (doff as usize, tcp_len as usize);
+    if !(TCP_LEN..=60).contains(&hdr) || hdr > tcp_len || tcp_len > 24 * 64 {
         // Jumbo SYNs do not occur; refusing one costs nothing.
         return 0;
     }
-    let pseudo = (saddr & 0xffff)
-        + (saddr >> 16)
-        + (daddr & 0xffff)
-        + (daddr >> 16)
-        + u32::from(u16::from(PROTO_TCP).to_be())
-        + u32::from((tcp_len as u16).to_be());
-    let mut sum = u64::from(pseudo);
+    let mut sum = u64::from(
+        (saddr & 0xffff)
+            + (saddr >> 16)
+            + (daddr & 0xffff)
+            + (daddr >> 16)
+            + u32::from(u16::from(PROTO_TCP).to_be())
+            + u32::from((tcp_len as u16).to_be()),
+    );
+    // The header and options: direct reads at constant offsets.
+    for i in 0..30 {
+        if 2 * i >= hdr {
+            break;
+        }
+        let Some(p) = ptr_at::<u16>(&xdp, ETH_LEN + IP_LEN + 2 * i) else {
+            return 0;
+        };
+        // SAFETY: bounds-checked by `ptr_at`.
+        sum += u64::from(unsafe { p.read_unaligned() });
+    }
+    // The payload (rare in a SYN): through the kernel's copy and checksum helpers.
+    let payload_off = (ETH_LEN + IP_LEN + hdr) as u32;
+    let payload = (tcp_len - hdr) as u32;
     let mut off = 0u32;
     let mut buf = [0u8; 64];
-    // 64-byte chunks through the kernel's checksum routine, then the rest a byte at a time.
     for _ in 0..24 {
-        if off + 64 > tcp_len {
+        if off + 64 > payload {
             break;
         }
         // SAFETY: the kernel bounds-checks the packet range; buf holds 64 bytes.
         let part = unsafe {
-            if bpf_xdp_load_bytes(ctx, tcp_off + off, buf.as_mut_ptr().cast(), 64) != 0 {
+            if bpf_xdp_load_bytes(ctx, payload_off + off, buf.as_mut_ptr().cast(), 64) != 0 {
                 return 0;
             }
             bpf_csum_diff(core::ptr::null_mut(), 0, buf.as_mut_ptr().cast(), 64, 0)
@@ -259,7 +304,7 @@ pub extern "C" fn elb_tcp_checksum_ok(
         sum += part as u64 & 0xffff_ffff;
         off += 64;
     }
-    let rest = tcp_len - off;
+    let rest = payload - off;
     if rest > 0 {
         buf = [0u8; 64];
         // SAFETY: a volatile read of a local (see `load_options`).
@@ -268,20 +313,21 @@ pub extern "C" fn elb_tcp_checksum_ok(
             return 0;
         }
         // SAFETY: as above; n < 64.
-        if unsafe { bpf_xdp_load_bytes(ctx, tcp_off + off, buf.as_mut_ptr().cast(), n) } != 0 {
+        if unsafe { bpf_xdp_load_bytes(ctx, payload_off + off, buf.as_mut_ptr().cast(), n) } != 0 {
             return 0;
         }
         for i in 0..32 {
-            let w = u16::from_ne_bytes([buf[2 * i], buf[2 * i + 1]]);
-            sum += u64::from(w);
+            sum += u64::from(u16::from_ne_bytes([buf[2 * i], buf[2 * i + 1]]));
         }
     }
+    sum = (sum & 0xffff_ffff) + (sum >> 32);
     sum = (sum & 0xffff_ffff) + (sum >> 32);
     u32::from(csum::fold(sum as u32) == 0)
 }
 
-/// True if the TCP checksum of the segment at `tcp_off` is right (see `elb_tcp_checksum_ok`).
+/// True if the TCP checksum of the segment (header length `doff`) is right (see
+/// `elb_tcp_checksum_ok`).
 #[inline(always)]
-pub fn checksum_ok(ctx: *mut xdp_md, saddr: u32, daddr: u32, tcp_off: usize, tcp_len: usize) -> bool {
-    elb_tcp_checksum_ok(ctx, saddr, daddr, tcp_off as u32, tcp_len as u32) != 0
+pub fn checksum_ok(ctx: *mut xdp_md, saddr: u32, daddr: u32, doff: usize, tcp_len: usize) -> bool {
+    elb_tcp_checksum_ok(ctx, saddr, daddr, doff as u32, tcp_len as u32) != 0
 }

@@ -19,8 +19,8 @@ use aya_ebpf::{
 use elb_common::{
     BACKEND_ACTIVE, COOKIE_SLOT_SHIFT, Counters, FLOW_F_ACKED, FLOW_F_CONFIRMED,
     FLOW_F_REPLY, FLOW_F_SYNPROXY, FLOW_F_XLATE, FlowKey, FlowWord,
-    Listener, ListenerKey, MAX_SET_BACKENDS, MAX_SNAT_ADDRS, NatTuple, NextHop, PROTO_TCP, SNAT_TRIES,
-    SYNPROXY_MSS, SYNPROXY_WSCALE, WSCALE_NONE, csum, stages,
+    Listener, MAX_SET_BACKENDS, MAX_SNAT_ADDRS, NatTuple, NextHop, PROTO_TCP, SNAT_TRIES,
+    SYNPROXY_MSS, SYNPROXY_WSCALE, StageArgs, WSCALE_NONE, csum, stages,
     hash::{self, CookieOptions},
 };
 
@@ -30,7 +30,7 @@ use crate::{
     hdr::{ETH_LEN, EthHdr, IP_DF_BE, IP_LEN, Ipv4Hdr, TCP_ACK, TCP_LEN, TCP_SYN, TcpHdr, ptr_at},
     icmp,
     maps::{
-        BACKEND_SETS, BACKENDS, CONFIG, COUNTERS, HALF_OPEN_FIX, IFACES, LISTENER_PORTS, LISTENERS,
+        BACKEND_SETS, BACKENDS, CONFIG, COUNTERS, HALF_OPEN_FIX, IFACES, LISTENER_PORTS,
         META, RR_CURSORS, SCRATCH, SNAT_ADDRS, STAGE_ARGS,
     },
     opts, rst,
@@ -40,11 +40,11 @@ use crate::{
 };
 
 /// A SYN (or a cookie's ACK) to a listener.
-pub struct NewSyn<'a> {
+pub struct NewSyn {
     /// Its flow key.
     pub key: FlowKey,
     /// The listener.
-    pub listener: &'a Listener,
+    pub listener: Listener,
     /// The closed flow whose client port it reuses: its slot index and identity (0: none;
     /// an `Option` here would copy uninitialised bytes, which the verifier refuses).
     pub replacing_index: u32,
@@ -122,18 +122,26 @@ impl Entered {
     };
 }
 
-/// The listener a packet is for.
+/// The listener `elb` found for the packet (in the stage arguments).
 #[inline(always)]
-fn listener_of(key: &FlowKey) -> Option<&'static Listener> {
-    // SAFETY: map value, read-only.
-    unsafe {
-        LISTENERS.get(ListenerKey {
-            vip: key.dst,
-            port: key.dport,
-            proto: PROTO_TCP,
-            _pad: 0,
-        })
+fn listener_of(args: &StageArgs) -> Listener {
+    Listener {
+        id: args.listener_id,
+        flags: args.listener_flags,
+        idle_timeout_s: 0,
+        _pad: 0,
     }
+}
+
+/// This CPU's stage arguments.
+#[inline(always)]
+fn args() -> StageArgs {
+    STAGE_ARGS.get(0).copied().unwrap_or(StageArgs {
+        index: 0,
+        ident: 0,
+        listener_id: 0,
+        listener_flags: 0,
+    })
 }
 
 /// The flow half at table index `index` if it still holds flow `ident`.
@@ -152,7 +160,8 @@ const COOKIE_NOW: u32 = u32::MAX;
 /// whose client port it reuses, if any).
 #[xdp]
 pub fn elb_syn(ctx: XdpContext) -> u32 {
-    let (replacing_index, replacing_ident) = STAGE_ARGS.get(0).map_or((0, 0), |a| (a.index, a.ident));
+    let args = args();
+    let (replacing_index, replacing_ident) = (args.index, args.ident);
     let Some(c) = counters() else {
         return XDP_DROP;
     };
@@ -165,10 +174,7 @@ pub fn elb_syn(ctx: XdpContext) -> u32 {
     if replacing_index == COOKIE_NOW && replacing_ident == 0 {
         return answer_with_cookie(&ctx, c, &p, &key);
     }
-    let Some(listener) = listener_of(&key) else {
-        c.drop_internal += 1;
-        return XDP_DROP;
-    };
+    let listener = listener_of(&args);
     new_flow(&ctx, c, &env, &p, &NewSyn {
         key,
         listener,
@@ -190,10 +196,7 @@ pub fn elb_cookie_ack(ctx: XdpContext) -> u32 {
         return XDP_DROP;
     }
     let Entered { p, key, env } = e;
-    let Some(listener) = listener_of(&key) else {
-        c.drop_internal += 1;
-        return XDP_DROP;
-    };
+    let listener = listener_of(&args());
     cookie_ack(&ctx, c, &env, &p, &NewSyn {
         key,
         listener,
@@ -205,12 +208,12 @@ pub fn elb_cookie_ack(ctx: XdpContext) -> u32 {
 /// A SYN to a listener.
 #[inline(always)]
 fn new_flow(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, n: &NewSyn) -> u32 {
-    let (key, listener) = (&n.key, n.listener);
+    let (key, listener) = (&n.key, &n.listener);
     if !opts::checksum_ok(
         ctx.ctx,
         u32::from_ne_bytes(key.src),
         u32::from_ne_bytes(key.dst),
-        p.tcp_off(),
+        p.doff,
         p.tot_len - p.ihl,
     ) {
         c.drop_tcp_checksum += 1;
@@ -231,12 +234,12 @@ fn new_flow(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, n: &NewSyn) 
         return answer_with_cookie(ctx, c, p, key);
     }
     let _ = env;
-    to_plan(ctx, c, &Origin::SYN, n.replacing_index, n.replacing_ident)
+    to_plan(ctx, c, &Origin::SYN, n)
 }
 
 /// Hands the packet (a SYN to a listener) to stage `elb_plan`, with how the flow came about.
 #[inline(always)]
-fn to_plan(ctx: &XdpContext, c: &mut Counters, origin: &Origin, index: u32, ident: u32) -> u32 {
+fn to_plan(ctx: &XdpContext, c: &mut Counters, origin: &Origin, n: &NewSyn) -> u32 {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         c.drop_internal += 1;
         return XDP_DROP;
@@ -248,10 +251,15 @@ fn to_plan(ctx: &XdpContext, c: &mut Counters, origin: &Origin, index: u32, iden
         (*plan).cookie = origin.cookie;
         (*plan).client_win = origin.client_win;
         (*plan).wscale = origin.wscale;
-        (*plan).replacing_index = index;
-        (*plan).replacing_ident = ident;
+        (*plan).replacing_index = n.replacing_index;
+        (*plan).replacing_ident = n.replacing_ident;
     }
-    tcp::stage(ctx, c, stages::PLAN, 0, 0)
+    tcp::stage_with(ctx, c, stages::PLAN, StageArgs {
+        index: 0,
+        ident: 0,
+        listener_id: n.listener.id,
+        listener_flags: n.listener.flags,
+    })
 }
 
 /// Stage `elb_plan`: plans the new flow of the SYN at hand (see `open`).
@@ -266,7 +274,8 @@ pub fn elb_plan(ctx: XdpContext) -> u32 {
         return XDP_DROP;
     }
     let Entered { p, key, env } = e;
-    let (Some(listener), Some(scratch)) = (listener_of(&key), SCRATCH.get_ptr_mut(0)) else {
+    let listener = listener_of(&args());
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         c.drop_internal += 1;
         return XDP_DROP;
     };
@@ -289,8 +298,8 @@ pub fn elb_plan(ctx: XdpContext) -> u32 {
 }
 
 /// What `open` opens.
-struct Open<'a, 'b> {
-    syn: &'b NewSyn<'a>,
+struct Open<'b> {
+    syn: &'b NewSyn,
     origin: Origin,
 }
 
@@ -301,7 +310,7 @@ struct Open<'a, 'b> {
 #[inline(always)]
 fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32 {
     let now = env.now;
-    let (key, listener, origin) = (&o.syn.key, o.syn.listener, &o.origin);
+    let (key, listener, origin) = (&o.syn.key, &o.syn.listener, &o.origin);
     let refuse_seq = (origin.cookie_flow != 0).then_some(origin.cookie.wrapping_add(1));
     // SAFETY: a map value; replaced (not modified) by userspace, so reading it is consistent.
     let Some(set) = (unsafe { BACKEND_SETS.get(listener.id) }) else {
@@ -793,7 +802,7 @@ fn cookie_ack(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, n: &NewSyn
         ctx.ctx,
         u32::from_ne_bytes(key.src),
         u32::from_ne_bytes(key.dst),
-        p.tcp_off(),
+        p.doff,
         p.tot_len - p.ihl,
     ) {
         c.drop_tcp_checksum += 1;
@@ -837,7 +846,7 @@ fn cookie_ack(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, n: &NewSyn
         seq: client_isn,
         ack: 0,
     };
-    let _ = (syn, env, n);
+    let _ = (syn, env);
     to_plan(
         ctx,
         c,
@@ -847,8 +856,7 @@ fn cookie_ack(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, n: &NewSyn
             client_win,
             wscale: options.wscale,
         },
-        0,
-        0,
+        n,
     )
 }
 

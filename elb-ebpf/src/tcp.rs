@@ -203,8 +203,12 @@ pub fn handle(
                     c.drop_ip_options += 1;
                     return XDP_DROP;
                 }
-                let _ = listener;
-                return stage(ctx, c, stages::SYN, found.index, found.ident());
+                return stage_with(ctx, c, stages::SYN, StageArgs {
+                    index: found.index,
+                    ident: found.ident(),
+                    listener_id: listener.id,
+                    listener_flags: listener.flags,
+                });
             }
         }
         if ihl != IP_LEN {
@@ -230,14 +234,22 @@ pub fn handle(
                 c.drop_ip_options += 1;
                 return XDP_DROP;
             }
-            let _ = listener;
-            stage(ctx, c, stages::SYN, 0, 0)
+            stage_with(ctx, c, stages::SYN, StageArgs {
+                index: 0,
+                ident: 0,
+                listener_id: listener.id,
+                listener_flags: listener.flags,
+            })
         }
         Some(listener) if p.flags & (TCP_RST | TCP_SYN) == 0 && ihl == IP_LEN => {
             // The handshake's ACK of a SYN we answered with a cookie opens a flow; any other
             // segment of an unknown connection is answered with a RST.
-            let _ = listener;
-            stage(ctx, c, stages::COOKIE_ACK, 0, 0)
+            stage_with(ctx, c, stages::COOKIE_ACK, StageArgs {
+                index: 0,
+                ident: 0,
+                listener_id: listener.id,
+                listener_flags: listener.flags,
+            })
         }
         Some(_) => {
             // Never answer a RST, and never packets with IP options (we only build option-less
@@ -256,9 +268,25 @@ pub fn handle(
 /// `index`/`ident` name the flow concerned.
 #[inline(always)]
 pub fn stage(ctx: &XdpContext, c: &mut Counters, slot: u32, index: u32, ident: u32) -> u32 {
-    if let Some(args) = STAGE_ARGS.get_ptr_mut(0) {
+    stage_with(
+        ctx,
+        c,
+        slot,
+        StageArgs {
+            index,
+            ident,
+            listener_id: 0,
+            listener_flags: 0,
+        },
+    )
+}
+
+/// Hands the packet to stage `slot` with `args`.
+#[inline(always)]
+pub fn stage_with(ctx: &XdpContext, c: &mut Counters, slot: u32, args: StageArgs) -> u32 {
+    if let Some(a) = STAGE_ARGS.get_ptr_mut(0) {
         // SAFETY: this CPU's entry; the stage runs next on this CPU.
-        unsafe { *args = StageArgs { index, ident } };
+        unsafe { *a = args };
     }
     // SAFETY: a tail call; it returns only if the slot is empty.
     unsafe { STAGES.tail_call(ctx, slot) };

@@ -41,6 +41,79 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    if std::env::var_os("SYNPATH").is_some() {
+        let fx = Fixture::with_conntrack(524288)?;
+        tests::bench::per_packet::prepare(&fx)?;
+        let mut ring = Ring::new(fx.dp_program())?;
+        let vip = VIP;
+        let other = Ipv4Addr::new(198, 18, 0, 77); // no listener: pass_not_ours
+        let mut next = 0u64;
+        let mut run = |ring: &mut Ring, label: &str, target: u32, dst: Ipv4Addr, backlog: u32| -> anyhow::Result<()> {
+            tests::bench::per_packet::set_backlog(&fx, backlog)?;
+            let mut v = Vec::new();
+            for _ in 0..5 {
+                ring.set_syn(&tests::bench::per_packet::syn_template(dst), next)?;
+                next += 200_000;
+                let (ns, _) = ring.time(&fx, target, fx.cl, 200_000)?;
+                v.push(ns);
+                let mut maps = fx.maps()?;
+                let keys: Vec<_> = maps.flows()?.into_iter().map(|(k, _)| k).collect();
+                maps.remove_flows(&keys)?;
+                maps.flow_table().compact();
+            }
+            println!("{label:28} {:.1}  {v:?}", median(&mut v));
+            Ok(())
+        };
+        run(&mut ring, "floor (syn mode)", 0, vip, 1)?;
+        run(&mut ring, "not ours (lookup miss)", 1, other, 1)?;
+        run(&mut ring, "cookie", 1, vip, 1)?;
+        run(&mut ring, "new flow", 1, vip, u32::MAX)?;
+        // Cut the path short: a stage slot pointing at the floor.
+        let floor = progs::load(&["elb_floor"])?;
+        let floor_fd = progs::program(&floor, "elb_floor")?.fd()?.try_clone()?;
+        let stages_path = fx.pin_root.join("stages");
+        let mut stages: aya::maps::ProgramArray<_> =
+            aya::maps::Map::ProgramArray(aya::maps::MapData::from_pin(&stages_path)?).try_into()?;
+        stages.set(4, &floor_fd, 0)?;
+        run(&mut ring, "new flow up to open", 1, vip, u32::MAX)?;
+        stages.set(3, &floor_fd, 0)?;
+        run(&mut ring, "new flow up to plan", 1, vip, u32::MAX)?;
+        stages.set(0, &floor_fd, 0)?;
+        run(&mut ring, "new flow up to syn", 1, vip, u32::MAX)?;
+        return Ok(());
+    }
+    if std::env::var_os("PIECES").is_some() {
+        let fx = Fixture::new()?;
+        let mut ring = Ring::new(fx.dp_program())?;
+        let names = ["exp_siphash", "exp_adjust", "exp_loadbytes", "exp_tailcall", "exp_mapget", "exp_jiffies", "exp_prandom"];
+        let mut ebpf = progs::load(&names)?;
+        let floor = progs::load(&["elb_floor"])?;
+        {
+            let fd = progs::program(&floor, "elb_floor")?.fd()?.try_clone()?;
+            let mut t: aya::maps::ProgramArray<_> = ebpf.map_mut("exp_tail").unwrap().try_into()?;
+            t.set(0, &fd, 0)?;
+        }
+        for (i, name) in names.iter().enumerate() {
+            ring.set_target(2 + i as u32, progs::program(&ebpf, name)?)?;
+        }
+        let frames: Vec<Vec<u8>> = (0..1024u32).map(|i| Tcp::new((Ipv4Addr::from(SPOOF_BASE + 1 + i), 1000), (VIP, 80), TCP_ACK).frame()).collect();
+        ring.set_frames(&frames)?;
+        let mut all: Vec<Vec<f64>> = vec![Vec::new(); 1 + names.len()];
+        for _ in 0..7 {
+            for t in 0..=names.len() {
+                let slot = if t == 0 { 0 } else { 1 + t as u32 };
+                let (ns, v) = ring.time(&fx, slot, fx.cl, 500_000)?;
+                anyhow::ensure!(v == XDP_TX, "target {t} verdict {v}");
+                all[t].push(ns);
+            }
+        }
+        let mut label = vec!["floor"];
+        label.extend(names);
+        for (l, s) in label.iter().zip(all.iter_mut()) {
+            println!("{l:14} {:.1}", median(s));
+        }
+        return Ok(());
+    }
     let fx = Fixture::new()?;
     let mut ring = Ring::new(fx.dp_program())?;
     let names = [

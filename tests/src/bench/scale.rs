@@ -32,7 +32,8 @@ fn conntrack(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
     progress(format!(
         "scale: conntrack with {flows} live flows, established cost over {ring_flows} of them"
     ));
-    let fx = Fixture::with_conntrack(2 * flows + 8192)?;
+    // Two slots per flow, at under half occupancy.
+    let fx = Fixture::with_conntrack((4 * flows).next_power_of_two())?;
     per_packet::prepare(&fx)?;
     let mut ring = Ring::new(fx.dp_program())?;
     // The timed flows first, alone in the table; then the rest of the million.
