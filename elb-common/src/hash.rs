@@ -242,7 +242,16 @@ mod tests {
             syn_cookie(KEY, [1, 2, 3, 4], [5, 6, 7, 8], 1000, 81, 12345, 7, 0x5a),
             syn_cookie(KEY, [1, 2, 3, 4], [5, 6, 7, 8], 1000, 80, 12346, 7, 0x5a),
             syn_cookie(KEY, [1, 2, 3, 4], [5, 6, 7, 8], 1000, 80, 12345, 8, 0x5a),
-            syn_cookie([KEY[0], KEY[1] ^ 1], [1, 2, 3, 4], [5, 6, 7, 8], 1000, 80, 12345, 7, 0x5a),
+            syn_cookie(
+                [KEY[0], KEY[1] ^ 1],
+                [1, 2, 3, 4],
+                [5, 6, 7, 8],
+                1000,
+                80,
+                12345,
+                7,
+                0x5a,
+            ),
         ];
         for v in variants {
             assert_ne!(v & 0xffff_ff00, base & 0xffff_ff00);
@@ -265,6 +274,9 @@ mod tests {
             buckets[(flow_hash(seed, &k) & 63) as usize] += 1;
         }
         // 100 per bucket on average; a poor hash of consecutive ports piles them up.
-        assert!(buckets.iter().all(|&n| (50..=150).contains(&n)), "{buckets:?}");
+        assert!(
+            buckets.iter().all(|&n| (50..=150).contains(&n)),
+            "{buckets:?}"
+        );
     }
 }

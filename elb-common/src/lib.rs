@@ -537,7 +537,8 @@ impl FlowSlot {
 #[inline(always)]
 pub fn is_closed(flags: u32) -> bool {
     flags & FLOW_F_RST != 0
-        || flags & (FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND) == FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND
+        || flags & (FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND)
+            == FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND
 }
 
 /// A resolved next hop: where and how to send a rewritten packet.
@@ -672,6 +673,11 @@ macro_rules! counters {
             /// Adds another CPU's counters into this one.
             pub fn accumulate(&mut self, other: &Self) {
                 $( self.$name = self.$name.wrapping_add(other.$name); )+
+            }
+
+            /// What moved since `earlier` (each field's difference).
+            pub fn since(&self, earlier: &Self) -> Self {
+                Self { $( $name: self.$name.wrapping_sub(earlier.$name), )+ }
             }
         }
     };

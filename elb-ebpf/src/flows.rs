@@ -26,7 +26,9 @@ use crate::maps::{CONNTRACK, CONNTRACK_LOCKS, META};
 pub fn cas64(p: *mut u64, old: u64, new: u64) -> bool {
     // SAFETY: callers pass pointers into live map values. SeqCst: a full barrier (see
     // toolchain.md: weaker orderings miscompile on bpfel).
-    unsafe { atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(p, old, new).1 }
+    unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(p, old, new).1
+    }
 }
 
 /// Atomic add; returns the previous value.
@@ -212,8 +214,11 @@ impl Table {
         let slot = CONNTRACK.get_ptr_mut(index)?;
         // SAFETY: a pointer into the flow table array.
         let state = word(unsafe { &raw const (*slot).state });
-        (state.ident != 0 && state.value & (FLOW_F_CLAIM | FLOW_F_TOMB) == 0)
-            .then_some(Found { slot, index, state })
+        (state.ident != 0 && state.value & (FLOW_F_CLAIM | FLOW_F_TOMB) == 0).then_some(Found {
+            slot,
+            index,
+            state,
+        })
     }
 
     #[inline(always)]

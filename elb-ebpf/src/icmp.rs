@@ -112,7 +112,11 @@ pub fn handle(ctx: &XdpContext, c: &mut Counters, ip: *mut Ipv4Hdr) -> u32 {
         let mut check = (*ip).check;
         check = csum::replace_u32(check, old_outer_src, nat_src);
         check = csum::replace_u32(check, old_outer_dst, nat_dst);
-        check = csum::replace_u16(check, u16::from_ne_bytes([ttl, PROTO_ICMP]), u16::from_ne_bytes([ttl - 1, PROTO_ICMP]));
+        check = csum::replace_u16(
+            check,
+            u16::from_ne_bytes([ttl, PROTO_ICMP]),
+            u16::from_ne_bytes([ttl - 1, PROTO_ICMP]),
+        );
         (*ip).check = check;
         (*ip).ttl = ttl - 1;
         (*ip).saddr = nat_src;
@@ -196,7 +200,13 @@ pub extern "C" fn elb_icmp_error(ctx: *mut xdp_md, kind: u32, code: u32, mtu: u3
         return XDP_DROP;
     };
     // SAFETY: this CPU's counters.
-    build_error(&XdpContext::new(ctx), unsafe { &mut *c }, kind as u8, code as u8, mtu as u16)
+    build_error(
+        &XdpContext::new(ctx),
+        unsafe { &mut *c },
+        kind as u8,
+        code as u8,
+        mtu as u16,
+    )
 }
 
 #[inline(always)]

@@ -8,9 +8,8 @@ use aya_ebpf::{
 };
 use elb_common::{
     Backend, BackendSet, Config, Counters, DEFAULT_CONNTRACK_ENTRIES, FLOW_LOCK_SLOTS, FlowSlot,
-    HalfOpenFix, Iface,
-    Listener, ListenerKey, ListenerState, MAX_BACKENDS, MAX_IFACES, MAX_LISTENERS, Meta, NextHop,
-    SnatAddrs, StageArgs, TrafficStats,
+    HalfOpenFix, Iface, Listener, ListenerKey, ListenerState, MAX_BACKENDS, MAX_IFACES,
+    MAX_LISTENERS, Meta, NextHop, SnatAddrs, StageArgs, TrafficStats,
 };
 
 const LISTENERS_N: usize = MAX_LISTENERS as usize;
@@ -49,7 +48,8 @@ pub static CONNTRACK: Array<FlowSlot, CONNTRACK_N, MMAPABLE> = Array::new();
 
 /// One insert lock per 32 slots of the flow table (the sweep takes them too, to compact).
 #[btf_map(name = "conntrack_locks")]
-pub static CONNTRACK_LOCKS: Array<u32, { CONNTRACK_N / FLOW_LOCK_SLOTS as usize }, MMAPABLE> = Array::new();
+pub static CONNTRACK_LOCKS: Array<u32, { CONNTRACK_N / FLOW_LOCK_SLOTS as usize }, MMAPABLE> =
+    Array::new();
 
 /// SNAT source addresses per egress ifindex.
 #[btf_map(name = "snat_addrs")]

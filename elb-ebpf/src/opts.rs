@@ -8,11 +8,8 @@ use core::ffi::c_void;
 
 use aya_ebpf::{
     bindings::xdp_md,
+    helpers::{bpf_csum_diff, bpf_xdp_load_bytes, bpf_xdp_store_bytes, generated::bpf_loop},
     programs::XdpContext,
-    helpers::{
-        bpf_csum_diff, bpf_xdp_load_bytes, bpf_xdp_store_bytes,
-        generated::bpf_loop,
-    },
 };
 use elb_common::{PROTO_TCP, WSCALE_NONE, csum};
 
@@ -206,16 +203,14 @@ pub fn parse_syn(ctx: *mut xdp_md, tcp_off: usize, doff: usize) -> SynOptions {
 /// the checksum `check` updated for it. SACK edges are sequence numbers of the data they
 /// acknowledge: they move with the ACK number.
 #[inline(always)]
-pub fn shift_sack(
-    ctx: *mut xdp_md,
-    tcp_off: u32,
-    doff: u32,
-    delta: u32,
-    check: u32,
-) -> u32 {
+pub fn shift_sack(ctx: *mut xdp_md, tcp_off: u32, doff: u32, delta: u32, check: u32) -> u32 {
     let mut w = new_walk();
     walk(ctx, tcp_off, doff, &mut w);
-    let (start, sack_len, buf) = (w.sack_at as usize & (OPT_BUF - 1), w.sack_len as usize, &w.buf);
+    let (start, sack_len, buf) = (
+        w.sack_at as usize & (OPT_BUF - 1),
+        w.sack_len as usize,
+        &w.buf,
+    );
     if !(10..=34).contains(&sack_len) {
         return check;
     }
@@ -227,7 +222,12 @@ pub fn shift_sack(
         }
         for e in 0..2 {
             let off = start + 2 + 8 * b + 4 * e;
-            let old = [at(buf, off), at(buf, off + 1), at(buf, off + 2), at(buf, off + 3)];
+            let old = [
+                at(buf, off),
+                at(buf, off + 1),
+                at(buf, off + 2),
+                at(buf, off + 3),
+            ];
             let mut new = u32::from_be_bytes(old).wrapping_add(delta).to_be_bytes();
             check = csum::replace_u32(check, u32::from_ne_bytes(old), u32::from_ne_bytes(new));
             // SAFETY: the kernel bounds-checks the packet range.

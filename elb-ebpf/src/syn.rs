@@ -12,16 +12,17 @@ use core::intrinsics::{AtomicOrdering, atomic_xadd};
 use aya_ebpf::{
     EbpfContext as _,
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
-    helpers::{bpf_get_prandom_u32, bpf_xdp_adjust_tail},
+    helpers::{bpf_get_prandom_u32, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     macros::xdp,
     programs::XdpContext,
 };
 use elb_common::{
-    BACKEND_ACTIVE, COOKIE_SLOT_SHIFT, Counters, FLOW_F_ACKED, FLOW_F_CONFIRMED,
-    FLOW_F_REPLY, FLOW_F_SYNPROXY, FLOW_F_XLATE, FlowKey, FlowWord,
-    Listener, MAX_SET_BACKENDS, MAX_SNAT_ADDRS, NatTuple, NextHop, PROTO_TCP, SNAT_TRIES,
-    SYNPROXY_MSS, SYNPROXY_WSCALE, StageArgs, WSCALE_NONE, csum, stages,
+    BACKEND_ACTIVE, COOKIE_SLOT_SHIFT, Counters, FLOW_F_ACKED, FLOW_F_CONFIRMED, FLOW_F_REPLY,
+    FLOW_F_SYNPROXY, FLOW_F_XLATE, FlowKey, FlowWord, Listener, MAX_SET_BACKENDS, MAX_SNAT_ADDRS,
+    NatTuple, NextHop, PROTO_TCP, SNAT_TRIES, SYNPROXY_MSS, SYNPROXY_WSCALE, StageArgs,
+    WSCALE_NONE, csum,
     hash::{self, CookieOptions},
+    stages,
 };
 
 use crate::{
@@ -30,8 +31,8 @@ use crate::{
     hdr::{ETH_LEN, EthHdr, IP_DF_BE, IP_LEN, Ipv4Hdr, TCP_ACK, TCP_LEN, TCP_SYN, TcpHdr, ptr_at},
     icmp,
     maps::{
-        BACKEND_SETS, BACKENDS, CONFIG, COUNTERS, HALF_OPEN_FIX, IFACES, LISTENER_PORTS,
-        META, RR_CURSORS, SCRATCH, SNAT_ADDRS, STAGE_ARGS,
+        BACKEND_SETS, BACKENDS, CONFIG, COUNTERS, HALF_OPEN_FIX, IFACES, LISTENER_PORTS, META,
+        RR_CURSORS, SCRATCH, SNAT_ADDRS, STAGE_ARGS,
     },
     opts, rst,
     rst::sum_words,
@@ -175,12 +176,18 @@ pub fn elb_syn(ctx: XdpContext) -> u32 {
         return answer_with_cookie(&ctx, c, &p, &key);
     }
     let listener = listener_of(&args);
-    new_flow(&ctx, c, &env, &p, &NewSyn {
-        key,
-        listener,
-        replacing_index,
-        replacing_ident,
-    })
+    new_flow(
+        &ctx,
+        c,
+        &env,
+        &p,
+        &NewSyn {
+            key,
+            listener,
+            replacing_index,
+            replacing_ident,
+        },
+    )
 }
 
 /// Stage `elb_cookie_ack`: an ACK to a listener without a flow (IPv4 without options): a
@@ -197,12 +204,18 @@ pub fn elb_cookie_ack(ctx: XdpContext) -> u32 {
     }
     let Entered { p, key, env } = e;
     let listener = listener_of(&args());
-    cookie_ack(&ctx, c, &env, &p, &NewSyn {
-        key,
-        listener,
-        replacing_index: 0,
-        replacing_ident: 0,
-    })
+    cookie_ack(
+        &ctx,
+        c,
+        &env,
+        &p,
+        &NewSyn {
+            key,
+            listener,
+            replacing_index: 0,
+            replacing_ident: 0,
+        },
+    )
 }
 
 /// A SYN to a listener.
@@ -254,12 +267,17 @@ fn to_plan(ctx: &XdpContext, c: &mut Counters, origin: &Origin, n: &NewSyn) -> u
         (*plan).replacing_index = n.replacing_index;
         (*plan).replacing_ident = n.replacing_ident;
     }
-    tcp::stage_with(ctx, c, stages::PLAN, StageArgs {
-        index: 0,
-        ident: 0,
-        listener_id: n.listener.id,
-        listener_flags: n.listener.flags,
-    })
+    tcp::stage_with(
+        ctx,
+        c,
+        stages::PLAN,
+        StageArgs {
+            index: 0,
+            ident: 0,
+            listener_id: n.listener.id,
+            listener_flags: n.listener.flags,
+        },
+    )
 }
 
 /// Stage `elb_plan`: plans the new flow of the SYN at hand (see `open`).
@@ -281,20 +299,26 @@ pub fn elb_plan(ctx: XdpContext) -> u32 {
     };
     // SAFETY: this CPU's scratch entry, written by the stage that tail-called this one.
     let plan = unsafe { (*scratch).plan };
-    open(&ctx, c, &env, &p, &Open {
-        syn: &NewSyn {
-            key,
-            listener,
-            replacing_index: plan.replacing_index,
-            replacing_ident: plan.replacing_ident,
+    open(
+        &ctx,
+        c,
+        &env,
+        &p,
+        &Open {
+            syn: &NewSyn {
+                key,
+                listener,
+                replacing_index: plan.replacing_index,
+                replacing_ident: plan.replacing_ident,
+            },
+            origin: Origin {
+                cookie_flow: plan.cookie_flow,
+                cookie: plan.cookie,
+                client_win: plan.client_win,
+                wscale: plan.wscale,
+            },
         },
-        origin: Origin {
-            cookie_flow: plan.cookie_flow,
-            cookie: plan.cookie,
-            client_win: plan.client_win,
-            wscale: plan.wscale,
-        },
-    })
+    )
 }
 
 /// What `open` opens.
@@ -329,9 +353,8 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
     // The exact round-robin: one atomic fetch-and-add per new flow, shared by all CPUs.
     // SeqCst is required: with Relaxed the compiler emits a non-fetching add (toolchain.md).
     // SAFETY: `state` points at a live array element.
-    let turn = unsafe {
-        atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*state).cursor, 1)
-    };
+    let turn =
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*state).cursor, 1) };
     // slot < count <= MAX_SET_BACKENDS (a power of two), so the mask changes nothing; it is
     // there because the verifier does not derive bounds from a modulo.
     let slot = verifier_bound((turn % count) as usize, MAX_SET_BACKENDS - 1);
@@ -491,15 +514,14 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
         // The client's own port first (keeps ports recognisable in captures), then a
         // pseudo-random walk through the range. A port some listener uses is never handed
         // out: a client of that listener could then look like this flow's reply.
-        let port = if attempt == 0
-            && client_port >= cfg.snat_port_min
-            && client_port <= cfg.snat_port_max
-        {
-            client_port
-        } else {
-            pick = pick.wrapping_mul(1_103_515_245).wrapping_add(12_345);
-            cfg.snat_port_min + ((pick >> 8) % span) as u16
-        };
+        let port =
+            if attempt == 0 && client_port >= cfg.snat_port_min && client_port <= cfg.snat_port_max
+            {
+                client_port
+            } else {
+                pick = pick.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                cfg.snat_port_min + ((pick >> 8) % span) as u16
+            };
         if is_listener_port(port) {
             c.snat_retries += 1;
             continue;
@@ -570,8 +592,12 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
         }
     }
     // SAFETY: this CPU's scratch entry.
-    let (listener_id, backend_id) =
-        unsafe { (u32::from((*forward).listener_id), u32::from((*forward).backend_id)) };
+    let (listener_id, backend_id) = unsafe {
+        (
+            u32::from((*forward).listener_id),
+            u32::from((*forward).backend_id),
+        )
+    };
     if plan.cookie_flow == 0 {
         if let Some(state) = RR_CURSORS.get_ptr_mut(listener_id) {
             // SAFETY: an array element.
@@ -585,7 +611,13 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
     // SAFETY: bounds-checked header.
     let ttl = unsafe { (*p.ip).ttl };
     tcp::rewrite::<false>(&p, &nat, ttl, &Xlate::default());
-    stats::account(listener_id, backend_id, Direction::In, p.tot_len as u64, true);
+    stats::account(
+        listener_id,
+        backend_id,
+        Direction::In,
+        p.tot_len as u64,
+        true,
+    );
     if plan.unresolved != 0 {
         c.pass_no_neigh += 1;
         return XDP_PASS;
@@ -599,7 +631,10 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
 fn retire(table: &Table, old: &Found) {
     // SAFETY: a pointer into the flow table.
     let partner_key = unsafe { (*old.slot).partner_key() };
-    if let Some(r) = table.lookup(&partner_key).filter(|r| r.ident() == old.ident()) {
+    if let Some(r) = table
+        .lookup(&partner_key)
+        .filter(|r| r.ident() == old.ident())
+    {
         // SAFETY: pointers into the flow table; CAS on words carrying the identity.
         unsafe {
             flows::word_or(r.state_word(), old.ident(), elb_common::FLOW_F_RESERVED);
@@ -633,19 +668,44 @@ fn verifier_bound(value: usize, mask: usize) -> usize {
     unsafe { core::ptr::read_volatile(&raw const value) & mask }
 }
 
-/// Frame length of the SYN-ACKs and SYNs the SYN proxy builds: 12 bytes of TCP options
-/// (MSS, SACK permitted, window scale).
-const HANDSHAKE_FRAME_LEN: usize = ETH_LEN + IP_LEN + TCP_LEN + 12;
+/// Length of the fixed headers (Ethernet, IPv4 without options, TCP without options).
+const HEADERS: usize = ETH_LEN + IP_LEN + TCP_LEN;
 
-/// Trims or grows the frame to `len` bytes; the IP, TCP and Ethernet headers after it.
+/// Trims the frame to its fixed headers (options and payload go); then, with `extra` > 0,
+/// makes room for `extra` bytes of TCP options after them by moving the headers into the
+/// headroom (XDP guarantees headroom; a frame built from a small skb may have no tailroom).
+/// Returns the header pointers.
 #[inline(always)]
-fn resize(ctx: &XdpContext, len: usize) -> Option<(*mut EthHdr, *mut Ipv4Hdr, *mut TcpHdr)> {
-    let have = (ctx.data_end() - ctx.data()) as i32;
-    // SAFETY: the kernel validates the delta; pointers are re-derived below.
-    if have != len as i32
-        && unsafe { bpf_xdp_adjust_tail(ctx.as_ptr().cast(), len as i32 - have) } != 0
+fn reshape<const EXTRA: usize>(
+    ctx: &XdpContext,
+) -> Option<(*mut EthHdr, *mut Ipv4Hdr, *mut TcpHdr)> {
+    let have = ctx.data_end() - ctx.data();
+    if have < HEADERS {
+        return None;
+    }
+    // SAFETY: shrinking the tail; the kernel validates the delta.
+    if have > HEADERS
+        && unsafe { bpf_xdp_adjust_tail(ctx.as_ptr().cast(), HEADERS as i32 - have as i32) } != 0
     {
         return None;
+    }
+    if EXTRA > 0 {
+        // SAFETY: the kernel checks the headroom; pointers are re-derived below.
+        if unsafe { bpf_xdp_adjust_head(ctx.as_ptr().cast(), -(EXTRA as i32)) } != 0 {
+            return None;
+        }
+        let (dst, src) = (
+            ptr_at::<[u16; HEADERS / 2]>(ctx, 0)?,
+            ptr_at::<[u16; HEADERS / 2]>(ctx, EXTRA)?,
+        );
+        for i in 0..HEADERS / 2 {
+            // SAFETY: both ranges were bounds-checked; ascending copy to a lower address.
+            unsafe {
+                dst.cast::<u16>()
+                    .add(i)
+                    .write_unaligned(src.cast::<u16>().add(i).read_unaligned())
+            };
+        }
     }
     Some((
         ptr_at::<EthHdr>(ctx, 0)?,
@@ -726,7 +786,7 @@ fn answer_with_cookie(ctx: &XdpContext, c: &mut Counters, p: &Pkt, key: &FlowKey
         cookie_slot(),
         options.bits(),
     );
-    let Some((eth, ip, tcp)) = resize(ctx, HANDSHAKE_FRAME_LEN) else {
+    let Some((eth, ip, tcp)) = reshape::<12>(ctx) else {
         c.drop_rst_failed += 1;
         return XDP_DROP;
     };
@@ -811,7 +871,7 @@ fn cookie_ack(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, n: &NewSyn
     // SAFETY: bounds-checked header.
     let client_win = u16::from_be(unsafe { (*p.tcp).window });
     // The client's ACK becomes the SYN the backend gets: its own ISN and options.
-    let Some((eth, ip, tcp)) = resize(ctx, HANDSHAKE_FRAME_LEN) else {
+    let Some((eth, ip, tcp)) = reshape::<12>(ctx) else {
         c.drop_rst_failed += 1;
         return XDP_DROP;
     };
@@ -866,13 +926,24 @@ fn cookie_ack(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, n: &NewSyn
 /// the same way.
 #[inline(always)]
 #[expect(clippy::manual_swap, reason = "packet memory: no references into it")]
-pub fn backend_synack(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, found: &Found) -> u32 {
+pub fn backend_synack(
+    ctx: &XdpContext,
+    c: &mut Counters,
+    env: &Env,
+    p: &Pkt,
+    found: &Found,
+) -> u32 {
     let table = &env.table;
     let f = found.slot;
     let ident = found.ident();
     // SAFETY: a pointer into the flow table.
-    let (cookie, expected_ack, partner_key) =
-        unsafe { ((*f).isn, flows::word(&raw const (*f).acked).value, (*f).partner_key()) };
+    let (cookie, expected_ack, partner_key) = unsafe {
+        (
+            (*f).isn,
+            flows::word(&raw const (*f).acked).value,
+            (*f).partner_key(),
+        )
+    };
     if p.ack != expected_ack {
         // Not an answer to the SYN we sent.
         c.drop_internal += 1;
@@ -919,7 +990,7 @@ pub fn backend_synack(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, fo
     }
     let backend_isn = p.seq;
     let window = (u32::from(client_win) << fwd_from) >> fwd_to;
-    let Some((eth, ip, tcp)) = resize(ctx, ETH_LEN + IP_LEN + TCP_LEN) else {
+    let Some((eth, ip, tcp)) = reshape::<0>(ctx) else {
         c.drop_rst_failed += 1;
         return XDP_DROP;
     };

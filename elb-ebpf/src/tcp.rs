@@ -203,12 +203,17 @@ pub fn handle(
                     c.drop_ip_options += 1;
                     return XDP_DROP;
                 }
-                return stage_with(ctx, c, stages::SYN, StageArgs {
-                    index: found.index,
-                    ident: found.ident(),
-                    listener_id: listener.id,
-                    listener_flags: listener.flags,
-                });
+                return stage_with(
+                    ctx,
+                    c,
+                    stages::SYN,
+                    StageArgs {
+                        index: found.index,
+                        ident: found.ident(),
+                        listener_id: listener.id,
+                        listener_flags: listener.flags,
+                    },
+                );
             }
         }
         if ihl != IP_LEN {
@@ -234,22 +239,32 @@ pub fn handle(
                 c.drop_ip_options += 1;
                 return XDP_DROP;
             }
-            stage_with(ctx, c, stages::SYN, StageArgs {
-                index: 0,
-                ident: 0,
-                listener_id: listener.id,
-                listener_flags: listener.flags,
-            })
+            stage_with(
+                ctx,
+                c,
+                stages::SYN,
+                StageArgs {
+                    index: 0,
+                    ident: 0,
+                    listener_id: listener.id,
+                    listener_flags: listener.flags,
+                },
+            )
         }
         Some(listener) if p.flags & (TCP_RST | TCP_SYN) == 0 && ihl == IP_LEN => {
             // The handshake's ACK of a SYN we answered with a cookie opens a flow; any other
             // segment of an unknown connection is answered with a RST.
-            stage_with(ctx, c, stages::COOKIE_ACK, StageArgs {
-                index: 0,
-                ident: 0,
-                listener_id: listener.id,
-                listener_flags: listener.flags,
-            })
+            stage_with(
+                ctx,
+                c,
+                stages::COOKIE_ACK,
+                StageArgs {
+                    index: 0,
+                    ident: 0,
+                    listener_id: listener.id,
+                    listener_flags: listener.flags,
+                },
+            )
         }
         Some(_) => {
             // Never answer a RST, and never packets with IP options (we only build option-less
@@ -378,8 +393,7 @@ fn established<const XLATE: bool>(
         c.drop_internal += 1;
         return XDP_DROP;
     };
-    if backend.generation != backend_gen || backend.state == BACKEND_REMOVED || backend.state == 0
-    {
+    if backend.generation != backend_gen || backend.state == BACKEND_REMOVED || backend.state == 0 {
         return refuse_removed(ctx, c, reply, p.tot_len);
     }
 
@@ -466,7 +480,12 @@ fn established<const XLATE: bool>(
     if hop.mtu != 0 && p.tot_len > usize::from(hop.mtu) {
         // SAFETY: bounds-checked header.
         if unsafe { (*p.ip).frag_off } & IP_DF_BE != 0 {
-            return icmp::send_error(ctx, icmp::ICMP_DEST_UNREACH, icmp::ICMP_FRAG_NEEDED, hop.mtu);
+            return icmp::send_error(
+                ctx,
+                icmp::ICMP_DEST_UNREACH,
+                icmp::ICMP_FRAG_NEEDED,
+                hop.mtu,
+            );
         }
         fragment = true;
     }

@@ -328,7 +328,10 @@ pub mod frames {
     /// Opens a flow from client `i` port `cport`; returns the SYN as forwarded.
     pub fn open(fx: &Fixture, i: u8, cport: u16) -> Parsed {
         let out = fx.run(fx.cl, &syn(fx, i, cport).frame()).unwrap();
-        assert_eq!(out.action, XDP_REDIRECT, "SYN redirected towards the backend side");
+        assert_eq!(
+            out.action, XDP_REDIRECT,
+            "SYN redirected towards the backend side"
+        );
         parse(&out.frame)
     }
 
@@ -353,7 +356,10 @@ pub mod frames {
         ack.seq = CLIENT_ISN + 1;
         ack.ack = BACKEND_ISN + 1;
         let out = fx.run(fx.cl, &ack.frame()).unwrap();
-        assert_eq!(out.action, XDP_REDIRECT, "handshake ACK towards the backend");
+        assert_eq!(
+            out.action, XDP_REDIRECT,
+            "handshake ACK towards the backend"
+        );
         fwd
     }
 

@@ -5,6 +5,7 @@ pub mod agent;
 pub mod bench;
 pub mod dns;
 pub mod fixture;
+pub mod flood;
 pub mod http;
 pub mod netns;
 pub mod packet;

@@ -53,7 +53,10 @@ pub fn program<'a>(ebpf: &'a Ebpf, name: &str) -> anyhow::Result<&'a Xdp> {
 /// Loads `name` on its own and pins it at `path` (for `ip link set dev X xdpdrv pinned PATH`).
 pub fn pin(name: &str, path: &Path) -> anyhow::Result<()> {
     let mut ebpf = load(&[name])?;
-    let p: &mut Xdp = ebpf.program_mut(name).context(name.to_string())?.try_into()?;
+    let p: &mut Xdp = ebpf
+        .program_mut(name)
+        .context(name.to_string())?
+        .try_into()?;
     p.pin(path)
         .with_context(|| format!("pinning {name} at {}", path.display()))?;
     Ok(())

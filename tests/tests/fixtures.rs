@@ -5,8 +5,8 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use elb_common::{
-    BACKEND_DRAINING, BACKEND_REMOVED, Config, Counters, FLOW_F_CONFIRMED,
-    FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, FLOW_F_REPLY, FLOW_F_RESERVED, FLOW_F_RST, csum,
+    BACKEND_DRAINING, BACKEND_REMOVED, Config, Counters, FLOW_F_CONFIRMED, FLOW_F_FIN_BACKEND,
+    FLOW_F_FIN_CLIENT, FLOW_F_REPLY, FLOW_F_RESERVED, FLOW_F_RST, csum,
 };
 use elb_userspace::agent::sweep;
 use tests::{
@@ -77,7 +77,10 @@ fn syn_to_vip_is_rewritten_to_a_backend_with_correct_checksums() {
         (VIP.octets(), client(0).octets(), 80, 40000)
     );
     assert_eq!(rev.state.value & FLOW_F_REPLY, FLOW_F_REPLY);
-    assert_eq!(fwd.state.ident, rev.state.ident, "both halves share the flow's identity");
+    assert_eq!(
+        fwd.state.ident, rev.state.ident,
+        "both halves share the flow's identity"
+    );
     assert_ne!(fwd.state.ident, 0);
     // Replies go back to where the SYN came from: its interface and source MAC.
     assert_eq!(
@@ -92,7 +95,11 @@ fn syn_to_vip_is_rewritten_to_a_backend_with_correct_checksums() {
     ack.seq = CLIENT_ISN + 1;
     forward(&fx, &ack.frame());
     let fwd = maps.flow(&key(client(0), VIP, 40000, 80)).unwrap().unwrap();
-    assert_ne!(fwd.state.value & FLOW_F_CONFIRMED, 0, "confirmed by the client's ACK");
+    assert_ne!(
+        fwd.state.value & FLOW_F_CONFIRMED,
+        0,
+        "confirmed by the client's ACK"
+    );
     assert_eq!(maps.listener_state(0).unwrap().half_open, 0);
 }
 
@@ -304,12 +311,18 @@ fn malformed_and_foreign_packets_get_their_verdict_and_counter() {
     let last = bad.len() - 1;
     bad[last] ^= 1;
     expect_untouched(&fx, fx.cl, &bad, XDP_DROP, "drop_tcp_checksum");
-    assert!(fx.maps().unwrap().flows().unwrap().is_empty(), "no state at all");
+    assert!(
+        fx.maps().unwrap().flows().unwrap().is_empty(),
+        "no state at all"
+    );
 
     // Not a single new flow came out of all that.
     assert_eq!(fx.counters().new_flows, 0);
     // And a SYN with options and data, checksum right, does open one.
-    assert_eq!(fx.run(fx.cl, &with_options.frame()).unwrap().action, XDP_REDIRECT);
+    assert_eq!(
+        fx.run(fx.cl, &with_options.frame()).unwrap().action,
+        XDP_REDIRECT
+    );
 }
 
 #[test]
@@ -504,8 +517,15 @@ fn in_window_rst_closes_the_flow_and_the_port_can_be_reused() {
     let again = open(&fx, 0, 40000);
     assert_eq!(backend_index(again.dst), 1);
     assert_eq!(fx.counters().new_flows, 2);
-    let old = maps.flow(&key(fwd.dst, SNAT, 80, fwd.sport)).unwrap().unwrap();
-    assert_ne!(old.state.value & FLOW_F_RESERVED, 0, "the old tuple is reserved");
+    let old = maps
+        .flow(&key(fwd.dst, SNAT, 80, fwd.sport))
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        old.state.value & FLOW_F_RESERVED,
+        0,
+        "the old tuple is reserved"
+    );
     let late_reply = backend_tcp(&fx, &fwd, TCP_ACK).frame();
     expect_untouched(&fx, fx.bk, &late_reply, XDP_DROP, "drop_flow_closed");
 }
@@ -627,7 +647,7 @@ fn snat_exhaustion_is_counted_and_closed_tuples_stay_reserved() {
     // One backend and two SNAT ports: two flows fit.
     maps.replace_backend_set(0, &[0]).unwrap();
     maps.set_config(Config::with_snat_ports(30000, 30001))
-    .unwrap();
+        .unwrap();
     let a = open(&fx, 0, 1111);
     let b = open(&fx, 1, 1112);
     assert_ne!(a.sport, b.sport);
@@ -654,9 +674,15 @@ fn snat_exhaustion_is_counted_and_closed_tuples_stay_reserved() {
     let grace = elb_common::lifetimes::CLOSE_GRACE_S + 2;
     let report = sweep_after(&fx, grace);
     assert_eq!((report.removed_closed, report.expired_half_open), (1, 1));
-    let reserved = maps.flow(&key(backend(0), SNAT, 80, a.sport)).unwrap().unwrap();
+    let reserved = maps
+        .flow(&key(backend(0), SNAT, 80, a.sport))
+        .unwrap()
+        .unwrap();
     assert_ne!(reserved.state.value & FLOW_F_RESERVED, 0);
-    assert_eq!(fx.run(fx.cl, &syn(&fx, 3, 1115).frame()).unwrap().action, XDP_TX);
+    assert_eq!(
+        fx.run(fx.cl, &syn(&fx, 3, 1115).frame()).unwrap().action,
+        XDP_TX
+    );
     // ...and releases them after the TIME_WAIT hold: the tuples are free again.
     let report = sweep_after(&fx, grace + elb_common::lifetimes::TIME_WAIT_HOLD_S + 2);
     assert_eq!(report.released, 2);
@@ -675,7 +701,7 @@ fn listener_with_several_snat_addresses_uses_them() {
     maps.set_snat_addrs(fx.bk, &[SNAT, extra]).unwrap();
     maps.replace_backend_set(0, &[0]).unwrap();
     maps.set_config(Config::with_snat_ports(30000, 30000))
-    .unwrap();
+        .unwrap();
     // One port per address, two addresses: two flows to the same backend fit.
     let a = open(&fx, 0, 1111);
     let b = open(&fx, 1, 1112);

@@ -51,7 +51,10 @@ fn a_full_backlog_answers_with_cookies_and_a_valid_cookie_opens_a_proxied_flow()
     let s = linux_syn(&fx, 0, 40000);
     let sa = cookie_synack(&fx, &s);
     assert_eq!(sa.flags, TCP_SYN | TCP_ACK);
-    assert_eq!((sa.src, sa.sport, sa.dst, sa.dport), (VIP, 80, client(0), 40000));
+    assert_eq!(
+        (sa.src, sa.sport, sa.dst, sa.dport),
+        (VIP, 80, client(0), 40000)
+    );
     assert_eq!((sa.dst_mac, sa.src_mac), (CLIENT_MAC, fx.cl_mac));
     assert_eq!(sa.ack, CLIENT_ISN + 1);
     // MSS, SACK permitted, window scale: no timestamps (a cookie cannot carry them).
@@ -61,7 +64,11 @@ fn a_full_backlog_answers_with_cookies_and_a_valid_cookie_opens_a_proxied_flow()
     );
     let c = fx.counters();
     assert_eq!((c.syncookies_sent, c.new_flows), (1, 1));
-    assert_eq!(fx.maps().unwrap().flows().unwrap().len(), 2, "no state for the cookie");
+    assert_eq!(
+        fx.maps().unwrap().flows().unwrap().len(),
+        2,
+        "no state for the cookie"
+    );
 
     // The client's ACK carries the cookie back: the flow opens, and the backend gets a SYN
     // with the client's ISN and options.
@@ -73,7 +80,10 @@ fn a_full_backlog_answers_with_cookies_and_a_valid_cookie_opens_a_proxied_flow()
     let to_backend = forward(&fx, &ack.frame());
     assert_eq!(to_backend.flags, TCP_SYN);
     assert_eq!(to_backend.seq, CLIENT_ISN, "the client's ISN");
-    assert_eq!(to_backend.tcp_options, [2, 4, 0x05, 0xb4, 4, 2, 1, 3, 3, 7, 0, 0]);
+    assert_eq!(
+        to_backend.tcp_options,
+        [2, 4, 0x05, 0xb4, 4, 2, 1, 3, 3, 7, 0, 0]
+    );
     assert_eq!(to_backend.window, 502 << 7, "the window unscaled");
     assert_eq!(fx.counters().syncookies_valid, 1);
     let maps = fx.maps().unwrap();
@@ -83,7 +93,11 @@ fn a_full_backlog_answers_with_cookies_and_a_valid_cookie_opens_a_proxied_flow()
         FLOW_F_SYNPROXY | FLOW_F_CONFIRMED,
         "a proxied flow, never half-open"
     );
-    assert_eq!(maps.listener_state(0).unwrap().half_open, 1, "only the first SYN's");
+    assert_eq!(
+        maps.listener_state(0).unwrap().half_open,
+        1,
+        "only the first SYN's"
+    );
 
     // Data from the client before the backend answered is dropped (the client retransmits).
     let mut early = client_tcp(&fx, 0, 40000, TCP_ACK | TCP_PSH);
@@ -104,10 +118,18 @@ fn a_full_backlog_answers_with_cookies_and_a_valid_cookie_opens_a_proxied_flow()
     assert_eq!(done.flags, TCP_ACK);
     assert_eq!(
         (done.src, done.sport, done.dst, done.dport),
-        (to_backend.src, to_backend.sport, to_backend.dst, to_backend.dport)
+        (
+            to_backend.src,
+            to_backend.sport,
+            to_backend.dst,
+            to_backend.dport
+        )
     );
     assert_eq!((done.seq, done.ack), (CLIENT_ISN + 1, BACKEND_ISN + 1));
-    assert_eq!(done.window, 502, "the client's window, in the client's scale");
+    assert_eq!(
+        done.window, 502,
+        "the client's window, in the client's scale"
+    );
     assert_eq!(fx.counters().synproxy_acks, 1);
     // A retransmitted SYN-ACK gets the same answer.
     assert_eq!(fx.run(fx.bk, &synack.frame()).unwrap().action, XDP_TX);
@@ -141,7 +163,11 @@ fn a_full_backlog_answers_with_cookies_and_a_valid_cookie_opens_a_proxied_flow()
     assert_eq!(p.seq, (BACKEND_ISN + 1).wrapping_add(delta), "= cookie + 1");
     assert_eq!(p.seq, cookie.wrapping_add(1));
     assert_eq!(p.ack, answer.ack);
-    assert_eq!(p.window, 100 << (9 - 7), "the backend's shift 9 shown in the servo's 7");
+    assert_eq!(
+        p.window,
+        100 << (9 - 7),
+        "the backend's shift 9 shown in the servo's 7"
+    );
     assert_eq!(p.payload, answer.payload);
 }
 
@@ -152,7 +178,10 @@ fn a_cookie_from_another_tuple_or_time_is_refused() {
     open(&fx, 1, 50000);
     let sa = cookie_synack(&fx, &linux_syn(&fx, 0, 40000));
     // The right cookie from another port, and a guessed one: a RST each, no flow.
-    for (port, ack) in [(40001, sa.seq.wrapping_add(1)), (40000, sa.seq.wrapping_add(2))] {
+    for (port, ack) in [
+        (40001, sa.seq.wrapping_add(1)),
+        (40000, sa.seq.wrapping_add(2)),
+    ] {
         let mut ack_seg = client_tcp(&fx, 0, port, TCP_ACK);
         ack_seg.seq = CLIENT_ISN + 1;
         ack_seg.ack = ack;
@@ -171,7 +200,10 @@ fn half_open_flows_expire_and_free_the_backlog() {
     set_backlog(&fx, 2);
     open(&fx, 0, 40000);
     open(&fx, 1, 40001);
-    assert_eq!(fx.run(fx.cl, &syn(&fx, 2, 40002).frame()).unwrap().action, XDP_TX);
+    assert_eq!(
+        fx.run(fx.cl, &syn(&fx, 2, 40002).frame()).unwrap().action,
+        XDP_TX
+    );
     assert_eq!(fx.counters().syncookies_sent, 1);
     let mut maps = fx.maps().unwrap();
     let report = sweep::sweep(
@@ -213,10 +245,14 @@ fn a_flood_larger_than_the_table_leaves_established_flows_intact() {
     // A table of 4096 slots, 200 established flows, 100,000 spoofed SYNs.
     let fx = Fixture::with_conntrack(4096).unwrap();
     per_packet::prepare(&fx).unwrap();
+    set_backlog(&fx, 0); // the default
     let set = established_set(&fx, 200);
     let action = flood(&fx, 100_000);
     let c = fx.counters();
-    assert_eq!(action, XDP_TX, "the flood's last SYN was answered with a cookie");
+    assert_eq!(
+        action, XDP_TX,
+        "the flood's last SYN was answered with a cookie"
+    );
     assert!(c.new_flows >= 200 && c.new_flows <= 200 + u64::from(elb_common::DEFAULT_SYN_BACKLOG));
     assert_eq!(
         c.syncookies_sent + c.new_flows - 200,

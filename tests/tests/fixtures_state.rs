@@ -108,17 +108,30 @@ fn oversized_packets_get_fragmentation_needed_on_both_paths() {
     // segment with DF is answered as a router would.
     let big = client_data(&fx, 40000, 1410);
     let out = fx.run(fx.cl, &big).unwrap();
-    assert_eq!(out.action, XDP_TX, "back out of the interface it came in on");
+    assert_eq!(
+        out.action, XDP_TX,
+        "back out of the interface it came in on"
+    );
     let f = &out.frame;
     assert_eq!(f.len(), ETH_LEN + 20 + 8 + 28);
     assert_eq!((&f[..6], &f[6..12]), (&CLIENT_MAC[..], &fx.cl_mac[..]));
     let ip = &f[ETH_LEN..];
     assert_eq!(csum::checksum(&ip[..20]), 0, "IP checksum");
-    assert_eq!((ip[9], &ip[12..16], &ip[16..20]), (1, &VIP.octets()[..], &client(0).octets()[..]));
+    assert_eq!(
+        (ip[9], &ip[12..16], &ip[16..20]),
+        (1, &VIP.octets()[..], &client(0).octets()[..])
+    );
     let icmp = &ip[20..];
     assert_eq!(csum::checksum(icmp), 0, "ICMP checksum");
-    assert_eq!((icmp[0], icmp[1], u16::from_be_bytes([icmp[6], icmp[7]])), (3, 4, 1400));
-    assert_eq!(&icmp[8..36], &big[ETH_LEN..ETH_LEN + 28], "the client's own header, quoted");
+    assert_eq!(
+        (icmp[0], icmp[1], u16::from_be_bytes([icmp[6], icmp[7]])),
+        (3, 4, 1400)
+    );
+    assert_eq!(
+        &icmp[8..36],
+        &big[ETH_LEN..ETH_LEN + 28],
+        "the client's own header, quoted"
+    );
     assert_eq!(fx.counters().icmp_frag_needed, 1);
     // Without DF a router fragments: the kernel does, after the rewrite.
     let mut no_df = client_tcp(&fx, 0, 40000, TCP_ACK);
@@ -127,7 +140,11 @@ fn oversized_packets_get_fragmentation_needed_on_both_paths() {
     no_df.payload = vec![1; 1410];
     let out = fx.run(fx.cl, &no_df.frame()).unwrap();
     assert_eq!(out.action, XDP_PASS);
-    assert_eq!(parse(&out.frame).dst, fwd.dst, "rewritten for the kernel to forward");
+    assert_eq!(
+        parse(&out.frame).dst,
+        fwd.dst,
+        "rewritten for the kernel to forward"
+    );
     assert_eq!(fx.counters().pass_fragment, 1);
     // The reply path: the client side's MTU.
     let mut reply = backend_tcp(&fx, &fwd, TCP_ACK);
@@ -135,8 +152,14 @@ fn oversized_packets_get_fragmentation_needed_on_both_paths() {
     let out = fx.run(fx.bk, &reply.frame()).unwrap();
     assert_eq!(out.action, XDP_TX);
     let icmp = &out.frame[ETH_LEN + 20..];
-    assert_eq!((icmp[0], icmp[1], u16::from_be_bytes([icmp[6], icmp[7]])), (3, 4, 1300));
-    assert_eq!(&out.frame[ETH_LEN + 12..ETH_LEN + 20], &[SNAT.octets(), fwd.dst.octets()].concat()[..]);
+    assert_eq!(
+        (icmp[0], icmp[1], u16::from_be_bytes([icmp[6], icmp[7]])),
+        (3, 4, 1300)
+    );
+    assert_eq!(
+        &out.frame[ETH_LEN + 12..ETH_LEN + 20],
+        &[SNAT.octets(), fwd.dst.octets()].concat()[..]
+    );
     // Within the MTU nothing changes.
     reply.payload = vec![2; 1200];
     deliver(&fx, &reply.frame());
@@ -153,7 +176,10 @@ fn ttl_is_decremented_and_expires_as_in_a_router() {
     let icmp = &out.frame[ETH_LEN + 20..];
     assert_eq!((icmp[0], icmp[1]), (11, 0), "time exceeded in transit");
     assert_eq!(&icmp[8..36], &frame[ETH_LEN..ETH_LEN + 28]);
-    assert!(fx.maps().unwrap().flows().unwrap().is_empty(), "no state for it");
+    assert!(
+        fx.maps().unwrap().flows().unwrap().is_empty(),
+        "no state for it"
+    );
     let fwd = handshake(&fx, 0, 40001);
     assert_eq!(fwd.ttl, 63);
     let mut late = client_tcp(&fx, 0, 40001, TCP_ACK);
@@ -170,19 +196,29 @@ fn a_lost_half_leaves_nothing_usable_and_the_sweep_finds_it() {
     let mut maps = fx.maps().unwrap();
     // Flow a loses its reverse half, flow b its forward half (however that happened).
     maps.remove_flows(&[key(a.dst, SNAT, 80, a.sport)]).unwrap();
-    maps.remove_flows(&[key(client(1), VIP, 40001, 80)]).unwrap();
-    let report = sweep_after(&fx, 0);
+    maps.remove_flows(&[key(client(1), VIP, 40001, 80)])
+        .unwrap();
+    // A lone half may be a flow being inserted (reverse half first): not at once.
+    assert_eq!(sweep_after(&fx, 0).orphans, 0);
+    let report = sweep_after(&fx, 3);
     assert_eq!(report.orphans, 2);
     // a's forward half is gone: its client gets a RST, and its tuple can be taken again.
-    assert!(maps.flow(&key(client(0), VIP, 40000, 80)).unwrap().is_none());
-    assert_eq!(fx.run(fx.cl, &client_data(&fx, 40000, 5)).unwrap().action, XDP_TX);
+    assert!(
+        maps.flow(&key(client(0), VIP, 40000, 80))
+            .unwrap()
+            .is_none()
+    );
+    assert_eq!(
+        fx.run(fx.cl, &client_data(&fx, 40000, 5)).unwrap().action,
+        XDP_TX
+    );
     assert_eq!(fx.counters().rst_no_flow, 1);
     // b's reverse half only reserves its tuple now: the backend's packets are dropped.
     let r = maps.flow(&key(b.dst, SNAT, 80, b.sport)).unwrap().unwrap();
     assert_ne!(r.state.value & FLOW_F_RESERVED, 0);
     let late = backend_tcp(&fx, &b, TCP_ACK).frame();
     assert_eq!(fx.run(fx.bk, &late).unwrap().action, XDP_DROP);
-    let report = sweep_after(&fx, lifetimes::TIME_WAIT_HOLD_S + 2);
+    let report = sweep_after(&fx, lifetimes::TIME_WAIT_HOLD_S + 5);
     assert_eq!(report.released, 1);
     assert!(maps.flows().unwrap().is_empty());
 }
@@ -248,7 +284,8 @@ fn listener_ports_inside_the_snat_range_are_never_allocated() {
     let mut maps = fx.maps().unwrap();
     // A servo "on a stick" whose SNAT address is also a VIP, with a listener on port 30000,
     // inside the SNAT range 30000-30002.
-    maps.set_config(Config::with_snat_ports(30000, 30002)).unwrap();
+    maps.set_config(Config::with_snat_ports(30000, 30002))
+        .unwrap();
     maps.replace_backend_set(0, &[0]).unwrap();
     let stick = ListenerKey {
         vip: SNAT.octets(),
@@ -272,7 +309,10 @@ fn listener_ports_inside_the_snat_range_are_never_allocated() {
     let mut ports = [a.sport, b.sport];
     ports.sort();
     assert_eq!(ports, [30001, 30002], "never the listener's port");
-    assert_eq!(fx.run(fx.cl, &syn(&fx, 2, 30002).frame()).unwrap().action, XDP_TX);
+    assert_eq!(
+        fx.run(fx.cl, &syn(&fx, 2, 30002).frame()).unwrap().action,
+        XDP_TX
+    );
     assert_eq!(fx.counters().snat_failures, 1);
     // A bare SYN from a backend's address and port to that listener is a new client, not a
     // reply to a flow.
@@ -282,7 +322,11 @@ fn listener_ports_inside_the_snat_range_are_never_allocated() {
     let before = fx.counters().new_flows;
     let out = fx.run(fx.bk, &from_backend.frame()).unwrap();
     assert_ne!(out.action, XDP_PASS);
-    assert_eq!(fx.counters().snat_failures, 2, "treated as a new flow (no tuple left)");
+    assert_eq!(
+        fx.counters().snat_failures,
+        2,
+        "treated as a new flow (no tuple left)"
+    );
     assert_eq!(fx.counters().new_flows, before);
     // Once no listener uses the port, SNAT may.
     maps.remove_listener(&stick).unwrap();
@@ -315,7 +359,10 @@ fn local_listeners_are_handed_to_the_stack() {
         let frame = t.frame();
         let before = fx.counters();
         let out = fx.run(fx.cl, &frame).unwrap();
-        assert_eq!((out.action, out.frame.as_slice()), (XDP_PASS, frame.as_slice()));
+        assert_eq!(
+            (out.action, out.frame.as_slice()),
+            (XDP_PASS, frame.as_slice())
+        );
         assert_eq!(moved(&before, &fx.counters()), [("pass_local", 1)]);
     }
     assert!(maps.flows().unwrap().is_empty());

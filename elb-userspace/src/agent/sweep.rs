@@ -8,7 +8,7 @@
 //! (a FIN or RST bit, a last-seen time), and never touches a slot that a new flow took since it
 //! was read (a client reusing its port gets a new identity).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use elb_common::{
     BACKEND_REMOVED, Backend, FLOW_F_CONFIRMED, FLOW_F_REPLY, FLOW_F_RESERVED, FlowSlot,
@@ -16,6 +16,10 @@ use elb_common::{
 };
 
 use crate::dataplane::{DataplaneError, Maps, clock};
+
+/// How old a half found without its partner must be before the sweep treats it as an orphan
+/// (younger, it may be a flow being inserted).
+const ORPHAN_GRACE_S: u64 = 2;
 
 /// Current `CLOCK_MONOTONIC` time in nanoseconds (what [`sweep`] takes as "now").
 pub fn monotonic_ns() -> u64 {
@@ -117,7 +121,8 @@ pub fn sweep(maps: &mut Maps, now_ns: u64) -> Result<SweepReport, DataplaneError
     };
     let hz = u64::from(clock::hz().map_err(clock_err)?);
     let now = clock::jiffies_at(now_ns).map_err(clock_err)?;
-    let age_s = |seen: u32| u64::from(now.wrapping_sub(seen)) / hz;
+    // The program may stamp a half after `now` was taken: a time "ahead" is age 0.
+    let age_s = |seen: u32| (now.wrapping_sub(seen) as i32).max(0) as u64 / hz;
     let idle: HashMap<u32, u64> = maps
         .listeners()?
         .into_iter()
@@ -130,80 +135,98 @@ pub fn sweep(maps: &mut Maps, now_ns: u64) -> Result<SweepReport, DataplaneError
         entries: live.len(),
         ..SweepReport::default()
     };
-    // Both halves of a flow share its identity.
-    let mut pairs: HashMap<u32, [Option<(usize, FlowSlot)>; 2]> = HashMap::new();
-    for (i, slot) in live {
-        let half = usize::from(slot.state.value & FLOW_F_REPLY != 0);
-        pairs.entry(slot.state.ident).or_default()[half] = Some((i, slot));
-    }
+    // The snapshot is not atomic: a flow being inserted (reverse half first) or ended while it
+    // was read may show one half only. So each half's partner is looked up in the live table
+    // (by key, then identity: identities are random and may repeat), and a half found alone
+    // counts as an orphan only once it is older than `ORPHAN_GRACE_S`.
+    let mut paired: HashSet<usize> = HashSet::new();
     let mut half_open: BTreeMap<u32, u64> = BTreeMap::new();
-    for (ident, [forward, reverse]) in pairs {
-        match (forward, reverse) {
-            (Some((fi, f)), Some((ri, r))) if r.state.value & FLOW_F_RESERVED == 0 => {
-                let ages = Ages {
-                    forward_s: age_s(f.seen.value),
-                    flow_s: age_s(f.seen.value).min(age_s(r.seen.value)),
-                };
-                match verdict(
-                    &f,
-                    &r,
-                    &ages,
-                    idle.get(&u32::from(f.listener_id)).copied(),
-                    backends.get(&u32::from(f.backend_id)),
-                ) {
-                    Verdict::Keep { half_open: true } => {
-                        *half_open.entry(u32::from(f.listener_id)).or_default() += 1;
-                    }
-                    Verdict::Keep { half_open: false } => {
-                        if !elb_common::is_closed(f.state.value | r.state.value) {
-                            *report
-                                .active_by_listener
-                                .entry(u32::from(f.listener_id))
-                                .or_default() += 1;
-                            *report
-                                .active_by_backend
-                                .entry(u32::from(f.backend_id))
-                                .or_default() += 1;
-                        }
-                    }
-                    Verdict::End(reason) => {
-                        // The forward half goes first: the client's next packet then gets a
-                        // RST; the reverse half stays as the SNAT tuple's reservation (the
-                        // backend may hold the tuple in TIME_WAIT), dropping late packets.
-                        if table.remove(fi, ident) {
-                            table.set_flags(ri, ident, FLOW_F_RESERVED);
-                            table.set_seen(ri, ident, now);
-                            match reason {
-                                Reason::Idle => report.expired_idle += 1,
-                                Reason::Closed => report.removed_closed += 1,
-                                Reason::BackendGone => report.removed_backend_gone += 1,
-                                Reason::HalfOpen => report.expired_half_open += 1,
-                            }
-                        }
-                    }
+    for (fi, f) in live
+        .iter()
+        .filter(|(_, s)| s.state.value & FLOW_F_REPLY == 0)
+    {
+        let (fi, ident) = (*fi, f.state.ident);
+        let reverse = table
+            .lookup(&f.partner_key())
+            .filter(|(_, r)| r.state.ident == ident && r.state.value & FLOW_F_REPLY != 0);
+        let Some((ri, r)) = reverse else {
+            if age_s(f.created) > ORPHAN_GRACE_S && table.remove(fi, ident) {
+                report.orphans += 1;
+            }
+            continue;
+        };
+        paired.insert(ri);
+        if r.state.value & FLOW_F_RESERVED != 0 {
+            // The tuple is reserved, not this flow's any more: the forward half must go.
+            if table.remove(fi, ident) {
+                report.orphans += 1;
+            }
+            continue;
+        }
+        let ages = Ages {
+            forward_s: age_s(f.seen.value),
+            flow_s: age_s(f.seen.value).min(age_s(r.seen.value)),
+        };
+        match verdict(
+            f,
+            &r,
+            &ages,
+            idle.get(&u32::from(f.listener_id)).copied(),
+            backends.get(&u32::from(f.backend_id)),
+        ) {
+            Verdict::Keep { half_open: true } => {
+                *half_open.entry(u32::from(f.listener_id)).or_default() += 1;
+            }
+            Verdict::Keep { half_open: false } => {
+                if !elb_common::is_closed(f.state.value | r.state.value) {
+                    *report
+                        .active_by_listener
+                        .entry(u32::from(f.listener_id))
+                        .or_default() += 1;
+                    *report
+                        .active_by_backend
+                        .entry(u32::from(f.backend_id))
+                        .or_default() += 1;
                 }
             }
-            (Some((fi, _)), _) => {
-                // A forward half without a usable reverse half: its tuple is not reserved for
-                // it any more, so it must not be used.
+            Verdict::End(reason) => {
+                // The forward half goes first: the client's next packet then gets a RST; the
+                // reverse half stays as the SNAT tuple's reservation (the backend may hold the
+                // tuple in TIME_WAIT), dropping late packets.
                 if table.remove(fi, ident) {
-                    report.orphans += 1;
-                }
-            }
-            (None, Some((ri, r))) => {
-                if r.state.value & FLOW_F_RESERVED != 0 {
-                    if age_s(r.seen.value) > TIME_WAIT_HOLD_S && table.remove(ri, ident) {
-                        report.released += 1;
-                    }
-                } else {
-                    // The forward half vanished without the flow ending here: reserve the
-                    // tuple as for an ended flow.
                     table.set_flags(ri, ident, FLOW_F_RESERVED);
                     table.set_seen(ri, ident, now);
-                    report.orphans += 1;
+                    match reason {
+                        Reason::Idle => report.expired_idle += 1,
+                        Reason::Closed => report.removed_closed += 1,
+                        Reason::BackendGone => report.removed_backend_gone += 1,
+                        Reason::HalfOpen => report.expired_half_open += 1,
+                    }
                 }
             }
-            (None, None) => {}
+        }
+    }
+    for (ri, r) in live
+        .iter()
+        .filter(|(i, s)| s.state.value & FLOW_F_REPLY != 0 && !paired.contains(i))
+    {
+        let (ri, ident) = (*ri, r.state.ident);
+        if r.state.value & FLOW_F_RESERVED != 0 {
+            if age_s(r.seen.value) > TIME_WAIT_HOLD_S && table.remove(ri, ident) {
+                report.released += 1;
+            }
+            continue;
+        }
+        // Not reserved, and no forward half seen: still being inserted, or its forward half
+        // vanished without the flow ending here. Once old enough, reserve the tuple as for an
+        // ended flow (if the forward half is really gone).
+        let forward = table
+            .lookup(&r.partner_key())
+            .filter(|(_, f)| f.state.ident == ident);
+        if forward.is_none() && age_s(r.created) > ORPHAN_GRACE_S {
+            table.set_flags(ri, ident, FLOW_F_RESERVED);
+            table.set_seen(ri, ident, now);
+            report.orphans += 1;
         }
     }
     // The program counts half-open flows up (SYN) and down (handshake completed); those that

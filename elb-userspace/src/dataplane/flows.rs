@@ -103,7 +103,9 @@ pub struct FlowTable {
 
 impl std::fmt::Debug for FlowTable {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("FlowTable").field("slots", &self.n).finish_non_exhaustive()
+        f.debug_struct("FlowTable")
+            .field("slots", &self.n)
+            .finish_non_exhaustive()
     }
 }
 
@@ -185,7 +187,9 @@ impl FlowTable {
 
     /// Every live flow half, with its slot index.
     pub fn live(&self) -> Vec<(usize, FlowSlot)> {
-        (0..self.n).filter_map(|i| self.read(i).map(|s| (i, s))).collect()
+        (0..self.n)
+            .filter_map(|i| self.read(i).map(|s| (i, s)))
+            .collect()
     }
 
     /// The live slot holding `key`.
@@ -276,7 +280,9 @@ impl FlowTable {
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
         let take = |l: &AtomicU32| {
             for _ in 0..10_000 {
-                if l.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire).is_ok() {
+                if l.compare_exchange(0, 1, Ordering::AcqRel, Ordering::Acquire)
+                    .is_ok()
+                {
                     return true;
                 }
                 std::hint::spin_loop();

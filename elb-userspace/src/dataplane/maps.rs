@@ -113,9 +113,7 @@ impl Maps {
     pub fn open(pin_root: impl AsRef<Path>) -> Result<Self, DataplaneError> {
         let root = pin_root.as_ref();
         let meta: Array<MapData, Meta> = typed!(root, map_names::META);
-        let m = meta
-            .get(&0, 0)
-            .map_err(map_err(map_names::META, "get"))?;
+        let m = meta.get(&0, 0).map_err(map_err(map_names::META, "get"))?;
         Ok(Self {
             pin_root: root.to_path_buf(),
             listeners: typed!(root, map_names::LISTENERS),
@@ -254,7 +252,11 @@ impl Maps {
     }
 
     /// Changes the flags of an existing listener (see [`Maps::upsert_listener`]).
-    pub fn set_listener_flags(&mut self, key: &ListenerKey, flags: u32) -> Result<(), DataplaneError> {
+    pub fn set_listener_flags(
+        &mut self,
+        key: &ListenerKey,
+        flags: u32,
+    ) -> Result<(), DataplaneError> {
         let mut l = self
             .listeners
             .get(key, 0)
@@ -410,7 +412,11 @@ impl Maps {
     }
 
     /// Sets the half-open correction of `listener_id` (the sweep's: see [`HalfOpenFix`]).
-    pub fn set_half_open_fix(&mut self, listener_id: u32, value: u64) -> Result<(), DataplaneError> {
+    pub fn set_half_open_fix(
+        &mut self,
+        listener_id: u32,
+        value: u64,
+    ) -> Result<(), DataplaneError> {
         self.half_open_fix
             .set(listener_id, HalfOpenFix { value }, 0)
             .map_err(map_err(map_names::HALF_OPEN_FIX, "set"))
@@ -536,7 +542,12 @@ impl Maps {
 
     /// Every flow half in the table.
     pub fn flows(&self) -> Result<Vec<(FlowKey, FlowSlot)>, DataplaneError> {
-        Ok(self.flows.live().into_iter().map(|(_, s)| (s.key, s)).collect())
+        Ok(self
+            .flows
+            .live()
+            .into_iter()
+            .map(|(_, s)| (s.key, s))
+            .collect())
     }
 
     /// The flow half stored under `key`.

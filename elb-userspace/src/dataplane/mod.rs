@@ -359,13 +359,19 @@ impl Dataplane {
                 what: format!("verifying {name}"),
                 source: Box::new(e),
             })?;
-            fds.push(stage.fd().map_err(|e| DataplaneError::Program {
-                what: format!("{name}'s fd"),
-                source: Box::new(e),
-            })?.try_clone().map_err(|source| DataplaneError::Syscall {
-                what: "duplicating a program fd",
-                source,
-            })?);
+            fds.push(
+                stage
+                    .fd()
+                    .map_err(|e| DataplaneError::Program {
+                        what: format!("{name}'s fd"),
+                        source: Box::new(e),
+                    })?
+                    .try_clone()
+                    .map_err(|source| DataplaneError::Syscall {
+                        what: "duplicating a program fd",
+                        source,
+                    })?,
+            );
         }
         let mut stages: aya::maps::ProgramArray<_> = ebpf
             .map_mut(map_names::STAGES)
@@ -491,7 +497,10 @@ impl Dataplane {
 
 /// Slots of a flow table for `entries` (a power of two, at least 1024).
 pub fn flow_slots(entries: u32) -> u32 {
-    entries.max(1024).checked_next_power_of_two().unwrap_or(1 << 31)
+    entries
+        .max(1024)
+        .checked_next_power_of_two()
+        .unwrap_or(1 << 31)
 }
 
 /// The MTU of `iface` (0 if unknown: not checked then).
@@ -510,12 +519,13 @@ fn init_meta(root: &Path, meta: Meta) -> Result<(), DataplaneError> {
         path: path.clone(),
         source,
     })?;
-    let mut map: aya::maps::Array<MapData, Meta> = aya::maps::Map::Array(data)
-        .try_into()
-        .map_err(|source| DataplaneError::OpenPin {
-            path: path.clone(),
-            source,
-        })?;
+    let mut map: aya::maps::Array<MapData, Meta> =
+        aya::maps::Map::Array(data)
+            .try_into()
+            .map_err(|source| DataplaneError::OpenPin {
+                path: path.clone(),
+                source,
+            })?;
     map.set(0, meta, 0).map_err(|source| DataplaneError::Map {
         map: map_names::META,
         op: "set",
@@ -609,7 +619,10 @@ pub fn attach_pass(pin_dir: &Path, iface: &str, mode: AttachMode) -> Result<(), 
         .try_into()
         .map_err(|e| DataplaneError::Invalid(format!("XDP on {iface} is not a bpf_link: {e}")))?;
     fd_link.pin(&pin).map_err(|e| {
-        DataplaneError::Invalid(format!("pinning the link of {iface} at {}: {e}", pin.display()))
+        DataplaneError::Invalid(format!(
+            "pinning the link of {iface} at {}: {e}",
+            pin.display()
+        ))
     })?;
     Ok(())
 }

@@ -20,8 +20,8 @@ use super::{Mode, median, progress, report::Results};
 use crate::{
     fixture::{self, xdp_md},
     netns::{self, Netns},
-    progs,
     packet::{TCP_ACK, TCP_SYN, Tcp},
+    progs,
     topo::{CLIENT, SNAT, Topology, VIP, backend_addr},
 };
 

@@ -50,7 +50,15 @@ fn run_ip(fx: &Fixture, args: &[&str]) -> anyhow::Result<()> {
 pub fn prepare(fx: &Fixture) -> anyhow::Result<()> {
     run_ip(
         fx,
-        &["route", "add", "198.18.128.0/17", "via", &client(0).to_string(), "dev", "cl"],
+        &[
+            "route",
+            "add",
+            "198.18.128.0/17",
+            "via",
+            &client(0).to_string(),
+            "dev",
+            "cl",
+        ],
     )?;
     for i in 0..3 {
         run_ip(
@@ -169,7 +177,10 @@ pub fn open_flows(
 
 /// One timed loop, checked: the last verdict is one of `verdicts`, each counter of `each` moved
 /// by exactly `repeat`, and no counter outside `each` and `allowed` moved.
-#[expect(clippy::too_many_arguments, reason = "one call site per path, all spelled out")]
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per path, all spelled out"
+)]
 pub fn checked(
     fx: &Fixture,
     ring: &mut Ring,
@@ -250,9 +261,8 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
     ));
 
     // Room for both rings and a round of new flows at under half occupancy.
-    let fx = Fixture::with_conntrack(
-        (2 * (4 * ring_flows + 2 * new_flow_repeat)).next_power_of_two(),
-    )?;
+    let fx =
+        Fixture::with_conntrack((2 * (4 * ring_flows + 2 * new_flow_repeat)).next_power_of_two())?;
     prepare(&fx)?;
     let mut ring = Ring::new(fx.dp_program())?;
     open_flows(&fx, &mut ring, VIP, 0, ring_flows)?;
@@ -278,25 +288,61 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
     let tx = ["fwd_tx"];
     for round in 0..rounds {
         ring.set_frames(&est)?;
-        samples[0].push(checked(&fx, &mut ring, ring::FLOOR, fx.cl, repeat, &[XDP_TX], &[], &[])?);
+        samples[0].push(checked(
+            &fx,
+            &mut ring,
+            ring::FLOOR,
+            fx.cl,
+            repeat,
+            &[XDP_TX],
+            &[],
+            &[],
+        )?);
         samples[1].push(checked(
-            &fx, &mut ring, ring::UNDER_TEST, fx.cl, repeat, &[XDP_REDIRECT], &fwd, &[],
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.cl,
+            repeat,
+            &[XDP_REDIRECT],
+            &fwd,
+            &[],
         )?);
         ring.set_frames(&reply)?;
         samples[2].push(checked(
-            &fx, &mut ring, ring::UNDER_TEST, fx.bk, repeat, &[XDP_REDIRECT], &fwd, &[],
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.bk,
+            repeat,
+            &[XDP_REDIRECT],
+            &fwd,
+            &[],
         )?);
         ring.set_frames(&est_tx)?;
         samples[3].push(checked(
-            &fx, &mut ring, ring::UNDER_TEST, fx.cl, repeat, &[XDP_TX], &tx, &[],
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.cl,
+            repeat,
+            &[XDP_TX],
+            &tx,
+            &[],
         )?);
         ring.set_frames(&reply_tx)?;
         samples[4].push(checked(
-            &fx, &mut ring, ring::UNDER_TEST, fx.cl, repeat, &[XDP_TX], &tx, &[],
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.cl,
+            repeat,
+            &[XDP_TX],
+            &tx,
+            &[],
         )?);
 
-        for (slot, vip, verdict, counter) in
-            [(5, VIP, XDP_REDIRECT, fwd), (6, TX_VIP, XDP_TX, tx)]
+        for (slot, vip, verdict, counter) in [(5, VIP, XDP_REDIRECT, fwd), (6, TX_VIP, XDP_TX, tx)]
         {
             ring.set_syn(&syn_template(vip), next_syn)?;
             next_syn += u64::from(new_flow_repeat);
