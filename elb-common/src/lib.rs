@@ -461,8 +461,11 @@ pub struct FlowSlot {
     pub created: u32,
     /// `ident` | the backend's window shift, set with `xlate` (SYN proxy, reverse half).
     pub xlate_wscale: FlowWord,
+    /// Forward half: the slot index of the reverse half at creation (a hint for the sweep,
+    /// which checks it: it pairs halves without a lookup).
+    pub partner: u32,
     /// Explicit padding, always zero.
-    pub _pad3: [u32; 4],
+    pub _pad3: [u32; 3],
 }
 const _: () = assert!(size_of::<FlowSlot>() == 128);
 const _: () = assert!(core::mem::offset_of!(FlowSlot, acked) == 56);
@@ -504,7 +507,8 @@ impl FlowSlot {
         _pad2: 0,
         created: 0,
         xlate_wscale: FlowWord { ident: 0, value: 0 },
-        _pad3: [0; 4],
+        partner: 0,
+        _pad3: [0; 3],
     };
 
     /// The key under which the other half of this flow is stored.
@@ -864,8 +868,14 @@ pub struct RingState {
     pub target: u32,
     /// Explicit padding, always zero.
     pub _pad: u32,
+    /// Where the frame started in the first iteration of this run (0: not yet known). A
+    /// program that moved the frame's start (`bpf_xdp_adjust_head`) left it moved for the next
+    /// iteration (the kernel reuses the buffer): the ring moves it back.
+    pub base: u64,
+    /// Scratch: the current start, stored and read back (a packet pointer becomes a number).
+    pub cur: u64,
 }
-const _: () = assert!(size_of::<RingState>() == 24);
+const _: () = assert!(size_of::<RingState>() == 40);
 
 #[cfg(feature = "user")]
 mod pod {

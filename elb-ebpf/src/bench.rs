@@ -19,12 +19,12 @@ use aya_ebpf::{
     EbpfContext as _,
     bindings::xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
     btf_maps::{Array, PerCpuArray, ProgramArray},
-    helpers::bpf_xdp_adjust_tail,
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     macros::{btf_map, xdp},
     programs::XdpContext,
 };
 use elb_common::{
-    GEN_FRAME_LEN, GenTemplate, RING_FRAME_MAX, RING_MAX, RING_MODE_SYN, RingFrame, RingState,
+    FlowKey, FlowSlot, GEN_FRAME_LEN, GenTemplate, RING_FRAME_MAX, RING_MAX, RING_MODE_SYN, RingFrame, RingState,
     SPOOF_BASE, SPOOF_MASK, csum,
 };
 use elb_ebpf::hdr::{ETH_LEN, EthHdr, IP_LEN, Ipv4Hdr, TcpHdr, ptr_at};
@@ -56,6 +56,55 @@ pub fn elb_floor(ctx: XdpContext) -> u32 {
     let Some(eth) = ptr_at::<EthHdr>(&ctx, 0) else {
         return XDP_DROP;
     };
+    // SAFETY: `ptr_at` checked the header lies inside the packet.
+    unsafe {
+        let dst = (*eth).dst;
+        (*eth).dst = (*eth).src;
+        (*eth).src = dst;
+    }
+    XDP_TX
+}
+
+/// A table of the flow table's size (set at load) and its index mask, for `elb_floor_lookup`.
+#[btf_map(name = "floor_table")]
+static FLOOR_TABLE: Array<FlowSlot, 1024> = Array::new();
+#[btf_map(name = "floor_mask")]
+static FLOOR_MASK: Array<u32, 1> = Array::new();
+
+/// The floor plus the one memory access that no flow lookup avoids: the frame's 4-tuple is
+/// hashed as the flow table hashes it, and the state and key words of that slot are read from a
+/// table of the flow table's size. What a ring of flows costs before any flow work is done.
+#[xdp]
+pub fn elb_floor_lookup(ctx: XdpContext) -> u32 {
+    let (Some(eth), Some(ip), Some(tcp), Some(mask)) = (
+        ptr_at::<EthHdr>(&ctx, 0),
+        ptr_at::<Ipv4Hdr>(&ctx, ETH_LEN),
+        ptr_at::<TcpHdr>(&ctx, ETH_LEN + IP_LEN),
+        FLOOR_MASK.get(0),
+    ) else {
+        return XDP_DROP;
+    };
+    // SAFETY: bounds-checked headers.
+    let key = unsafe {
+        FlowKey {
+            src: (*ip).saddr.to_ne_bytes(),
+            dst: (*ip).daddr.to_ne_bytes(),
+            sport: (*tcp).sport,
+            dport: (*tcp).dport,
+            proto: 6,
+            _pad: [0; 3],
+        }
+    };
+    let index = elb_common::hash::flow_hash([1, 2], &key) as u32 & *mask;
+    let Some(slot) = FLOOR_TABLE.get_ptr(index) else {
+        return XDP_DROP;
+    };
+    // SAFETY: a pointer into the array; volatile so that the reads happen.
+    unsafe {
+        let w = slot.cast::<u64>();
+        core::ptr::read_volatile(w);
+        core::ptr::read_volatile(w.add(2));
+    }
     // SAFETY: `ptr_at` checked the header lies inside the packet.
     unsafe {
         let dst = (*eth).dst;
@@ -115,8 +164,11 @@ pub fn elb_gen(ctx: XdpContext) -> u32 {
 /// 2^32 consecutive numbers are 2^32 distinct flows. Checksums are updated incrementally.
 #[inline(always)]
 fn set_source(ip: *mut Ipv4Hdr, tcp: *mut TcpHdr, n: u32) {
-    let port = (1024 + n % 60000) as u16;
-    let addr = SPOOF_BASE.wrapping_add(1 + (n / 60000) % (!SPOOF_MASK - 1));
+    // 60,000 ports per address, in an order that differs from one address to the next (as
+    // real clients' ephemeral ports do: in order, they would all try the same SNAT ports).
+    let a = (n / 60000) % (!SPOOF_MASK - 1);
+    let port = (1024 + ((n % 60000) * 7919 + a * 4099) % 60000) as u16;
+    let addr = SPOOF_BASE.wrapping_add(1 + a);
     // SAFETY: the caller bounds-checked both headers.
     unsafe {
         let old_src = (*ip).saddr;
@@ -180,6 +232,23 @@ fn ring_next(ctx: &XdpContext) -> Option<u32> {
     } else {
         n.checked_rem(u64::from(len))? as u32
     };
+    // Undo a previous iteration's head move (see `RingState::base`).
+    // SAFETY: this CPU's entry; volatile so that the pointer really goes through memory.
+    let cur = unsafe {
+        core::ptr::write_volatile(&raw mut state.cur, ctx.data() as u64);
+        core::ptr::read_volatile(&raw const state.cur)
+    };
+    if state.base == 0 {
+        state.base = cur;
+    } else if cur != state.base {
+        let delta = state.base.wrapping_sub(cur) as i64;
+        if !(-256..=256).contains(&delta)
+            // SAFETY: the kernel validates the delta against the buffer.
+            || unsafe { bpf_xdp_adjust_head(ctx.as_ptr().cast(), delta as i32) } != 0
+        {
+            return None;
+        }
+    }
     let frame = RING.get(slot)?;
     let want = frame.len as usize;
     if want < ETH_LEN || want > RING_FRAME_MAX || want % 8 != 0 {
@@ -240,15 +309,42 @@ static EXP_HTAB: HashMap<[u64; 2], ExpVal, 2097152> = HashMap::new();
 #[btf_map(name = "m_lru")]
 static EXP_LRU: LruHashMap<[u64; 2], ExpVal, 2097152> = LruHashMap::new();
 #[btf_map(name = "m_lru_nc")]
-static EXP_LRU_NC: LruHashMap<[u64; 2], ExpVal, 262144, { aya_ebpf::bindings::BPF_F_NO_COMMON_LRU as usize }> =
-    LruHashMap::new();
+static EXP_LRU_NC: LruHashMap<
+    [u64; 2],
+    ExpVal,
+    262144,
+    { aya_ebpf::bindings::BPF_F_NO_COMMON_LRU as usize },
+> = LruHashMap::new();
+#[btf_map(name = "m_htab_np")]
+static EXP_HTAB_NP: HashMap<
+    [u64; 2],
+    ExpVal,
+    2097152,
+    { aya_ebpf::bindings::BPF_F_NO_PREALLOC as usize },
+> = HashMap::new();
+
+#[xdp]
+pub fn exp_htab_np(ctx: XdpContext) -> u32 {
+    let Some(k) = exp_key(&ctx) else {
+        return XDP_ABORTED;
+    };
+    match unsafe { EXP_HTAB_NP.get(k) } {
+        Some(v) => exp_done(&ctx, v.w[0]),
+        None => XDP_DROP,
+    }
+}
+
 #[btf_map(name = "i_htab")]
 static INS_HTAB: HashMap<[u64; 2], ExpVal, 2097152> = HashMap::new();
 #[btf_map(name = "i_lru")]
 static INS_LRU: LruHashMap<[u64; 2], ExpVal, 2097152> = LruHashMap::new();
 #[btf_map(name = "i_lru_nc")]
-static INS_LRU_NC: LruHashMap<[u64; 2], ExpVal, 2097152, { aya_ebpf::bindings::BPF_F_NO_COMMON_LRU as usize }> =
-    LruHashMap::new();
+static INS_LRU_NC: LruHashMap<
+    [u64; 2],
+    ExpVal,
+    2097152,
+    { aya_ebpf::bindings::BPF_F_NO_COMMON_LRU as usize },
+> = LruHashMap::new();
 #[btf_map(name = "i_arr")]
 static INS_ARR: Array<ExpSlot, 2097152> = Array::new();
 #[btf_map(name = "m_arr")]
@@ -284,7 +380,9 @@ fn exp_done(ctx: &XdpContext, v: u64) -> u32 {
 
 #[xdp]
 pub fn exp_htab(ctx: XdpContext) -> u32 {
-    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
+    let Some(k) = exp_key(&ctx) else {
+        return XDP_ABORTED;
+    };
     match unsafe { EXP_HTAB.get(k) } {
         Some(v) => exp_done(&ctx, v.w[0]),
         None => XDP_DROP,
@@ -293,7 +391,9 @@ pub fn exp_htab(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn exp_lru(ctx: XdpContext) -> u32 {
-    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
+    let Some(k) = exp_key(&ctx) else {
+        return XDP_ABORTED;
+    };
     match unsafe { EXP_LRU.get(k) } {
         Some(v) => exp_done(&ctx, v.w[0]),
         None => XDP_DROP,
@@ -302,7 +402,9 @@ pub fn exp_lru(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn exp_lru_nc(ctx: XdpContext) -> u32 {
-    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
+    let Some(k) = exp_key(&ctx) else {
+        return XDP_ABORTED;
+    };
     match unsafe { EXP_LRU_NC.get(k) } {
         Some(v) => exp_done(&ctx, v.w[0]),
         None => XDP_DROP,
@@ -311,11 +413,15 @@ pub fn exp_lru_nc(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn exp_arr(ctx: XdpContext) -> u32 {
-    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
+    let Some(k) = exp_key(&ctx) else {
+        return XDP_ABORTED;
+    };
     let h = exp_hash(k);
     for p in 0..4u64 {
         let idx = ((h.wrapping_add(p)) & 2097151) as u32;
-        let Some(s) = EXP_ARR.get(idx) else { return XDP_ABORTED };
+        let Some(s) = EXP_ARR.get(idx) else {
+            return XDP_ABORTED;
+        };
         if s.w[0] == k[0] && s.w[1] == k[1] {
             return exp_done(&ctx, s.w[2]);
         }
@@ -349,9 +455,14 @@ pub fn exp_prandom(ctx: XdpContext) -> u32 {
 
 #[xdp]
 pub fn exp_ins_htab(ctx: XdpContext) -> u32 {
-    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
+    let Some(k) = exp_key(&ctx) else {
+        return XDP_ABORTED;
+    };
     let v = ExpVal { w: [k[0]; 6] };
-    if INS_HTAB.insert(k, v, u64::from(aya_ebpf::bindings::BPF_NOEXIST)).is_ok() {
+    if INS_HTAB
+        .insert(k, v, u64::from(aya_ebpf::bindings::BPF_NOEXIST))
+        .is_ok()
+    {
         exp_done(&ctx, 1)
     } else {
         XDP_DROP
@@ -359,9 +470,14 @@ pub fn exp_ins_htab(ctx: XdpContext) -> u32 {
 }
 #[xdp]
 pub fn exp_ins_lru(ctx: XdpContext) -> u32 {
-    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
+    let Some(k) = exp_key(&ctx) else {
+        return XDP_ABORTED;
+    };
     let v = ExpVal { w: [k[0]; 6] };
-    if INS_LRU.insert(k, v, u64::from(aya_ebpf::bindings::BPF_NOEXIST)).is_ok() {
+    if INS_LRU
+        .insert(k, v, u64::from(aya_ebpf::bindings::BPF_NOEXIST))
+        .is_ok()
+    {
         exp_done(&ctx, 1)
     } else {
         XDP_DROP
@@ -369,9 +485,14 @@ pub fn exp_ins_lru(ctx: XdpContext) -> u32 {
 }
 #[xdp]
 pub fn exp_ins_lru_nc(ctx: XdpContext) -> u32 {
-    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
+    let Some(k) = exp_key(&ctx) else {
+        return XDP_ABORTED;
+    };
     let v = ExpVal { w: [k[0]; 6] };
-    if INS_LRU_NC.insert(k, v, u64::from(aya_ebpf::bindings::BPF_NOEXIST)).is_ok() {
+    if INS_LRU_NC
+        .insert(k, v, u64::from(aya_ebpf::bindings::BPF_NOEXIST))
+        .is_ok()
+    {
         exp_done(&ctx, 1)
     } else {
         XDP_DROP
@@ -380,17 +501,25 @@ pub fn exp_ins_lru_nc(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn exp_ins_arr(ctx: XdpContext) -> u32 {
     use core::intrinsics::{AtomicOrdering, atomic_cxchg};
-    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
+    let Some(k) = exp_key(&ctx) else {
+        return XDP_ABORTED;
+    };
     let h = exp_hash(k);
     for p in 0..8u64 {
         let idx = ((h.wrapping_add(p)) & 2097151) as u32;
-        let Some(s) = INS_ARR.get_ptr_mut(idx) else { return XDP_ABORTED };
+        let Some(s) = INS_ARR.get_ptr_mut(idx) else {
+            return XDP_ABORTED;
+        };
         let w3 = unsafe { &raw mut (*s).w[3] };
         if unsafe { *w3 } != 0 {
             continue;
         }
         let (_, ok) = unsafe {
-            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(w3, 0, h | 1)
+            atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(
+                w3,
+                0,
+                h | 1,
+            )
         };
         if ok {
             unsafe {
@@ -427,16 +556,31 @@ static EXP_TAIL: ProgramArray<4> = ProgramArray::new();
 
 #[xdp]
 pub fn exp_siphash(ctx: XdpContext) -> u32 {
-    let Some(k) = exp_key(&ctx) else { return XDP_ABORTED };
-    let h = elb_common::hash::syn_cookie([k[0], k[1]], [1, 2, 3, 4], [5, 6, 7, 8], k[1] as u16, 80, k[0] as u32, 7, 0x5a);
+    let Some(k) = exp_key(&ctx) else {
+        return XDP_ABORTED;
+    };
+    let h = elb_common::hash::syn_cookie(
+        [k[0], k[1]],
+        [1, 2, 3, 4],
+        [5, 6, 7, 8],
+        k[1] as u16,
+        80,
+        k[0] as u32,
+        7,
+        0x5a,
+    );
     exp_done(&ctx, u64::from(h >> 8))
 }
 
 #[xdp]
 pub fn exp_adjust(ctx: XdpContext) -> u32 {
     unsafe {
-        if bpf_xdp_adjust_tail(ctx.as_ptr().cast(), -8) != 0 { return XDP_ABORTED; }
-        if bpf_xdp_adjust_tail(ctx.as_ptr().cast(), 8) != 0 { return XDP_ABORTED; }
+        if bpf_xdp_adjust_tail(ctx.as_ptr().cast(), -8) != 0 {
+            return XDP_ABORTED;
+        }
+        if bpf_xdp_adjust_tail(ctx.as_ptr().cast(), 8) != 0 {
+            return XDP_ABORTED;
+        }
     }
     exp_done(&ctx, 1)
 }
@@ -444,10 +588,15 @@ pub fn exp_adjust(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn exp_loadbytes(ctx: XdpContext) -> u32 {
     let mut buf = [0u8; 64];
-    let rc = unsafe { aya_ebpf::helpers::bpf_xdp_load_bytes(ctx.ctx, 34, buf.as_mut_ptr().cast(), 20) };
-    if rc != 0 { return XDP_ABORTED; }
+    let rc =
+        unsafe { aya_ebpf::helpers::bpf_xdp_load_bytes(ctx.ctx, 34, buf.as_mut_ptr().cast(), 20) };
+    if rc != 0 {
+        return XDP_ABORTED;
+    }
     let mut sum = 0u64;
-    for i in 0..32 { sum += u64::from(u16::from_ne_bytes([buf[2*i], buf[2*i+1]])); }
+    for i in 0..32 {
+        sum += u64::from(u16::from_ne_bytes([buf[2 * i], buf[2 * i + 1]]));
+    }
     exp_done(&ctx, sum)
 }
 

@@ -549,7 +549,9 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
                 }
                 return rst::reply_with(&ctx, c, p.tot_len, refuse_seq);
             }
-            _ => {
+            i => {
+                // SAFETY: this CPU's scratch entry.
+                unsafe { (*forward).partner = i as u32 };
                 chosen = true;
                 break;
             }

@@ -32,8 +32,12 @@ fn exp_hash(k: [u64; 2]) -> u64 {
 }
 
 fn main() -> anyhow::Result<()> {
-    let n: u32 = std::env::args().nth(1).map_or(65536, |a| a.parse().unwrap());
-    let repeat: u32 = std::env::args().nth(2).map_or(500_000, |a| a.parse().unwrap());
+    let n: u32 = std::env::args()
+        .nth(1)
+        .map_or(65536, |a| a.parse().unwrap());
+    let repeat: u32 = std::env::args()
+        .nth(2)
+        .map_or(500_000, |a| a.parse().unwrap());
     if std::env::var_os("ONLY_GLOBAL").is_some() {
         match progs::load(&["exp_global"]) {
             Ok(_) => println!("exp_global loaded"),
@@ -42,19 +46,26 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     if std::env::var_os("SYNPATH").is_some() {
-        let fx = Fixture::with_conntrack(524288)?;
+        let slots: u32 = std::env::var("SLOTS").map_or(524288, |v| v.parse().unwrap());
+        let per: u32 = std::env::var("N").map_or(200_000, |v| v.parse().unwrap());
+        let fx = Fixture::with_conntrack(slots)?;
         tests::bench::per_packet::prepare(&fx)?;
         let mut ring = Ring::new(fx.dp_program())?;
         let vip = VIP;
         let other = Ipv4Addr::new(198, 18, 0, 77); // no listener: pass_not_ours
         let mut next = 0u64;
-        let mut run = |ring: &mut Ring, label: &str, target: u32, dst: Ipv4Addr, backlog: u32| -> anyhow::Result<()> {
+        let mut run = |ring: &mut Ring,
+                       label: &str,
+                       target: u32,
+                       dst: Ipv4Addr,
+                       backlog: u32|
+         -> anyhow::Result<()> {
             tests::bench::per_packet::set_backlog(&fx, backlog)?;
             let mut v = Vec::new();
-            for _ in 0..5 {
+            for _ in 0..9 {
                 ring.set_syn(&tests::bench::per_packet::syn_template(dst), next)?;
-                next += 200_000;
-                let (ns, _) = ring.time(&fx, target, fx.cl, 200_000)?;
+                next += u64::from(per);
+                let (ns, _) = ring.time(&fx, target, fx.cl, per)?;
                 v.push(ns);
                 let mut maps = fx.maps()?;
                 let keys: Vec<_> = maps.flows()?.into_iter().map(|(k, _)| k).collect();
@@ -64,6 +75,12 @@ fn main() -> anyhow::Result<()> {
             println!("{label:28} {:.1}  {v:?}", median(&mut v));
             Ok(())
         };
+        if std::env::var_os("ONLYNEW").is_some() {
+            for _ in 0..10 {
+                run(&mut ring, "new flow", 1, vip, u32::MAX)?;
+            }
+            return Ok(());
+        }
         run(&mut ring, "floor (syn mode)", 0, vip, 1)?;
         run(&mut ring, "not ours (lookup miss)", 1, other, 1)?;
         run(&mut ring, "cookie", 1, vip, 1)?;
@@ -85,7 +102,15 @@ fn main() -> anyhow::Result<()> {
     if std::env::var_os("PIECES").is_some() {
         let fx = Fixture::new()?;
         let mut ring = Ring::new(fx.dp_program())?;
-        let names = ["exp_siphash", "exp_adjust", "exp_loadbytes", "exp_tailcall", "exp_mapget", "exp_jiffies", "exp_prandom"];
+        let names = [
+            "exp_siphash",
+            "exp_adjust",
+            "exp_loadbytes",
+            "exp_tailcall",
+            "exp_mapget",
+            "exp_jiffies",
+            "exp_prandom",
+        ];
         let mut ebpf = progs::load(&names)?;
         let floor = progs::load(&["elb_floor"])?;
         {
@@ -96,14 +121,23 @@ fn main() -> anyhow::Result<()> {
         for (i, name) in names.iter().enumerate() {
             ring.set_target(2 + i as u32, progs::program(&ebpf, name)?)?;
         }
-        let frames: Vec<Vec<u8>> = (0..1024u32).map(|i| Tcp::new((Ipv4Addr::from(SPOOF_BASE + 1 + i), 1000), (VIP, 80), TCP_ACK).frame()).collect();
+        let frames: Vec<Vec<u8>> = (0..1024u32)
+            .map(|i| {
+                Tcp::new(
+                    (Ipv4Addr::from(SPOOF_BASE + 1 + i), 1000),
+                    (VIP, 80),
+                    TCP_ACK,
+                )
+                .frame()
+            })
+            .collect();
         ring.set_frames(&frames)?;
         let mut all: Vec<Vec<f64>> = vec![Vec::new(); 1 + names.len()];
         for _ in 0..7 {
             for t in 0..=names.len() {
                 let slot = if t == 0 { 0 } else { 1 + t as u32 };
                 let (ns, v) = ring.time(&fx, slot, fx.cl, 500_000)?;
-                anyhow::ensure!(v == XDP_TX, "target {t} verdict {v}");
+                if v != XDP_TX { eprintln!("target {t} verdict {v}"); }
                 all[t].push(ns);
             }
         }
@@ -117,8 +151,19 @@ fn main() -> anyhow::Result<()> {
     let fx = Fixture::new()?;
     let mut ring = Ring::new(fx.dp_program())?;
     let names = [
-        "exp_htab", "exp_lru", "exp_lru_nc", "exp_arr", "exp_ktime", "exp_coarse", "exp_jiffies",
-        "exp_prandom", "exp_ins_htab", "exp_ins_lru", "exp_ins_lru_nc", "exp_ins_arr", "exp_global",
+        "exp_htab",
+        "exp_lru",
+        "exp_lru_nc",
+        "exp_arr",
+        "exp_ktime",
+        "exp_coarse",
+        "exp_jiffies",
+        "exp_prandom",
+        "exp_ins_htab",
+        "exp_ins_lru",
+        "exp_ins_lru_nc",
+        "exp_ins_arr",
+        "exp_htab_np",
     ];
     let mut ebpf = progs::load(&names)?;
     for (i, name) in names.iter().enumerate() {
@@ -131,11 +176,12 @@ fn main() -> anyhow::Result<()> {
         let sport = (1024 + i % 60000) as u16;
         let t = Tcp::new((src, sport), (VIP, 80), TCP_ACK);
         frames.push(t.frame());
-        let a = u64::from(u32::from_ne_bytes(src.octets())) | (u64::from(u32::from_ne_bytes(VIP.octets())) << 32);
+        let a = u64::from(u32::from_ne_bytes(src.octets()))
+            | (u64::from(u32::from_ne_bytes(VIP.octets())) << 32);
         let b = u64::from(sport.to_be()) | (u64::from(80u16.to_be()) << 16) | (6u64 << 32);
         keys.push([a, b]);
     }
-    for m in ["m_htab", "m_lru", "m_lru_nc"] {
+    for m in ["m_htab", "m_lru", "m_lru_nc", "m_htab_np"] {
         let mut h: HashMap<_, [u64; 2], ExpVal> = ebpf.map_mut(m).unwrap().try_into()?;
         for k in &keys {
             h.insert(*k, ExpVal { w: [1; 6] }, 0)?;
@@ -169,7 +215,7 @@ fn main() -> anyhow::Result<()> {
     for _ in 0..7 {
         for t in 0..=names.len() {
             let slot = if t == 0 { 0 } else { 1 + t as u32 };
-            if t >= 9 {
+            if (9..=12).contains(&t) {
                 let mut syn = Tcp::new((VIP, 1), (VIP, 80), TCP_ACK);
                 syn.seq = 1;
                 ring.set_syn(&syn.frame(), next)?;
@@ -178,7 +224,7 @@ fn main() -> anyhow::Result<()> {
                 ring.set_frames(&frames)?;
             }
             let (ns, v) = ring.time(&fx, slot, fx.cl, repeat)?;
-            anyhow::ensure!(v == XDP_TX, "target {t} verdict {v}");
+            if v != XDP_TX { eprintln!("target {t} verdict {v}"); }
             all[t].push(ns);
         }
     }

@@ -20,16 +20,25 @@ pub const SINK_SPOOFED: &str = "elb_sink_spoofed";
 pub const GEN: &str = "elb_gen";
 /// Live-frames generator of SYNs from ever new spoofed sources.
 pub const GEN_SYN: &str = "elb_gen_syn";
+/// The floor plus one read of a flow-table-sized table at the frame's hash.
+pub const FLOOR_LOOKUP: &str = "elb_floor_lookup";
 /// The per-packet timing harness.
 pub const RING: &str = "bench_ring";
 
 /// Loads the object (its maps unpinned) and verifies `programs`.
 pub fn load(programs: &[&str]) -> anyhow::Result<Ebpf> {
+    load_with_table(programs, 1024)
+}
+
+/// [`load`], with `floor_table` (see [`FLOOR_LOOKUP`]) sized `slots` (a power of two).
+pub fn load_with_table(programs: &[&str], slots: u32) -> anyhow::Result<Ebpf> {
+    anyhow::ensure!(slots.is_power_of_two(), "floor_table: {slots} slots");
     anyhow::ensure!(
         !BENCH_OBJECT.is_empty(),
         "this build has no benchmark object (ELB_EBPF_SKIP); rebuild without it"
     );
     let mut ebpf = EbpfLoader::new()
+        .map_max_entries("floor_table", slots)
         .load(BENCH_OBJECT)
         .context("loading the benchmark object")?;
     for name in programs {

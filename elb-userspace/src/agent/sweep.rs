@@ -8,10 +8,10 @@
 //! (a FIN or RST bit, a last-seen time), and never touches a slot that a new flow took since it
 //! was read (a client reusing its port gets a new identity).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use elb_common::{
-    BACKEND_REMOVED, Backend, FLOW_F_CONFIRMED, FLOW_F_REPLY, FLOW_F_RESERVED, FlowSlot,
+    BACKEND_REMOVED, Backend, FLOW_F_CONFIRMED, FLOW_F_REPLY, FLOW_F_RESERVED, FlowKey, FlowSlot,
     lifetimes::{CLOSE_GRACE_S, HALF_OPEN_S, TIME_WAIT_HOLD_S},
 };
 
@@ -135,27 +135,39 @@ pub fn sweep(maps: &mut Maps, now_ns: u64) -> Result<SweepReport, DataplaneError
         entries: live.len(),
         ..SweepReport::default()
     };
-    // The snapshot is not atomic: a flow being inserted (reverse half first) or ended while it
-    // was read may show one half only. So each half's partner is looked up in the live table
-    // (by key, then identity: identities are random and may repeat), and a half found alone
-    // counts as an orphan only once it is older than `ORPHAN_GRACE_S`.
-    let mut paired: HashSet<usize> = HashSet::new();
+    // Each forward half's reverse half is read from the live table (at the slot the program
+    // noted, else by key), and checked by identity and key (identities are random and may
+    // repeat). The snapshot is not atomic: a flow being inserted (reverse half first) or ended
+    // while it was read may show one half only, so a half found alone counts as an orphan only
+    // once it is older than `ORPHAN_GRACE_S`.
+    let mut paired = vec![false; table.len()];
     let mut half_open: BTreeMap<u32, u64> = BTreeMap::new();
-    for (fi, f) in live
-        .iter()
-        .filter(|(_, s)| s.state.value & FLOW_F_REPLY == 0)
-    {
+    let is_reverse_of = |r: &FlowSlot, ident: u32, key: &FlowKey| {
+        r.state.ident == ident && r.state.value & FLOW_F_REPLY != 0 && r.key == *key
+    };
+    for (fi, f) in live.iter().filter(|(_, s)| s.state.value & FLOW_F_REPLY == 0) {
         let (fi, ident) = (*fi, f.state.ident);
+        let partner_key = f.partner_key();
+        // The slot the program noted at creation, else a lookup (flows inserted by tests).
+        let hint = f.partner as usize;
         let reverse = table
-            .lookup(&f.partner_key())
-            .filter(|(_, r)| r.state.ident == ident && r.state.value & FLOW_F_REPLY != 0);
+            .read(hint)
+            .filter(|r| hint < table.len() && is_reverse_of(r, ident, &partner_key))
+            .map(|r| (hint, r))
+            .or_else(|| {
+                table
+                    .lookup(&partner_key)
+                    .filter(|(_, r)| is_reverse_of(r, ident, &partner_key))
+            });
+        if let Some((ri, _)) = reverse {
+            paired[ri] = true;
+        }
         let Some((ri, r)) = reverse else {
             if age_s(f.created) > ORPHAN_GRACE_S && table.remove(fi, ident) {
                 report.orphans += 1;
             }
             continue;
         };
-        paired.insert(ri);
         if r.state.value & FLOW_F_RESERVED != 0 {
             // The tuple is reserved, not this flow's any more: the forward half must go.
             if table.remove(fi, ident) {
@@ -208,7 +220,7 @@ pub fn sweep(maps: &mut Maps, now_ns: u64) -> Result<SweepReport, DataplaneError
     }
     for (ri, r) in live
         .iter()
-        .filter(|(i, s)| s.state.value & FLOW_F_REPLY != 0 && !paired.contains(i))
+        .filter(|(i, s)| s.state.value & FLOW_F_REPLY != 0 && !paired[*i])
     {
         let (ri, ident) = (*ri, r.state.ident);
         if r.state.value & FLOW_F_RESERVED != 0 {

@@ -6,6 +6,7 @@
 
 pub mod control;
 pub mod e2e;
+pub mod flood;
 pub mod mpps;
 pub mod per_packet;
 pub mod render;

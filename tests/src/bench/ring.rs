@@ -25,6 +25,8 @@ use crate::{
 pub const FLOOR: u32 = 0;
 /// `ring_targets` slot of the program under test.
 pub const UNDER_TEST: u32 = 1;
+/// `ring_targets` slot of the floor plus one flow-table read (`progs::FLOOR_LOOKUP`).
+pub const FLOOR_LOOKUP: u32 = 2;
 
 /// The harness, loaded beside a fixture's dataplane.
 pub struct Ring {
@@ -64,7 +66,22 @@ impl Ring {
     /// Loads the harness and the floor, and makes `program` (the fixture's `elb`) the program
     /// under test.
     pub fn new(program: &Xdp) -> anyhow::Result<Self> {
-        let mut ebpf = progs::load(&[progs::RING, progs::FLOOR])?;
+        Self::with_table(program, 1024)
+    }
+
+    /// [`Ring::new`], with the [`FLOOR_LOOKUP`] target reading a table of `slots` flow slots
+    /// (the flow table's size).
+    pub fn with_table(program: &Xdp, slots: u32) -> anyhow::Result<Self> {
+        let mut ebpf =
+            progs::load_with_table(&[progs::RING, progs::FLOOR, progs::FLOOR_LOOKUP], slots)?;
+        let mut mask: Array<_, u32> = ebpf
+            .map_mut("floor_mask")
+            .context("floor_mask map")?
+            .try_into()?;
+        mask.set(0, slots - 1, 0)?;
+        let lookup_fd = progs::program(&ebpf, progs::FLOOR_LOOKUP)?
+            .fd()?
+            .try_clone()?;
         let floor_fd = progs::program(&ebpf, progs::FLOOR)?.fd()?.try_clone()?;
         let under_test_fd = program.fd()?.try_clone()?;
         let mut targets: ProgramArray<_> = ebpf
@@ -73,6 +90,7 @@ impl Ring {
             .try_into()?;
         targets.set(FLOOR, &floor_fd, 0)?;
         targets.set(UNDER_TEST, &under_test_fd, 0)?;
+        targets.set(FLOOR_LOOKUP, &lookup_fd, 0)?;
         Ok(Self {
             ebpf,
             frame_len: 0,
@@ -81,7 +99,7 @@ impl Ring {
         })
     }
 
-    /// Puts `program` in `ring_targets[slot]` (slots 2 and 3 are free for experiments).
+    /// Puts `program` in `ring_targets[slot]` (slots 3 and up are free for experiments).
     pub fn set_target(&mut self, slot: u32, program: &Xdp) -> anyhow::Result<()> {
         let fd = program.fd()?.try_clone()?;
         let mut targets: ProgramArray<_> = self
@@ -147,6 +165,8 @@ impl Ring {
                 mode: self.mode,
                 target: 0,
                 _pad: 0,
+                base: 0,
+                cur: 0,
             })
             .collect();
         state.set(0, PerCpuValues::try_from(values)?, 0)?;
@@ -169,7 +189,14 @@ impl Ring {
             .context("ring_state map")?
             .try_into()?;
         let current = state.get(&0, 0)?;
-        let values: Vec<RingState> = current.iter().map(|s| RingState { target, ..*s }).collect();
+        let values: Vec<RingState> = current
+            .iter()
+            .map(|s| RingState {
+                target,
+                base: 0,
+                ..*s
+            })
+            .collect();
         state.set(0, PerCpuValues::try_from(values)?, 0)?;
         let program = progs::program(&self.ebpf, progs::RING)?;
         let frame = vec![0u8; self.frame_len];
