@@ -33,7 +33,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Serve the ELB Query API.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Administration: accounts, users, keys, policies, quotas, zones, subnets, instances.
     #[command(subcommand)]
     Admin(AdminCommand),
@@ -527,7 +527,7 @@ fn init_logging(json: bool) {
 async fn main() -> Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::Serve(args) => serve(&cli.db, args).await,
+        Command::Serve(args) => serve(&cli.db, *args).await,
         Command::Admin(cmd) => {
             init_logging_quiet();
             let store = Store::open(&cli.db)

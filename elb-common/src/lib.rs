@@ -7,6 +7,7 @@
 #![no_std]
 
 pub mod csum;
+pub mod hash;
 pub mod sg;
 
 /// Bumped whenever a map key or value layout changes. The agent refuses to reuse pinned maps that
@@ -26,25 +27,64 @@ pub const MAX_SET_BACKENDS: usize = 1024;
 pub const MAX_SNAT_ADDRS: usize = 8;
 /// Most interfaces the program forwards between (devmap and SNAT address map size).
 pub const MAX_IFACES: u32 = 64;
-/// Default number of conntrack entries (two per flow; about 170 MiB of kernel memory).
-/// Userspace may size it at load time. A closed flow keeps its entries about 70 s (close grace,
-/// then the TIME_WAIT hold of its SNAT tuple), so this sustains roughly 7,000 new connections
-/// per second of churn.
+/// Default size of the flow table in slots (rounded up to a power of two; two slots per flow).
+/// Each slot is 128 bytes, so the default takes 128 MiB. Inserts start to fail (counted as
+/// `drop_conntrack_full`) when a slot's probe window is full, which becomes likely above about
+/// 75 % occupancy: the default holds about 390,000 flows. A closed flow keeps its slots about
+/// 70 s (close grace, then the TIME_WAIT hold of its SNAT tuple), so the default sustains
+/// roughly 5,000 new connections per second of churn.
 pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 1 << 20;
+/// Slots a key may sit away from its home slot in the flow table (linear probing).
+pub const FLOW_PROBES: u32 = 32;
+/// Slots per insert lock of the flow table. A key's probe window (FLOW_PROBES slots from its
+/// home) spans at most two lock blocks; an insert holds both.
+pub const FLOW_LOCK_SLOTS: u32 = 32;
+const _: () = assert!(FLOW_LOCK_SLOTS >= FLOW_PROBES && FLOW_LOCK_SLOTS.is_power_of_two());
 /// How many SNAT ports the program tries for one new flow before giving up.
 pub const SNAT_TRIES: u32 = 16;
-/// `last_seen_ns` is refreshed at most this often, so established packets rarely write to the
-/// shared conntrack entry (a write per packet would bounce its cache line between CPUs).
-pub const LAST_SEEN_GRANULARITY_NS: u64 = 1_000_000_000;
-/// How long a flow half trusts its cached next hop (egress interface and MACs) before looking
-/// the route up again: a moved backend or a changed neighbour is followed within this time.
-pub const ROUTE_CACHE_NS: u64 = 1_000_000_000;
-/// After both FINs, the flow keeps forwarding stragglers (last ACK, retransmitted FINs) this
-/// long; the agent removes the forward entry after it.
-pub const CLOSE_GRACE_NS: u64 = 10_000_000_000;
-/// A closed flow's SNAT tuple stays reserved this long: the backend may hold the tuple in
-/// TIME_WAIT (60 s on Linux) and would reject a new SYN on it (PAWS).
-pub const TIME_WAIT_HOLD_NS: u64 = 60_000_000_000;
+/// Default number of half-open flows (SYN forwarded, handshake not completed by the client) a
+/// listener may have before its new SYNs are answered with SYN cookies instead of state.
+pub const DEFAULT_SYN_BACKLOG: u32 = 1024;
+
+/// The program keeps time in jiffies (`bpf_jiffies64`, a plain load: a clock read costs
+/// 15-30 ns here), truncated to 32 bits (wraps after 49 days at 1000 Hz; every comparison is
+/// of differences). `last seen` is refreshed at most this often (a write per packet would
+/// bounce the flow's cache line between CPUs).
+pub const SEEN_REFRESH_JIFFIES: u32 = 128;
+/// How long a cached next hop towards a backend is trusted before the route is looked up
+/// again (128 jiffies: 0.13 s at 1000 Hz, 0.5 s at 250 Hz, 1.3 s at 100 Hz).
+pub const HOP_REFRESH_JIFFIES: u32 = 128;
+/// A half's remembered ACK is refreshed when the sender's ACK moved this far past it, so RST
+/// validation knows the receiver's expectation to within this many bytes.
+pub const ACK_TRACK_STEP: u32 = 1 << 16;
+/// A RST is in window when its sequence number lies this far at most past the receiver's last
+/// ACK (RFC 5961 checks the receive window; a middlebox does not know it exactly).
+pub const RST_WINDOW: u32 = 1 << 24;
+/// SYN cookies carry a time slot of `jiffies >> COOKIE_SLOT_SHIFT` (16 s at 1000 Hz, 65 s at
+/// 250 Hz); a cookie is accepted in its slot and the next.
+pub const COOKIE_SLOT_SHIFT: u32 = 14;
+/// The window scale the servo announces in its SYN cookie SYN-ACKs (when the client offers
+/// window scaling); the backend's own shift is translated to it.
+pub const SYNPROXY_WSCALE: u8 = 7;
+/// The MSS the servo announces in its SYN cookie SYN-ACKs (at most; the client's if smaller).
+pub const SYNPROXY_MSS: u16 = 1460;
+/// The MSS values a SYN cookie can encode (3 bits); the largest not above the client's is used.
+pub const COOKIE_MSS: [u16; 8] = [536, 1220, 1300, 1360, 1400, 1440, 1452, 1460];
+/// Window shift value meaning "no window scaling" (in cookies and flows).
+pub const WSCALE_NONE: u8 = 15;
+
+/// Flow lifetimes the agent's sweep applies, in seconds.
+pub mod lifetimes {
+    /// After both FINs or an accepted RST, the flow keeps forwarding stragglers (last ACK,
+    /// retransmitted FINs, a RST the endpoint rejected) this long; then the forward half goes.
+    pub const CLOSE_GRACE_S: u64 = 10;
+    /// A closed flow's SNAT tuple stays reserved this long: the backend may hold the tuple in
+    /// TIME_WAIT (60 s on Linux) and would reject a new SYN on it (PAWS).
+    pub const TIME_WAIT_HOLD_S: u64 = 60;
+    /// A flow whose client never completed the handshake (spoofed SYNs, most likely) is removed
+    /// after this long, freeing its listener's SYN backlog.
+    pub const HALF_OPEN_S: u64 = 5;
+}
 
 /// Names of the maps, as pinned under the pin root (`/sys/fs/bpf/elb/<name>`).
 pub mod map_names {
@@ -54,14 +94,22 @@ pub mod map_names {
     pub const BACKEND_SETS: &str = "backend_sets";
     /// backend id -> [`crate::Backend`].
     pub const BACKENDS: &str = "backends";
-    /// listener id -> round-robin cursor.
+    /// listener id -> [`crate::ListenerState`] (round-robin cursor, half-open flows).
     pub const RR_CURSORS: &str = "rr_cursors";
-    /// [`crate::FlowKey`] -> [`crate::Flow`], forward and reverse entries.
+    /// listener id -> half-open correction written by the sweep.
+    pub const HALF_OPEN_FIX: &str = "half_open_fix";
+    /// The flow table: [`crate::FlowSlot`]s, forward and reverse halves, found by a keyed hash.
     pub const CONNTRACK: &str = "conntrack";
+    /// One insert lock (u32) per [`crate::FLOW_LOCK_SLOTS`] slots of the flow table.
+    pub const CONNTRACK_LOCKS: &str = "conntrack_locks";
     /// egress ifindex -> [`crate::SnatAddrs`].
     pub const SNAT_ADDRS: &str = "snat_addrs";
     /// ifindex -> ifindex, the interfaces the program may redirect to.
     pub const TX_PORTS: &str = "tx_ports";
+    /// ifindex -> [`crate::Iface`], the attached interfaces' MTUs.
+    pub const IFACES: &str = "ifaces";
+    /// Ports that some listener uses, one bit each (SNAT never allocates them).
+    pub const LISTENER_PORTS: &str = "listener_ports";
     /// The single [`crate::Config`] entry.
     pub const CONFIG: &str = "config";
     /// The single [`crate::Meta`] entry.
@@ -72,20 +120,27 @@ pub mod map_names {
     pub const LISTENER_STATS: &str = "listener_stats";
     /// Per-CPU [`crate::TrafficStats`] per backend id.
     pub const BACKEND_STATS: &str = "backend_stats";
-    /// backend id -> [`crate::NextHop`], written by the program (new flows skip the FIB lookup).
+    /// Per-CPU backend id -> [`crate::NextHop`], written by the program.
     pub const BACKEND_ROUTES: &str = "backend_routes";
     /// `Key<`[`crate::sg::SgSource`]`>` -> u32: the security groups' allow lists (LPM trie).
     pub const SG_ALLOW: &str = "sg_allow";
 
+    /// The program's stages (tail calls): `crate::STAGE_*` -> program.
+    pub const STAGES: &str = "stages";
+
     /// Every map, in the order the agent checks and pins them.
-    pub const ALL: [&str; 14] = [
+    pub const ALL: [&str; 19] = [
         LISTENERS,
         BACKEND_SETS,
         BACKENDS,
         RR_CURSORS,
+        HALF_OPEN_FIX,
         CONNTRACK,
+        CONNTRACK_LOCKS,
         SNAT_ADDRS,
         TX_PORTS,
+        IFACES,
+        LISTENER_PORTS,
         CONFIG,
         META,
         COUNTERS,
@@ -93,8 +148,51 @@ pub mod map_names {
         BACKEND_STATS,
         BACKEND_ROUTES,
         SG_ALLOW,
+        STAGES,
     ];
 }
+
+/// The program's stages: `elb` tail-calls them (each gets a stack of its own, and the verifier
+/// checks each on its own), in the `stages` program array, which the loader fills.
+pub mod stages {
+    /// Slot of `elb_syn`: a SYN to a listener (state, or a SYN cookie).
+    pub const SYN: u32 = 0;
+    /// Slot of `elb_cookie_ack`: an ACK to a listener without a flow (a cookie's handshake).
+    pub const COOKIE_ACK: u32 = 1;
+    /// Slot of `elb_xlate`: a packet of a flow whose sequence numbers are translated (SYN
+    /// proxy, PROXY protocol).
+    pub const XLATE: u32 = 2;
+    /// Slot of `elb_plan`: a new flow's backend, next hop and both halves but the SNAT tuple.
+    pub const PLAN: u32 = 3;
+    /// Slot of `elb_open`: the end of a new flow (SNAT tuple, inserts, forward).
+    pub const OPEN: u32 = 4;
+    /// Slot of `elb_sack`: the SACK edges of a translated packet, then its transmission.
+    pub const SACK: u32 = 5;
+    /// Program name of each slot, in slot order.
+    pub const PROGRAMS: [&str; 6] = [
+        "elb_syn",
+        "elb_cookie_ack",
+        "elb_xlate",
+        "elb_plan",
+        "elb_open",
+        "elb_sack",
+    ];
+}
+
+/// What `elb` hands a stage besides the packet (a per-CPU scratch entry: a tail call keeps the
+/// CPU and the packet, nothing else).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct StageArgs {
+    /// Index of the flow table slot concerned (if any).
+    pub index: u32,
+    /// Identity of its flow (0: none).
+    pub ident: u32,
+    /// The listener concerned (new flows): its id and flags, so no stage looks it up again.
+    pub listener_id: u32,
+    pub listener_flags: u32,
+}
+const _: () = assert!(size_of::<StageArgs>() == 16);
 
 /// IP protocol number of TCP.
 pub const PROTO_TCP: u8 = 6;
@@ -135,8 +233,31 @@ const _: () = assert!(size_of::<Listener>() == 16);
 /// packets to the local stack (XDP_PASS, counted as `pass_local`) instead of balancing them.
 pub const LISTENER_F_LOCAL: u32 = 1 << 0;
 /// Listener flag: its backends expect a PROXY protocol v1 header (`PROXY TCP4 <client> <vip>
-/// <cport> <vport>\r\n`) before the client's first byte.
+/// <cport> <vport>\r\n`) before the client's first byte; the program inserts it into the
+/// client's first data segment and translates sequence numbers for the rest of the flow.
 pub const LISTENER_F_PROXY_V1: u32 = 1 << 1;
+
+/// Per-listener state the program keeps (one array entry per listener id).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct ListenerState {
+    /// Round-robin cursor, advanced with an atomic fetch-and-add per new flow.
+    pub cursor: u64,
+    /// Half-open flows created (atomic add) minus those completed (atomic sub); the sweep's
+    /// [`HalfOpenFix`] removes those that expired.
+    pub half_open: u64,
+}
+const _: () = assert!(size_of::<ListenerState>() == 16);
+
+/// Written by the sweep only: `ListenerState::half_open - value` is the listener's current
+/// number of half-open flows (the sweep counts them in the table and sets this to the excess).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct HalfOpenFix {
+    /// Half-open flows the program counted that are gone.
+    pub value: u64,
+}
+const _: () = assert!(size_of::<HalfOpenFix>() == 8);
 
 /// The backends currently accepting new flows for one listener. Replaced as a whole with one
 /// map update, so the program never sees a half-written list.
@@ -209,72 +330,224 @@ pub struct FlowKey {
 }
 const _: () = assert!(size_of::<FlowKey>() == 16);
 
-/// This entry is the reverse (backend -> servo) half of a flow.
+/// Flow flag: this slot is the reverse (backend -> servo) half of a flow.
 pub const FLOW_F_REPLY: u32 = 1 << 0;
-/// The client sent a FIN.
+/// Flow flag: the client sent a FIN.
 pub const FLOW_F_FIN_CLIENT: u32 = 1 << 1;
-/// The backend sent a FIN.
+/// Flow flag: the backend sent a FIN.
 pub const FLOW_F_FIN_BACKEND: u32 = 1 << 2;
-/// Either side sent a RST: the flow is closed at once.
+/// Flow flag: an in-window RST was seen; the flow is closed (but recovers if both ends go on
+/// talking: the endpoint may have rejected the RST).
 pub const FLOW_F_RST: u32 = 1 << 3;
-/// The agent expired the flow for idleness and removed its forward half; this (reverse) half
-/// only keeps the SNAT tuple reserved.
-pub const FLOW_F_EXPIRED: u32 = 1 << 4;
+/// Flow flag (reverse half): the flow is over and its forward half gone; this half only
+/// reserves the SNAT tuple (backend packets are dropped) until the sweep releases it.
+pub const FLOW_F_RESERVED: u32 = 1 << 4;
+/// Flow flag (forward half): the client completed the handshake (sent an ACK after its SYN).
+/// Until then the flow counts against its listener's SYN backlog.
+pub const FLOW_F_CONFIRMED: u32 = 1 << 5;
+/// Flow flag: opened by the SYN proxy (from a SYN cookie): sequence numbers are translated
+/// once the backend's SYN-ACK is seen (`FLOW_F_XLATE`).
+pub const FLOW_F_SYNPROXY: u32 = 1 << 6;
+/// Flow flag: the SYN proxy's sequence offset is known (`FlowSlot::xlate`).
+pub const FLOW_F_XLATE: u32 = 1 << 7;
+/// Flow flag (forward half): the backend gets a PROXY protocol v1 header.
+pub const FLOW_F_PROXY: u32 = 1 << 8;
+/// Flow flag: after a RST, the client sent something other than a RST.
+pub const FLOW_F_ALIVE_CLIENT: u32 = 1 << 9;
+/// Flow flag: after a RST, the backend sent something other than a RST.
+pub const FLOW_F_ALIVE_BACKEND: u32 = 1 << 10;
+/// Flow flag: this half's sender has sent an ACK, remembered in `FlowSlot::acked`.
+pub const FLOW_F_ACKED: u32 = 1 << 11;
+/// Slot state: being written by an insert (not visible to lookups).
+pub const FLOW_F_CLAIM: u32 = 1 << 30;
+/// Slot state: deleted (lookups skip it and go on; inserts may reuse it).
+pub const FLOW_F_TOMB: u32 = 1 << 31;
 
-/// Conntrack value: how to rewrite packets that match the key, and the flow's state.
+/// A 64-bit word of a flow slot that the program and the sweep change with compare-and-swap:
+/// the flow's identity beside the value. A flow slot can be reused by another flow while a
+/// packet of the old one is being processed (the table never waits for readers); the CAS
+/// fails then, so no write lands in the wrong flow.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct FlowWord {
+    /// The flow's identity (random, never 0 for a live flow; both halves share it).
+    pub ident: u32,
+    /// The value.
+    pub value: u32,
+}
+const _: () = assert!(size_of::<FlowWord>() == 8);
+
+impl FlowWord {
+    /// The word as one u64 (the layout the atomics use on a little-endian machine).
+    #[inline(always)]
+    pub fn pack(self) -> u64 {
+        u64::from(self.ident) | (u64::from(self.value) << 32)
+    }
+
+    /// The word from its u64.
+    #[inline(always)]
+    pub fn unpack(raw: u64) -> Self {
+        Self {
+            ident: raw as u32,
+            value: (raw >> 32) as u32,
+        }
+    }
+}
+
+/// The rewritten tuple of a flow half.
 #[repr(C)]
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
-pub struct Flow {
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, Hash)]
+pub struct NatTuple {
     /// New source address.
-    pub nat_src: Ipv4,
+    pub src: Ipv4,
     /// New destination address.
-    pub nat_dst: Ipv4,
+    pub dst: Ipv4,
     /// New source port, host order.
-    pub nat_sport: u16,
+    pub sport: u16,
     /// New destination port, host order.
-    pub nat_dport: u16,
+    pub dport: u16,
+}
+const _: () = assert!(size_of::<NatTuple>() == 12);
+
+/// One slot of the flow table: a flow half (its key and what to do with its packets) in two
+/// cache lines. An established packet reads only the first.
+///
+/// The table is an array found by a keyed hash of the key ([`hash::flow_hash`]), with linear
+/// probing (at most [`FLOW_PROBES`] slots from the home slot), so a lookup is a hash computed
+/// inline and, at low occupancy, one cache line. Everything the program changes after an
+/// insert lives in [`FlowWord`]s.
+#[repr(C, align(8))]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FlowSlot {
+    /// The tuple of packets of this half as they arrive at the servo.
+    pub key: FlowKey,
+    /// `ident` | `FLOW_F_*` flags. `ident == 0 && flags == 0`: an empty slot.
+    pub state: FlowWord,
+    /// How to rewrite this half's packets.
+    pub nat: NatTuple,
     /// The backend the flow was given to.
-    pub backend_id: u32,
+    pub backend_id: u16,
+    /// The listener the flow arrived on.
+    pub listener_id: u16,
     /// That backend's generation when the flow was created.
     pub backend_gen: u32,
-    /// The listener the flow arrived on.
-    pub listener_id: u32,
-    /// `FLOW_F_*` flags.
-    pub flags: u32,
+    /// Reverse half: MTU of the interface towards the client (0: not checked).
+    pub hop_mtu: u16,
+    /// Forward half: length of the PROXY protocol header inserted (0: none).
+    pub proxy_len: u8,
     /// Explicit padding, always zero.
-    pub _pad: u32,
-    /// Monotonic time (`bpf_ktime_get_ns`) of the last packet, refreshed at most once per
-    /// [`LAST_SEEN_GRANULARITY_NS`].
-    pub last_seen_ns: u64,
-    /// Monotonic time the flow closed (both FINs or a RST), 0 while open.
-    pub closed_ns: u64,
-    /// Monotonic time the flow was created.
-    pub created_ns: u64,
-    /// Cached next hop of the rewritten packets. A FIB lookup costs several times the rest of
-    /// the established path, so it runs once per [`ROUTE_CACHE_NS`] per flow half.
-    pub route: NextHop,
+    pub _pad: u8,
+    /// `ident` | jiffies (low 32 bits) of the last packet, refreshed every
+    /// [`SEEN_REFRESH_JIFFIES`] at most; the sweep sets it when it reserves a tuple.
+    pub seen: FlowWord,
+    /// `ident` | the last ACK number this half's sender sent, as its peer received it (after
+    /// translation), refreshed every [`ACK_TRACK_STEP`] bytes. RSTs towards this sender are
+    /// checked against it.
+    pub acked: FlowWord,
+    /// `ident` | the SYN proxy's sequence offset (servo ISN - backend ISN), set once.
+    pub xlate: FlowWord,
+    /// Reverse half: the interface towards the client (the one its SYN came in on).
+    pub hop_ifindex: u32,
+    /// Forward half: the client's initial sequence number. Reverse half of a SYN proxy flow:
+    /// the servo's (the cookie).
+    pub isn: u32,
+    /// Reverse half: the client-side next hop's MAC (the source of the client's SYN).
+    pub hop_dmac: [u8; 6],
+    /// Reverse half: the servo's MAC on that interface.
+    pub hop_smac: [u8; 6],
+    /// SYN proxy, forward half: the client's window field in its handshake ACK.
+    pub client_win: u16,
+    /// SYN proxy: the client's window shift (forward half) or the backend's (reverse half,
+    /// set with `xlate`); [`WSCALE_NONE`] without window scaling.
+    pub wscale: u8,
+    /// Explicit padding, always zero.
+    pub _pad2: u8,
+    /// jiffies (low 32 bits) at creation.
+    pub created: u32,
+    /// `ident` | the backend's window shift, set with `xlate` (SYN proxy, reverse half).
+    pub xlate_wscale: FlowWord,
+    /// Forward half: the slot index of the reverse half at creation (a hint for the sweep,
+    /// which checks it: it pairs halves without a lookup).
+    pub partner: u32,
+    /// Explicit padding, always zero.
+    pub _pad3: [u32; 3],
 }
-const _: () = assert!(size_of::<Flow>() == 88);
+const _: () = assert!(size_of::<FlowSlot>() == 128);
+const _: () = assert!(core::mem::offset_of!(FlowSlot, acked) == 56);
+const _: () = assert!(core::mem::offset_of!(FlowSlot, state) == 16);
 
-impl Flow {
+impl FlowSlot {
+    /// An empty slot.
+    pub const EMPTY: Self = Self {
+        key: FlowKey {
+            src: [0; 4],
+            dst: [0; 4],
+            sport: 0,
+            dport: 0,
+            proto: 0,
+            _pad: [0; 3],
+        },
+        state: FlowWord { ident: 0, value: 0 },
+        nat: NatTuple {
+            src: [0; 4],
+            dst: [0; 4],
+            sport: 0,
+            dport: 0,
+        },
+        backend_id: 0,
+        listener_id: 0,
+        backend_gen: 0,
+        hop_mtu: 0,
+        proxy_len: 0,
+        _pad: 0,
+        seen: FlowWord { ident: 0, value: 0 },
+        acked: FlowWord { ident: 0, value: 0 },
+        xlate: FlowWord { ident: 0, value: 0 },
+        hop_ifindex: 0,
+        isn: 0,
+        hop_dmac: [0; 6],
+        hop_smac: [0; 6],
+        client_win: 0,
+        wscale: 0,
+        _pad2: 0,
+        created: 0,
+        xlate_wscale: FlowWord { ident: 0, value: 0 },
+        partner: 0,
+        _pad3: [0; 3],
+    };
+
     /// The key under which the other half of this flow is stored.
     #[inline(always)]
-    pub fn partner_key(&self, proto: u8) -> FlowKey {
+    pub fn partner_key(&self) -> FlowKey {
         FlowKey {
-            src: self.nat_dst,
-            dst: self.nat_src,
-            sport: self.nat_dport,
-            dport: self.nat_sport,
-            proto,
+            src: self.nat.dst,
+            dst: self.nat.src,
+            sport: self.nat.dport,
+            dport: self.nat.sport,
+            proto: self.key.proto,
             _pad: [0; 3],
         }
     }
 
-    /// True once both FINs or a RST were seen.
+    /// True for a slot holding a flow half (not empty, being written or deleted).
+    #[inline(always)]
+    pub fn is_live(&self) -> bool {
+        self.state.ident != 0 && self.state.value & (FLOW_F_CLAIM | FLOW_F_TOMB) == 0
+    }
+
+    /// True once both FINs or an accepted RST were seen.
     #[inline(always)]
     pub fn is_closed(&self) -> bool {
-        self.closed_ns != 0
+        is_closed(self.state.value)
     }
+}
+
+/// True if `flags` say the flow closed (both FINs, or an accepted RST).
+#[inline(always)]
+pub fn is_closed(flags: u32) -> bool {
+    flags & FLOW_F_RST != 0
+        || flags & (FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND)
+            == FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND
 }
 
 /// A resolved next hop: where and how to send a rewritten packet.
@@ -283,26 +556,37 @@ impl Flow {
 pub struct NextHop {
     /// Egress ifindex, 0 when nothing is cached.
     pub ifindex: u32,
-    /// Explicit padding, always zero.
-    pub _pad: u32,
+    /// jiffies (low 32 bits) of the lookup.
+    pub updated: u32,
     /// Destination MAC (the next hop's).
     pub dmac: [u8; 6],
     /// Source MAC (the egress interface's).
     pub smac: [u8; 6],
+    /// MTU of the route (packets above it get ICMP fragmentation needed).
+    pub mtu: u16,
     /// Explicit padding, always zero.
-    pub _pad2: [u8; 4],
-    /// Monotonic time of the lookup.
-    pub updated_ns: u64,
+    pub _pad: u16,
 }
-const _: () = assert!(size_of::<NextHop>() == 32);
+const _: () = assert!(size_of::<NextHop>() == 24);
 
 impl NextHop {
-    /// True if a next hop is cached and younger than [`ROUTE_CACHE_NS`] at `now`.
+    /// True if a next hop is cached and younger than [`HOP_REFRESH_JIFFIES`] at `now`.
     #[inline(always)]
-    pub fn fresh(&self, now: u64) -> bool {
-        self.ifindex != 0 && now.wrapping_sub(self.updated_ns) < ROUTE_CACHE_NS
+    pub fn fresh(&self, now: u32) -> bool {
+        self.ifindex != 0 && now.wrapping_sub(self.updated) < HOP_REFRESH_JIFFIES
     }
 }
+
+/// An interface the program is attached to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Iface {
+    /// Its MTU (replies leaving through it above this get ICMP fragmentation needed).
+    pub mtu: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+}
+const _: () = assert!(size_of::<Iface>() == 8);
 
 /// The servo's source addresses on one egress interface, used for SNAT.
 #[repr(C)]
@@ -317,7 +601,7 @@ pub struct SnatAddrs {
 }
 const _: () = assert!(size_of::<SnatAddrs>() == 8 + 4 * MAX_SNAT_ADDRS);
 
-/// Global settings of the program.
+/// Global settings of the program (written by the agent; read on the new-flow path).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Config {
@@ -327,19 +611,51 @@ pub struct Config {
     pub snat_port_max: u16,
     /// `CONFIG_F_*` flags.
     pub flags: u32,
+    /// Half-open flows per listener before SYNs get cookies (0: [`DEFAULT_SYN_BACKLOG`]).
+    pub syn_backlog: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
 }
-const _: () = assert!(size_of::<Config>() == 8);
+const _: () = assert!(size_of::<Config>() == 16);
 
-/// Identifies who created the pinned maps.
+impl Config {
+    /// A configuration with this SNAT port range and defaults for the rest.
+    pub const fn with_snat_ports(min: u16, max: u16) -> Self {
+        Self {
+            snat_port_min: min,
+            snat_port_max: max,
+            flags: 0,
+            syn_backlog: 0,
+            _pad: 0,
+        }
+    }
+
+    /// The SYN backlog in effect.
+    #[inline(always)]
+    pub fn syn_backlog(&self) -> u32 {
+        if self.syn_backlog == 0 {
+            DEFAULT_SYN_BACKLOG
+        } else {
+            self.syn_backlog
+        }
+    }
+}
+
+/// Identifies who created the pinned maps, and the secrets and sizes fixed at creation.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
 pub struct Meta {
     /// [`ABI_VERSION`] of the creator.
     pub abi_version: u32,
-    /// Size of the conntrack map the maps were created with.
+    /// Slots of the flow table (a power of two).
     pub conntrack_entries: u32,
+    /// Key of the flow table's hash (random, chosen at creation): clients cannot aim their
+    /// tuples at one probe window without it.
+    pub flow_seed: [u64; 2],
+    /// SipHash key of the SYN cookies (random, chosen at creation).
+    pub cookie_key: [u64; 2],
 }
-const _: () = assert!(size_of::<Meta>() == 8);
+const _: () = assert!(size_of::<Meta>() == 40);
 
 /// Declares [`Counters`] with one documented `u64` per decision, plus the list of their names
 /// (the agent exports each as a Prometheus series, so names and fields cannot drift apart).
@@ -367,6 +683,11 @@ macro_rules! counters {
             pub fn accumulate(&mut self, other: &Self) {
                 $( self.$name = self.$name.wrapping_add(other.$name); )+
             }
+
+            /// What moved since `earlier` (each field's difference).
+            pub fn since(&self, earlier: &Self) -> Self {
+                Self { $( $name: self.$name.wrapping_sub(earlier.$name), )+ }
+            }
         }
     };
     (@first $first:literal $($rest:literal)*) => { $first };
@@ -383,6 +704,8 @@ counters! {
     drop_ip_truncated,
     /// Dropped: IPv4 version, IHL or total length inconsistent.
     drop_ip_malformed,
+    /// Dropped: IPv4 header checksum wrong (RFC 1812 5.2.2).
+    drop_ip_checksum,
     /// Dropped: a TCP fragment (TCP sets DF; fragments to a VIP would be half-forwardable).
     drop_fragment,
     /// Passed: neither TCP nor an ICMP error (UDP, ICMP echo to the servo...).
@@ -395,11 +718,26 @@ counters! {
     drop_tcp_truncated,
     /// Dropped: a listener or flow packet carrying IP options.
     drop_ip_options,
+    /// Dropped: a SYN (or a handshake ACK carrying a SYN cookie) with a wrong TCP checksum;
+    /// no state is created for it.
+    drop_tcp_checksum,
+    /// Answered with ICMP time exceeded: TTL 0 or 1 on a packet to forward (as a router).
+    icmp_time_exceeded,
+    /// Answered with ICMP fragmentation needed: a packet with DF above the egress MTU.
+    icmp_frag_needed,
+    /// Passed rewritten to the kernel (which fragments it): above the egress MTU without DF.
+    pass_fragment,
+    /// Dropped: building an ICMP error failed (headroom).
+    drop_icmp_failed,
     /// Dropped: a RST (or a packet with IP options) to a listener without a flow.
     drop_no_flow,
+    /// Dropped: a RST outside the receiver's window (RFC 5961): it does not end the flow.
+    drop_rst_out_of_window,
+    /// Flows closed by an accepted RST that recovered (both ends kept talking).
+    flows_recovered,
     /// Answered with RST: non-SYN TCP to a listener without a flow (expired, evicted, unknown).
     rst_no_flow,
-    /// Dropped: packet of a flow closed by a RST, or closed longer than the close grace.
+    /// Dropped: backend packet of a flow that is over (its SNAT tuple is only reserved).
     drop_flow_closed,
     /// Answered with RST: client packet of a flow whose backend was removed.
     rst_backend_removed,
@@ -417,8 +755,25 @@ counters! {
     snat_failures,
     /// Dropped: no SNAT address configured for the egress interface towards the backend.
     drop_no_snat_addr,
-    /// New flows refused because the conntrack insert failed.
+    /// New flows refused because the flow table had no free slot in the probe window.
     drop_conntrack_full,
+    /// SYNs answered with a SYN cookie (the listener's SYN backlog was full): no state.
+    syncookies_sent,
+    /// Flows opened from a valid SYN cookie (the SYN proxy then opens the backend connection).
+    syncookies_valid,
+    /// Handshake ACKs to a listener without a flow whose cookie was not valid (answered with
+    /// a RST, like any segment of an unknown connection: also counted in `rst_no_flow`).
+    syncookies_invalid,
+    /// Backend SYN-ACKs of SYN proxy flows, answered with the ACK that completes the backend
+    /// handshake.
+    synproxy_acks,
+    /// Dropped: client data of a SYN proxy flow before the backend's SYN-ACK (retransmitted
+    /// by the client).
+    drop_synproxy_pending,
+    /// PROXY protocol headers inserted (first data segments and their retransmissions).
+    proxy_headers,
+    /// Dropped: a PROXY protocol header could not be inserted (no room in the frame).
+    drop_proxy_failed,
     /// Forwarded with XDP_TX (out of the interface it came in on).
     fwd_tx,
     /// Forwarded with a devmap redirect to another interface.
@@ -476,6 +831,59 @@ pub struct GenTemplate {
 }
 const _: () = assert!(size_of::<GenTemplate>() == 56);
 
+/// Source addresses of generated floods (spoofed SYNs): 198.18.128.0/17, host order. Test
+/// topologies never give a real host an address in it.
+pub const SPOOF_BASE: u32 = u32::from_be_bytes([198, 18, 128, 0]);
+/// Mask of [`SPOOF_BASE`]'s range, host order.
+pub const SPOOF_MASK: u32 = 0xffff_8000;
+
+/// Largest frame of the per-packet timing ring (a multiple of 8).
+pub const RING_FRAME_MAX: usize = 128;
+/// Most frames in the timing ring.
+pub const RING_MAX: u32 = 1 << 16;
+/// `RingState::mode`: walk the ring of frames.
+pub const RING_MODE_RING: u32 = 0;
+/// `RingState::mode`: frame 0 is a SYN template; each iteration gives it the source of a flow
+/// never seen before (the same numbering as the SYN-flood generator).
+pub const RING_MODE_SYN: u32 = 1;
+
+/// One frame of the per-packet timing ring.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingFrame {
+    /// Frame length (a multiple of 8, at most [`RING_FRAME_MAX`]; pad with zeros after the IP
+    /// packet, as Ethernet does).
+    pub len: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+    /// The frame.
+    pub frame: [u8; RING_FRAME_MAX],
+}
+const _: () = assert!(size_of::<RingFrame>() == 8 + RING_FRAME_MAX);
+
+/// Settings and position of the per-packet timing ring (per CPU).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct RingState {
+    /// Iterations so far (the next frame is `next % len`, or flow number `next` in SYN mode).
+    pub next: u64,
+    /// Frames in the ring.
+    pub len: u32,
+    /// `RING_MODE_*`.
+    pub mode: u32,
+    /// Slot of `ring_targets` to tail-call.
+    pub target: u32,
+    /// Explicit padding, always zero.
+    pub _pad: u32,
+    /// Where the frame started in the first iteration of this run (0: not yet known). A
+    /// program that moved the frame's start (`bpf_xdp_adjust_head`) left it moved for the next
+    /// iteration (the kernel reuses the buffer): the ring moves it back.
+    pub base: u64,
+    /// Scratch: the current start, stored and read back (a packet pointer becomes a number).
+    pub cur: u64,
+}
+const _: () = assert!(size_of::<RingState>() == 40);
+
 #[cfg(feature = "user")]
 mod pod {
     //! `aya::Pod` marks a type as safe to copy to and from the kernel byte for byte: these types
@@ -487,7 +895,12 @@ mod pod {
     unsafe impl aya::Pod for BackendSet {}
     unsafe impl aya::Pod for Backend {}
     unsafe impl aya::Pod for FlowKey {}
-    unsafe impl aya::Pod for Flow {}
+    unsafe impl aya::Pod for FlowSlot {}
+    unsafe impl aya::Pod for FlowWord {}
+    unsafe impl aya::Pod for ListenerState {}
+    unsafe impl aya::Pod for HalfOpenFix {}
+    unsafe impl aya::Pod for Iface {}
+    unsafe impl aya::Pod for StageArgs {}
     unsafe impl aya::Pod for SnatAddrs {}
     unsafe impl aya::Pod for Config {}
     unsafe impl aya::Pod for Meta {}
@@ -496,4 +909,6 @@ mod pod {
     unsafe impl aya::Pod for NextHop {}
     unsafe impl aya::Pod for GenTemplate {}
     unsafe impl aya::Pod for sg::SgSource {}
+    unsafe impl aya::Pod for RingFrame {}
+    unsafe impl aya::Pod for RingState {}
 }

@@ -393,7 +393,7 @@ impl LoadBalancer {
                     ));
                 }
                 for k in keys {
-                    if !self.policy(k).is_some_and(|kp| kp.type_name == PUBLIC_KEY) {
+                    if self.policy(k).is_none_or(|kp| kp.type_name != PUBLIC_KEY) {
                         out.push(Problem::conflict(
                             field.clone(),
                             format!("PublicKeyPolicyName {k} must name a {PUBLIC_KEY} policy"),

@@ -1,64 +1,41 @@
-//! Forwarding: a FIB lookup for the rewritten destination, then XDP_TX out of the interface the
-//! packet came in on, or a devmap redirect to another one. What the FIB cannot resolve to a
-//! neighbour goes to the kernel (already rewritten: the kernel forwards it and resolves the
-//! neighbour, after which the fast path takes over).
+//! Forwarding: where a rewritten packet goes, and sending it there.
+//!
+//! - Towards a backend: the next hop (egress interface, MACs, MTU) comes from `bpf_fib_lookup`,
+//!   cached per backend and per CPU for HOP_REFRESH_JIFFIES (the lookup costs more than the
+//!   rest of the path together).
+//! - Towards a client: back to the neighbour its SYN came from, out of the interface it came in
+//!   on (remembered in the flow's reverse half; no lookup at all).
+//!
+//! Then XDP_TX out of the interface the packet came in on, or a devmap redirect to another one.
+//! A neighbour the FIB cannot resolve yet sends the rewritten packet to the kernel, which
+//! forwards it and resolves the neighbour; the next packets take the fast path.
 
 use aya_ebpf::{
     EbpfContext as _,
     bindings::{
         BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS, bpf_fib_lookup as FibParams,
-        xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+        xdp_action::{XDP_PASS, XDP_TX},
     },
     helpers::bpf_fib_lookup,
     programs::XdpContext,
 };
 use elb_common::{Counters, NextHop};
 
-use crate::{hdr::EthHdr, maps::TX_PORTS};
+use crate::{hdr::EthHdr, maps::BACKEND_ROUTES, maps::TX_PORTS};
 
 const AF_INET: u8 = 2;
 
-/// Result of a route lookup.
-pub struct Route {
-    /// `BPF_FIB_LKUP_RET_*`.
-    pub rc: u32,
-    /// Filled in by the kernel: egress ifindex and MAC addresses.
-    pub params: FibParams,
-}
-
-impl Route {
-    /// Stores a successful lookup in `hop` (an unresolved neighbour is not cached: the next
-    /// packet looks again, once the kernel has resolved it).
-    #[inline(always)]
-    pub fn remember(&self, hop: &mut NextHop, now: u64) {
-        if self.rc == BPF_FIB_LKUP_RET_SUCCESS {
-            hop.ifindex = self.params.ifindex;
-            hop.dmac = self.params.dmac;
-            hop.smac = self.params.smac;
-            hop.updated_ns = now;
-        }
-    }
-
-    /// Egress interface, when the lookup found one (also for an unresolved neighbour).
-    #[inline(always)]
-    pub fn egress(&self) -> Option<u32> {
-        if self.rc == BPF_FIB_LKUP_RET_SUCCESS || self.rc == BPF_FIB_LKUP_RET_NO_NEIGH {
-            Some(self.params.ifindex)
-        } else {
-            None
-        }
-    }
-}
-
-/// Looks up the route from `src` to `dst` (memory-order addresses) as if the packet arrived
-/// on the context's ingress interface.
-#[inline(always)]
-pub fn lookup(ctx: &XdpContext, proto: u8, src: u32, dst: u32, tot_len: u16) -> Route {
+/// Looks up the route from `src` to `dst` (memory-order addresses) as if the packet arrived on
+/// the context's ingress interface, and fills `hop` with its next hop (all but `updated`) (`hop.ifindex`: also the
+/// egress of an unresolved neighbour). Returns the `BPF_FIB_LKUP_RET_*` code. (A BPF
+/// subprogram: the 64-byte lookup structure lives in its own stack frame.)
+#[inline(never)]
+pub fn lookup(ctx: &XdpContext, proto: u8, src: u32, dst: u32, hop: &mut NextHop) -> u32 {
     // SAFETY: an all-zero bpf_fib_lookup is a valid input (plain integers and arrays).
     let mut params: FibParams = unsafe { core::mem::zeroed() };
     params.family = AF_INET;
     params.l4_protocol = proto;
-    params.__bindgen_anon_1.tot_len = tot_len;
+    // tot_len 0: the lookup then never answers FRAG_NEEDED and always reports the MTU.
     params.ifindex = ctx.ingress_ifindex() as u32;
     params.__bindgen_anon_3.ipv4_src = src;
     params.__bindgen_anon_4.ipv4_dst = dst;
@@ -70,10 +47,55 @@ pub fn lookup(ctx: &XdpContext, proto: u8, src: u32, dst: u32, tot_len: u16) -> 
             size_of::<FibParams>() as i32,
             0,
         )
+    } as u32;
+    if rc == BPF_FIB_LKUP_RET_SUCCESS || rc == BPF_FIB_LKUP_RET_NO_NEIGH {
+        *hop = NextHop {
+            ifindex: params.ifindex,
+            updated: 0,
+            dmac: params.dmac,
+            smac: params.smac,
+            // SAFETY: the kernel stores the route's MTU in this union member.
+            mtu: unsafe { params.__bindgen_anon_1.mtu_result },
+            _pad: 0,
+        };
+    }
+    rc
+}
+
+/// Why there is no next hop to use now.
+pub enum NoHop {
+    /// The route exists but its neighbour is unresolved: hand the packet to the kernel.
+    Unresolved(u32),
+    /// No route.
+    NoRoute,
+}
+
+/// The next hop towards backend `backend_id` at `addr` (memory order), from this CPU's cache
+/// or a fresh lookup.
+#[inline(always)]
+pub fn backend_hop(
+    ctx: &XdpContext,
+    backend_id: u32,
+    addr: u32,
+    now: u32,
+) -> Result<NextHop, NoHop> {
+    let Some(cached) = BACKEND_ROUTES.get_ptr_mut(backend_id) else {
+        return Err(NoHop::NoRoute);
     };
-    Route {
-        rc: rc as u32,
-        params,
+    // SAFETY: this CPU's entry of a per-CPU array; nothing else writes it.
+    let cached = unsafe { &mut *cached };
+    if cached.fresh(now) {
+        return Ok(*cached);
+    }
+    let mut hop = NextHop::default();
+    match lookup(ctx, elb_common::PROTO_TCP, 0, addr, &mut hop) {
+        BPF_FIB_LKUP_RET_SUCCESS => {
+            hop.updated = now;
+            *cached = hop;
+            Ok(hop)
+        }
+        BPF_FIB_LKUP_RET_NO_NEIGH => Err(NoHop::Unresolved(hop.ifindex)),
+        _ => Err(NoHop::NoRoute),
     }
 }
 
@@ -81,18 +103,17 @@ pub fn lookup(ctx: &XdpContext, proto: u8, src: u32, dst: u32, tot_len: u16) -> 
 /// redirect otherwise.
 #[inline(always)]
 pub fn transmit(ctx: &XdpContext, c: &mut Counters, eth: *mut EthHdr, hop: &NextHop) -> u32 {
-    let (ifindex, dmac, smac) = (hop.ifindex, hop.dmac, hop.smac);
     // SAFETY: `eth` was bounds-checked by the caller and no helper that could move packet data
     // ran since.
     unsafe {
-        (*eth).dst = dmac;
-        (*eth).src = smac;
+        (*eth).dst = hop.dmac;
+        (*eth).src = hop.smac;
     }
-    if ifindex == ctx.ingress_ifindex() as u32 {
+    if hop.ifindex == ctx.ingress_ifindex() as u32 {
         c.fwd_tx += 1;
         return XDP_TX;
     }
-    match TX_PORTS.redirect(ifindex, 0) {
+    match TX_PORTS.redirect(hop.ifindex, 0) {
         Ok(action) => {
             c.fwd_redirect += 1;
             action
@@ -100,30 +121,6 @@ pub fn transmit(ctx: &XdpContext, c: &mut Counters, eth: *mut EthHdr, hop: &Next
         Err(_) => {
             c.pass_no_tx_port += 1;
             XDP_PASS
-        }
-    }
-}
-
-/// Sends the (already rewritten) packet along `route`.
-#[inline(always)]
-pub fn emit(ctx: &XdpContext, c: &mut Counters, eth: *mut EthHdr, route: &Route) -> u32 {
-    match route.rc {
-        BPF_FIB_LKUP_RET_SUCCESS => {
-            let hop = NextHop {
-                ifindex: route.params.ifindex,
-                dmac: route.params.dmac,
-                smac: route.params.smac,
-                ..NextHop::default()
-            };
-            transmit(ctx, c, eth, &hop)
-        }
-        BPF_FIB_LKUP_RET_NO_NEIGH => {
-            c.pass_no_neigh += 1;
-            XDP_PASS
-        }
-        _ => {
-            c.drop_fib_failed += 1;
-            XDP_DROP
         }
     }
 }

@@ -5,19 +5,30 @@
 //! which is what makes Path MTU discovery work through the balancer.
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    EbpfContext as _,
+    bindings::{
+        BPF_FIB_LKUP_RET_NO_NEIGH, BPF_FIB_LKUP_RET_SUCCESS,
+        xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+        xdp_md,
+    },
+    helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     programs::XdpContext,
 };
-use elb_common::{Counters, FlowKey, PROTO_TCP, csum};
+use elb_common::{Counters, FlowKey, PROTO_ICMP, PROTO_TCP, csum};
 
 use crate::{
+    flows::Table,
     fwd,
     hdr::{ETH_LEN, EthHdr, ICMP_LEN, IP_LEN, IcmpHdr, Ipv4Hdr, ptr_at},
-    maps::CONNTRACK,
+    maps::COUNTERS,
 };
 
-const ICMP_DEST_UNREACH: u8 = 3;
-const ICMP_TIME_EXCEEDED: u8 = 11;
+/// ICMP destination unreachable (code 4: fragmentation needed and DF set).
+pub const ICMP_DEST_UNREACH: u8 = 3;
+/// Code of "fragmentation needed and DF set".
+pub const ICMP_FRAG_NEEDED: u8 = 4;
+/// ICMP time exceeded (code 0: TTL exceeded in transit).
+pub const ICMP_TIME_EXCEEDED: u8 = 11;
 
 /// Offset of the embedded IP header.
 const INNER_IP: usize = ETH_LEN + IP_LEN + ICMP_LEN;
@@ -70,14 +81,25 @@ pub fn handle(ctx: &XdpContext, c: &mut Counters, ip: *mut Ipv4Hdr) -> u32 {
             _pad: [0; 3],
         }
     };
-    // SAFETY: read-only use of the value.
-    let Some(f) = (unsafe { CONNTRACK.get(key) }) else {
+    let Some(found) = Table::get().and_then(|t| t.find(&key)) else {
         c.pass_icmp_no_flow += 1;
         return XDP_PASS;
     };
-    let (nat_src, nat_dst) = (u32::from_ne_bytes(f.nat_src), u32::from_ne_bytes(f.nat_dst));
-    let new_inner_ports = u32::from(f.nat_dport.to_be()) | (u32::from(f.nat_sport.to_be()) << 16);
-    let tot_len = unsafe { u16::from_be((*ip).tot_len) };
+    // SAFETY: a pointer into the flow table; its identity is re-checked below.
+    let nat = unsafe { (*found.slot).nat };
+    if !found.still_valid() {
+        c.pass_icmp_no_flow += 1;
+        return XDP_PASS;
+    }
+    let (nat_src, nat_dst) = (u32::from_ne_bytes(nat.src), u32::from_ne_bytes(nat.dst));
+    let new_inner_ports = u32::from(nat.dport.to_be()) | (u32::from(nat.sport.to_be()) << 16);
+    // A router forwards ICMP errors like any packet: TTL decremented; one that expires here is
+    // dropped silently (no ICMP about an ICMP error, RFC 1812 4.3.2.7).
+    let ttl = unsafe { (*ip).ttl };
+    if ttl <= 1 {
+        c.drop_icmp_malformed += 1;
+        return XDP_DROP;
+    }
 
     // The embedded TCP checksum is only there if the router quoted at least 18 bytes of TCP.
     let inner_check = ptr_at::<[u16; 9]>(ctx, INNER_L4);
@@ -90,7 +112,13 @@ pub fn handle(ctx: &XdpContext, c: &mut Counters, ip: *mut Ipv4Hdr) -> u32 {
         let mut check = (*ip).check;
         check = csum::replace_u32(check, old_outer_src, nat_src);
         check = csum::replace_u32(check, old_outer_dst, nat_dst);
+        check = csum::replace_u16(
+            check,
+            u16::from_ne_bytes([ttl, PROTO_ICMP]),
+            u16::from_ne_bytes([ttl - 1, PROTO_ICMP]),
+        );
         (*ip).check = check;
+        (*ip).ttl = ttl - 1;
         (*ip).saddr = nat_src;
         (*ip).daddr = nat_dst;
 
@@ -126,6 +154,122 @@ pub fn handle(ctx: &XdpContext, c: &mut Counters, ip: *mut Ipv4Hdr) -> u32 {
         c.drop_internal += 1;
         return XDP_DROP;
     };
-    let route = fwd::lookup(ctx, elb_common::PROTO_ICMP, nat_src, nat_dst, tot_len);
-    fwd::emit(ctx, c, eth, &route)
+    let mut hop = elb_common::NextHop::default();
+    match fwd::lookup(ctx, PROTO_ICMP, nat_src, nat_dst, &mut hop) {
+        BPF_FIB_LKUP_RET_SUCCESS => fwd::transmit(ctx, c, eth, &hop),
+        BPF_FIB_LKUP_RET_NO_NEIGH => {
+            c.pass_no_neigh += 1;
+            XDP_PASS
+        }
+        _ => {
+            c.drop_fib_failed += 1;
+            XDP_DROP
+        }
+    }
+}
+
+/// Length of the ICMP error the servo sends: Ethernet, IP, ICMP, and the offending packet's IP
+/// header and first 8 bytes (RFC 792; what the peer needs to find its connection).
+const ERROR_FRAME_LEN: usize = ETH_LEN + IP_LEN + ICMP_LEN + IP_LEN + 8;
+
+/// Sum of `N` 16-bit words starting at `p` (memory order).
+#[inline(always)]
+fn sum_words<const N: usize>(p: *const u16) -> u32 {
+    let mut sum = 0u32;
+    for i in 0..N {
+        // SAFETY: the caller guarantees N words are readable at p.
+        sum += u32::from(unsafe { p.add(i).read_unaligned() });
+    }
+    sum
+}
+
+/// Answers the packet (IPv4 without options, not yet rewritten) with an ICMP error of `kind`
+/// and `code` (`mtu`: the next-hop MTU of a "fragmentation needed"), from the address it was
+/// sent to, back out of the interface it came in on, as a router on the path would. The
+/// quoted header is the sender's own, so it finds its connection.
+#[inline(always)]
+pub fn send_error(ctx: &XdpContext, kind: u8, code: u8, mtu: u16) -> u32 {
+    elb_icmp_error(ctx.ctx, u32::from(kind), u32::from(code), u32::from(mtu))
+}
+
+/// [`send_error`], as a global BPF function (checked once by the verifier).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn elb_icmp_error(ctx: *mut xdp_md, kind: u32, code: u32, mtu: u32) -> u32 {
+    let Some(c) = COUNTERS.get_ptr_mut(0) else {
+        return XDP_DROP;
+    };
+    // SAFETY: this CPU's counters.
+    build_error(
+        &XdpContext::new(ctx),
+        unsafe { &mut *c },
+        kind as u8,
+        code as u8,
+        mtu as u16,
+    )
+}
+
+#[inline(always)]
+fn build_error(ctx: &XdpContext, c: &mut Counters, kind: u8, code: u8, mtu: u16) -> u32 {
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN) else {
+        c.drop_icmp_failed += 1;
+        return XDP_DROP;
+    };
+    // SAFETY: bounds-checked above.
+    let (saddr, daddr) = unsafe { ((*ip).saddr, (*ip).daddr) };
+    let grow = (IP_LEN + ICMP_LEN) as i32;
+    // SAFETY: the kernel checks the headroom; all packet pointers are re-derived afterwards.
+    if unsafe { bpf_xdp_adjust_head(ctx.as_ptr().cast(), -grow) } != 0 {
+        c.drop_icmp_failed += 1;
+        return XDP_DROP;
+    }
+    let have = (ctx.data_end() - ctx.data()) as i32;
+    // SAFETY: shrinking the tail; the kernel validates the delta.
+    if have != ERROR_FRAME_LEN as i32
+        && unsafe { bpf_xdp_adjust_tail(ctx.as_ptr().cast(), ERROR_FRAME_LEN as i32 - have) } != 0
+    {
+        c.drop_icmp_failed += 1;
+        return XDP_DROP;
+    }
+    let (Some(eth), Some(old_eth), Some(outer), Some(icmp), Some(quote)) = (
+        ptr_at::<EthHdr>(ctx, 0),
+        ptr_at::<EthHdr>(ctx, grow as usize),
+        ptr_at::<Ipv4Hdr>(ctx, ETH_LEN),
+        ptr_at::<IcmpHdr>(ctx, ETH_LEN + IP_LEN),
+        ptr_at::<[u16; (IP_LEN + 8) / 2]>(ctx, ETH_LEN + IP_LEN + ICMP_LEN),
+    ) else {
+        c.drop_icmp_failed += 1;
+        return XDP_DROP;
+    };
+    // SAFETY: every pointer was bounds-checked after the last adjust. The old Ethernet header
+    // (read first) overlaps the new IP and ICMP headers.
+    unsafe {
+        let (src_mac, dst_mac) = ((*old_eth).src, (*old_eth).dst);
+        (*eth).dst = src_mac;
+        (*eth).src = dst_mac;
+        (*eth).proto = crate::hdr::ETH_P_IP_BE;
+        (*outer).vihl = 0x45;
+        (*outer).tos = 0xc0;
+        (*outer).tot_len = ((ERROR_FRAME_LEN - ETH_LEN) as u16).to_be();
+        (*outer).id = 0;
+        (*outer).frag_off = 0;
+        (*outer).ttl = 64;
+        (*outer).proto = PROTO_ICMP;
+        (*outer).check = 0;
+        (*outer).saddr = daddr;
+        (*outer).daddr = saddr;
+        (*outer).check = csum::fold(sum_words::<10>(outer.cast()));
+        (*icmp).kind = kind;
+        (*icmp).code = code;
+        (*icmp).check = 0;
+        (*icmp).rest = u32::from(mtu).to_be();
+        let sum = sum_words::<4>(icmp.cast()) + sum_words::<{ (IP_LEN + 8) / 2 }>(quote.cast());
+        (*icmp).check = csum::fold(sum);
+    }
+    if kind == ICMP_TIME_EXCEEDED {
+        c.icmp_time_exceeded += 1;
+    } else {
+        c.icmp_frag_needed += 1;
+    }
+    XDP_TX
 }

@@ -1,10 +1,11 @@
 //! The servo's XDP program: per-connection round-robin to the healthy backends of a listener,
 //! with full NAT (destination and source rewritten), so backends need no configuration.
 //!
-//! Entry points are thin; the work lives in modules by concern: `hdr` (parsing), `tcp`
-//! (conntrack, backend selection, SNAT, rewrite), `icmp` (error translation for PMTU), `fwd`
-//! (FIB lookup and transmit), `rst` (resets we answer with), `sg` (security groups' allow
-//! lists), `stats`.
+//! Entry points are thin; the work lives in modules by concern: `flows` (the flow table),
+//! `tcp` (established flows: rewrite, translation, close and reset tracking), `syn` (new flows,
+//! SYN cookies and the SYN proxy), `icmp` (error translation and the errors a router sends),
+//! `fwd` (next hops and transmit), `opts` (TCP options and checksums), `rst` (resets we answer
+//! with), `sg` (security groups' allow lists), `stats`. Packet headers live in the crate's library (`elb_ebpf::hdr`).
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -13,22 +14,24 @@
     reason = "core_intrinsics: the only fetch-and-add on bpfel, see toolchain.md"
 )]
 
+mod flows;
 mod fwd;
-mod hdr;
 mod icmp;
 mod maps;
+mod opts;
 mod rst;
 mod sg;
 mod stats;
+mod syn;
 mod tcp;
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
     macros::xdp,
     programs::XdpContext,
 };
 use elb_common::{Counters, PROTO_ICMP, PROTO_TCP};
-use hdr::{ETH_LEN, ETH_P_IP_BE, EthHdr, IP_MF_OFFSET_BE, Ipv4Hdr, ptr_at};
+use elb_ebpf::hdr::{self, ETH_LEN, ETH_P_IP_BE, EthHdr, IP_MF_OFFSET_BE, Ipv4Hdr, ptr_at};
 
 /// The load balancer.
 #[xdp]
@@ -48,78 +51,6 @@ pub fn elb(ctx: XdpContext) -> u32 {
 #[xdp]
 pub fn elb_pass(_ctx: XdpContext) -> u32 {
     XDP_PASS
-}
-
-/// The benchmark floor: swap the Ethernet addresses and send the frame back (XDP_TX).
-#[xdp]
-#[expect(clippy::manual_swap, reason = "packet memory: no references into it")]
-pub fn elb_floor(ctx: XdpContext) -> u32 {
-    let Some(eth) = ptr_at::<EthHdr>(&ctx, 0) else {
-        return XDP_DROP;
-    };
-    // SAFETY: `ptr_at` checked the header lies inside the packet.
-    unsafe {
-        let dst = (*eth).dst;
-        (*eth).dst = (*eth).src;
-        (*eth).src = dst;
-    }
-    XDP_TX
-}
-
-/// Benchmark sink: drops everything (on veth peers that receive forwarded benchmark traffic).
-#[xdp]
-pub fn elb_drop(_ctx: XdpContext) -> u32 {
-    XDP_DROP
-}
-
-/// Writes the generator template into the frame; the template's source address and port.
-#[inline(always)]
-fn write_template(ctx: &XdpContext) -> Option<(*mut Ipv4Hdr, *mut hdr::TcpHdr)> {
-    let template = maps::GEN_TEMPLATE.get(0)?;
-    let frame = ptr_at::<[u8; elb_common::GEN_FRAME_LEN]>(ctx, 0)?;
-    // SAFETY: `frame` is bounds-checked for the whole template length.
-    unsafe { *frame = template.frame };
-    Some((
-        ptr_at::<Ipv4Hdr>(ctx, ETH_LEN)?,
-        ptr_at::<hdr::TcpHdr>(ctx, ETH_LEN + hdr::IP_LEN)?,
-    ))
-}
-
-/// Benchmark generator (`BPF_PROG_TEST_RUN` live frames): sends the template frame.
-#[xdp]
-pub fn elb_gen(ctx: XdpContext) -> u32 {
-    match write_template(&ctx) {
-        Some(_) => XDP_TX,
-        None => XDP_DROP,
-    }
-}
-
-/// Benchmark SYN-flood generator: the template frame with the next source port (and, every
-/// 60,000 frames, the next source address), checksums updated, so each frame is a new flow.
-#[xdp]
-pub fn elb_gen_syn(ctx: XdpContext) -> u32 {
-    let (Some((ip, tcp)), Some(seq)) = (write_template(&ctx), maps::GEN_SEQ.get_ptr_mut(0)) else {
-        return XDP_DROP;
-    };
-    // SAFETY: bounds-checked header pointers; `seq` is this CPU's entry.
-    unsafe {
-        let n = *seq;
-        *seq = n.wrapping_add(1);
-        let port = (1024 + n % 60000) as u16;
-        let old_src = (*ip).saddr;
-        let mut octets = old_src.to_ne_bytes();
-        octets[3] = (2 + (n / 60000) % 250) as u8;
-        let new_src = u32::from_ne_bytes(octets);
-        let old_port = (*tcp).sport;
-        let new_port = port.to_be();
-        (*ip).check = elb_common::csum::replace_u32((*ip).check, old_src, new_src);
-        let mut check = elb_common::csum::replace_u32((*tcp).check, old_src, new_src);
-        check = elb_common::csum::replace_u16(check, old_port, new_port);
-        (*tcp).check = check;
-        (*ip).saddr = new_src;
-        (*tcp).sport = new_port;
-    }
-    XDP_TX
 }
 
 #[inline(always)]
@@ -148,6 +79,12 @@ fn process(ctx: &XdpContext, c: &mut Counters) -> u32 {
         c.drop_ip_malformed += 1;
         return XDP_DROP;
     }
+    // Routers verify the header checksum (RFC 1812 5.2.2); a corrupted header must not be
+    // forwarded, nor create state.
+    if !header_checksum_ok(ctx, ip, ihl) {
+        c.drop_ip_checksum += 1;
+        return XDP_DROP;
+    }
     let fragment = unsafe { (*ip).frag_off } & IP_MF_OFFSET_BE != 0;
     match unsafe { (*ip).proto } {
         PROTO_TCP => {
@@ -163,6 +100,30 @@ fn process(ctx: &XdpContext, c: &mut Counters) -> u32 {
             XDP_PASS
         }
     }
+}
+
+/// True if the IPv4 header at `ip` (`ihl` bytes, already checked to lie in the packet) sums to
+/// zero.
+#[inline(always)]
+fn header_checksum_ok(ctx: &XdpContext, ip: *mut Ipv4Hdr, ihl: usize) -> bool {
+    let words = ip.cast::<u16>();
+    let mut sum = 0u32;
+    for i in 0..10 {
+        // SAFETY: the 20-byte header was bounds-checked by the caller.
+        sum += u32::from(unsafe { words.add(i).read_unaligned() });
+    }
+    // Options (rare: they are dropped or passed later), 2 bytes at a time.
+    for i in 10..30 {
+        if i * 2 >= ihl {
+            break;
+        }
+        let Some(w) = ptr_at::<u16>(ctx, ETH_LEN + i * 2) else {
+            return false;
+        };
+        // SAFETY: bounds-checked by `ptr_at`.
+        sum += u32::from(unsafe { w.read_unaligned() });
+    }
+    elb_common::csum::fold(sum) == 0
 }
 
 #[cfg(not(test))]

@@ -2,14 +2,14 @@
 //! agent pins each under the pin root by its name.
 
 use aya_ebpf::{
-    bindings::BPF_F_NO_PREALLOC,
-    btf_maps::{Array, DevMapHash, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
+    btf_maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, ProgramArray},
     macros::btf_map,
 };
 use elb_common::{
-    Backend, BackendSet, Config, Counters, DEFAULT_CONNTRACK_ENTRIES, Flow, FlowKey, GenTemplate,
-    Listener, ListenerKey, MAX_BACKENDS, MAX_IFACES, MAX_LISTENERS, Meta, NextHop, SnatAddrs,
-    TrafficStats,
+    Backend, BackendSet, Config, Counters, DEFAULT_CONNTRACK_ENTRIES, FLOW_LOCK_SLOTS, FlowSlot,
+    HalfOpenFix, Iface, Listener, ListenerKey, ListenerState, MAX_BACKENDS, MAX_IFACES,
+    MAX_LISTENERS, Meta, NextHop, SnatAddrs, StageArgs, TrafficStats,
     sg::{SG_ALLOW_ENTRIES, SgSource},
 };
 
@@ -17,6 +17,7 @@ const LISTENERS_N: usize = MAX_LISTENERS as usize;
 const BACKENDS_N: usize = MAX_BACKENDS as usize;
 const IFACES_N: usize = MAX_IFACES as usize;
 const CONNTRACK_N: usize = DEFAULT_CONNTRACK_ENTRIES as usize;
+const MMAPABLE: usize = BPF_F_MMAPABLE as usize;
 
 /// Listeners by `{vip, port, proto}`.
 #[btf_map(name = "listeners")]
@@ -32,13 +33,24 @@ pub static BACKEND_SETS: HashMap<u32, BackendSet, LISTENERS_N, { BPF_F_NO_PREALL
 #[btf_map(name = "backends")]
 pub static BACKENDS: Array<Backend, BACKENDS_N> = Array::new();
 
-/// Round-robin cursor of each listener id, advanced with an atomic fetch-and-add per new flow.
+/// Round-robin cursor and half-open flows of each listener id (atomics).
 #[btf_map(name = "rr_cursors")]
-pub static RR_CURSORS: Array<u64, LISTENERS_N> = Array::new();
+pub static RR_CURSORS: Array<ListenerState, LISTENERS_N> = Array::new();
 
-/// Global (not per-CPU) LRU conntrack: a reply may arrive on any CPU. Two entries per flow.
+/// The sweep's correction of each listener's half-open count (written by userspace only, so
+/// its whole-value writes never clobber the program's atomics).
+#[btf_map(name = "half_open_fix")]
+pub static HALF_OPEN_FIX: Array<HalfOpenFix, LISTENERS_N> = Array::new();
+
+/// The flow table (two slots per flow), sized by the agent at creation. Memory-mappable: the
+/// agent's sweep reads it and changes slots with the same compare-and-swap as the program.
 #[btf_map(name = "conntrack")]
-pub static CONNTRACK: LruHashMap<FlowKey, Flow, CONNTRACK_N> = LruHashMap::new();
+pub static CONNTRACK: Array<FlowSlot, CONNTRACK_N, MMAPABLE> = Array::new();
+
+/// One insert lock per 32 slots of the flow table (the sweep takes them too, to compact).
+#[btf_map(name = "conntrack_locks")]
+pub static CONNTRACK_LOCKS: Array<u32, { CONNTRACK_N / FLOW_LOCK_SLOTS as usize }, MMAPABLE> =
+    Array::new();
 
 /// SNAT source addresses per egress ifindex.
 #[btf_map(name = "snat_addrs")]
@@ -48,11 +60,20 @@ pub static SNAT_ADDRS: HashMap<u32, SnatAddrs, IFACES_N> = HashMap::new();
 #[btf_map(name = "tx_ports")]
 pub static TX_PORTS: DevMapHash<IFACES_N> = DevMapHash::new();
 
+/// MTU of each attached interface.
+#[btf_map(name = "ifaces")]
+pub static IFACES: HashMap<u32, Iface, IFACES_N> = HashMap::new();
+
+/// Ports used by some listener, one bit each: SNAT never allocates them, so a listener port
+/// inside the SNAT range is never mistaken for a reply.
+#[btf_map(name = "listener_ports")]
+pub static LISTENER_PORTS: Array<u64, 1024> = Array::new();
+
 /// Global settings (one entry).
 #[btf_map(name = "config")]
 pub static CONFIG: Array<Config, 1> = Array::new();
 
-/// ABI version and sizes the maps were created with (one entry, written by the agent).
+/// ABI version, table size and secrets, fixed when the maps are created (one entry).
 #[btf_map(name = "meta")]
 pub static META: Array<Meta, 1> = Array::new();
 
@@ -68,20 +89,83 @@ pub static LISTENER_STATS: PerCpuArray<TrafficStats, LISTENERS_N> = PerCpuArray:
 #[btf_map(name = "backend_stats")]
 pub static BACKEND_STATS: PerCpuArray<TrafficStats, BACKENDS_N> = PerCpuArray::new();
 
-/// Next hop towards each backend, cached by the program for new flows (refreshed by a FIB
-/// lookup when older than ROUTE_CACHE_NS).
+/// Next hop towards each backend, cached by the program (per CPU: no CPU ever reads another's
+/// half-written entry), refreshed by a FIB lookup when older than HOP_REFRESH_JIFFIES.
 #[btf_map(name = "backend_routes")]
-pub static BACKEND_ROUTES: Array<NextHop, BACKENDS_N> = Array::new();
+pub static BACKEND_ROUTES: PerCpuArray<NextHop, BACKENDS_N> = PerCpuArray::new();
 
 /// Security groups' allow lists: `{vip, port, client block}` -> allowed, consulted for SYNs to
 /// listeners with `LISTENER_F_SECURITY_GROUPS` (the `sg` module).
 #[btf_map(name = "sg_allow")]
 pub static SG_ALLOW: LpmTrie<SgSource, u32, { SG_ALLOW_ENTRIES as usize }> = LpmTrie::new();
 
-/// Sequence of the benchmark SYN generator (`elb_gen_syn`), per CPU. Not used by `elb`.
-#[btf_map(name = "gen_seq")]
-pub static GEN_SEQ: PerCpuArray<u32, 1> = PerCpuArray::new();
+/// A new flow being opened: both halves (the reverse one without its SNAT tuple yet) and how
+/// to finish it. Written by the stage that plans the flow, read by `elb_open`.
+#[repr(C)]
+pub struct Scratch {
+    /// Reverse half, then forward half.
+    pub slots: [FlowSlot; 2],
+    /// The rest of the plan.
+    pub plan: Plan,
+}
 
-/// The frame the benchmark generators send (written by the benchmark). Not used by `elb`.
-#[btf_map(name = "gen_template")]
-pub static GEN_TEMPLATE: Array<GenTemplate, 1> = Array::new();
+/// How to finish opening a flow (see [`Scratch`]).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Plan {
+    /// Next hop towards the backend (its interface decides the SNAT addresses).
+    pub hop: NextHop,
+    /// 1: the neighbour is unresolved (the kernel forwards the SYN).
+    pub unresolved: u32,
+    /// 1: opened from a SYN cookie.
+    pub cookie_flow: u32,
+    /// A cookie flow's initial sequence number towards the client (the cookie).
+    pub cookie: u32,
+    /// A cookie flow's client window field and shift.
+    pub client_win: u16,
+    pub wscale: u8,
+    /// Explicit padding.
+    pub _pad: u8,
+    /// Where the SNAT port walk starts.
+    pub pick: u32,
+    /// Which SNAT address is tried first.
+    pub first_addr: u32,
+    /// The closed flow whose client port this one reuses (identity 0: none).
+    pub replacing_index: u32,
+    pub replacing_ident: u32,
+}
+
+/// Scratch space for opening a flow (the BPF stack holds 512 bytes), per CPU.
+#[btf_map(name = "scratch")]
+pub static SCRATCH: PerCpuArray<Scratch, 1> = PerCpuArray::new();
+
+/// The program's stages, tail-called by `elb` (see `elb_common::stages`).
+#[btf_map(name = "stages")]
+pub static STAGES: ProgramArray<8> = ProgramArray::new();
+
+/// What `elb` hands the stage it tail-calls (per CPU).
+#[btf_map(name = "stage_args")]
+pub static STAGE_ARGS: PerCpuArray<StageArgs, 1> = PerCpuArray::new();
+
+/// How `elb_sack` finishes a packet (per CPU, written by the stage that tail-calls it).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Finish {
+    /// Where to send it.
+    pub hop: NextHop,
+    /// Added to each SACK edge.
+    pub delta: u32,
+    /// `FINISH_*`.
+    pub verdict: u32,
+}
+
+/// `Finish::verdict`: transmit towards `hop`.
+pub const FINISH_SEND: u32 = 0;
+/// `Finish::verdict`: hand to the kernel (neighbour unresolved).
+pub const FINISH_PASS_NO_NEIGH: u32 = 1;
+/// `Finish::verdict`: hand to the kernel (it fragments).
+pub const FINISH_PASS_FRAGMENT: u32 = 2;
+
+/// The `Finish` of this CPU's packet.
+#[btf_map(name = "finish")]
+pub static FINISH: PerCpuArray<Finish, 1> = PerCpuArray::new();

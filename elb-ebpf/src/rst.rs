@@ -18,7 +18,7 @@ use crate::hdr::{
 
 /// Sum of `N` 16-bit words starting at `p` (memory order).
 #[inline(always)]
-fn sum_words<const N: usize>(p: *const u16) -> u32 {
+pub fn sum_words<const N: usize>(p: *const u16) -> u32 {
     let mut sum = 0u32;
     for i in 0..N {
         // SAFETY: the caller guarantees N words are readable at p.
@@ -30,11 +30,18 @@ fn sum_words<const N: usize>(p: *const u16) -> u32 {
 /// Turns the TCP packet (IPv4 without options, checked by the caller) into a RST answering it and
 /// returns XDP_TX, or XDP_DROP if the frame could not be trimmed.
 #[inline(always)]
+pub fn reply(ctx: &XdpContext, c: &mut Counters, ip_tot_len: usize) -> u32 {
+    reply_with(ctx, c, ip_tot_len, None)
+}
+
+/// As [`reply`], but with sequence number `seq` (and no ACK): for a segment the servo itself
+/// rewrote (the SYN proxy's SYN to a backend), whose client expects the servo's sequence.
+#[inline(always)]
 #[expect(
     clippy::manual_swap,
     reason = "packet fields may be unaligned; mem::swap would take references to them"
 )]
-pub fn reply(ctx: &XdpContext, c: &mut Counters, ip_tot_len: usize) -> u32 {
+pub fn reply_with(ctx: &XdpContext, c: &mut Counters, ip_tot_len: usize, seq: Option<u32>) -> u32 {
     // Read what the answer depends on before trimming invalidates packet pointers.
     let (Some(tcp), Some(_ip)) = (
         ptr_at::<TcpHdr>(ctx, ETH_LEN + IP_LEN),
@@ -94,7 +101,11 @@ pub fn reply(ctx: &XdpContext, c: &mut Counters, ip_tot_len: usize) -> u32 {
         (*tcp).dport = port;
         // RFC 793 "Reset Generation": answer an ACK with seq = its ack; otherwise ack
         // everything the segment occupied.
-        if in_flags & TCP_ACK != 0 {
+        if let Some(seq) = seq {
+            (*tcp).seq = seq.to_be();
+            (*tcp).ack_seq = 0;
+            (*tcp).flags = TCP_RST;
+        } else if in_flags & TCP_ACK != 0 {
             (*tcp).seq = in_ack;
             (*tcp).ack_seq = 0;
             (*tcp).flags = TCP_RST;

@@ -1,33 +1,130 @@
-//! The TCP path: conntrack lookup, new-flow backend selection (per-connection round-robin),
-//! SNAT port allocation, the full-NAT rewrite and connection-close tracking.
-
-use core::intrinsics::{AtomicOrdering, atomic_or, atomic_xadd};
+//! The TCP path: the flow lookup, the established path in both directions (rewrite, sequence
+//! translation, close tracking, RST validation), and the dispatch of what has no flow.
 
 use aya_ebpf::{
-    bindings::{
-        BPF_ANY, BPF_NOEXIST,
-        xdp_action::{XDP_DROP, XDP_PASS},
-    },
-    helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    macros::xdp,
     programs::XdpContext,
 };
 use elb_common::{
-    BACKEND_ACTIVE, BACKEND_REMOVED, CLOSE_GRACE_NS, Counters, FLOW_F_EXPIRED, FLOW_F_FIN_BACKEND,
-    FLOW_F_FIN_CLIENT, FLOW_F_REPLY, FLOW_F_RST, Flow, FlowKey, LAST_SEEN_GRANULARITY_NS,
-    LISTENER_F_LOCAL, Listener, ListenerKey, MAX_SET_BACKENDS, MAX_SNAT_ADDRS, NextHop, PROTO_TCP,
-    SNAT_TRIES, csum,
+    ACK_TRACK_STEP, BACKEND_REMOVED, Counters, FLOW_F_ACKED, FLOW_F_ALIVE_BACKEND,
+    FLOW_F_ALIVE_CLIENT, FLOW_F_CONFIRMED, FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, FLOW_F_PROXY,
+    FLOW_F_REPLY, FLOW_F_RESERVED, FLOW_F_RST, FLOW_F_SYNPROXY, FLOW_F_XLATE, FlowKey, FlowSlot,
+    FlowWord, LISTENER_F_LOCAL, ListenerKey, NatTuple, NextHop, PROTO_TCP, RST_WINDOW,
+    SEEN_REFRESH_JIFFIES, StageArgs, csum, stages,
 };
 
 use crate::{
-    fwd,
-    hdr::{EthHdr, IP_LEN, Ipv4Hdr, TCP_ACK, TCP_FIN, TCP_LEN, TCP_RST, TCP_SYN, TcpHdr, ptr_at},
-    maps::{
-        BACKEND_ROUTES, BACKEND_SETS, BACKENDS, CONFIG, CONNTRACK, LISTENERS, RR_CURSORS,
-        SNAT_ADDRS,
+    flows::{self, Found, Table},
+    fwd::{self, NoHop},
+    hdr::{
+        ETH_LEN, EthHdr, IP_DF_BE, IP_LEN, Ipv4Hdr, TCP_ACK, TCP_FIN, TCP_LEN, TCP_RST, TCP_SYN,
+        TcpHdr, ptr_at,
     },
-    rst, sg,
+    icmp,
+    maps::{
+        BACKENDS, COUNTERS, FINISH, FINISH_PASS_FRAGMENT, FINISH_PASS_NO_NEIGH, FINISH_SEND,
+        Finish, LISTENERS, RR_CURSORS, STAGE_ARGS, STAGES,
+    },
+    opts, rst,
     stats::{self, Direction},
 };
+
+/// A parsed IPv4/TCP packet (IPv4 header without options unless `ihl` says otherwise).
+#[derive(Clone, Copy)]
+pub struct Pkt {
+    pub eth: *mut EthHdr,
+    pub ip: *mut Ipv4Hdr,
+    pub tcp: *mut TcpHdr,
+    /// IPv4 header length.
+    pub ihl: usize,
+    /// IPv4 total length.
+    pub tot_len: usize,
+    /// TCP header length.
+    pub doff: usize,
+    /// TCP flags.
+    pub flags: u8,
+    /// Sequence and acknowledgement numbers, host order.
+    pub seq: u32,
+    pub ack: u32,
+}
+
+impl Pkt {
+    /// A packet with nothing parsed yet.
+    pub const EMPTY: Self = Self {
+        eth: core::ptr::null_mut(),
+        ip: core::ptr::null_mut(),
+        tcp: core::ptr::null_mut(),
+        ihl: 0,
+        tot_len: 0,
+        doff: 0,
+        flags: 0,
+        seq: 0,
+        ack: 0,
+    };
+
+    /// Offset of the TCP header in the frame.
+    #[inline(always)]
+    pub fn tcp_off(&self) -> usize {
+        ETH_LEN + self.ihl
+    }
+}
+
+/// Parses the packet at `ctx` as IPv4 without options and TCP into `p` and `key` (for the
+/// stages, which get only the context: `elb` checked all this already). Out-parameters, not an
+/// `Option`: the compiler copies an `Option`'s unset bytes, and the verifier refuses reads of
+/// uninitialised registers.
+#[inline(always)]
+pub fn parse(ctx: &XdpContext, p: &mut Pkt, key: &mut FlowKey) -> bool {
+    let (Some(eth), Some(ip), Some(tcp)) = (
+        ptr_at::<EthHdr>(ctx, 0),
+        ptr_at::<Ipv4Hdr>(ctx, ETH_LEN),
+        ptr_at::<TcpHdr>(ctx, ETH_LEN + IP_LEN),
+    ) else {
+        return false;
+    };
+    // SAFETY: all three headers were bounds-checked.
+    unsafe {
+        let tot_len = usize::from(u16::from_be((*ip).tot_len));
+        let doff = usize::from((*tcp).doff >> 4) * 4;
+        if (*ip).vihl != 0x45
+            || doff < TCP_LEN
+            || IP_LEN + doff > tot_len
+            || ETH_LEN + tot_len > ctx.data_end() - ctx.data()
+        {
+            return false;
+        }
+        *p = Pkt {
+            eth,
+            ip,
+            tcp,
+            ihl: IP_LEN,
+            tot_len,
+            doff,
+            flags: (*tcp).flags,
+            seq: u32::from_be((*tcp).seq),
+            ack: u32::from_be((*tcp).ack_seq),
+        };
+        *key = FlowKey {
+            src: (*ip).saddr.to_ne_bytes(),
+            dst: (*ip).daddr.to_ne_bytes(),
+            sport: u16::from_be((*tcp).sport),
+            dport: u16::from_be((*tcp).dport),
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        };
+    }
+    true
+}
+
+/// What every path needs besides the packet: the flow table and the time.
+#[derive(Clone, Copy)]
+pub struct Env {
+    /// The flow table.
+    pub table: Table,
+    /// jiffies, low 32 bits.
+    pub now: u32,
+}
 
 /// Handles an unfragmented IPv4 TCP packet.
 #[inline(always)]
@@ -39,17 +136,30 @@ pub fn handle(
     ihl: usize,
     tot_len: usize,
 ) -> u32 {
-    let Some(tcp) = ptr_at::<TcpHdr>(ctx, crate::hdr::ETH_LEN + ihl) else {
+    let Some(tcp) = ptr_at::<TcpHdr>(ctx, ETH_LEN + ihl) else {
         c.drop_tcp_truncated += 1;
         return XDP_DROP;
     };
-    // SAFETY (derefs of ip/tcp/eth below): bounds-checked by `ptr_at`, and no helper that moves
+    // SAFETY (derefs of ip/tcp below): bounds-checked by `ptr_at`, and no helper that moves
     // packet data runs before their last use.
     let doff = usize::from(unsafe { (*tcp).doff } >> 4) * 4;
     if doff < TCP_LEN || ihl + doff > tot_len {
         c.drop_tcp_truncated += 1;
         return XDP_DROP;
     }
+    let p = unsafe {
+        Pkt {
+            eth,
+            ip,
+            tcp,
+            ihl,
+            tot_len,
+            doff,
+            flags: (*tcp).flags,
+            seq: u32::from_be((*tcp).seq),
+            ack: u32::from_be((*tcp).ack_seq),
+        }
+    };
     let key = unsafe {
         FlowKey {
             src: (*ip).saddr.to_ne_bytes(),
@@ -60,43 +170,66 @@ pub fn handle(
             _pad: [0; 3],
         }
     };
-    let flags = unsafe { (*tcp).flags };
-    let pure_syn = flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN;
+    let pure_syn = p.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN;
     let listener_key = ListenerKey {
         vip: key.dst,
         port: key.dport,
         proto: PROTO_TCP,
         _pad: 0,
     };
+    let Some(table) = Table::get() else {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    };
+    let env = Env {
+        table,
+        // SAFETY: a helper without side effects (inlined by the verifier: a plain load).
+        now: unsafe { aya_ebpf::helpers::generated::bpf_jiffies64() } as u32,
+    };
 
-    if let Some(flow) = CONNTRACK.get_ptr_mut(key) {
-        // SAFETY: a conntrack value; other CPUs may update its fields concurrently, which the
-        // code tolerates (flags use atomic OR; timestamps are last-writer-wins).
-        let f = unsafe { &mut *flow };
-        let reply = f.flags & FLOW_F_REPLY != 0;
-        if pure_syn && !reply && (f.is_closed() || f.flags & FLOW_F_EXPIRED != 0) {
+    if let Some(found) = table.lookup(&key) {
+        let reply = found.flags() & FLOW_F_REPLY != 0;
+        if pure_syn && reply {
+            // Backends answer with SYN-ACKs; a bare SYN is never a reply. (SNAT never hands
+            // out a listener's port, so no listener's client can collide with a reply tuple.)
+            c.drop_no_flow += 1;
+            return XDP_DROP;
+        }
+        if pure_syn && elb_common::is_closed(found.flags()) {
             // The client reuses its port for a new connection after the old one closed.
+            // SAFETY: map value, read-only.
             if let Some(listener) = unsafe { LISTENERS.get(listener_key) } {
-                if listener.flags & LISTENER_F_LOCAL != 0 {
-                    c.pass_local += 1;
-                    return XDP_PASS;
-                }
                 if ihl != IP_LEN {
                     c.drop_ip_options += 1;
                     return XDP_DROP;
                 }
-                return new_flow(ctx, c, eth, ip, tcp, &key, listener, tot_len);
+                return stage_with(
+                    ctx,
+                    c,
+                    stages::SYN,
+                    StageArgs {
+                        index: found.index,
+                        ident: found.ident(),
+                        listener_id: listener.id,
+                        listener_flags: listener.flags,
+                    },
+                );
             }
         }
         if ihl != IP_LEN {
             c.drop_ip_options += 1;
             return XDP_DROP;
         }
-        return established(ctx, c, eth, ip, tcp, f, flags, tot_len);
+        if found.flags() & (FLOW_F_SYNPROXY | FLOW_F_PROXY) != 0 {
+            // Flows whose sequence numbers are translated take the `elb_xlate` stage: the
+            // common path stays small (for the verifier, the stack and the cache).
+            return stage(ctx, c, stages::XLATE, found.index, found.ident());
+        }
+        return established::<false>(ctx, c, &env, &p, &found);
     }
 
+    // SAFETY: map value, read-only.
     match unsafe { LISTENERS.get(listener_key) } {
-        // The servo's own engine serves it: the local stack gets every packet of it.
         Some(listener) if listener.flags & LISTENER_F_LOCAL != 0 => {
             c.pass_local += 1;
             XDP_PASS
@@ -106,20 +239,38 @@ pub fn handle(
                 c.drop_ip_options += 1;
                 return XDP_DROP;
             }
-            new_flow(ctx, c, eth, ip, tcp, &key, listener, tot_len)
+            stage_with(
+                ctx,
+                c,
+                stages::SYN,
+                StageArgs {
+                    index: 0,
+                    ident: 0,
+                    listener_id: listener.id,
+                    listener_flags: listener.flags,
+                },
+            )
+        }
+        Some(listener) if p.flags & (TCP_RST | TCP_SYN) == 0 && ihl == IP_LEN => {
+            // The handshake's ACK of a SYN we answered with a cookie opens a flow; any other
+            // segment of an unknown connection is answered with a RST.
+            stage_with(
+                ctx,
+                c,
+                stages::COOKIE_ACK,
+                StageArgs {
+                    index: 0,
+                    ident: 0,
+                    listener_id: listener.id,
+                    listener_flags: listener.flags,
+                },
+            )
         }
         Some(_) => {
-            // A segment of a connection we do not know (expired, evicted, or from before a
-            // reset of the state): answer as a TCP stack would (RFC 793 "Reset Generation"),
-            // so the client learns now instead of retransmitting into silence. Never answer a
-            // RST, and never for packets with IP options (we only build option-less resets).
-            if flags & TCP_RST != 0 || ihl != IP_LEN {
-                c.drop_no_flow += 1;
-                XDP_DROP
-            } else {
-                c.rst_no_flow += 1;
-                rst::reply(ctx, c, tot_len)
-            }
+            // Never answer a RST, and never packets with IP options (we only build option-less
+            // resets).
+            c.drop_no_flow += 1;
+            XDP_DROP
         }
         None => {
             c.pass_not_ours += 1;
@@ -128,69 +279,359 @@ pub fn handle(
     }
 }
 
-/// A packet of a known flow, in either direction.
+/// Hands the packet to stage `slot` (a tail call: the stage gets a stack of its own);
+/// `index`/`ident` name the flow concerned.
 #[inline(always)]
-#[expect(
-    clippy::too_many_arguments,
-    reason = "packet pointers stay in registers this way"
-)]
-fn established(
-    ctx: &XdpContext,
-    c: &mut Counters,
-    eth: *mut EthHdr,
-    ip: *mut Ipv4Hdr,
-    tcp: *mut TcpHdr,
-    f: &mut Flow,
-    flags: u8,
-    tot_len: usize,
-) -> u32 {
-    let reply = f.flags & FLOW_F_REPLY != 0;
-    // SAFETY: helper without side effects.
-    let now = unsafe { bpf_ktime_get_ns() };
+pub fn stage(ctx: &XdpContext, c: &mut Counters, slot: u32, index: u32, ident: u32) -> u32 {
+    stage_with(
+        ctx,
+        c,
+        slot,
+        StageArgs {
+            index,
+            ident,
+            listener_id: 0,
+            listener_flags: 0,
+        },
+    )
+}
 
-    // FLOW_F_EXPIRED: the agent expired the flow for idleness and removed its forward half; the
-    // reverse half only keeps the SNAT tuple reserved.
-    if f.flags & (FLOW_F_RST | FLOW_F_EXPIRED) != 0
-        || (f.is_closed() && now.wrapping_sub(f.closed_ns) > CLOSE_GRACE_NS)
-    {
-        c.drop_flow_closed += 1;
+/// Hands the packet to stage `slot` with `args`.
+#[inline(always)]
+pub fn stage_with(ctx: &XdpContext, c: &mut Counters, slot: u32, args: StageArgs) -> u32 {
+    if let Some(a) = STAGE_ARGS.get_ptr_mut(0) {
+        // SAFETY: this CPU's entry; the stage runs next on this CPU.
+        unsafe { *a = args };
+    }
+    // SAFETY: a tail call; it returns only if the slot is empty.
+    unsafe { STAGES.tail_call(ctx, slot) };
+    c.drop_internal += 1;
+    XDP_DROP
+}
+
+/// How a flow half's sequence space differs on the far side.
+#[derive(Clone, Copy, Default)]
+pub struct Xlate {
+    /// Added to the sequence number.
+    pub seq_add: u32,
+    /// Subtracted from the acknowledgement number and the SACK edges.
+    pub ack_sub: u32,
+    /// Window field conversion: `(win << from) >> to`.
+    pub win_from: u8,
+    pub win_to: u8,
+}
+
+/// Stage `elb_xlate`: a packet of a flow whose sequence numbers are translated (SYN proxy,
+/// PROXY protocol); `StageArgs` names its flow half.
+#[xdp]
+pub fn elb_xlate(ctx: XdpContext) -> u32 {
+    let Some(c) = COUNTERS.get_ptr_mut(0) else {
+        return XDP_DROP;
+    };
+    // SAFETY: this CPU's counters.
+    let c = unsafe { &mut *c };
+    let (index, ident) = STAGE_ARGS.get(0).map_or((0, 0), |a| (a.index, a.ident));
+    let mut p = Pkt::EMPTY;
+    let mut key = FlowKey::default();
+    let table = Table::get();
+    if !parse(&ctx, &mut p, &mut key) || table.is_none() {
+        c.drop_internal += 1;
         return XDP_DROP;
     }
-    let Some(backend) = BACKENDS.get(f.backend_id) else {
+    let Some(table) = table else {
+        return XDP_DROP;
+    };
+    let env = Env {
+        table,
+        // SAFETY: a helper without side effects.
+        now: unsafe { aya_ebpf::helpers::generated::bpf_jiffies64() } as u32,
+    };
+    let Some(found) = crate::syn::found_at(index, ident) else {
         c.drop_internal += 1;
         return XDP_DROP;
     };
-    if backend.generation != f.backend_gen || backend.state == BACKEND_REMOVED || backend.state == 0
+    let fl = found.flags();
+    if fl & FLOW_F_SYNPROXY != 0
+        && fl & FLOW_F_REPLY != 0
+        && p.flags & (TCP_SYN | TCP_ACK) == TCP_SYN | TCP_ACK
     {
-        return refuse_removed(ctx, c, reply, tot_len);
+        return crate::syn::backend_synack(&ctx, c, &env, &p, &found);
     }
-    if now.wrapping_sub(f.last_seen_ns) > LAST_SEEN_GRANULARITY_NS {
-        f.last_seen_ns = now;
+    established::<true>(&ctx, c, &env, &p, &found)
+}
+
+/// A packet of a known flow, in either direction (`XLATE`: with sequence translation).
+#[inline(always)]
+fn established<const XLATE: bool>(
+    ctx: &XdpContext,
+    c: &mut Counters,
+    env: &Env,
+    p: &Pkt,
+    found: &Found,
+) -> u32 {
+    let (table, now) = (&env.table, env.now);
+    let f = found.slot;
+    let ident = found.ident();
+    let fl = found.flags();
+    let reply = fl & FLOW_F_REPLY != 0;
+    if fl & FLOW_F_RESERVED != 0 {
+        c.drop_flow_closed += 1;
+        return XDP_DROP;
     }
-    if flags & (TCP_FIN | TCP_RST) != 0 {
-        track_close(f, flags, reply, now);
+    // SAFETY: a pointer into the flow table (first cache line); the identity is re-checked
+    // once everything is read.
+    let (nat, backend_id, backend_gen, listener_id, hop_mtu) = unsafe {
+        (
+            (*f).nat,
+            u32::from((*f).backend_id),
+            (*f).backend_gen,
+            u32::from((*f).listener_id),
+            (*f).hop_mtu,
+        )
+    };
+    let Some(backend) = BACKENDS.get(backend_id) else {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    };
+    if backend.generation != backend_gen || backend.state == BACKEND_REMOVED || backend.state == 0 {
+        return refuse_removed(ctx, c, reply, p.tot_len);
     }
 
-    rewrite(ip, tcp, f);
+    let mut x = Xlate::default();
+    if XLATE && fl & FLOW_F_SYNPROXY != 0 {
+        {
+            if fl & FLOW_F_XLATE == 0 {
+                c.drop_synproxy_pending += 1;
+                return XDP_DROP;
+            }
+            // SAFETY: second cache line of the slot, read-only.
+            let (delta, shifts) = unsafe {
+                (
+                    flows::word(&raw const (*f).xlate).value,
+                    flows::word(&raw const (*f).xlate_wscale).value,
+                )
+            };
+            if reply {
+                x.seq_add = delta;
+            } else {
+                x.ack_sub = delta;
+            }
+            x.win_from = shifts as u8;
+            x.win_to = (shifts >> 8) as u8;
+        }
+    }
+
+    // SAFETY: bounds-checked header (no packet-moving helper ran).
+    let ttl = unsafe { (*p.ip).ttl };
+    if ttl <= 1 {
+        return icmp::send_error(ctx, icmp::ICMP_TIME_EXCEEDED, 0, 0);
+    }
+
+    // The next hop: back to where the client's SYN came from, or towards the backend.
+    let mut unresolved = false;
+    let hop = if reply {
+        // SAFETY: second cache line of the slot, fixed at creation.
+        let stored = unsafe {
+            NextHop {
+                ifindex: (*f).hop_ifindex,
+                updated: now,
+                dmac: (*f).hop_dmac,
+                smac: (*f).hop_smac,
+                mtu: hop_mtu,
+                _pad: 0,
+            }
+        };
+        if stored.ifindex != 0 {
+            stored
+        } else {
+            let mut hop = NextHop::default();
+            match fwd::lookup(
+                ctx,
+                PROTO_TCP,
+                u32::from_ne_bytes(nat.src),
+                u32::from_ne_bytes(nat.dst),
+                &mut hop,
+            ) {
+                aya_ebpf::bindings::BPF_FIB_LKUP_RET_SUCCESS => hop,
+                aya_ebpf::bindings::BPF_FIB_LKUP_RET_NO_NEIGH => {
+                    unresolved = true;
+                    hop
+                }
+                _ => {
+                    c.drop_fib_failed += 1;
+                    return XDP_DROP;
+                }
+            }
+        }
+    } else {
+        match fwd::backend_hop(ctx, backend_id, u32::from_ne_bytes(backend.addr), now) {
+            Ok(hop) => hop,
+            Err(NoHop::Unresolved(_)) => {
+                unresolved = true;
+                NextHop::default()
+            }
+            Err(NoHop::NoRoute) => {
+                c.drop_fib_failed += 1;
+                return XDP_DROP;
+            }
+        }
+    };
+    let mut fragment = false;
+    if hop.mtu != 0 && p.tot_len > usize::from(hop.mtu) {
+        // SAFETY: bounds-checked header.
+        if unsafe { (*p.ip).frag_off } & IP_DF_BE != 0 {
+            return icmp::send_error(
+                ctx,
+                icmp::ICMP_DEST_UNREACH,
+                icmp::ICMP_FRAG_NEEDED,
+                hop.mtu,
+            );
+        }
+        fragment = true;
+    }
+
+    // Flow state: close and reset tracking, the handshake's completion, last seen, last ACK.
+    let state = found.state_word();
+    let mut refresh = false;
+    if p.flags & TCP_RST != 0 {
+        if !rst_acceptable(table, f, ident, p, reply, &x) {
+            c.drop_rst_out_of_window += 1;
+            return XDP_DROP;
+        }
+        mark_both(table, f, ident, FLOW_F_RST);
+        refresh = true;
+    } else {
+        if fl & FLOW_F_RST != 0 {
+            note_alive(c, table, f, ident, reply);
+        }
+        if p.flags & TCP_FIN != 0 {
+            mark_both(
+                table,
+                f,
+                ident,
+                if reply {
+                    FLOW_F_FIN_BACKEND
+                } else {
+                    FLOW_F_FIN_CLIENT
+                },
+            );
+            refresh = true;
+        }
+    }
+    if !reply && fl & FLOW_F_CONFIRMED == 0 && p.flags & (TCP_ACK | TCP_SYN) == TCP_ACK {
+        confirm(state, ident, listener_id);
+    }
+    // SAFETY: pointers into the slot; CAS on words carrying the identity.
+    unsafe {
+        let seen = &raw mut (*f).seen;
+        if refresh || now.wrapping_sub(flows::word(seen).value) >= SEEN_REFRESH_JIFFIES {
+            flows::word_store(seen, ident, now);
+        }
+        if p.flags & TCP_ACK != 0 {
+            let ack = p.ack.wrapping_sub(x.ack_sub);
+            let acked = &raw mut (*f).acked;
+            let last = flows::word(acked).value;
+            let moved = ack.wrapping_sub(last);
+            if (fl & FLOW_F_ACKED == 0 || (moved >= ACK_TRACK_STEP && (moved as i32) > 0))
+                && flows::word_store(acked, ident, ack)
+                && fl & FLOW_F_ACKED == 0
+            {
+                flows::word_or(state, ident, FLOW_F_ACKED);
+            }
+        }
+    }
+    if !found.still_valid() {
+        // The slot was reused while we read it: what we read may mix two flows.
+        c.drop_internal += 1;
+        return XDP_DROP;
+    }
+
+    rewrite::<XLATE>(p, &nat, ttl, &x);
     stats::account(
-        f.listener_id,
-        f.backend_id,
+        listener_id,
+        backend_id,
         if reply { Direction::Out } else { Direction::In },
-        tot_len as u64,
+        p.tot_len as u64,
         false,
     );
-    if f.route.fresh(now) {
-        return fwd::transmit(ctx, c, eth, &f.route);
+    if XLATE && x.ack_sub != 0 && p.flags & TCP_ACK != 0 && p.doff > TCP_LEN {
+        // SACK edges move with the ACK number; the `elb_sack` stage (a stack of its own for the
+        // option walk) shifts them and sends the packet.
+        if let Some(f) = FINISH.get_ptr_mut(0) {
+            // SAFETY: this CPU's entry; the stage runs next on this CPU.
+            unsafe {
+                *f = Finish {
+                    hop,
+                    delta: x.ack_sub.wrapping_neg(),
+                    verdict: if unresolved {
+                        FINISH_PASS_NO_NEIGH
+                    } else if fragment {
+                        FINISH_PASS_FRAGMENT
+                    } else {
+                        FINISH_SEND
+                    },
+                }
+            };
+        }
+        return stage(ctx, c, stages::SACK, 0, 0);
     }
-    let route = fwd::lookup(
-        ctx,
-        PROTO_TCP,
-        u32::from_ne_bytes(f.nat_src),
-        u32::from_ne_bytes(f.nat_dst),
-        tot_len as u16,
-    );
-    route.remember(&mut f.route, now);
-    fwd::emit(ctx, c, eth, &route)
+    if unresolved {
+        c.pass_no_neigh += 1;
+        return XDP_PASS;
+    }
+    if fragment {
+        c.pass_fragment += 1;
+        return XDP_PASS;
+    }
+    fwd::transmit(ctx, c, p.eth, &hop)
+}
+
+/// Stage `elb_sack`: shifts the SACK edges of a translated packet (already rewritten) by
+/// `Finish::delta`, then sends it as `Finish` says.
+#[xdp]
+pub fn elb_sack(ctx: XdpContext) -> u32 {
+    let (Some(c), Some(fin)) = (COUNTERS.get_ptr_mut(0), FINISH.get(0)) else {
+        return XDP_DROP;
+    };
+    // SAFETY: this CPU's counters.
+    let c = unsafe { &mut *c };
+    let mut p = Pkt::EMPTY;
+    let mut key = FlowKey::default();
+    if !parse(&ctx, &mut p, &mut key) {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    }
+    // SAFETY: bounds-checked header.
+    let check = unsafe { (*p.tcp).check };
+    let check = opts::shift_sack(
+        ctx.ctx,
+        p.tcp_off() as u32,
+        p.doff as u32,
+        fin.delta,
+        u32::from(check),
+    ) as u16;
+    // The option bytes were written through a helper: re-derive the header pointer.
+    let Some(tcp) = ptr_at::<TcpHdr>(&ctx, ETH_LEN + IP_LEN) else {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    };
+    let Some(eth) = ptr_at::<EthHdr>(&ctx, 0) else {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    };
+    // SAFETY: bounds-checked above.
+    unsafe { (*tcp).check = check };
+    match fin.verdict {
+        FINISH_PASS_NO_NEIGH => {
+            c.pass_no_neigh += 1;
+            XDP_PASS
+        }
+        FINISH_PASS_FRAGMENT => {
+            c.pass_fragment += 1;
+            XDP_PASS
+        }
+        _ => fwd::transmit(&ctx, c, eth, &fin.hop),
+    }
 }
 
 /// A packet of a flow whose backend was removed: the client gets a RST (so it stops at once),
@@ -205,245 +646,110 @@ fn refuse_removed(ctx: &XdpContext, c: &mut Counters, reply: bool, tot_len: usiz
     rst::reply(ctx, c, tot_len)
 }
 
-/// Records a FIN or RST in both halves of the flow; the flow is closed once both sides sent a
-/// FIN, or at once on a RST. Its SNAT tuple stays reserved (the agent removes it later).
+/// The other half of the flow in slot `f` (identity `ident`), if it is still there.
 #[inline(always)]
-fn track_close(f: &mut Flow, flags: u8, reply: bool, now: u64) {
-    let bit = if flags & TCP_RST != 0 {
-        FLOW_F_RST
-    } else if reply {
-        FLOW_F_FIN_BACKEND
+fn partner(table: &Table, f: *mut FlowSlot, ident: u32) -> Option<Found> {
+    // SAFETY: a pointer into the flow table.
+    let key = unsafe { (*f).partner_key() };
+    table.find(&key).filter(|p| p.ident() == ident)
+}
+
+/// Sets `bit` in both halves of the flow.
+#[inline(always)]
+fn mark_both(table: &Table, f: *mut FlowSlot, ident: u32, bit: u32) {
+    // SAFETY: a pointer into the flow table.
+    flows::word_or(unsafe { &raw mut (*f).state }, ident, bit);
+    if let Some(other) = partner(table, f, ident) {
+        flows::word_or(other.state_word(), ident, bit);
+    }
+}
+
+/// After an accepted RST, a non-RST packet from one side. Once both sides did so, the RST did
+/// not end the connection (the endpoint rejected it, RFC 5961): the flow is open again.
+#[inline(always)]
+fn note_alive(c: &mut Counters, table: &Table, f: *mut FlowSlot, ident: u32, reply: bool) {
+    let bit = if reply {
+        FLOW_F_ALIVE_BACKEND
     } else {
-        FLOW_F_FIN_CLIENT
+        FLOW_F_ALIVE_CLIENT
     };
-    // SAFETY: `flags` is a live u32 inside a map value.
-    unsafe { atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&raw mut f.flags, bit) };
-    let mut seen = f.flags;
-    let partner = CONNTRACK.get_ptr_mut(f.partner_key(PROTO_TCP));
-    if let Some(p) = partner {
-        // SAFETY: as above, for the other half.
-        unsafe {
-            atomic_or::<u32, u32, { AtomicOrdering::SeqCst }>(&raw mut (*p).flags, bit);
-            seen |= (*p).flags;
+    let both = FLOW_F_ALIVE_CLIENT | FLOW_F_ALIVE_BACKEND;
+    // SAFETY: a pointer into the flow table.
+    let own = unsafe { &raw mut (*f).state };
+    let Some(mine) = flows::word_or(own, ident, bit) else {
+        return;
+    };
+    let other = partner(table, f, ident);
+    let theirs = other
+        .and_then(|o| flows::word_or(o.state_word(), ident, bit))
+        .unwrap_or(0);
+    if (mine | theirs) & both == both && mine & FLOW_F_RST != 0 {
+        flows::word_clear(own, ident, FLOW_F_RST | both);
+        if let Some(o) = other {
+            flows::word_clear(o.state_word(), ident, FLOW_F_RST | both);
         }
-    }
-    let closed = seen & FLOW_F_RST != 0
-        || seen & (FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND)
-            == FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND;
-    if closed && f.closed_ns == 0 {
-        f.closed_ns = now;
-        if let Some(p) = partner {
-            // SAFETY: as above.
-            unsafe { (*p).closed_ns = now };
-        }
+        c.flows_recovered += 1;
     }
 }
 
-/// A SYN to a listener: pick the next backend, allocate a SNAT tuple, create both halves of the
-/// flow, rewrite and forward.
+/// Whether a RST arriving on this half ends the flow (RFC 5961 in spirit): its sequence number
+/// must lie in the receiver's window, i.e. just past the last ACK the receiver sent (remembered
+/// in the other half). Before the receiver ever acknowledged anything (a backend refusing the
+/// client's SYN), the RST must acknowledge the SYN instead.
 #[inline(always)]
-#[expect(
-    clippy::too_many_arguments,
-    reason = "packet pointers stay in registers this way"
-)]
-fn new_flow(
-    ctx: &XdpContext,
-    c: &mut Counters,
-    eth: *mut EthHdr,
-    ip: *mut Ipv4Hdr,
-    tcp: *mut TcpHdr,
-    key: &FlowKey,
-    listener: &Listener,
-    tot_len: usize,
-) -> u32 {
-    // Security groups first: a client they do not admit gets nothing (no RST, no state).
-    if !sg::admits(listener, key) {
-        c.drop_sg_denied += 1;
-        return XDP_DROP;
-    }
-    // SAFETY: a map value; replaced (not modified) by userspace, so reading it is consistent.
-    let Some(set) = (unsafe { BACKEND_SETS.get(listener.id) }) else {
-        c.rst_no_backend += 1;
-        return rst::reply(ctx, c, tot_len);
+fn rst_acceptable(
+    table: &Table,
+    f: *mut FlowSlot,
+    ident: u32,
+    p: &Pkt,
+    reply: bool,
+    x: &Xlate,
+) -> bool {
+    let Some(other) = partner(table, f, ident) else {
+        // Half a flow: nothing to protect.
+        return true;
     };
-    let count = set.count as u64;
-    if count == 0 || count > MAX_SET_BACKENDS as u64 {
-        c.rst_no_backend += 1;
-        return rst::reply(ctx, c, tot_len);
+    let _ = reply;
+    if other.flags() & FLOW_F_ACKED != 0 {
+        // SAFETY: a pointer into the flow table.
+        let acked = flows::word(unsafe { &raw const (*other.slot).acked });
+        return acked.ident == ident && p.seq.wrapping_sub(acked.value) < RST_WINDOW;
     }
-    let Some(cursor) = RR_CURSORS.get_ptr_mut(listener.id) else {
-        c.drop_internal += 1;
-        return XDP_DROP;
-    };
-    // The exact round-robin: one atomic fetch-and-add per new flow, shared by all CPUs.
-    // SeqCst is required: with Relaxed the compiler emits a non-fetching add (toolchain.md).
-    // SAFETY: `cursor` points at a live u64 array element.
-    let turn = unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(cursor, 1) };
-    // slot < count <= MAX_SET_BACKENDS (a power of two), so the mask changes nothing; it is
-    // there because the verifier does not derive bounds from a modulo.
-    let slot = verifier_bound((turn % count) as usize, MAX_SET_BACKENDS - 1);
-    let backend_id = set.backends[slot];
-    let Some(backend) = BACKENDS.get(backend_id) else {
-        c.drop_internal += 1;
-        return XDP_DROP;
-    };
-    if backend.state != BACKEND_ACTIVE {
-        c.drop_internal += 1;
-        return XDP_DROP;
-    }
-    let backend_addr = backend.addr;
-    let backend_port = backend.port;
+    // SAFETY: a pointer into the flow table.
+    let own = flows::word(unsafe { &raw const (*f).acked });
+    p.flags & TCP_ACK != 0 && p.ack.wrapping_sub(x.ack_sub) == own.value
+}
 
-    // SAFETY: helper without side effects.
-    let now = unsafe { bpf_ktime_get_ns() };
-    // Route to the backend first: the egress interface decides the SNAT address. The next hop
-    // towards a backend is the same for all its flows; it is cached per backend.
-    let Some(cached) = BACKEND_ROUTES.get_ptr_mut(backend_id) else {
-        c.drop_internal += 1;
-        return XDP_DROP;
-    };
-    // SAFETY: array element of a live map; concurrent writers store the same lookup result.
-    let cached = unsafe { &mut *cached };
-    let mut hop = *cached;
-    let mut unresolved = false;
-    if !hop.fresh(now) {
-        let route = fwd::lookup(
-            ctx,
-            PROTO_TCP,
-            u32::from_ne_bytes(key.dst),
-            u32::from_ne_bytes(backend_addr),
-            tot_len as u16,
-        );
-        match route.egress() {
-            Some(_) if route.rc == aya_ebpf::bindings::BPF_FIB_LKUP_RET_SUCCESS => {
-                route.remember(cached, now);
-                hop = *cached;
-            }
-            Some(egress) => {
-                // Neighbour not resolved yet: the kernel forwards this packet (and resolves it).
-                hop.ifindex = egress;
-                unresolved = true;
-            }
-            None => {
-                c.drop_fib_failed += 1;
-                return XDP_DROP;
-            }
-        }
+/// The client's first ACK: the handshake is complete, the flow no longer counts against its
+/// listener's SYN backlog.
+#[inline(always)]
+fn confirm(state: *mut FlowWord, ident: u32, listener_id: u32) {
+    let raw = flows::load64(state.cast());
+    let cur = FlowWord::unpack(raw);
+    if cur.ident != ident || cur.value & FLOW_F_CONFIRMED != 0 {
+        return;
     }
-    let egress = hop.ifindex;
-    // SAFETY: map value read-only here.
-    let Some(snat) = (unsafe { SNAT_ADDRS.get(egress) }) else {
-        c.drop_no_snat_addr += 1;
-        return XDP_DROP;
+    let new = FlowWord {
+        ident,
+        value: cur.value | FLOW_F_CONFIRMED,
     };
-    let Some(cfg) = CONFIG.get(0) else {
-        c.drop_internal += 1;
-        return XDP_DROP;
-    };
-    let addr_count = snat.count;
-    if addr_count == 0
-        || addr_count > MAX_SNAT_ADDRS as u32
-        || cfg.snat_port_max < cfg.snat_port_min
+    if flows::cas64(state.cast(), raw, new.pack())
+        && let Some(l) = RR_CURSORS.get_ptr_mut(listener_id)
     {
-        c.drop_no_snat_addr += 1;
-        return XDP_DROP;
+        // SAFETY: an array element.
+        flows::fetch_add(unsafe { &raw mut (*l).half_open }, u64::MAX);
     }
-    let reverse = Flow {
-        nat_src: key.dst,
-        nat_dst: key.src,
-        nat_sport: key.dport,
-        nat_dport: key.sport,
-        backend_id,
-        backend_gen: backend.generation,
-        listener_id: listener.id,
-        flags: FLOW_F_REPLY,
-        _pad: 0,
-        last_seen_ns: now,
-        closed_ns: 0,
-        created_ns: now,
-        route: NextHop::default(),
-    };
-    let span = u32::from(cfg.snat_port_max - cfg.snat_port_min) + 1;
-    let first_addr = u32::from(key.sport) ^ u32::from_ne_bytes(key.src);
-    let mut chosen: Option<FlowKey> = None;
-    for attempt in 0..SNAT_TRIES {
-        // The client's own port first (keeps ports recognisable in captures), then random ones.
-        let port =
-            if attempt == 0 && key.sport >= cfg.snat_port_min && key.sport <= cfg.snat_port_max {
-                key.sport
-            } else {
-                // SAFETY: helper without side effects.
-                cfg.snat_port_min + (unsafe { bpf_get_prandom_u32() } % span) as u16
-            };
-        // Masked for the verifier, as above (addr_count <= MAX_SNAT_ADDRS, a power of two).
-        let addr_slot = verifier_bound(
-            (first_addr.wrapping_add(attempt) % addr_count) as usize,
-            MAX_SNAT_ADDRS - 1,
-        );
-        let reverse_key = FlowKey {
-            src: backend_addr,
-            dst: snat.addrs[addr_slot],
-            sport: backend_port,
-            dport: port,
-            proto: PROTO_TCP,
-            _pad: [0; 3],
-        };
-        // NOEXIST: a tuple still held by a live or recently closed flow (TIME_WAIT hold) is
-        // taken; the insert fails and we probe on.
-        if CONNTRACK
-            .insert(reverse_key, reverse, u64::from(BPF_NOEXIST))
-            .is_ok()
-        {
-            chosen = Some(reverse_key);
-            break;
-        }
-        c.snat_retries += 1;
-    }
-    let Some(reverse_key) = chosen else {
-        c.snat_failures += 1;
-        return rst::reply(ctx, c, tot_len);
-    };
-    let forward = Flow {
-        nat_src: reverse_key.dst,
-        nat_dst: backend_addr,
-        nat_sport: reverse_key.dport,
-        nat_dport: backend_port,
-        flags: 0,
-        route: if unresolved { NextHop::default() } else { hop },
-        ..reverse
-    };
-    if CONNTRACK.insert(key, forward, u64::from(BPF_ANY)).is_err() {
-        // Never leave half a mapping behind.
-        let _ = CONNTRACK.remove(reverse_key);
-        c.drop_conntrack_full += 1;
-        return XDP_DROP;
-    }
-    c.new_flows += 1;
-
-    rewrite(ip, tcp, &forward);
-    stats::account(listener.id, backend_id, Direction::In, tot_len as u64, true);
-    if unresolved {
-        c.pass_no_neigh += 1;
-        return XDP_PASS;
-    }
-    fwd::transmit(ctx, c, eth, &hop)
 }
 
-/// Masks `value` with `mask` in a way the compiler cannot fold away: when the compiler already
-/// knows the bound (from a modulo), it drops a plain mask, but the verifier needs to see one.
+/// Rewrites addresses, ports, TTL and (translated flows) sequence, acknowledgement and window
+/// to the flow's far side, updating both checksums incrementally.
 #[inline(always)]
-fn verifier_bound(value: usize, mask: usize) -> usize {
-    // SAFETY: a volatile read of a local.
-    unsafe { core::ptr::read_volatile(&raw const value) & mask }
-}
-
-/// Rewrites addresses and ports to the flow's NAT tuple, updating both checksums incrementally.
-#[inline(always)]
-fn rewrite(ip: *mut Ipv4Hdr, tcp: *mut TcpHdr, f: &Flow) {
-    let new_src = u32::from_ne_bytes(f.nat_src);
-    let new_dst = u32::from_ne_bytes(f.nat_dst);
+pub fn rewrite<const XLATE: bool>(p: &Pkt, nat: &NatTuple, ttl: u8, x: &Xlate) {
+    let (ip, tcp) = (p.ip, p.tcp);
+    let new_src = u32::from_ne_bytes(nat.src);
+    let new_dst = u32::from_ne_bytes(nat.dst);
     let ports = tcp.cast::<u32>();
-    let new_ports = u32::from(f.nat_sport.to_be()) | (u32::from(f.nat_dport.to_be()) << 16);
+    let new_ports = u32::from(nat.sport.to_be()) | (u32::from(nat.dport.to_be()) << 16);
     // SAFETY: ip and tcp were bounds-checked by the caller; the ports are the first 4 bytes of
     // the TCP header.
     unsafe {
@@ -454,7 +760,13 @@ fn rewrite(ip: *mut Ipv4Hdr, tcp: *mut TcpHdr, f: &Flow) {
         let mut ip_check = (*ip).check;
         ip_check = csum::replace_u32(ip_check, old_src, new_src);
         ip_check = csum::replace_u32(ip_check, old_dst, new_dst);
+        ip_check = csum::replace_u16(
+            ip_check,
+            u16::from_ne_bytes([ttl, PROTO_TCP]),
+            u16::from_ne_bytes([ttl - 1, PROTO_TCP]),
+        );
         (*ip).check = ip_check;
+        (*ip).ttl = ttl - 1;
         (*ip).saddr = new_src;
         (*ip).daddr = new_dst;
 
@@ -462,7 +774,26 @@ fn rewrite(ip: *mut Ipv4Hdr, tcp: *mut TcpHdr, f: &Flow) {
         tcp_check = csum::replace_u32(tcp_check, old_src, new_src);
         tcp_check = csum::replace_u32(tcp_check, old_dst, new_dst);
         tcp_check = csum::replace_u32(tcp_check, old_ports, new_ports);
-        (*tcp).check = tcp_check;
         ports.write_unaligned(new_ports);
+        if XLATE && x.seq_add != 0 {
+            let old = (*tcp).seq;
+            let new = u32::from_be(old).wrapping_add(x.seq_add).to_be();
+            (*tcp).seq = new;
+            tcp_check = csum::replace_u32(tcp_check, old, new);
+        }
+        if XLATE && x.ack_sub != 0 && p.flags & TCP_ACK != 0 {
+            let old = (*tcp).ack_seq;
+            let new = u32::from_be(old).wrapping_sub(x.ack_sub).to_be();
+            (*tcp).ack_seq = new;
+            tcp_check = csum::replace_u32(tcp_check, old, new);
+        }
+        if XLATE && x.win_from != x.win_to {
+            let old = (*tcp).window;
+            let win = (u32::from(u16::from_be(old)) << (x.win_from & 15)) >> (x.win_to & 15);
+            let new = (win.min(0xffff) as u16).to_be();
+            (*tcp).window = new;
+            tcp_check = csum::replace_u16(tcp_check, old, new);
+        }
+        (*tcp).check = tcp_check;
     }
 }

@@ -39,6 +39,10 @@ pub enum ConfigError {
 
 /// A load balancer as it arrived (from a file or from control), before the servo admits it.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "a document holds a few load balancers, decoded once; boxing buys nothing"
+)]
 pub enum Received {
     /// Decoded into the contract's type.
     Decoded(LoadBalancer),

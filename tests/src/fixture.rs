@@ -12,7 +12,10 @@ use std::{net::Ipv4Addr, path::PathBuf};
 
 use anyhow::Context as _;
 use aya::programs::{TestRun as _, TestRunOptions};
-use elb_common::{BACKEND_ACTIVE, Backend, Config, Counters, Listener, ListenerKey, PROTO_TCP};
+use elb_common::{
+    BACKEND_ACTIVE, Backend, Config, Counters, FLOW_F_CONFIRMED, FLOW_F_REPLY, FlowKey, FlowSlot,
+    FlowWord, Listener, ListenerKey, NatTuple, PROTO_TCP,
+};
 use elb_userspace::dataplane::{Dataplane, LoadOptions, Maps};
 
 use crate::netns::{Netns, remove_pin_root, unique, veth};
@@ -138,15 +141,11 @@ impl Fixture {
             bk,
         };
         let mut maps = fx.maps()?;
-        maps.set_config(Config {
-            snat_port_min: 20000,
-            snat_port_max: 59999,
-            flags: 0,
-        })?;
+        maps.set_config(Config::with_snat_ports(20000, 59999))?;
         maps.set_snat_addrs(bk, &[SNAT])?;
         maps.set_snat_addrs(cl, &[VIP])?;
-        maps.add_tx_port(cl)?;
-        maps.add_tx_port(bk)?;
+        maps.add_tx_port(cl, 1500)?;
+        maps.add_tx_port(bk, 1500)?;
         for i in 0..3 {
             maps.set_backend(
                 i as u32,
@@ -220,6 +219,63 @@ impl Drop for Fixture {
     }
 }
 
+/// Both halves of an established flow from `client` to `vip` (listener 0) given to backend
+/// `backend_id` at `backend` through SNAT tuple `snat`, as the program would create them
+/// (for benchmarks that prepare flows without sending their SYNs).
+pub fn flow_pair(
+    client: (Ipv4Addr, u16),
+    vip: (Ipv4Addr, u16),
+    snat: (Ipv4Addr, u16),
+    backend: (Ipv4Addr, u16),
+    backend_id: u16,
+    ident: u32,
+) -> [FlowSlot; 2] {
+    let word = |value| FlowWord { ident, value };
+    let forward = FlowSlot {
+        key: FlowKey {
+            src: client.0.octets(),
+            dst: vip.0.octets(),
+            sport: client.1,
+            dport: vip.1,
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        },
+        state: word(FLOW_F_CONFIRMED),
+        nat: NatTuple {
+            src: snat.0.octets(),
+            dst: backend.0.octets(),
+            sport: snat.1,
+            dport: backend.1,
+        },
+        backend_id,
+        backend_gen: 1,
+        seen: word(0),
+        acked: word(0),
+        xlate: word(0),
+        xlate_wscale: word(0),
+        ..FlowSlot::EMPTY
+    };
+    let reverse = FlowSlot {
+        key: FlowKey {
+            src: backend.0.octets(),
+            dst: snat.0.octets(),
+            sport: backend.1,
+            dport: snat.1,
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        },
+        state: word(FLOW_F_REPLY),
+        nat: NatTuple {
+            src: vip.0.octets(),
+            dst: client.0.octets(),
+            sport: vip.1,
+            dport: client.1,
+        },
+        ..forward
+    };
+    [forward, reverse]
+}
+
 /// `struct xdp_md` for `ctx_in`: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
 /// egress_ifindex.
 pub fn xdp_md(len: u32, ingress_ifindex: u32) -> Vec<u8> {
@@ -234,4 +290,125 @@ fn mac_str(mac: [u8; 6]) -> String {
         .map(|b| format!("{b:02x}"))
         .collect::<Vec<_>>()
         .join(":")
+}
+
+/// Helpers for the fixture tests: frames of a client and a backend of the fixture's listener.
+pub mod frames {
+    use std::net::Ipv4Addr;
+
+    use elb_common::{FlowKey, PROTO_TCP};
+
+    use super::{CLIENT_MAC, Fixture, SNAT, VIP, XDP_REDIRECT, XDP_TX, backend, client};
+    use crate::packet::{self, Parsed, TCP_ACK, TCP_SYN, Tcp};
+
+    /// Client `i`'s ISN in these helpers (`Tcp::new`'s default sequence number).
+    pub const CLIENT_ISN: u32 = 1000;
+    /// The backends' ISN in these helpers.
+    pub const BACKEND_ISN: u32 = 700_000;
+
+    /// A segment from client `i` port `cport` to the VIP, addressed to the fixture's client-side
+    /// interface, as a client's router would send it.
+    pub fn client_tcp(fx: &Fixture, i: u8, cport: u16, flags: u8) -> Tcp {
+        let mut t = Tcp::new((client(i), cport), (VIP, 80), flags);
+        t.src_mac = CLIENT_MAC;
+        t.dst_mac = fx.cl_mac;
+        t
+    }
+
+    /// Client `i`'s SYN from port `cport`.
+    pub fn syn(fx: &Fixture, i: u8, cport: u16) -> Tcp {
+        client_tcp(fx, i, cport, TCP_SYN)
+    }
+
+    /// Parses an output frame (checksums verified by full recomputation).
+    pub fn parse(frame: &[u8]) -> Parsed {
+        packet::parse_tcp(frame).unwrap_or_else(|e| panic!("output frame: {e}"))
+    }
+
+    /// Opens a flow from client `i` port `cport`; returns the SYN as forwarded.
+    pub fn open(fx: &Fixture, i: u8, cport: u16) -> Parsed {
+        let out = fx.run(fx.cl, &syn(fx, i, cport).frame()).unwrap();
+        assert_eq!(
+            out.action, XDP_REDIRECT,
+            "SYN redirected towards the backend side"
+        );
+        parse(&out.frame)
+    }
+
+    /// A segment from the backend of the flow `fwd` (a forwarded client packet) to the servo.
+    pub fn backend_tcp(fx: &Fixture, fwd: &Parsed, flags: u8) -> Tcp {
+        let mut t = Tcp::new((fwd.dst, fwd.dport), (fwd.src, fwd.sport), flags);
+        t.src_mac = fwd.dst_mac;
+        t.dst_mac = fx.bk_mac;
+        t
+    }
+
+    /// The three-way handshake through the program (client SYN, backend SYN-ACK, client ACK),
+    /// with ISNs CLIENT_ISN and BACKEND_ISN; returns the forwarded SYN.
+    pub fn handshake(fx: &Fixture, i: u8, cport: u16) -> Parsed {
+        let fwd = open(fx, i, cport);
+        let mut synack = backend_tcp(fx, &fwd, TCP_SYN | TCP_ACK);
+        synack.seq = BACKEND_ISN;
+        synack.ack = CLIENT_ISN + 1;
+        let out = fx.run(fx.bk, &synack.frame()).unwrap();
+        assert_eq!(out.action, XDP_REDIRECT, "SYN-ACK towards the client");
+        let mut ack = client_tcp(fx, i, cport, TCP_ACK);
+        ack.seq = CLIENT_ISN + 1;
+        ack.ack = BACKEND_ISN + 1;
+        let out = fx.run(fx.cl, &ack.frame()).unwrap();
+        assert_eq!(
+            out.action, XDP_REDIRECT,
+            "handshake ACK towards the backend"
+        );
+        fwd
+    }
+
+    /// The flow key of a tuple.
+    pub fn key(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> FlowKey {
+        FlowKey {
+            src: src.octets(),
+            dst: dst.octets(),
+            sport,
+            dport,
+            proto: PROTO_TCP,
+            _pad: [0; 3],
+        }
+    }
+
+    /// Index of backend address `addr` (0..3).
+    pub fn backend_index(addr: Ipv4Addr) -> usize {
+        (0..3)
+            .find(|&i| backend(i) == addr)
+            .unwrap_or_else(|| panic!("{addr} is not a backend"))
+    }
+
+    /// Runs `frame` from the client side and expects a forwarded (redirected) packet.
+    pub fn forward(fx: &Fixture, frame: &[u8]) -> Parsed {
+        let out = fx.run(fx.cl, frame).unwrap();
+        assert_eq!(out.action, XDP_REDIRECT);
+        parse(&out.frame)
+    }
+
+    /// Runs `frame` from the backend side and expects it sent to the client.
+    pub fn deliver(fx: &Fixture, frame: &[u8]) -> Parsed {
+        let out = fx.run(fx.bk, frame).unwrap();
+        assert_eq!(out.action, XDP_REDIRECT);
+        parse(&out.frame)
+    }
+
+    /// The SNAT address of the fixture (re-exported for the helpers' users).
+    pub const SNAT_ADDR: Ipv4Addr = SNAT;
+    /// XDP_TX (re-exported).
+    pub const TX: u32 = XDP_TX;
+}
+
+/// Counters that moved between `before` and `after`, by name, with how much (rx_packets left
+/// out).
+pub fn moved(before: &Counters, after: &Counters) -> Vec<(&'static str, u64)> {
+    Counters::NAMES
+        .iter()
+        .zip(before.values().iter().zip(after.values()))
+        .filter(|(name, (b, a))| **name != "rx_packets" && *b != a)
+        .map(|(name, (b, a))| (*name, a - b))
+        .collect()
 }

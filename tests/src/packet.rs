@@ -29,6 +29,12 @@ pub struct Tcp {
     pub frag_off: u16,
     pub src_mac: [u8; 6],
     pub dst_mac: [u8; 6],
+    /// IP time to live.
+    pub ttl: u8,
+    /// TCP options bytes (multiple of 4).
+    pub tcp_options: Vec<u8>,
+    /// TCP window field.
+    pub window: u16,
 }
 
 impl Tcp {
@@ -47,24 +53,29 @@ impl Tcp {
             frag_off: 0x4000,
             src_mac: [0x02, 0, 0, 0, 0, 0x01],
             dst_mac: [0x02, 0, 0, 0, 0, 0x02],
+            ttl: 64,
+            tcp_options: Vec::new(),
+            window: 64240,
         }
     }
 
     /// The frame, with correct checksums.
     pub fn frame(&self) -> Vec<u8> {
+        assert!(self.tcp_options.len().is_multiple_of(4) && self.tcp_options.len() <= 40);
         let mut tcp = Vec::with_capacity(20 + self.payload.len());
         tcp.extend_from_slice(&self.sport.to_be_bytes());
         tcp.extend_from_slice(&self.dport.to_be_bytes());
         tcp.extend_from_slice(&self.seq.to_be_bytes());
         tcp.extend_from_slice(&self.ack.to_be_bytes());
-        tcp.push(5 << 4);
+        tcp.push((((20 + self.tcp_options.len()) / 4) << 4) as u8);
         tcp.push(self.flags);
-        tcp.extend_from_slice(&64240u16.to_be_bytes());
+        tcp.extend_from_slice(&self.window.to_be_bytes());
         tcp.extend_from_slice(&[0, 0, 0, 0]);
+        tcp.extend_from_slice(&self.tcp_options);
         tcp.extend_from_slice(&self.payload);
         let c = csum::l4_checksum(self.src.octets(), self.dst.octets(), 6, &tcp);
         tcp[16..18].copy_from_slice(&c.to_ne_bytes());
-        ipv4_frame(
+        let mut f = ipv4_frame(
             self.src_mac,
             self.dst_mac,
             self.src,
@@ -73,8 +84,33 @@ impl Tcp {
             self.frag_off,
             &self.ip_options,
             &tcp,
-        )
+        );
+        if self.ttl != 64 {
+            let ihl = 20 + self.ip_options.len();
+            f[ETH_LEN + 8] = self.ttl;
+            f[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&[0, 0]);
+            let c = csum::checksum(&f[ETH_LEN..ETH_LEN + ihl]);
+            f[ETH_LEN + 10..ETH_LEN + 12].copy_from_slice(&c.to_ne_bytes());
+        }
+        f
     }
+}
+
+/// TCP options of a typical Linux SYN: MSS `mss`, SACK permitted, timestamps, window scale
+/// `wscale` (20 bytes).
+pub fn syn_options(mss: u16, wscale: u8) -> Vec<u8> {
+    let m = mss.to_be_bytes();
+    vec![
+        2, 4, m[0], m[1], 4, 2, 8, 10, 0, 0, 0x12, 0x34, 0, 0, 0, 0, 1, 3, 3, wscale,
+    ]
+}
+
+/// TCP options carrying one SACK block `[left, right)` (12 bytes: two NOPs first).
+pub fn sack_option(left: u32, right: u32) -> Vec<u8> {
+    let mut o = vec![1, 1, 5, 10];
+    o.extend_from_slice(&left.to_be_bytes());
+    o.extend_from_slice(&right.to_be_bytes());
+    o
 }
 
 /// An Ethernet + IPv4 frame around `l4`, with a correct header checksum.
@@ -153,6 +189,8 @@ pub struct Parsed {
     pub ack: u32,
     pub flags: u8,
     pub ttl: u8,
+    pub window: u16,
+    pub tcp_options: Vec<u8>,
     pub payload: Vec<u8>,
 }
 
@@ -188,6 +226,8 @@ pub fn parse_tcp(frame: &[u8]) -> Result<Parsed, String> {
         ack: u32::from_be_bytes([seg[8], seg[9], seg[10], seg[11]]),
         flags: seg[13],
         ttl: ip[8],
+        window: u16::from_be_bytes([seg[14], seg[15]]),
+        tcp_options: seg[20..doff].to_vec(),
         payload: seg[doff..].to_vec(),
     })
 }

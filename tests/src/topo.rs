@@ -9,7 +9,7 @@
 //! ```
 //! Backends have no route, no VIP, no tunnel: only their LAN address (full NAT needs nothing
 //! more). Veth delivers XDP_TX/redirected frames only to a peer that runs XDP, so `c0` and `sw0`
-//! get the pass-through program.
+//! get the pass-through program (`elb-servo attach-pass`).
 
 use std::{
     net::{Ipv4Addr, SocketAddr},
@@ -83,7 +83,7 @@ pub struct Topology {
     pub backends: Vec<Netns>,
     /// Pin root of this topology's dataplane.
     pub pin_root: PathBuf,
-    /// Pinned pass-through program.
+    /// Pin root of the pass-through links on the peers (`elb-servo attach-pass`).
     pub pass_prog: PathBuf,
 }
 
@@ -145,10 +145,47 @@ impl Topology {
             ])?;
             wire_checksums(b, "eth0")?;
         }
-        elb_userspace::dataplane::pin_pass_program(&topo.pass_prog)?;
-        attach_pass(&topo.client, "c0", &topo.pass_prog)?;
-        attach_pass(&topo.switch, "sw0", &topo.pass_prog)?;
+        // As an operator would: `elb-servo attach-pass` on the peers of the servo's veths.
+        for (ns, iface) in [(&topo.client, "c0"), (&topo.switch, "sw0")] {
+            crate::netns::run(&[
+                &bin("elb-servo").display().to_string(),
+                "--netns",
+                ns.name(),
+                "--pin-root",
+                &topo.pass_prog.display().to_string(),
+                "attach-pass",
+                "--iface",
+                iface,
+            ])?;
+        }
         Ok(topo)
+    }
+
+    /// Replaces the pass-through program on a peer of the servo (`c0` in the client namespace,
+    /// `sw0` in the switch) by the program pinned at `prog` (a benchmark sink, for instance).
+    pub fn replace_peer_program(&self, ns: &Netns, iface: &str, prog: &Path) -> anyhow::Result<()> {
+        crate::netns::run(&[
+            &bin("elb-servo").display().to_string(),
+            "--netns",
+            ns.name(),
+            "--pin-root",
+            &self.pass_prog.display().to_string(),
+            "detach-pass",
+            "--iface",
+            iface,
+        ])?;
+        let _ = crate::netns::run(&[
+            "nsenter",
+            &format!("--net=/run/netns/{}", ns.name()),
+            "ip",
+            "link",
+            "set",
+            "dev",
+            iface,
+            "xdpdrv",
+            "off",
+        ]);
+        attach_pass(ns, iface, prog)
     }
 
     /// Starts nginx on every backend (port 80).
@@ -247,6 +284,6 @@ impl Drop for Topology {
             let _ = elb_userspace::dataplane::detach(&self.pin_root, iface);
         }
         remove_pin_root(&self.pin_root);
-        let _ = std::fs::remove_file(&self.pass_prog);
+        remove_pin_root(&self.pass_prog);
     }
 }

@@ -165,11 +165,10 @@ fn apply_servo_settings(
 ) -> Result<(), DataplaneError> {
     let names: Vec<&str> = new.interfaces.iter().map(String::as_str).collect();
     dataplane::apply_sysctls(&names, (new.snat_ports.min, new.snat_ports.max))?;
-    maps.set_config(Config {
-        snat_port_min: new.snat_ports.min,
-        snat_port_max: new.snat_ports.max,
-        flags: 0,
-    })?;
+    maps.set_config(Config::with_snat_ports(
+        new.snat_ports.min,
+        new.snat_ports.max,
+    ))?;
     let mode = if new.generic_xdp {
         AttachMode::Generic
     } else {

@@ -69,6 +69,9 @@ pub fn load_balancer_of(listener: &str) -> Option<(&str, u16)> {
     Some((lb, port.parse().ok()?))
 }
 
+/// Each listener's readings by (load balancer, port): where from, the counts, and a gauge.
+type Readings = HashMap<(String, u16), Vec<(Source, Counts, u64)>>;
+
 /// The counters of one listener, in the order of [`ListenerMetrics`]' counters.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 struct Counts {
@@ -353,7 +356,7 @@ impl Observe {
             .unwrap_or_default();
         let mut guard = self.state.lock().expect("observe lock");
         let state = &mut *guard;
-        let mut readings: HashMap<(String, u16), Vec<(Source, Counts, u64)>> = HashMap::new();
+        let mut readings: Readings = HashMap::new();
         for l in &status.listeners {
             let Some(port) = l
                 .endpoint

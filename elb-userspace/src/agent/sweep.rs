@@ -1,210 +1,280 @@
-//! The flow sweep: expires idle flows, removes closed ones, releases SNAT reservations, and
-//! counts active flows per listener and backend for `/metrics`.
+//! The flow sweep: ends idle, closed and half-open flows, releases SNAT reservations, removes
+//! orphaned halves, corrects the listeners' half-open counts, compacts the table, and counts
+//! active flows per listener and backend for `/metrics`.
 //!
-//! The XDP program records what this needs in each conntrack entry (`last_seen_ns`, refreshed at
-//! most once a second; `closed_ns`; the FIN/RST flags). The whole table is read with batched
-//! lookups and the deletions are batched too, so a sweep of a million flows costs a few hundred
-//! system calls.
+//! The flow table is memory-mapped: the sweep reads it directly (a million flows in tens of
+//! milliseconds) and changes it only with compare-and-swap on words that carry the flow's
+//! identity, as the XDP program does. So it never overwrites what the program wrote meanwhile
+//! (a FIN or RST bit, a last-seen time), and never touches a slot that a new flow took since it
+//! was read (a client reusing its port gets a new identity).
 
 use std::collections::{BTreeMap, HashMap};
 
 use elb_common::{
-    BACKEND_REMOVED, Backend, CLOSE_GRACE_NS, FLOW_F_EXPIRED, FLOW_F_REPLY, Flow, FlowKey,
-    TIME_WAIT_HOLD_NS,
+    BACKEND_REMOVED, Backend, FLOW_F_CONFIRMED, FLOW_F_REPLY, FLOW_F_RESERVED, FlowKey, FlowSlot,
+    lifetimes::{CLOSE_GRACE_S, HALF_OPEN_S, TIME_WAIT_HOLD_S},
 };
 
-use crate::dataplane::{DataplaneError, Maps};
+use crate::dataplane::{DataplaneError, Maps, clock};
 
-/// Current `CLOCK_MONOTONIC` time in nanoseconds, the clock of `bpf_ktime_get_ns`.
+/// How old a half found without its partner must be before the sweep treats it as an orphan
+/// (younger, it may be a flow being inserted).
+const ORPHAN_GRACE_S: u64 = 2;
+
+/// Current `CLOCK_MONOTONIC` time in nanoseconds (what [`sweep`] takes as "now").
 pub fn monotonic_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: clock_gettime writes into a valid timespec.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &raw mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+    clock::monotonic_ns()
 }
 
 /// What one sweep found and did.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SweepReport {
-    /// Conntrack entries read.
+    /// Flow halves in the table.
     pub entries: usize,
-    /// Open flows (forward halves, not closed) per listener id.
+    /// Open flows (handshake completed, not closed) per listener id.
     pub active_by_listener: BTreeMap<u32, u64>,
     /// Open flows per backend id.
     pub active_by_backend: BTreeMap<u32, u64>,
+    /// Half-open flows (client handshake not completed) per listener id, after this sweep.
+    pub half_open_by_listener: BTreeMap<u32, u64>,
     /// Flows expired for idleness.
     pub expired_idle: u64,
-    /// Forward halves of closed flows removed.
+    /// Closed flows removed after the close grace.
     pub removed_closed: u64,
     /// Flows of removed backends cut.
     pub removed_backend_gone: u64,
+    /// Half-open flows removed (the client never completed the handshake).
+    pub expired_half_open: u64,
+    /// Halves whose other half was missing (removed, or reserved).
+    pub orphans: u64,
     /// SNAT reservations released (reverse halves deleted).
     pub released: u64,
+    /// Deleted slots turned back into empty ones.
+    pub compacted: u64,
     /// Duration of the sweep.
     pub duration: std::time::Duration,
 }
 
-/// What to do with one entry.
+/// What to do with a flow (both halves present).
 #[derive(Debug, PartialEq, Eq)]
 enum Verdict {
-    Keep,
-    /// Delete this entry.
-    Delete,
-    /// Delete this forward entry and mark its reverse half expired (reserving the tuple).
-    Expire,
-}
-
-fn verdict(
-    flow: &Flow,
-    now: u64,
-    idle_timeout_ns: Option<u64>,
-    backend: Option<&Backend>,
-) -> (Verdict, Reason) {
-    let reply = flow.flags & FLOW_F_REPLY != 0;
-    let idle_ns = now.saturating_sub(flow.last_seen_ns);
-    // A listener deleted meanwhile: fall back to the longest ELB idle timeout.
-    let idle_limit = idle_timeout_ns.unwrap_or(3600 * 1_000_000_000);
-    let backend_gone = match backend {
-        Some(b) => b.generation != flow.backend_gen || b.state == BACKEND_REMOVED || b.state == 0,
-        None => true,
-    };
-    if reply {
-        // Reverse halves hold the SNAT tuple: released only once the backend cannot hold it in
-        // TIME_WAIT any more.
-        let closed_for = if flow.closed_ns != 0 {
-            now.saturating_sub(flow.closed_ns)
-        } else {
-            0
-        };
-        if flow.closed_ns != 0 && closed_for > TIME_WAIT_HOLD_NS {
-            return (Verdict::Delete, Reason::Released);
-        }
-        // An orphan whose forward half vanished (LRU eviction) without a close.
-        if flow.closed_ns == 0 && idle_ns > idle_limit.saturating_add(TIME_WAIT_HOLD_NS) {
-            return (Verdict::Delete, Reason::Released);
-        }
-        return (Verdict::Keep, Reason::None);
-    }
-    if flow.closed_ns != 0 {
-        if now.saturating_sub(flow.closed_ns) > CLOSE_GRACE_NS {
-            return (Verdict::Delete, Reason::Closed);
-        }
-        return (Verdict::Keep, Reason::None);
-    }
-    if backend_gone {
-        return (Verdict::Expire, Reason::BackendGone);
-    }
-    if idle_ns > idle_limit {
-        return (Verdict::Expire, Reason::Idle);
-    }
-    (Verdict::Keep, Reason::Active)
+    /// Keep; counts as active (handshake completed) or half-open.
+    Keep { half_open: bool },
+    /// End it: the forward half goes, the reverse half reserves the SNAT tuple.
+    End(Reason),
 }
 
 #[derive(Debug, PartialEq, Eq)]
 enum Reason {
-    None,
-    Active,
     Idle,
     Closed,
     BackendGone,
-    Released,
+    HalfOpen,
 }
 
-/// Runs one sweep over `maps` at monotonic time `now`.
-pub fn sweep(maps: &mut Maps, now: u64) -> Result<SweepReport, DataplaneError> {
+/// Ages in seconds: of the forward half's last packet, and of the flow's (either half's).
+struct Ages {
+    forward_s: u64,
+    flow_s: u64,
+}
+
+fn verdict(
+    forward: &FlowSlot,
+    reverse: &FlowSlot,
+    ages: &Ages,
+    idle_timeout_s: Option<u64>,
+    backend: Option<&Backend>,
+) -> Verdict {
+    let backend_gone = match backend {
+        Some(b) => {
+            b.generation != forward.backend_gen || b.state == BACKEND_REMOVED || b.state == 0
+        }
+        None => true,
+    };
+    if backend_gone {
+        return Verdict::End(Reason::BackendGone);
+    }
+    let flags = forward.state.value | reverse.state.value;
+    if elb_common::is_closed(flags) {
+        if ages.flow_s > CLOSE_GRACE_S {
+            return Verdict::End(Reason::Closed);
+        }
+        return Verdict::Keep { half_open: false };
+    }
+    let half_open = forward.state.value & FLOW_F_CONFIRMED == 0;
+    if half_open && ages.forward_s > HALF_OPEN_S {
+        return Verdict::End(Reason::HalfOpen);
+    }
+    // A listener deleted meanwhile: the longest ELB idle timeout.
+    if ages.flow_s > idle_timeout_s.unwrap_or(3600) {
+        return Verdict::End(Reason::Idle);
+    }
+    Verdict::Keep { half_open }
+}
+
+/// Runs one sweep over `maps` at monotonic time `now_ns` (a later time ages every flow).
+pub fn sweep(maps: &mut Maps, now_ns: u64) -> Result<SweepReport, DataplaneError> {
     let started = std::time::Instant::now();
+    let clock_err = |source| DataplaneError::Syscall {
+        what: "reading the kernel's jiffies (/proc/timer_list)",
+        source,
+    };
+    let hz = u64::from(clock::hz().map_err(clock_err)?);
+    let now = clock::jiffies_at(now_ns).map_err(clock_err)?;
+    // The program may stamp a half after `now` was taken: a time "ahead" is age 0.
+    let age_s = |seen: u32| (now.wrapping_sub(seen) as i32).max(0) as u64 / hz;
     let idle: HashMap<u32, u64> = maps
         .listeners()?
         .into_iter()
-        .map(|(_, l)| (l.id, u64::from(l.idle_timeout_s) * 1_000_000_000))
+        .map(|(_, l)| (l.id, u64::from(l.idle_timeout_s)))
         .collect();
     let backends: HashMap<u32, Backend> = maps.backends()?.into_iter().collect();
-    let flows = maps.flows()?;
+    let table = maps.flow_table();
+    let live = table.live();
     let mut report = SweepReport {
-        entries: flows.len(),
+        entries: live.len(),
         ..SweepReport::default()
     };
-    let mut delete: Vec<FlowKey> = Vec::new();
-    // Forward halves to delete, with the creation time seen: a client may reuse its port and
-    // open a new flow on the same key between the read and the delete (see below).
-    let mut delete_forward: Vec<(FlowKey, u64)> = Vec::new();
-    let mut expire: Vec<(FlowKey, Flow)> = Vec::new();
-    for (key, flow) in &flows {
-        let (v, reason) = verdict(
-            flow,
-            now,
-            idle.get(&flow.listener_id).copied(),
-            backends.get(&flow.backend_id),
-        );
-        match reason {
-            Reason::Active => {
-                *report
-                    .active_by_listener
-                    .entry(flow.listener_id)
-                    .or_default() += 1;
-                *report.active_by_backend.entry(flow.backend_id).or_default() += 1;
-            }
-            Reason::Idle => report.expired_idle += 1,
-            Reason::Closed => report.removed_closed += 1,
-            Reason::BackendGone => report.removed_backend_gone += 1,
-            Reason::Released => report.released += 1,
-            Reason::None => {}
+    // Each forward half's reverse half is read from the live table (at the slot the program
+    // noted, else by key), and checked by identity and key (identities are random and may
+    // repeat). The snapshot is not atomic: a flow being inserted (reverse half first) or ended
+    // while it was read may show one half only, so a half found alone counts as an orphan only
+    // once it is older than `ORPHAN_GRACE_S`.
+    let mut paired = vec![false; table.len()];
+    let mut half_open: BTreeMap<u32, u64> = BTreeMap::new();
+    let is_reverse_of = |r: &FlowSlot, ident: u32, key: &FlowKey| {
+        r.state.ident == ident && r.state.value & FLOW_F_REPLY != 0 && r.key == *key
+    };
+    for (fi, f) in live
+        .iter()
+        .filter(|(_, s)| s.state.value & FLOW_F_REPLY == 0)
+    {
+        let (fi, ident) = (*fi, f.state.ident);
+        let partner_key = f.partner_key();
+        // The slot the program noted at creation, else a lookup (flows inserted by tests).
+        let hint = f.partner as usize;
+        let reverse = table
+            .read(hint)
+            .filter(|r| hint < table.len() && is_reverse_of(r, ident, &partner_key))
+            .map(|r| (hint, r))
+            .or_else(|| {
+                table
+                    .lookup(&partner_key)
+                    .filter(|(_, r)| is_reverse_of(r, ident, &partner_key))
+            });
+        if let Some((ri, _)) = reverse {
+            paired[ri] = true;
         }
-        let forward = flow.flags & FLOW_F_REPLY == 0;
-        match v {
-            Verdict::Keep => {}
-            Verdict::Delete if forward => delete_forward.push((*key, flow.created_ns)),
-            Verdict::Delete => delete.push(*key),
-            Verdict::Expire => {
-                delete_forward.push((*key, flow.created_ns));
-                expire.push((*key, *flow));
+        let Some((ri, r)) = reverse else {
+            if age_s(f.created) > ORPHAN_GRACE_S && table.remove(fi, ident) {
+                report.orphans += 1;
+            }
+            continue;
+        };
+        if r.state.value & FLOW_F_RESERVED != 0 {
+            // The tuple is reserved, not this flow's any more: the forward half must go.
+            if table.remove(fi, ident) {
+                report.orphans += 1;
+            }
+            continue;
+        }
+        let ages = Ages {
+            forward_s: age_s(f.seen.value),
+            flow_s: age_s(f.seen.value).min(age_s(r.seen.value)),
+        };
+        match verdict(
+            f,
+            &r,
+            &ages,
+            idle.get(&u32::from(f.listener_id)).copied(),
+            backends.get(&u32::from(f.backend_id)),
+        ) {
+            Verdict::Keep { half_open: true } => {
+                *half_open.entry(u32::from(f.listener_id)).or_default() += 1;
+            }
+            Verdict::Keep { half_open: false } => {
+                if !elb_common::is_closed(f.state.value | r.state.value) {
+                    *report
+                        .active_by_listener
+                        .entry(u32::from(f.listener_id))
+                        .or_default() += 1;
+                    *report
+                        .active_by_backend
+                        .entry(u32::from(f.backend_id))
+                        .or_default() += 1;
+                }
+            }
+            Verdict::End(reason) => {
+                // The forward half goes first: the client's next packet then gets a RST; the
+                // reverse half stays as the SNAT tuple's reservation (the backend may hold the
+                // tuple in TIME_WAIT), dropping late packets.
+                if table.remove(fi, ident) {
+                    table.set_flags(ri, ident, FLOW_F_RESERVED);
+                    table.set_seen(ri, ident, now);
+                    match reason {
+                        Reason::Idle => report.expired_idle += 1,
+                        Reason::Closed => report.removed_closed += 1,
+                        Reason::BackendGone => report.removed_backend_gone += 1,
+                        Reason::HalfOpen => report.expired_half_open += 1,
+                    }
+                }
             }
         }
     }
-    // Expire: the reverse half stays, marked, as the SNAT reservation (and so that the
-    // backend's late packets are dropped rather than passed to the servo's own stack).
-    for (_, flow) in &expire {
-        let reverse = flow.partner_key(elb_common::PROTO_TCP);
-        if let Some(mut r) = maps.flow(&reverse)? {
-            r.flags |= FLOW_F_EXPIRED;
-            if r.closed_ns == 0 {
-                r.closed_ns = now;
+    for (ri, r) in live
+        .iter()
+        .filter(|(i, s)| s.state.value & FLOW_F_REPLY != 0 && !paired[*i])
+    {
+        let (ri, ident) = (*ri, r.state.ident);
+        if r.state.value & FLOW_F_RESERVED != 0 {
+            if age_s(r.seen.value) > TIME_WAIT_HOLD_S && table.remove(ri, ident) {
+                report.released += 1;
             }
-            maps.set_flow(reverse, r)?;
+            continue;
+        }
+        // Not reserved, and no forward half seen: still being inserted, or its forward half
+        // vanished without the flow ending here. Once old enough, reserve the tuple as for an
+        // ended flow (if the forward half is really gone).
+        let forward = table
+            .lookup(&r.partner_key())
+            .filter(|(_, f)| f.state.ident == ident);
+        if forward.is_none() && age_s(r.created) > ORPHAN_GRACE_S {
+            table.set_flags(ri, ident, FLOW_F_RESERVED);
+            table.set_seen(ri, ident, now);
+            report.orphans += 1;
         }
     }
-    // The table was read a while ago (a second per million flows): a forward key may hold a
-    // new flow by now (the client reused its port), which must not be deleted. Checking each
-    // key right before the batch delete narrows that window from the whole sweep to
-    // microseconds. Reverse keys need no check: their tuple cannot be taken while they exist.
-    for (key, created) in delete_forward {
-        if maps.flow(&key)?.is_some_and(|f| f.created_ns == created) {
-            delete.push(key);
+    // The program counts half-open flows up (SYN) and down (handshake completed); those that
+    // expire here are gone without the program knowing: correct its count to what the table
+    // holds.
+    for &id in idle.keys() {
+        let counted = maps.listener_state(id)?.half_open;
+        let actual = half_open.get(&id).copied().unwrap_or(0);
+        let fix = counted.wrapping_sub(actual);
+        if maps.half_open_fix(id)? != fix {
+            maps.set_half_open_fix(id, fix)?;
         }
     }
-    maps.remove_flows(&delete)?;
+    report.half_open_by_listener = half_open;
+    report.compacted = maps.flow_table().compact() as u64;
     report.duration = started.elapsed();
     Ok(report)
 }
 
 #[cfg(test)]
 mod tests {
-    use elb_common::BACKEND_ACTIVE;
+    use elb_common::{BACKEND_ACTIVE, FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, FLOW_F_RST, FlowWord};
 
     use super::*;
 
-    const S: u64 = 1_000_000_000;
-
-    fn flow(reply: bool, last_seen: u64, closed: u64) -> Flow {
-        Flow {
-            flags: if reply { FLOW_F_REPLY } else { 0 },
-            last_seen_ns: last_seen,
-            closed_ns: closed,
+    fn half(flags: u32) -> FlowSlot {
+        FlowSlot {
+            state: FlowWord {
+                ident: 7,
+                value: flags,
+            },
             backend_gen: 1,
-            ..Flow::default()
+            ..FlowSlot::EMPTY
         }
     }
 
@@ -216,93 +286,89 @@ mod tests {
         }
     }
 
+    fn ages(forward_s: u64, flow_s: u64) -> Ages {
+        Ages { forward_s, flow_s }
+    }
+
+    const OPEN: u32 = FLOW_F_CONFIRMED;
+
     #[test]
-    fn idle_forward_flows_expire_after_the_listener_timeout() {
-        let now = 1000 * S;
-        let f = flow(false, now - 59 * S, 0);
+    fn idle_flows_end_after_the_listener_timeout_counting_either_direction() {
+        let (f, r) = (half(OPEN), half(FLOW_F_REPLY));
+        let b = live();
         assert_eq!(
-            verdict(&f, now, Some(60 * S), Some(&live())).0,
-            Verdict::Keep
+            verdict(&f, &r, &ages(59, 59), Some(60), Some(&b)),
+            Verdict::Keep { half_open: false }
         );
-        let f = flow(false, now - 61 * S, 0);
         assert_eq!(
-            verdict(&f, now, Some(60 * S), Some(&live())),
-            (Verdict::Expire, Reason::Idle)
+            verdict(&f, &r, &ages(61, 61), Some(60), Some(&b)),
+            Verdict::End(Reason::Idle)
+        );
+        // The client is quiet but the backend talks (server push): not idle.
+        assert_eq!(
+            verdict(&f, &r, &ages(300, 2), Some(60), Some(&b)),
+            Verdict::Keep { half_open: false }
         );
     }
 
     #[test]
-    fn closed_forward_halves_go_after_the_grace_reverse_after_time_wait() {
-        let now = 1000 * S;
-        let closed_at = now - 11 * S;
+    fn closed_flows_end_after_the_grace() {
+        let b = live();
+        for closed in [FLOW_F_RST, FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND] {
+            let (f, r) = (half(OPEN | closed), half(FLOW_F_REPLY | closed));
+            assert_eq!(
+                verdict(&f, &r, &ages(9, 9), Some(60), Some(&b)),
+                Verdict::Keep { half_open: false }
+            );
+            assert_eq!(
+                verdict(&f, &r, &ages(11, 11), Some(60), Some(&b)),
+                Verdict::End(Reason::Closed)
+            );
+        }
+        // One FIN is not a close.
+        let (f, r) = (half(OPEN | FLOW_F_FIN_CLIENT), half(FLOW_F_REPLY));
         assert_eq!(
-            verdict(
-                &flow(false, closed_at, closed_at),
-                now,
-                Some(60 * S),
-                Some(&live())
-            )
-            .0,
-            Verdict::Delete
+            verdict(&f, &r, &ages(11, 11), Some(60), Some(&b)),
+            Verdict::Keep { half_open: false }
+        );
+    }
+
+    #[test]
+    fn half_open_flows_end_quickly() {
+        let (f, r) = (half(0), half(FLOW_F_REPLY));
+        let b = live();
+        assert_eq!(
+            verdict(&f, &r, &ages(HALF_OPEN_S, 1), Some(60), Some(&b)),
+            Verdict::Keep { half_open: true }
         );
         assert_eq!(
-            verdict(
-                &flow(true, closed_at, closed_at),
-                now,
-                Some(60 * S),
-                Some(&live())
-            )
-            .0,
-            Verdict::Keep,
-            "tuple still reserved"
-        );
-        let long_ago = now - 61 * S;
-        assert_eq!(
-            verdict(
-                &flow(true, long_ago, long_ago),
-                now,
-                Some(60 * S),
-                Some(&live())
-            )
-            .0,
-            Verdict::Delete
+            verdict(&f, &r, &ages(HALF_OPEN_S + 1, 1), Some(60), Some(&b)),
+            Verdict::End(Reason::HalfOpen)
         );
     }
 
     #[test]
     fn flows_of_removed_or_replaced_backends_are_cut() {
-        let now = 1000 * S;
-        let f = flow(false, now, 0);
+        let (f, r) = (half(OPEN), half(FLOW_F_REPLY));
         let removed = Backend {
             state: BACKEND_REMOVED,
             ..live()
         };
         assert_eq!(
-            verdict(&f, now, Some(60 * S), Some(&removed)).0,
-            Verdict::Expire
+            verdict(&f, &r, &ages(0, 0), Some(60), Some(&removed)),
+            Verdict::End(Reason::BackendGone)
         );
         let reused = Backend {
             generation: 2,
             ..live()
         };
         assert_eq!(
-            verdict(&f, now, Some(60 * S), Some(&reused)).0,
-            Verdict::Expire
+            verdict(&f, &r, &ages(0, 0), Some(60), Some(&reused)),
+            Verdict::End(Reason::BackendGone)
         );
-    }
-
-    #[test]
-    fn orphan_reverse_halves_are_released_eventually() {
-        let now = 10_000 * S;
-        let f = flow(true, now - 30 * S, 0);
         assert_eq!(
-            verdict(&f, now, Some(60 * S), Some(&live())).0,
-            Verdict::Keep
-        );
-        let f = flow(true, now - 121 * S, 0);
-        assert_eq!(
-            verdict(&f, now, Some(60 * S), Some(&live())).0,
-            Verdict::Delete
+            verdict(&f, &r, &ages(0, 0), Some(60), None),
+            Verdict::End(Reason::BackendGone)
         );
     }
 }

@@ -114,6 +114,25 @@ enum Command {
     },
     /// Print counters, listeners, backends and flow counts.
     Status,
+    /// Attach the pass-through program `elb_pass` to interfaces: the peers of the servo's veths
+    /// in a test topology. veth delivers XDP_TX and redirected frames (forwarded packets, and
+    /// the servo's own RSTs, SYN-ACKs and ICMP errors) only to a peer that runs an XDP program;
+    /// without it they are lost. Physical NICs need nothing. The links are pinned under
+    /// `<pin root>/pass/<netns>/`, so they outlive this command.
+    AttachPass {
+        /// Interface to attach to (repeatable).
+        #[arg(long = "iface", required = true)]
+        ifaces: Vec<String>,
+        /// Generic (skb) XDP instead of native.
+        #[arg(long)]
+        generic: bool,
+    },
+    /// Detach what `attach-pass` attached.
+    DetachPass {
+        /// Interface to detach from (repeatable).
+        #[arg(long = "iface", required = true)]
+        ifaces: Vec<String>,
+    },
 }
 
 fn parse_ports(s: &str) -> anyhow::Result<(u16, u16)> {
@@ -123,6 +142,12 @@ fn parse_ports(s: &str) -> anyhow::Result<(u16, u16)> {
         bail!("SNAT port range {s} is empty or starts at 0");
     }
     Ok((a, b))
+}
+
+/// Where `attach-pass` pins its links: one directory per network namespace (interface names
+/// repeat across namespaces).
+fn pass_dir(pin_root: &std::path::Path, netns: Option<&str>) -> PathBuf {
+    pin_root.join("pass").join(netns.unwrap_or("default"))
 }
 
 fn init_logging(format: LogFormat) {
@@ -249,7 +274,7 @@ fn main() -> anyhow::Result<()> {
             maps.set_config(Config {
                 snat_port_min: ports.0,
                 snat_port_max: ports.1,
-                flags: 0,
+                ..maps.config()?
             })?;
             for spec in &snat {
                 let (iface, addrs) = spec
@@ -287,6 +312,28 @@ fn main() -> anyhow::Result<()> {
                 }
                 dataplane::remove_pins(&cli.pin_root)?;
                 println!("removed {}", cli.pin_root.display());
+            }
+        }
+        Command::AttachPass { ifaces, generic } => {
+            let dir = pass_dir(&cli.pin_root, cli.netns.as_deref());
+            let mode = if generic {
+                AttachMode::Generic
+            } else {
+                AttachMode::Native
+            };
+            for iface in &ifaces {
+                dataplane::attach_pass(&dir, iface, mode)?;
+                println!("elb_pass attached to {iface}");
+            }
+        }
+        Command::DetachPass { ifaces } => {
+            let dir = pass_dir(&cli.pin_root, cli.netns.as_deref());
+            for iface in &ifaces {
+                if dataplane::detach_pass(&dir, iface)? {
+                    println!("elb_pass detached from {iface}");
+                } else {
+                    println!("{iface}: elb_pass not attached");
+                }
             }
         }
         Command::Status => {

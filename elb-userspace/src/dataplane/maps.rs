@@ -15,11 +15,16 @@ use aya::maps::{
     xdp::{DevMapHash, XdpMapError},
 };
 use elb_common::{
-    Backend, BackendSet, Config, Counters, Flow, FlowKey, Ipv4, Listener, ListenerKey,
-    MAX_SET_BACKENDS, MAX_SNAT_ADDRS, Meta, SnatAddrs, TrafficStats, map_names,
+    Backend, BackendSet, Config, Counters, FlowKey, FlowSlot, HalfOpenFix, Iface, Ipv4, Listener,
+    ListenerKey, ListenerState, MAX_SET_BACKENDS, MAX_SNAT_ADDRS, Meta, SnatAddrs, TrafficStats,
+    map_names,
 };
 
-use super::{DataplaneError, sys};
+use super::{
+    DataplaneError,
+    flows::{FlowTable, InsertError},
+    sys,
+};
 
 /// Entries per `BPF_MAP_LOOKUP_BATCH` call: large enough that a 2M-entry table takes a few
 /// hundred calls, small enough (a few hundred KiB) to stay cache- and allocator-friendly.
@@ -31,10 +36,13 @@ pub struct Maps {
     listeners: HashMap<MapData, ListenerKey, Listener>,
     backend_sets: HashMap<MapData, u32, BackendSet>,
     backends: Array<MapData, Backend>,
-    rr_cursors: Array<MapData, u64>,
-    conntrack: HashMap<MapData, FlowKey, Flow>,
+    rr_cursors: Array<MapData, ListenerState>,
+    half_open_fix: Array<MapData, HalfOpenFix>,
+    flows: FlowTable,
     snat_addrs: HashMap<MapData, u32, SnatAddrs>,
     tx_ports: DevMapHash<MapData>,
+    ifaces: HashMap<MapData, u32, Iface>,
+    listener_ports: Array<MapData, u64>,
     config: Array<MapData, Config>,
     meta: Array<MapData, Meta>,
     counters: PerCpuArray<MapData, Counters>,
@@ -104,17 +112,22 @@ impl Maps {
     /// Opens every map pinned under `pin_root`.
     pub fn open(pin_root: impl AsRef<Path>) -> Result<Self, DataplaneError> {
         let root = pin_root.as_ref();
+        let meta: Array<MapData, Meta> = typed!(root, map_names::META);
+        let m = meta.get(&0, 0).map_err(map_err(map_names::META, "get"))?;
         Ok(Self {
             pin_root: root.to_path_buf(),
             listeners: typed!(root, map_names::LISTENERS),
             backend_sets: typed!(root, map_names::BACKEND_SETS),
             backends: typed!(root, map_names::BACKENDS),
             rr_cursors: typed!(root, map_names::RR_CURSORS),
-            conntrack: typed!(root, map_names::CONNTRACK),
+            half_open_fix: typed!(root, map_names::HALF_OPEN_FIX),
+            flows: FlowTable::open(root, &m)?,
             snat_addrs: typed!(root, map_names::SNAT_ADDRS),
             tx_ports: typed!(root, map_names::TX_PORTS),
+            ifaces: typed!(root, map_names::IFACES),
+            listener_ports: typed!(root, map_names::LISTENER_PORTS),
             config: typed!(root, map_names::CONFIG),
-            meta: typed!(root, map_names::META),
+            meta,
             counters: typed!(root, map_names::COUNTERS),
             listener_stats: typed!(root, map_names::LISTENER_STATS),
             backend_stats: typed!(root, map_names::BACKEND_STATS),
@@ -145,12 +158,6 @@ impl Maps {
         self.meta
             .get(&0, 0)
             .map_err(map_err(map_names::META, "get"))
-    }
-
-    pub(super) fn set_meta(&mut self, meta: Meta) -> Result<(), DataplaneError> {
-        self.meta
-            .set(0, meta, 0)
-            .map_err(map_err(map_names::META, "set"))
     }
 
     /// Sets the SNAT source addresses used for flows leaving through `ifindex`.
@@ -199,8 +206,12 @@ impl Maps {
         }
     }
 
-    /// Allows the program to redirect packets out of `ifindex`.
-    pub fn add_tx_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+    /// Allows the program to redirect packets out of `ifindex`, whose MTU is `mtu` (replies
+    /// leaving through it above that get ICMP fragmentation needed; 0: not checked).
+    pub fn add_tx_port(&mut self, ifindex: u32, mtu: u32) -> Result<(), DataplaneError> {
+        self.ifaces
+            .insert(ifindex, Iface { mtu, _pad: 0 }, 0)
+            .map_err(map_err(map_names::IFACES, "insert"))?;
         self.tx_ports
             .insert(ifindex, ifindex, None, 0)
             .map_err(|e| match e {
@@ -213,29 +224,88 @@ impl Maps {
 
     /// Stops redirects out of `ifindex`.
     pub fn remove_tx_port(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
+        if let Err(e) = self.ifaces.remove(&ifindex)
+            && !is_not_found(&e)
+        {
+            return Err(map_err(map_names::IFACES, "remove")(e));
+        }
         match self.tx_ports.remove(ifindex) {
             Err(e) if !is_not_found(&e) => Err(map_err(map_names::TX_PORTS, "remove")(e)),
             _ => Ok(()),
         }
     }
 
-    /// Adds or replaces a listener.
+    /// Adds or replaces a listener. Its `flags` choose what the program does with its
+    /// packets: balance them (0), hand them to the servo's own engine
+    /// ([`elb_common::LISTENER_F_LOCAL`]), or balance them with a PROXY protocol v1 header for
+    /// the backends ([`elb_common::LISTENER_F_PROXY_V1`]). Its port is marked as a listener
+    /// port, which SNAT then never allocates.
     pub fn upsert_listener(
         &mut self,
         key: ListenerKey,
         listener: Listener,
     ) -> Result<(), DataplaneError> {
+        self.set_listener_port(key.port, true)?;
         self.listeners
             .insert(key, listener, 0)
             .map_err(map_err(map_names::LISTENERS, "insert"))
     }
 
-    /// Removes a listener (its backend set stays until replaced or removed).
+    /// Changes the flags of an existing listener (see [`Maps::upsert_listener`]).
+    pub fn set_listener_flags(
+        &mut self,
+        key: &ListenerKey,
+        flags: u32,
+    ) -> Result<(), DataplaneError> {
+        let mut l = self
+            .listeners
+            .get(key, 0)
+            .map_err(map_err(map_names::LISTENERS, "get"))?;
+        l.flags = flags;
+        self.listeners
+            .insert(*key, l, 0)
+            .map_err(map_err(map_names::LISTENERS, "insert"))
+    }
+
+    /// Removes a listener (its backend set stays until replaced or removed). Its port stays a
+    /// listener port while another listener (on another VIP) uses it.
     pub fn remove_listener(&mut self, key: &ListenerKey) -> Result<(), DataplaneError> {
         match self.listeners.remove(key) {
-            Err(e) if !is_not_found(&e) => Err(map_err(map_names::LISTENERS, "remove")(e)),
-            _ => Ok(()),
+            Err(e) if !is_not_found(&e) => {
+                return Err(map_err(map_names::LISTENERS, "remove")(e));
+            }
+            _ => {}
         }
+        let still_used = self.listeners()?.iter().any(|(k, _)| k.port == key.port);
+        if !still_used {
+            self.set_listener_port(key.port, false)?;
+        }
+        Ok(())
+    }
+
+    fn set_listener_port(&mut self, port: u16, used: bool) -> Result<(), DataplaneError> {
+        let index = u32::from(port >> 6);
+        let word = self
+            .listener_ports
+            .get(&index, 0)
+            .map_err(map_err(map_names::LISTENER_PORTS, "get"))?;
+        let bit = 1u64 << (port & 63);
+        let new = if used { word | bit } else { word & !bit };
+        if new != word {
+            self.listener_ports
+                .set(index, new, 0)
+                .map_err(map_err(map_names::LISTENER_PORTS, "set"))?;
+        }
+        Ok(())
+    }
+
+    /// True if some listener uses `port` (SNAT never allocates it).
+    pub fn is_listener_port(&self, port: u16) -> Result<bool, DataplaneError> {
+        let word = self
+            .listener_ports
+            .get(&u32::from(port >> 6), 0)
+            .map_err(map_err(map_names::LISTENER_PORTS, "get"))?;
+        Ok(word & (1u64 << (port & 63)) != 0)
     }
 
     /// Every listener.
@@ -315,11 +385,41 @@ impl Maps {
         }
     }
 
-    /// Resets the round-robin cursor of `listener_id` (a reused listener id starts afresh).
+    /// Resets the round-robin cursor and the half-open count of `listener_id` (a reused
+    /// listener id starts afresh).
     pub fn reset_cursor(&mut self, listener_id: u32) -> Result<(), DataplaneError> {
         self.rr_cursors
-            .set(listener_id, 0, 0)
-            .map_err(map_err(map_names::RR_CURSORS, "set"))
+            .set(listener_id, ListenerState::default(), 0)
+            .map_err(map_err(map_names::RR_CURSORS, "set"))?;
+        self.half_open_fix
+            .set(listener_id, HalfOpenFix::default(), 0)
+            .map_err(map_err(map_names::HALF_OPEN_FIX, "set"))
+    }
+
+    /// The program's per-listener state (cursor, half-open flows counted).
+    pub fn listener_state(&self, listener_id: u32) -> Result<ListenerState, DataplaneError> {
+        self.rr_cursors
+            .get(&listener_id, 0)
+            .map_err(map_err(map_names::RR_CURSORS, "get"))
+    }
+
+    /// The sweep's half-open correction of `listener_id`.
+    pub fn half_open_fix(&self, listener_id: u32) -> Result<u64, DataplaneError> {
+        self.half_open_fix
+            .get(&listener_id, 0)
+            .map(|f| f.value)
+            .map_err(map_err(map_names::HALF_OPEN_FIX, "get"))
+    }
+
+    /// Sets the half-open correction of `listener_id` (the sweep's: see [`HalfOpenFix`]).
+    pub fn set_half_open_fix(
+        &mut self,
+        listener_id: u32,
+        value: u64,
+    ) -> Result<(), DataplaneError> {
+        self.half_open_fix
+            .set(listener_id, HalfOpenFix { value }, 0)
+            .map_err(map_err(map_names::HALF_OPEN_FIX, "set"))
     }
 
     /// Decision counters summed over CPUs.
@@ -400,10 +500,6 @@ impl Maps {
                 self.rr_cursors.map().fd().as_fd().as_raw_fd(),
             ),
             (
-                map_names::CONNTRACK,
-                self.conntrack.map().fd().as_fd().as_raw_fd(),
-            ),
-            (
                 map_names::SNAT_ADDRS,
                 self.snat_addrs.map().fd().as_fd().as_raw_fd(),
             ),
@@ -420,6 +516,10 @@ impl Maps {
                 self.backend_stats.map().fd().as_fd().as_raw_fd(),
             ),
         ];
+        let conntrack = (
+            map_names::CONNTRACK,
+            self.flows.len() as u64 * size_of::<FlowSlot>() as u64,
+        );
         fds.into_iter()
             .map(|(name, fd)| {
                 let info =
@@ -431,53 +531,54 @@ impl Maps {
                     .unwrap_or(0);
                 (name, bytes)
             })
+            .chain(std::iter::once(conntrack))
             .collect()
     }
 
-    /// Every conntrack entry (both halves of each flow), read in batches.
-    pub fn flows(&self) -> Result<Vec<(FlowKey, Flow)>, DataplaneError> {
-        sys::lookup_batch(self.conntrack.map().fd().as_fd(), BATCH).map_err(|source| {
-            DataplaneError::Syscall {
-                what: "BPF_MAP_LOOKUP_BATCH on conntrack",
-                source,
-            }
+    /// The flow table (memory-mapped).
+    pub fn flow_table(&self) -> &FlowTable {
+        &self.flows
+    }
+
+    /// Every flow half in the table.
+    pub fn flows(&self) -> Result<Vec<(FlowKey, FlowSlot)>, DataplaneError> {
+        Ok(self
+            .flows
+            .live()
+            .into_iter()
+            .map(|(_, s)| (s.key, s))
+            .collect())
+    }
+
+    /// The flow half stored under `key`.
+    pub fn flow(&self, key: &FlowKey) -> Result<Option<FlowSlot>, DataplaneError> {
+        Ok(self.flows.lookup(key).map(|(_, s)| s))
+    }
+
+    /// Inserts a flow half (tests and benchmarks prepare flows this way; the agent never does).
+    pub fn insert_flow(&mut self, slot: &FlowSlot) -> Result<(), DataplaneError> {
+        self.flows.insert(slot).map(|_| ()).map_err(|e| {
+            DataplaneError::Invalid(format!(
+                "inserting flow {:?}: {}",
+                slot.key,
+                match e {
+                    InsertError::Exists => "the key exists",
+                    InsertError::Full => "no free slot in its probe window",
+                }
+            ))
         })
     }
 
-    /// One conntrack entry.
-    pub fn flow(&self, key: &FlowKey) -> Result<Option<Flow>, DataplaneError> {
-        match self.conntrack.get(key, 0) {
-            Ok(f) => Ok(Some(f)),
-            Err(e) if is_not_found(&e) => Ok(None),
-            Err(e) => Err(map_err(map_names::CONNTRACK, "get")(e)),
-        }
-    }
-
-    /// Writes one conntrack entry (the agent marks flows expired this way).
-    pub fn set_flow(&mut self, key: FlowKey, flow: Flow) -> Result<(), DataplaneError> {
-        self.conntrack
-            .insert(key, flow, 0)
-            .map_err(map_err(map_names::CONNTRACK, "insert"))
-    }
-
-    /// Writes conntrack entries in batches (benchmarks fill the table this way).
-    pub fn insert_flows(&mut self, keys: &[FlowKey], flows: &[Flow]) -> Result<(), DataplaneError> {
-        sys::update_batch(self.conntrack.map().fd().as_fd(), keys, flows).map_err(|source| {
-            DataplaneError::Syscall {
-                what: "BPF_MAP_UPDATE_BATCH on conntrack",
-                source,
-            }
-        })
-    }
-
-    /// Deletes conntrack entries in batches; returns how many existed.
+    /// Deletes the flow halves stored under `keys`; returns how many existed.
     pub fn remove_flows(&mut self, keys: &[FlowKey]) -> Result<usize, DataplaneError> {
-        sys::delete_batch(self.conntrack.map().fd().as_fd(), keys).map_err(|source| {
-            DataplaneError::Syscall {
-                what: "BPF_MAP_DELETE_BATCH on conntrack",
-                source,
-            }
-        })
+        Ok(keys
+            .iter()
+            .filter(|k| {
+                self.flows
+                    .lookup(k)
+                    .is_some_and(|(i, s)| self.flows.remove(i, s.state.ident))
+            })
+            .count())
     }
 }
 

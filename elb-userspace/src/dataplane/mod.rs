@@ -5,6 +5,8 @@
 //! loading the program reuses the pinned maps and atomically swaps the program behind each
 //! pinned link, so an agent restart or upgrade neither drops nor re-routes established flows.
 
+pub mod clock;
+pub mod flows;
 mod maps;
 pub mod sys;
 
@@ -25,7 +27,10 @@ use aya::{
         xdp::{XdpLink, XdpMode},
     },
 };
-use elb_common::{ABI_VERSION, Config, DEFAULT_CONNTRACK_ENTRIES, Meta, map_names};
+use elb_common::{
+    ABI_VERSION, Config, DEFAULT_CONNTRACK_ENTRIES, FLOW_LOCK_SLOTS, Meta, map_names,
+};
+pub use flows::FlowTable;
 pub use maps::{Maps, ipv4};
 
 /// The XDP program object, built by this crate's build script.
@@ -38,8 +43,6 @@ pub const DEFAULT_PIN_ROOT: &str = "/sys/fs/bpf/elb";
 pub const PROGRAM: &str = "elb";
 /// Name of the pass-through program (for veth peers, see toolchain.md).
 pub const PASS_PROGRAM: &str = "elb_pass";
-/// Name of the benchmark floor program.
-pub const FLOOR_PROGRAM: &str = "elb_floor";
 
 /// What can go wrong loading or driving the dataplane.
 #[derive(Debug, thiserror::Error)]
@@ -142,7 +145,8 @@ fn io_err<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> D
 pub struct LoadOptions {
     /// Pin root on bpffs.
     pub pin_root: PathBuf,
-    /// Conntrack size in entries (two per flow); only used when the maps are created.
+    /// Flow table size in slots (two per flow; rounded up to a power of two, at least 1024);
+    /// only used when the maps are created.
     pub conntrack_entries: u32,
     /// Remove existing pins first (drops every established flow).
     pub reset: bool,
@@ -198,10 +202,15 @@ fn expected_sizes(name: &str) -> (usize, usize) {
         map_names::LISTENERS => (size_of::<ListenerKey>(), size_of::<Listener>()),
         map_names::BACKEND_SETS => (4, size_of::<BackendSet>()),
         map_names::BACKENDS => (4, size_of::<Backend>()),
-        map_names::RR_CURSORS => (4, 8),
-        map_names::CONNTRACK => (size_of::<FlowKey>(), size_of::<Flow>()),
+        map_names::RR_CURSORS => (4, size_of::<ListenerState>()),
+        map_names::HALF_OPEN_FIX => (4, size_of::<HalfOpenFix>()),
+        map_names::CONNTRACK => (4, size_of::<FlowSlot>()),
+        map_names::CONNTRACK_LOCKS => (4, 4),
         map_names::SNAT_ADDRS => (4, size_of::<SnatAddrs>()),
         map_names::TX_PORTS => (4, 8), // struct bpf_devmap_val { ifindex, prog fd }
+        map_names::IFACES => (4, size_of::<Iface>()),
+        map_names::LISTENER_PORTS => (4, 8),
+        map_names::STAGES => (4, 4),
         map_names::CONFIG => (4, size_of::<Config>()),
         map_names::META => (4, size_of::<Meta>()),
         map_names::COUNTERS => (4, size_of::<Counters>()),
@@ -318,7 +327,9 @@ impl Dataplane {
         for (name, path) in &pins {
             loader.map_pin_path(name, path.as_path());
         }
-        loader.map_max_entries(map_names::CONNTRACK, opts.conntrack_entries);
+        let slots = flow_slots(opts.conntrack_entries);
+        loader.map_max_entries(map_names::CONNTRACK, slots);
+        loader.map_max_entries(map_names::CONNTRACK_LOCKS, slots / FLOW_LOCK_SLOTS);
         let mut ebpf = loader
             .load(ELB_OBJECT)
             .map_err(|e| DataplaneError::Load(Box::new(e)))?;
@@ -335,18 +346,65 @@ impl Dataplane {
             what: "verifying the XDP program".into(),
             source: Box::new(e),
         })?;
+        // The stages `elb` tail-calls (the new-flow paths), into the pinned program array.
+        let mut fds = Vec::new();
+        for name in elb_common::stages::PROGRAMS {
+            let stage: &mut Xdp = ebpf
+                .program_mut(name)
+                .ok_or_else(|| DataplaneError::Invalid(format!("object has no program {name}")))?
+                .try_into()
+                .map_err(|e| DataplaneError::Program {
+                    what: format!("finding {name}"),
+                    source: Box::new(e),
+                })?;
+            stage.load().map_err(|e| DataplaneError::Program {
+                what: format!("verifying {name}"),
+                source: Box::new(e),
+            })?;
+            fds.push(
+                stage
+                    .fd()
+                    .map_err(|e| DataplaneError::Program {
+                        what: format!("{name}'s fd"),
+                        source: Box::new(e),
+                    })?
+                    .try_clone()
+                    .map_err(|source| DataplaneError::Syscall {
+                        what: "duplicating a program fd",
+                        source,
+                    })?,
+            );
+        }
+        let mut stages: aya::maps::ProgramArray<_> = ebpf
+            .map_mut(map_names::STAGES)
+            .ok_or_else(|| DataplaneError::Invalid("object has no stages map".into()))?
+            .try_into()
+            .map_err(|source| DataplaneError::Map {
+                map: map_names::STAGES,
+                op: "open",
+                source,
+            })?;
+        for (slot, fd) in fds.iter().enumerate() {
+            stages
+                .set(slot as u32, fd, 0)
+                .map_err(|source| DataplaneError::Map {
+                    map: map_names::STAGES,
+                    op: "set",
+                    source,
+                })?;
+        }
 
         if !existed {
-            let mut maps = Maps::open(root)?;
-            maps.set_meta(Meta {
-                abi_version: ABI_VERSION,
-                conntrack_entries: opts.conntrack_entries,
-            })?;
-            maps.set_config(Config {
-                snat_port_min: 20000,
-                snat_port_max: 59999,
-                flags: 0,
-            })?;
+            init_meta(
+                root,
+                Meta {
+                    abi_version: ABI_VERSION,
+                    conntrack_entries: slots,
+                    flow_seed: [rand::random(), rand::random()],
+                    cookie_key: [rand::random(), rand::random()],
+                },
+            )?;
+            Maps::open(root)?.set_config(Config::with_snat_ports(20000, 59999))?;
         }
         Ok(Self {
             ebpf,
@@ -434,9 +492,47 @@ impl Dataplane {
                 ))
             })?;
         }
-        self.maps()?.add_tx_port(index)?;
+        self.maps()?.add_tx_port(index, iface_mtu(iface))?;
         Ok(())
     }
+}
+
+/// Slots of a flow table for `entries` (a power of two, at least 1024).
+pub fn flow_slots(entries: u32) -> u32 {
+    entries
+        .max(1024)
+        .checked_next_power_of_two()
+        .unwrap_or(1 << 31)
+}
+
+/// The MTU of `iface` (0 if unknown: not checked then).
+fn iface_mtu(iface: &str) -> u32 {
+    fs::read_to_string(format!("/sys/class/net/{iface}/mtu"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Writes `meta` into the freshly created maps under `root` (before anything else reads it:
+/// the flow table's size and hash key come from it).
+fn init_meta(root: &Path, meta: Meta) -> Result<(), DataplaneError> {
+    let path = root.join(map_names::META);
+    let data = MapData::from_pin(&path).map_err(|source| DataplaneError::OpenPin {
+        path: path.clone(),
+        source,
+    })?;
+    let mut map: aya::maps::Array<MapData, Meta> =
+        aya::maps::Map::Array(data)
+            .try_into()
+            .map_err(|source| DataplaneError::OpenPin {
+                path: path.clone(),
+                source,
+            })?;
+    map.set(0, meta, 0).map_err(|source| DataplaneError::Map {
+        map: map_names::META,
+        op: "set",
+        source,
+    })
 }
 
 /// Detaches the program from `iface` (found through its pinned link under `pin_root`), even if
@@ -479,15 +575,6 @@ pub fn attached_interfaces(pin_root: &Path) -> Vec<String> {
 /// Loads the pass-through program and pins it at `path`, so `ip link set dev X xdp pinned
 /// PATH` (or [`Dataplane`]-less tools) can attach it to veth peers.
 pub fn pin_pass_program(path: &Path) -> Result<(), DataplaneError> {
-    pin_aux_program(PASS_PROGRAM, path)
-}
-
-/// Loads the floor program (swap MACs, XDP_TX) and pins it at `path`.
-pub fn pin_floor_program(path: &Path) -> Result<(), DataplaneError> {
-    pin_aux_program(FLOOR_PROGRAM, path)
-}
-
-fn pin_aux_program(name: &str, path: &Path) -> Result<(), DataplaneError> {
     if path.exists() {
         return Ok(());
     }
@@ -495,43 +582,98 @@ fn pin_aux_program(name: &str, path: &Path) -> Result<(), DataplaneError> {
         ensure_bpffs(parent)?;
         fs::create_dir_all(parent).map_err(io_err("creating", parent))?;
     }
-    let mut ebpf = load_aux_program(name)?;
-    let program: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or_else(|| DataplaneError::Invalid(format!("object has no program {name}")))?
-        .try_into()
-        .map_err(|e| DataplaneError::Program {
-            what: format!("finding {name}"),
-            source: Box::new(e),
-        })?;
-    program.pin(path).map_err(|e| {
-        DataplaneError::Invalid(format!("pinning {name} at {}: {e}", path.display()))
+    let mut ebpf = load_pass_program()?;
+    pass_program(&mut ebpf)?.pin(path).map_err(|e| {
+        DataplaneError::Invalid(format!("pinning {PASS_PROGRAM} at {}: {e}", path.display()))
     })?;
     Ok(())
 }
 
-/// Loads one of the object's auxiliary programs (`elb_pass`, `elb_floor`, the benchmark
-/// generators) on its own: its maps are created unpinned.
-pub fn load_aux_program(name: &str) -> Result<Ebpf, DataplaneError> {
+/// Attaches the pass-through program (`elb_pass`) to `iface` in the current network namespace
+/// and pins the link at `<pin_dir>/<iface>`, so it stays attached after this process exits.
+///
+/// Needed on the peer of every veth the balancer transmits or redirects into (veth delivers
+/// XDP_TX and redirected frames only to a peer that runs an XDP program); never on physical
+/// NICs. Attaching again replaces nothing and succeeds.
+pub fn attach_pass(pin_dir: &Path, iface: &str, mode: AttachMode) -> Result<(), DataplaneError> {
+    let index = ifindex(iface)?;
+    let pin = pin_dir.join(iface);
+    if PinnedLink::from_pin(&pin).is_ok() {
+        return Ok(());
+    }
+    ensure_bpffs(pin_dir)?;
+    fs::create_dir_all(pin_dir).map_err(io_err("creating", pin_dir))?;
+    let mut ebpf = load_pass_program()?;
+    let program = pass_program(&mut ebpf)?;
+    let prog_err = |what: String| {
+        move |e: ProgramError| DataplaneError::Program {
+            what,
+            source: Box::new(e),
+        }
+    };
+    let id = program
+        .attach_to_if_index(index, mode.flags())
+        .map_err(prog_err(format!("attaching {PASS_PROGRAM} to {iface}")))?;
+    let link = program
+        .take_link(id)
+        .map_err(prog_err(format!("taking the link on {iface}")))?;
+    let fd_link: FdLink = link
+        .try_into()
+        .map_err(|e| DataplaneError::Invalid(format!("XDP on {iface} is not a bpf_link: {e}")))?;
+    fd_link.pin(&pin).map_err(|e| {
+        DataplaneError::Invalid(format!(
+            "pinning the link of {iface} at {}: {e}",
+            pin.display()
+        ))
+    })?;
+    Ok(())
+}
+
+/// Detaches the pass-through program attached by [`attach_pass`]; false if there was none.
+pub fn detach_pass(pin_dir: &Path, iface: &str) -> Result<bool, DataplaneError> {
+    let pin = pin_dir.join(iface);
+    if !pin.exists() {
+        return Ok(false);
+    }
+    let fd = sys::obj_get(&pin).map_err(|source| DataplaneError::Syscall {
+        what: "BPF_OBJ_GET on the link pin",
+        source,
+    })?;
+    sys::link_detach(fd.as_fd()).map_err(|source| DataplaneError::Syscall {
+        what: "BPF_LINK_DETACH",
+        source,
+    })?;
+    fs::remove_file(&pin).map_err(io_err("removing", &pin))?;
+    Ok(true)
+}
+
+/// Loads the pass-through program on its own (no maps).
+fn load_pass_program() -> Result<Ebpf, DataplaneError> {
     if ELB_OBJECT.is_empty() {
         return Err(DataplaneError::NoObject);
     }
+    // The object's maps are created too (unpinned, unused by `elb_pass`): keep the big one small.
     let mut ebpf = EbpfLoader::new()
+        .map_max_entries(map_names::CONNTRACK, 1)
         .load(ELB_OBJECT)
         .map_err(|e| DataplaneError::Load(Box::new(e)))?;
-    let program: &mut Xdp = ebpf
-        .program_mut(name)
-        .ok_or_else(|| DataplaneError::Invalid(format!("object has no program {name}")))?
-        .try_into()
+    pass_program(&mut ebpf)?
+        .load()
         .map_err(|e| DataplaneError::Program {
-            what: format!("finding {name}"),
+            what: format!("verifying {PASS_PROGRAM}"),
             source: Box::new(e),
         })?;
-    program.load().map_err(|e| DataplaneError::Program {
-        what: format!("verifying {name}"),
-        source: Box::new(e),
-    })?;
     Ok(ebpf)
+}
+
+fn pass_program(ebpf: &mut Ebpf) -> Result<&mut Xdp, DataplaneError> {
+    ebpf.program_mut(PASS_PROGRAM)
+        .ok_or_else(|| DataplaneError::Invalid(format!("object has no program {PASS_PROGRAM}")))?
+        .try_into()
+        .map_err(|e| DataplaneError::Program {
+            what: format!("finding {PASS_PROGRAM}"),
+            source: Box::new(e),
+        })
 }
 
 /// Kernel settings a servo needs in its network namespace, applied by the loader:

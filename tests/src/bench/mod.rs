@@ -6,10 +6,12 @@
 
 pub mod control;
 pub mod e2e;
+pub mod flood;
 pub mod mpps;
 pub mod per_packet;
 pub mod render;
 pub mod report;
+pub mod ring;
 pub mod scale;
 pub mod sg;
 pub mod tls;

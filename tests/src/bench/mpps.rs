@@ -13,14 +13,15 @@ use std::{
 
 use anyhow::{Context as _, ensure};
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions, Xdp};
-use elb_common::{Flow, FlowKey, GEN_FRAME_LEN, GenTemplate, PROTO_TCP};
+use elb_common::{GEN_FRAME_LEN, GenTemplate};
 use elb_userspace::dataplane::{self, Maps};
 
 use super::{Mode, median, progress, report::Results};
 use crate::{
-    fixture::xdp_md,
+    fixture::{self, xdp_md},
     netns::{self, Netns},
     packet::{TCP_ACK, TCP_SYN, Tcp},
+    progs,
     topo::{CLIENT, SNAT, Topology, VIP, backend_addr},
 };
 
@@ -98,13 +99,6 @@ fn set_template(ebpf: &mut aya::Ebpf, frame: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn program<'a>(ebpf: &'a aya::Ebpf, name: &str) -> anyhow::Result<&'a Xdp> {
-    Ok(ebpf
-        .program(name)
-        .with_context(|| format!("program {name}"))?
-        .try_into()?)
-}
-
 /// Measures `frames` frames into the servo; `counted` reads the servo-side count.
 fn rate(
     topo: &Topology,
@@ -134,17 +128,8 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
     let drop_pin = dir.join("drop");
     let floor_pin = dir.join("floor");
     std::fs::create_dir_all(&dir)?;
-    let pin = |name: &str, at: &Path| -> anyhow::Result<()> {
-        let mut ebpf = dataplane::load_aux_program(name)?;
-        let p: &mut Xdp = ebpf
-            .program_mut(name)
-            .context(name.to_string())?
-            .try_into()?;
-        p.pin(at)?;
-        Ok(())
-    };
-    pin("elb_drop", &drop_pin)?;
-    pin(dataplane::FLOOR_PROGRAM, &floor_pin)?;
+    progs::pin(progs::DROP, &drop_pin)?;
+    progs::pin(progs::FLOOR, &floor_pin)?;
     let result = measure(&topo, &drop_pin, &floor_pin, frames, rounds, results);
     let _ = std::fs::remove_dir_all(&dir);
     result
@@ -159,11 +144,11 @@ fn measure(
     results: &mut Results,
 ) -> anyhow::Result<()> {
     // Sinks where forwarded frames land: back at the client (floor) and at the switch (ours).
-    attach_pinned(&topo.client, "c0", drop_pin)?;
-    attach_pinned(&topo.switch, "sw0", drop_pin)?;
+    topo.replace_peer_program(&topo.client, "c0", drop_pin)?;
+    topo.replace_peer_program(&topo.switch, "sw0", drop_pin)?;
 
-    let mut gen_ebpf = dataplane::load_aux_program("elb_gen")?;
-    let mut gen_syn_ebpf = dataplane::load_aux_program("elb_gen_syn")?;
+    let mut gen_ebpf = progs::load(&[progs::GEN])?;
+    let mut gen_syn_ebpf = progs::load(&[progs::GEN_SYN])?;
     let mut ack = Tcp::new((CLIENT, 40000), (VIP, 80), TCP_ACK);
     ack.src_mac = topo.client.mac("c0")?;
     ack.dst_mac = topo.servo.mac("s0")?;
@@ -174,8 +159,8 @@ fn measure(
     let syn = syn.frame();
     set_template(&mut gen_ebpf, &ack)?;
     set_template(&mut gen_syn_ebpf, &syn)?;
-    let generator = program(&gen_ebpf, "elb_gen")?;
-    let syn_generator = program(&gen_syn_ebpf, "elb_gen_syn")?;
+    let generator = progs::program(&gen_ebpf, progs::GEN)?;
+    let syn_generator = progs::program(&gen_syn_ebpf, progs::GEN_SYN)?;
 
     // The servo knows its backends' neighbours, as it would after its first health checks
     // (static entries: the switch side only runs the sink, so ARP cannot resolve them).
@@ -213,10 +198,9 @@ fn measure(
 
         // Ours: an established flow, then a SYN flood of distinct flows.
         topo.load()?;
-        // The most SNAT addresses (set again after every load, which writes the command line's):
-        // a flood of never-closed flows holds its tuples until the LRU evicts the flows, so the
-        // tuple space (8 addresses x 3 backends x 40,000 ports) must exceed the table's flows
-        // (half of 1M entries), or every SYN past that point is refused for lack of a tuple.
+        // 8 SNAT addresses (set again after every load, which writes the command line's one):
+        // the flood's new flows need tuples until the listener's SYN backlog is full and
+        // cookies take over.
         let extra: Vec<Ipv4Addr> = (0..8).map(|k| Ipv4Addr::new(198, 19, 0, 1 + k)).collect();
         Maps::open(&topo.pin_root)?.set_snat_addrs(topo.servo.ifindex("s1")?, &extra)?;
         if round == 0 {
@@ -226,27 +210,16 @@ fn measure(
             }
             topo.configure_listener()?;
             let mut maps = Maps::open(&topo.pin_root)?;
-            let fwd = FlowKey {
-                src: CLIENT.octets(),
-                dst: VIP.octets(),
-                sport: 40000,
-                dport: 80,
-                proto: PROTO_TCP,
-                _pad: [0; 3],
-            };
-            maps.set_flow(
-                fwd,
-                Flow {
-                    nat_src: SNAT.octets(),
-                    nat_dst: backend_addr(0).octets(),
-                    nat_sport: 40000,
-                    nat_dport: 80,
-                    backend_id: 0,
-                    backend_gen: 1,
-                    listener_id: 0,
-                    ..Flow::default()
-                },
-            )?;
+            for half in fixture::flow_pair(
+                (CLIENT, 40000),
+                (VIP, 80),
+                (SNAT, 40000),
+                (backend_addr(0), 80),
+                0,
+                0x00c0_ffee,
+            ) {
+                maps.insert_flow(&half)?;
+            }
         }
         let maps = Maps::open(&topo.pin_root)?;
         let e = rate(topo, generator, &ack, frames, || {
@@ -254,14 +227,15 @@ fn measure(
         })?;
         established.push(e);
         let s = rate(topo, syn_generator, &syn, frames, || {
-            Ok(maps.counters()?.new_flows)
+            let c = maps.counters()?;
+            Ok(c.new_flows + c.syncookies_sent)
         })?;
         syn_rates.push(s);
         if std::env::var_os("ELB_BENCH_DEBUG").is_some() {
             progress(format!("  counters: {:?}", maps.counters()?));
         }
         progress(format!(
-            "  round {}/{rounds}: floor {f:.2} Mpps, established {e:.2} Mpps, SYN flood {s:.2} Mpps (new flows)",
+            "  round {}/{rounds}: floor {f:.2} Mpps, established {e:.2} Mpps, SYN flood {s:.2} Mpps (SYNs answered)",
             round + 1
         ));
         for iface in ["s0", "s1"] {
@@ -286,7 +260,7 @@ fn measure(
         "mpps",
         format!(
             "generator: BPF_PROG_TEST_RUN live frames (64-frame batches) out of the client veth, {frames} frames per case, median of {rounds}; \
-             floor counted as XDP_TX on the servo, ours as forwarded (established) or new flows (SYN flood); generator and servo share the 2 vCPUs"
+             floor counted as XDP_TX on the servo, ours as forwarded (established: one flow) or SYNs answered (SYN flood: new flows until the listener's SYN backlog is full, then SYN cookies); generator and servo share the 2 vCPUs"
         ),
     );
     Ok(())

@@ -1,76 +1,101 @@
-//! Per-packet cost of the program with `BPF_PROG_TEST_RUN`, against a floor program (swap MACs,
-//! XDP_TX) timed in the same interleaved rounds.
+//! Per-packet cost of the program with `BPF_PROG_TEST_RUN`, against the floor program (swap
+//! MACs, XDP_TX) timed through the same harness in the same interleaved rounds.
 //!
-//! The kernel runs `repeat` iterations on the same buffer, so each iteration sees the previous
-//! one's output (verified: a forwarded packet's second iteration is "not ours"). To time the
-//! established and reply paths over a million iterations, the benchmark gives the rewritten
-//! packet a conntrack entry that rewrites it back: packet A becomes B becomes A..., and every
-//! iteration takes the full path (conntrack lookup, backend check, rewrite with checksums,
-//! statistics, FIB lookup, redirect). The VIP and the SNAT address are made non-local (with
-//! neighbour entries) so both halves of the cycle resolve a next hop.
+//! Every timed iteration is a different flow: [`super::ring`] writes the next frame of a ring of
+//! distinct established flows (or a SYN of a flow never seen before) into the buffer and
+//! tail-calls the program, so caches are as cold as a ring of that many flows makes them, and
+//! each loop's verdict and counters prove that every iteration took the path it is timed for.
+//! The floor pays the same harness (frame copy and tail call); ratios are against it.
 //!
-//! New flows need fresh conntrack entries at every iteration. Two listeners whose backends are
-//! each other's VIP do that: SYN(c -> V3:80) becomes SYN(S:r -> V2:81), a new flow of the other
-//! listener, which becomes SYN(S:r -> V3:80), a new flow again... The SNAT port of every second
-//! flow is taken (the client-port-first attempt finds the previous flow's tuple) and a random
-//! one is drawn, so that path includes one extra SNAT probe every other flow; the report says so.
-//! (Timing distinct SYNs one run per call instead is dominated by cold caches: every call costs
-//! about a microsecond even for the floor program.)
+//! Paths timed: a new flow (SYN to a listener; state, SNAT, rewrite, forward), an established
+//! packet and a reply, each both towards another interface (devmap redirect: the usual two-armed
+//! servo) and out of the interface it came in on (XDP_TX: a servo "on a stick").
 
-use std::net::Ipv4Addr;
+use std::{collections::HashSet, net::Ipv4Addr};
 
-use anyhow::{Context as _, ensure};
-use aya::programs::{TestRun as _, TestRunOptions, Xdp};
-use elb_common::{BACKEND_ACTIVE, Backend, Flow, FlowKey, Listener, ListenerKey, PROTO_TCP};
-
-use super::{Mode, median, progress, report::Results};
-use crate::{
-    fixture::{CLIENT_MAC, Fixture, XDP_DROP, XDP_REDIRECT, XDP_TX, backend, client, xdp_md},
-    packet::{self, TCP_ACK, TCP_SYN, Tcp},
+use anyhow::ensure;
+use elb_common::{
+    BACKEND_ACTIVE, Backend, Counters, FLOW_F_REPLY, FlowKey, Listener, ListenerKey, PROTO_TCP,
 };
 
-/// A VIP that is not an address of the fixture namespace.
-pub const BENCH_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
-/// A SNAT address that is not an address of the fixture namespace.
-pub const BENCH_SNAT: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 100);
-/// The new-flow cycle's first listener (client side).
-pub const CYCLE_VIP_A: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
-/// The new-flow cycle's second listener (backend side).
-pub const CYCLE_VIP_B: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 101);
-/// SNAT address for flows leaving on the client side.
-pub const BENCH_SNAT_CLIENT_SIDE: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 110);
+use super::{
+    Mode, median, progress,
+    report::Results,
+    ring::{self, Ring},
+};
+use crate::{
+    fixture::{CLIENT_MAC, Fixture, VIP, XDP_DROP, XDP_REDIRECT, XDP_TX, client},
+    packet::{TCP_ACK, TCP_PSH, TCP_SYN, Tcp},
+};
 
-/// Prepares a fixture for timing: non-local VIP and SNAT address with neighbours, a listener on
-/// the VIP with three backends.
+/// Listener whose backends sit behind the interface the clients come in on (XDP_TX paths).
+pub const TX_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
+/// Backends of [`TX_VIP`] (on the client-side interface).
+pub fn tx_backend(i: usize) -> Ipv4Addr {
+    Ipv4Addr::new(198, 18, 0, 200 + i as u8)
+}
+/// First of the 8 SNAT addresses on each side.
+pub const SNAT_BASE_BK: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 100);
+/// First of the 8 client-side SNAT addresses (flows to [`TX_VIP`]'s backends).
+pub const SNAT_BASE_CL: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 110);
+
+fn run_ip(fx: &Fixture, args: &[&str]) -> anyhow::Result<()> {
+    fx.ns.ip(args).map(|_| ())
+}
+
+/// Prepares a fixture for timing: a route to the spoofed client range (replies need a next
+/// hop), a wide SNAT port range and 8 SNAT addresses per side (a million flows to three
+/// backends need room), and a second listener ([`TX_VIP`], id 1, backend ids 10..13) whose
+/// backends are reached through the client-side interface.
 pub fn prepare(fx: &Fixture) -> anyhow::Result<()> {
-    fx.ns.ip(&[
-        "neigh",
-        "replace",
-        &BENCH_VIP.to_string(),
-        "lladdr",
-        "02:00:00:00:00:aa",
-        "dev",
-        "cl",
-        "nud",
-        "permanent",
-    ])?;
-    fx.ns.ip(&[
-        "neigh",
-        "replace",
-        &BENCH_SNAT.to_string(),
-        "lladdr",
-        "02:00:00:00:00:bb",
-        "dev",
-        "bk",
-        "nud",
-        "permanent",
-    ])?;
+    run_ip(
+        fx,
+        &[
+            "route",
+            "add",
+            "198.18.128.0/17",
+            "via",
+            &client(0).to_string(),
+            "dev",
+            "cl",
+        ],
+    )?;
+    for i in 0..3 {
+        run_ip(
+            fx,
+            &[
+                "neigh",
+                "replace",
+                &tx_backend(i).to_string(),
+                "lladdr",
+                &format!("02:00:00:00:00:{:02x}", 0xd1 + i),
+                "dev",
+                "cl",
+                "nud",
+                "permanent",
+            ],
+        )?;
+    }
     let mut maps = fx.maps()?;
+    // No SYN cookies: every timed SYN must create state (the cookie path is timed on its own).
+    maps.set_config(elb_common::Config {
+        snat_port_min: 1024,
+        snat_port_max: 65535,
+        syn_backlog: u32::MAX,
+        ..maps.config()?
+    })?;
+    let side = |base: Ipv4Addr| -> Vec<Ipv4Addr> {
+        (0..8u32)
+            .map(|i| Ipv4Addr::from(u32::from(base) + i))
+            .collect()
+    };
+    maps.set_snat_addrs(fx.bk, &side(SNAT_BASE_BK))?;
+    maps.set_snat_addrs(fx.cl, &side(SNAT_BASE_CL))?;
     for i in 0..3 {
         maps.set_backend(
             10 + i as u32,
             Backend {
-                addr: backend(i).octets(),
+                addr: tx_backend(i).octets(),
                 port: 80,
                 state: BACKEND_ACTIVE,
                 generation: 1,
@@ -82,7 +107,7 @@ pub fn prepare(fx: &Fixture) -> anyhow::Result<()> {
     maps.replace_backend_set(1, &[10, 11, 12])?;
     maps.upsert_listener(
         ListenerKey {
-            vip: BENCH_VIP.octets(),
+            vip: TX_VIP.octets(),
             port: 80,
             proto: PROTO_TCP,
             _pad: 0,
@@ -93,321 +118,458 @@ pub fn prepare(fx: &Fixture) -> anyhow::Result<()> {
             ..Listener::default()
         },
     )?;
-
-    // The new-flow cycle: A:80 -> backend B:81, B:81 -> backend A:80.
-    for (addr, dev, mac) in [
-        (CYCLE_VIP_A, "cl", "02:00:00:00:00:a1"),
-        (CYCLE_VIP_B, "bk", "02:00:00:00:00:b9"),
-        (BENCH_SNAT_CLIENT_SIDE, "cl", "02:00:00:00:00:a2"),
-    ] {
-        fx.ns.ip(&[
-            "neigh",
-            "replace",
-            &addr.to_string(),
-            "lladdr",
-            mac,
-            "dev",
-            dev,
-            "nud",
-            "permanent",
-        ])?;
-    }
-    // A wide port range and several addresses, so that random SNAT ports rarely collide.
-    maps.set_config(elb_common::Config {
-        snat_port_min: 1024,
-        snat_port_max: 65535,
-        flags: 0,
-    })?;
-    let side = |base: Ipv4Addr| -> Vec<Ipv4Addr> {
-        (0..8u32)
-            .map(|i| Ipv4Addr::from(u32::from(base) + i))
-            .collect()
-    };
-    // Replies are rewritten towards these addresses in the reply cycle: give them next hops.
-    for (addr, dev) in side(BENCH_SNAT)
-        .into_iter()
-        .map(|a| (a, "bk"))
-        .chain(side(BENCH_SNAT_CLIENT_SIDE).into_iter().map(|a| (a, "cl")))
-    {
-        fx.ns.ip(&[
-            "neigh",
-            "replace",
-            &addr.to_string(),
-            "lladdr",
-            "02:00:00:00:00:bb",
-            "dev",
-            dev,
-            "nud",
-            "permanent",
-        ])?;
-    }
-    maps.set_snat_addrs(fx.cl, &side(BENCH_SNAT_CLIENT_SIDE))?;
-    maps.set_snat_addrs(fx.bk, &side(BENCH_SNAT))?;
-    for (listener, vip, port, backend_id, to, to_port) in [
-        (2u32, CYCLE_VIP_A, 80u16, 20u32, CYCLE_VIP_B, 81u16),
-        (3, CYCLE_VIP_B, 81, 21, CYCLE_VIP_A, 80),
-    ] {
-        maps.set_backend(
-            backend_id,
-            Backend {
-                addr: to.octets(),
-                port: to_port,
-                state: BACKEND_ACTIVE,
-                generation: 1,
-                listener_id: listener,
-                ..Backend::default()
-            },
-        )?;
-        maps.replace_backend_set(listener, &[backend_id])?;
-        maps.upsert_listener(
-            ListenerKey {
-                vip: vip.octets(),
-                port,
-                proto: PROTO_TCP,
-                _pad: 0,
-            },
-            Listener {
-                id: listener,
-                idle_timeout_s: 60,
-                ..Listener::default()
-            },
-        )?;
-    }
     Ok(())
 }
 
-/// The SYN that starts a new-flow cycle; `round` makes each run's chain of flows its own.
-pub fn cycle_syn(round: u16) -> Vec<u8> {
-    let mut syn = Tcp::new(
-        (client((round % 19) as u8), 100 + round),
-        (CYCLE_VIP_A, 80),
-        TCP_SYN,
-    );
+/// The SYN template of the SYN-mode ring (its source is replaced at every iteration).
+pub fn syn_template(vip: Ipv4Addr) -> Vec<u8> {
+    let mut syn = Tcp::new((client(0), 1024), (vip, 80), TCP_SYN);
     syn.src_mac = CLIENT_MAC;
     syn.frame()
 }
 
-fn key_of(p: &packet::Parsed) -> FlowKey {
-    FlowKey {
-        src: p.src.octets(),
-        dst: p.dst.octets(),
-        sport: p.sport,
-        dport: p.dport,
-        proto: PROTO_TCP,
-        _pad: [0; 3],
+/// A list of frames.
+pub type Frames = Vec<Vec<u8>>;
+
+/// Frames of established flows to `vip`: for every forward conntrack entry, a client segment
+/// (ACK with 16 bytes of data) and the backend's reply to it.
+pub fn flow_frames(fx: &Fixture, vip: Ipv4Addr) -> anyhow::Result<(Frames, Frames)> {
+    let mut est = Vec::new();
+    let mut reply = Vec::new();
+    for (k, f) in fx.maps()?.flows()? {
+        if f.state.value & FLOW_F_REPLY != 0 || k.dst != vip.octets() {
+            continue;
+        }
+        let mut a = Tcp::new(
+            (Ipv4Addr::from(k.src), k.sport),
+            (Ipv4Addr::from(k.dst), k.dport),
+            TCP_ACK | TCP_PSH,
+        );
+        a.src_mac = CLIENT_MAC;
+        a.payload = vec![b'x'; 16];
+        est.push(a.frame());
+        let mut r = Tcp::new(
+            (Ipv4Addr::from(f.nat.dst), f.nat.dport),
+            (Ipv4Addr::from(f.nat.src), f.nat.sport),
+            TCP_ACK | TCP_PSH,
+        );
+        r.payload = vec![b'y'; 16];
+        reply.push(r.frame());
     }
+    Ok((est, reply))
 }
 
-fn rewrite_to(p: &packet::Parsed, flags: u32) -> Flow {
-    Flow {
-        nat_src: p.src.octets(),
-        nat_dst: p.dst.octets(),
-        nat_sport: p.sport,
-        nat_dport: p.dport,
-        backend_id: 10,
-        backend_gen: 1,
-        listener_id: 1,
-        flags,
-        ..Flow::default()
-    }
-}
-
-/// Frames whose processing loops through the full established (forward) and reply paths.
-pub struct Cycles {
-    /// A client packet of an established flow.
-    pub established: Vec<u8>,
-    /// A backend packet of the same flow.
-    pub reply: Vec<u8>,
-}
-
-/// Opens a flow from client port `port` and adds the entries that close the two cycles.
-pub fn cycles(fx: &Fixture, port: u16) -> anyhow::Result<Cycles> {
-    let mut syn = Tcp::new((client(0), port), (BENCH_VIP, 80), TCP_SYN);
-    syn.src_mac = CLIENT_MAC;
-    let out = fx.run(fx.cl, &syn.frame())?;
-    ensure!(
-        out.action == XDP_REDIRECT,
-        "opening the benchmark flow: action {}",
-        out.action
-    );
-    let fwd = packet::parse_tcp(&out.frame).map_err(anyhow::Error::msg)?;
-    let mut maps = fx.maps()?;
-
-    // Established: A (client -> VIP) becomes F (SNAT -> backend); F's entry turns it back into A.
-    let a = Tcp::new((client(0), port), (BENCH_VIP, 80), TCP_ACK);
-    let a_parsed = packet::parse_tcp(&a.frame()).map_err(anyhow::Error::msg)?;
-    maps.set_flow(key_of(&fwd), rewrite_to(&a_parsed, 0))?;
-
-    // Reply: R (backend -> SNAT) becomes R' (VIP -> client); R''s entry turns it back into R.
-    let r = Tcp::new((fwd.dst, 80), (fwd.src, fwd.sport), TCP_ACK);
-    let out = fx.run(fx.bk, &r.frame())?;
-    ensure!(
-        out.action == XDP_REDIRECT,
-        "reply of the benchmark flow: action {}",
-        out.action
-    );
-    let r_prime = packet::parse_tcp(&out.frame).map_err(anyhow::Error::msg)?;
-    let r_parsed = packet::parse_tcp(&r.frame()).map_err(anyhow::Error::msg)?;
-    maps.set_flow(
-        key_of(&r_prime),
-        rewrite_to(&r_parsed, elb_common::FLOW_F_REPLY),
-    )?;
-    Ok(Cycles {
-        established: a.frame(),
-        reply: r.frame(),
-    })
-}
-
-/// One timed run: `repeat` iterations of `program` on `frame` arriving on `ifindex`; returns the
-/// kernel's per-iteration time in ns and the verdict.
-pub fn time(
+/// Opens `n` flows to `vip` through the program (SYN mode, from flow number `first`).
+pub fn open_flows(
     fx: &Fixture,
-    program: &Xdp,
-    ifindex: u32,
-    frame: &[u8],
-    repeat: u32,
-) -> anyhow::Result<(f64, u32)> {
-    fx.ns.run(|| {
-        let mut out = vec![0u8; frame.len() + 256];
-        let ctx = xdp_md(frame.len() as u32, ifindex);
-        let mut opts = TestRunOptions::new();
-        opts.data_in = Some(frame);
-        opts.data_out = Some(&mut out);
-        opts.ctx_in = Some(&ctx);
-        opts.repeat = repeat;
-        let r = program.test_run(opts).context("BPF_PROG_TEST_RUN")?;
-        // aya reports the kernel's average duration per iteration.
-        Ok((r.duration.as_nanos() as f64, r.return_value))
-    })
+    ring: &mut Ring,
+    vip: Ipv4Addr,
+    first: u64,
+    n: u32,
+) -> anyhow::Result<()> {
+    open_flows_allowing(fx, ring, vip, first, n, 0).map(|_| ())
 }
+
+/// [`open_flows`], tolerating up to `misses` SYNs that got no state (a table near its
+/// occupancy limit answers a few with a cookie or a RST).
+pub fn open_flows_allowing(
+    fx: &Fixture,
+    ring: &mut Ring,
+    vip: Ipv4Addr,
+    first: u64,
+    n: u32,
+    misses: u32,
+) -> anyhow::Result<u64> {
+    let before = fx.counters();
+    ring.set_syn(&syn_template(vip), first)?;
+    let (_, action) = ring.time(fx, ring::UNDER_TEST, fx.cl, n)?;
+    let after = fx.counters();
+    let created = after.new_flows - before.new_flows;
+    ensure!(
+        created + u64::from(misses) >= u64::from(n),
+        "opening {n} flows to {vip}: {created} created (last verdict {action}; {})",
+        moved(&before, &after)
+    );
+    Ok(created)
+}
+
+/// Marks every flow's handshake as completed, as the client's first ACK would (flows opened
+/// by SYNs alone are half-open, and the sweep ends those after a few seconds).
+pub fn confirm_all(fx: &Fixture) -> anyhow::Result<()> {
+    let maps = fx.maps()?;
+    let table = maps.flow_table();
+    for (i, slot) in table.live() {
+        if slot.state.value & FLOW_F_REPLY == 0 {
+            table.set_flags(i, slot.state.ident, elb_common::FLOW_F_CONFIRMED);
+        }
+    }
+    Ok(())
+}
+
+/// The counters that moved from `before` to `after`, as text.
+fn moved(before: &Counters, after: &Counters) -> String {
+    Counters::NAMES
+        .iter()
+        .zip(before.values())
+        .zip(after.values())
+        .filter(|((_, b), a)| a != b)
+        .map(|((n, b), a)| format!("{n} +{}", a - b))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// One timed loop, checked: the last verdict is one of `verdicts`, each counter of `each` moved
+/// by exactly `repeat`, and no counter outside `each` and `allowed` moved.
+#[expect(
+    clippy::too_many_arguments,
+    reason = "one call site per path, all spelled out"
+)]
+pub fn checked(
+    fx: &Fixture,
+    ring: &mut Ring,
+    target: u32,
+    ifindex: u32,
+    repeat: u32,
+    verdicts: &[u32],
+    each: &[&str],
+    allowed: &[&str],
+) -> anyhow::Result<f64> {
+    let before = fx.counters();
+    let (ns, action) = ring.time(fx, target, ifindex, repeat)?;
+    let after = fx.counters();
+    ensure!(
+        verdicts.contains(&action),
+        "verdict {action}, expected one of {verdicts:?} ({each:?})"
+    );
+    if target == ring::UNDER_TEST {
+        let moved_all = moved(&before, &after);
+        for ((name, b), a) in Counters::NAMES
+            .iter()
+            .zip(before.values())
+            .zip(after.values())
+        {
+            let moved = a - b;
+            if *name == "rx_packets" || each.contains(name) {
+                ensure!(
+                    moved == u64::from(repeat),
+                    "{name} moved by {moved} in a loop of {repeat} ({each:?}; all: {all})",
+                    all = &moved_all
+                );
+            } else if !allowed.contains(name) {
+                ensure!(
+                    moved == 0,
+                    "{name} moved by {moved} in a loop of {repeat} ({each:?}; all: {all})",
+                    all = &moved_all
+                );
+            }
+        }
+    }
+    Ok(ns)
+}
+
+/// Sets the listeners' SYN backlog (`u32::MAX`: never cookies).
+pub fn set_backlog(fx: &Fixture, backlog: u32) -> anyhow::Result<()> {
+    let mut maps = fx.maps()?;
+    let cfg = maps.config()?;
+    maps.set_config(elb_common::Config {
+        syn_backlog: backlog,
+        ..cfg
+    })?;
+    Ok(())
+}
+
+/// Removes every flow half not in `keep`, and compacts the table as the agent's sweep does
+/// (deleted slots left as tombstones would lengthen every later lookup).
+pub fn remove_flows_except(fx: &Fixture, keep: &HashSet<FlowKey>) -> anyhow::Result<usize> {
+    let mut maps = fx.maps()?;
+    let extra: Vec<FlowKey> = maps
+        .flows()?
+        .into_iter()
+        .map(|(k, _)| k)
+        .filter(|k| !keep.contains(k))
+        .collect();
+    let removed = maps.remove_flows(&extra)?;
+    maps.flow_table().compact();
+    Ok(removed)
+}
+
+/// The timed paths, in `samples` order.
+const NAMES: [&str; 14] = [
+    "floor",
+    "floor_lookup",
+    "established",
+    "reply",
+    "established_tx",
+    "reply_tx",
+    "floor_warm",
+    "established_warm",
+    "reply_warm",
+    "new_flow",
+    "new_flow_tx",
+    "syncookie",
+    "new_flow_sg",
+    "syn_sg_denied",
+];
+
+/// Flows in the warm ring (a subset of the cold ring's, in the same table).
+const WARM_FLOWS: u32 = 1024;
 
 /// Runs the section.
 pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
-    let repeat: u32 = mode.pick(1_000_000, 1_000_000, 1_000);
+    let repeat: u32 = mode.pick(1_000_000, 500_000, 1_000);
     let rounds = mode.pick(11, 9, 3);
-    // Each new flow takes two conntrack entries; LRU eviction recycles them, as under a SYN flood.
+    let ring_flows: u32 = std::env::var("ELB_BENCH_RING_FLOWS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(mode.pick(65_536, 65_536, 1_024));
     let new_flow_repeat: u32 = mode.pick(200_000, 100_000, 1_000);
     progress(format!(
-        "per-packet: {rounds} interleaved rounds, repeat {repeat}"
+        "per-packet: {rounds} interleaved rounds, repeat {repeat}, rings of {ring_flows} flows"
     ));
 
-    // Room for a whole round of new flows without eviction (the table is emptied between
-    // rounds): this measures a new flow, not LRU eviction (the SYN-flood packet rate covers that).
-    let fx = Fixture::with_conntrack((2 * new_flow_repeat + 4096).next_power_of_two())?;
+    // Room for both rings and a round of new flows at under a quarter occupancy.
+    let slots = (4 * (4 * ring_flows + 2 * new_flow_repeat)).next_power_of_two();
+    let fx = Fixture::with_conntrack(slots)?;
     prepare(&fx)?;
-    let floor_ebpf =
-        elb_userspace::dataplane::load_aux_program(elb_userspace::dataplane::FLOOR_PROGRAM)?;
-    let floor: &Xdp = floor_ebpf
-        .program(elb_userspace::dataplane::FLOOR_PROGRAM)
-        .context("floor program")?
-        .try_into()?;
-    let ours = fx.dp_program();
+    let mut ring = Ring::with_table(fx.dp_program(), slots)?;
+    open_flows(&fx, &mut ring, VIP, 0, ring_flows)?;
+    open_flows(&fx, &mut ring, TX_VIP, 1 << 27, ring_flows)?;
+    let (est, reply) = flow_frames(&fx, VIP)?;
+    let (est_tx, reply_tx) = flow_frames(&fx, TX_VIP)?;
+    ensure!(est.len() == ring_flows as usize && est_tx.len() == ring_flows as usize);
+    // The same table, a ring of few flows: what the paths cost with their state in cache.
+    let warm = WARM_FLOWS.min(ring_flows) as usize;
+    let keep: HashSet<FlowKey> = fx.maps()?.flows()?.into_iter().map(|(k, _)| k).collect();
+    let mut next_syn = 1u64 << 26;
 
-    let mut floor_ns = Vec::new();
-    let mut est_ns = Vec::new();
-    let mut reply_ns = Vec::new();
-    let mut new_ns = Vec::new();
-    let mut sg_ns = Vec::new();
-    let mut denied_ns = Vec::new();
-    let mut sg_check = Vec::new();
-    let before = fx.counters();
+    let mut samples: [Vec<f64>; NAMES.len()] = Default::default();
+    let names = NAMES;
+    let fwd = ["fwd_redirect"];
+    let tx = ["fwd_tx"];
     for round in 0..rounds {
-        // Empty conntrack and fresh cycle entries each round.
-        let mut maps = fx.maps()?;
-        let keys: Vec<FlowKey> = maps.flows()?.into_iter().map(|(k, _)| k).collect();
-        maps.remove_flows(&keys)?;
-        let cycles = cycles(&fx, 45000 + round as u16)?;
-        let (f, action) = time(&fx, floor, fx.cl, &cycles.established, repeat)?;
-        ensure!(action == XDP_TX, "floor verdict {action}");
-        floor_ns.push(f);
-        let (e, action) = time(&fx, ours, fx.cl, &cycles.established, repeat)?;
-        // The cycle alternates between redirecting (A out of the backend side) and transmitting
-        // back out of the ingress interface (B turned into A): both forward.
-        ensure!(
-            action == XDP_REDIRECT || action == XDP_TX,
-            "established verdict {action}"
-        );
-        est_ns.push(e);
-        let (r, action) = time(&fx, ours, fx.bk, &cycles.reply, repeat)?;
-        ensure!(
-            action == XDP_REDIRECT || action == XDP_TX,
-            "reply verdict {action}"
-        );
-        reply_ns.push(r);
+        ring.set_frames(&est)?;
+        samples[0].push(checked(
+            &fx,
+            &mut ring,
+            ring::FLOOR,
+            fx.cl,
+            repeat,
+            &[XDP_TX],
+            &[],
+            &[],
+        )?);
+        samples[1].push(checked(
+            &fx,
+            &mut ring,
+            ring::FLOOR_LOOKUP,
+            fx.cl,
+            repeat,
+            &[XDP_TX],
+            &[],
+            &[],
+        )?);
+        samples[2].push(checked(
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.cl,
+            repeat,
+            &[XDP_REDIRECT],
+            &fwd,
+            &[],
+        )?);
+        ring.set_frames(&reply)?;
+        samples[3].push(checked(
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.bk,
+            repeat,
+            &[XDP_REDIRECT],
+            &fwd,
+            &[],
+        )?);
+        ring.set_frames(&est_tx)?;
+        samples[4].push(checked(
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.cl,
+            repeat,
+            &[XDP_TX],
+            &tx,
+            &[],
+        )?);
+        ring.set_frames(&reply_tx)?;
+        samples[5].push(checked(
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.cl,
+            repeat,
+            &[XDP_TX],
+            &tx,
+            &[],
+        )?);
+        ring.set_frames(&est[..warm])?;
+        samples[6].push(checked(
+            &fx,
+            &mut ring,
+            ring::FLOOR,
+            fx.cl,
+            repeat,
+            &[XDP_TX],
+            &[],
+            &[],
+        )?);
+        samples[7].push(checked(
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.cl,
+            repeat,
+            &[XDP_REDIRECT],
+            &fwd,
+            &[],
+        )?);
+        ring.set_frames(&reply[..warm])?;
+        samples[8].push(checked(
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.bk,
+            repeat,
+            &[XDP_REDIRECT],
+            &fwd,
+            &[],
+        )?);
 
-        let flows_before = fx.counters().new_flows;
-        let (n, action) = time(&fx, ours, fx.cl, &cycle_syn(round as u16), new_flow_repeat)?;
-        ensure!(
-            action == XDP_REDIRECT || action == XDP_TX,
-            "new-flow verdict {action}"
-        );
-        let created = fx.counters().new_flows - flows_before;
-        ensure!(
-            created == u64::from(new_flow_repeat),
-            "every iteration must be a new flow ({created} of {new_flow_repeat})"
-        );
-        new_ns.push(n);
-        // The same cycle with security groups checked on every SYN (`sg`).
-        let keys: Vec<FlowKey> = maps.flows()?.into_iter().map(|(k, _)| k).collect();
-        maps.remove_flows(&keys)?;
+        for (slot, vip, verdict, counter) in [(9, VIP, XDP_REDIRECT, fwd), (10, TX_VIP, XDP_TX, tx)]
+        {
+            ring.set_syn(&syn_template(vip), next_syn)?;
+            next_syn += u64::from(new_flow_repeat);
+            let ns = checked(
+                &fx,
+                &mut ring,
+                ring::UNDER_TEST,
+                fx.cl,
+                new_flow_repeat,
+                &[verdict],
+                &[counter[0], "new_flows"],
+                &["snat_retries"],
+            )?;
+            samples[slot].push(ns);
+            remove_flows_except(&fx, &keep)?;
+        }
+
+        // The same new flows with the listener's security groups checked on every SYN, and
+        // a SYN they refuse.
         super::sg::check_new_flows(&fx, true)?;
-        let (denied_before, flows) = (fx.counters().drop_sg_denied, fx.counters().new_flows);
-        let (s, action) = time(&fx, ours, fx.cl, &cycle_syn(round as u16), new_flow_repeat)?;
-        ensure!(
-            (action == XDP_REDIRECT || action == XDP_TX)
-                && fx.counters().new_flows - flows == u64::from(new_flow_repeat)
-                && fx.counters().drop_sg_denied == denied_before,
-            "every SYN of the security-group cycle must be admitted and make a new flow"
-        );
-        let (denied, options) = super::sg::refusal_frames();
-        let (d, refused) = time(&fx, ours, fx.cl, &denied, repeat)?;
-        let (o, dropped) = time(&fx, ours, fx.cl, &options, repeat)?;
-        ensure!(
-            refused == XDP_DROP && dropped == XDP_DROP,
-            "refusal verdicts {refused}/{dropped}"
-        );
+        ring.set_syn(&syn_template(VIP), next_syn)?;
+        next_syn += u64::from(new_flow_repeat);
+        samples[12].push(checked(
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.cl,
+            new_flow_repeat,
+            &[XDP_REDIRECT],
+            &["fwd_redirect", "new_flows"],
+            &["snat_retries"],
+        )?);
+        remove_flows_except(&fx, &keep)?;
+        ring.set_frames(&[super::sg::denied_frame()])?;
+        samples[13].push(checked(
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.cl,
+            repeat,
+            &[XDP_DROP],
+            &["drop_sg_denied"],
+            &[],
+        )?);
         super::sg::check_new_flows(&fx, false)?;
-        sg_ns.push(s);
-        denied_ns.push(d);
-        sg_check.push(d - o);
+
+        // A SYN answered with a cookie (the listener's backlog full): what a flood costs.
+        set_backlog(&fx, 1)?;
+        ring.set_syn(&syn_template(VIP), next_syn)?;
+        next_syn += u64::from(new_flow_repeat);
+        samples[11].push(checked(
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.cl,
+            new_flow_repeat,
+            &[XDP_TX],
+            &["syncookies_sent"],
+            &["new_flows", "fwd_redirect", "snat_retries"],
+        )?);
+        set_backlog(&fx, u32::MAX)?;
+        remove_flows_except(&fx, &keep)?;
         progress(format!(
-            "  round {}/{rounds}: floor {f:.1} ns, established {e:.1} ns, reply {r:.1} ns, new flow {n:.1} ns, with security groups {s:.1} ns, SYN refused by them {d:.1} ns (dropped before the check {o:.1} ns)",
-            round + 1
+            "  round {}/{rounds}: {}",
+            round + 1,
+            names
+                .iter()
+                .zip(&samples)
+                .map(|(n, s)| format!("{n} {:.1}", s.last().copied().unwrap_or(f64::NAN)))
+                .collect::<Vec<_>>()
+                .join(", ")
         ));
     }
-    let after = fx.counters();
-    let iterations = u64::from(repeat) * rounds as u64 * 2;
-    let forwarded = (after.fwd_redirect + after.fwd_tx) - (before.fwd_redirect + before.fwd_tx);
-    ensure!(
-        forwarded >= iterations,
-        "the cycles did not take the forwarding path every iteration ({forwarded} forwarded for {iterations} iterations)"
-    );
-
-    let floor = median(&mut floor_ns);
-    let est = median(&mut est_ns);
-    let reply = median(&mut reply_ns);
-    let new_flow = median(&mut new_ns);
-    results.set("per_packet.floor_ns", floor);
-    results.set("per_packet.established_ns", est);
-    results.set("per_packet.reply_ns", reply);
-    results.set("per_packet.established_ratio", est / floor);
-    results.set("per_packet.reply_ratio", reply / floor);
-    results.set("per_packet.new_flow_ns", new_flow);
-    results.set("per_packet.new_flow_ratio", new_flow / floor);
-    results.set("per_packet.new_flow_sg_ns", median(&mut sg_ns));
-    results.set("per_packet.syn_sg_denied_ns", median(&mut denied_ns));
-    results.set("per_packet.sg_check_ns", median(&mut sg_check));
+    // What the security-group check adds to a new flow: the rounds' differences (new flow with
+    // the check minus new flow without it, same listener, same round).
+    let mut sg_extra: Vec<f64> = samples[12]
+        .iter()
+        .zip(&samples[9])
+        .map(|(with, without)| with - without)
+        .collect();
+    let mut medians = [0f64; NAMES.len()];
+    for (i, s) in samples.iter_mut().enumerate() {
+        let lo = s.iter().copied().fold(f64::INFINITY, f64::min);
+        let hi = s.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        medians[i] = median(s);
+        results.set(format!("per_packet.{}_ns", names[i]), medians[i]);
+        results.set(format!("per_packet.{}_min_ns", names[i]), lo);
+        results.set(format!("per_packet.{}_max_ns", names[i]), hi);
+    }
+    // Ratios against the floor of the same ring (the warm paths against the warm floor), and
+    // the cold paths also against the floor plus one flow-table read.
+    for (i, name) in names.iter().enumerate() {
+        let floor = if name.ends_with("_warm") {
+            medians[6]
+        } else {
+            medians[0]
+        };
+        if i != 0 && i != 6 {
+            results.set(format!("per_packet.{name}_ratio"), medians[i] / floor);
+        }
+        if (2..=5).contains(&i) || i >= 9 {
+            results.set(
+                format!("per_packet.{name}_vs_lookup"),
+                medians[i] / medians[1],
+            );
+        }
+    }
+    results.set("per_packet.sg_check_ns", median(&mut sg_extra));
+    results.set("per_packet.conntrack_slots", f64::from(slots));
+    results.set("per_packet.warm_flows", warm as f64);
     results.set("per_packet.repeat", f64::from(repeat));
     results.set("per_packet.new_flow_repeat", f64::from(new_flow_repeat));
+    results.set("per_packet.ring_flows", f64::from(ring_flows));
     results.set("per_packet.rounds", rounds as f64);
     results.note(
         "per_packet",
         format!(
-            "BPF_PROG_TEST_RUN, {rounds} interleaved rounds; repeat {repeat} for floor, established and reply (cycle entries make every iteration take the full path); \
-             new flows: a cycle of two listeners, repeat {new_flow_repeat}, every iteration a new flow, every second one with one extra SNAT probe; \
-             new_flow_sg_ns: the same cycle with both listeners' security groups checked (allow lists of {} /24 blocks each, one LPM trie lookup per SYN), \
-             syn_sg_denied_ns: a SYN the allow list refuses (repeat {repeat}); sg_check_ns: the check alone, the median of the rounds' differences between that SYN and the same SYN \
-             with IP options (dropped just before the check)",
+            "BPF_PROG_TEST_RUN through the bench_ring harness (a fresh frame every iteration, then a tail call to the program or the floor), \
+             {rounds} interleaved rounds, median (min/max in the _min_ns/_max_ns keys); established and reply: rings of {ring_flows} distinct flows \
+             in a table of {slots} slots, repeat {repeat}; _warm: a ring of {warm} of those flows (state in cache); floor_lookup: the floor plus one \
+             read of a table of the same size at the frame's hash (the access no lookup avoids; _vs_lookup ratios are against it); \
+             new flow: SYN mode, every iteration a flow never seen before, repeat {new_flow_repeat}, the table emptied of them between rounds; \
+             new_flow_sg: the new-flow ring with the listener's security groups checked (an allow list of {} blocks, one LPM trie lookup per SYN), \
+             syn_sg_denied: a SYN the allow list refuses; sg_check_ns: median of the rounds' new_flow_sg - new_flow; \
+             every loop checked: its verdict, and each counter of its path moved by exactly the repeat count, no other",
             super::sg::OTHER_BLOCKS + 1
         ),
     );

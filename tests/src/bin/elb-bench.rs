@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Instant};
 
 use clap::Parser;
 use tests::bench::{
-    Mode, control, e2e, mpps, per_packet, progress, render, report::Results, scale, tls,
+    Mode, control, e2e, flood, mpps, per_packet, progress, render, report::Results, scale, tls,
 };
 
 #[derive(Parser)]
@@ -19,7 +19,7 @@ struct Args {
     /// Output directory.
     #[arg(long, default_value = "bench/results")]
     out: PathBuf,
-    /// Run only these sections (per_packet, mpps, scale, control, e2e, tls), comma-separated.
+    /// Run only these sections (per_packet, mpps, scale, flood, control, e2e, tls), comma-separated.
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Start from the existing `<out>/latest.json` and replace only what this run measures.
@@ -70,10 +70,11 @@ fn main() -> anyhow::Result<()> {
         Results::default()
     };
     type Section = fn(Mode, &mut Results) -> anyhow::Result<()>;
-    let sections: [(&str, Section); 6] = [
+    let sections: [(&str, Section); 7] = [
         ("per_packet", per_packet::run),
         ("mpps", mpps::run),
         ("scale", scale::run),
+        ("flood", flood::run),
         ("control", control::run),
         ("e2e", e2e::run),
         ("tls", tls::run),

@@ -1,0 +1,398 @@
+//! The flow table: an array of [`FlowSlot`]s found by a keyed hash computed inline (a few
+//! multiplications; no helper call), with linear probing.
+//!
+//! - Lookups are lock-free: they compare keys in published slots and stop at an empty slot.
+//! - Inserts hold the locks of the (at most two) 32-slot blocks their probe window touches, so
+//!   a key is never inserted twice (two flows can never get the same SNAT tuple): check for the
+//!   key, claim a free slot with compare-and-swap, write it, publish it.
+//! - Deletes turn a slot into a tombstone with compare-and-swap on its identity; lookups go on
+//!   past tombstones, inserts reuse them, the sweep turns them back into empty slots (under the
+//!   locks) when no key's probe path crosses them.
+//! - Every later change is a compare-and-swap on a [`FlowWord`] that carries the flow's
+//!   identity: a slot may be deleted and reused while a packet of its old flow is in flight
+//!   (nothing waits for readers), and such a write then fails instead of landing in the new
+//!   flow. Readers re-check the identity after reading a slot's fields.
+
+use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd, atomic_xchg};
+
+use elb_common::{
+    FLOW_F_CLAIM, FLOW_F_TOMB, FLOW_LOCK_SLOTS, FLOW_PROBES, FlowKey, FlowSlot, FlowWord, hash,
+};
+
+use crate::maps::{CONNTRACK, CONNTRACK_LOCKS, META};
+
+/// Compare-and-swap of a 64-bit word; true if it swapped.
+#[inline(always)]
+pub fn cas64(p: *mut u64, old: u64, new: u64) -> bool {
+    // SAFETY: callers pass pointers into live map values. SeqCst: a full barrier (see
+    // toolchain.md: weaker orderings miscompile on bpfel).
+    unsafe {
+        atomic_cxchg::<u64, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(p, old, new).1
+    }
+}
+
+/// Atomic add; returns the previous value.
+#[inline(always)]
+pub fn fetch_add(p: *mut u64, v: u64) -> u64 {
+    // SAFETY: as `cas64`.
+    unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, v) }
+}
+
+/// A volatile load of a 64-bit word (another CPU may change it at any time).
+#[inline(always)]
+pub fn load64(p: *const u64) -> u64 {
+    // SAFETY: callers pass pointers into live map values.
+    unsafe { core::ptr::read_volatile(p) }
+}
+
+/// Reads a flow word.
+#[inline(always)]
+pub fn word(w: *const FlowWord) -> FlowWord {
+    FlowWord::unpack(load64(w.cast()))
+}
+
+/// Sets `bits` in the value of word `w` if it still belongs to flow `ident`. Returns the value
+/// after the change, or `None` if the slot now holds another flow (or contention lasted).
+#[inline(always)]
+pub fn word_or(w: *mut FlowWord, ident: u32, bits: u32) -> Option<u32> {
+    for _ in 0..8 {
+        let raw = load64(w.cast());
+        let cur = FlowWord::unpack(raw);
+        if cur.ident != ident {
+            return None;
+        }
+        if cur.value & bits == bits {
+            return Some(cur.value);
+        }
+        let value = cur.value | bits;
+        if cas64(w.cast(), raw, FlowWord { ident, value }.pack()) {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Clears `bits` in the value of word `w` if it still belongs to flow `ident`.
+#[inline(always)]
+pub fn word_clear(w: *mut FlowWord, ident: u32, bits: u32) -> Option<u32> {
+    for _ in 0..8 {
+        let raw = load64(w.cast());
+        let cur = FlowWord::unpack(raw);
+        if cur.ident != ident {
+            return None;
+        }
+        let value = cur.value & !bits;
+        if value == cur.value || cas64(w.cast(), raw, FlowWord { ident, value }.pack()) {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// Stores `value` in word `w` if it still belongs to flow `ident` (whatever it held).
+#[inline(always)]
+pub fn word_store(w: *mut FlowWord, ident: u32, value: u32) -> bool {
+    let raw = load64(w.cast());
+    FlowWord::unpack(raw).ident == ident && cas64(w.cast(), raw, FlowWord { ident, value }.pack())
+}
+
+/// The table's size and hash key (from `meta`).
+#[derive(Clone, Copy)]
+pub struct Table {
+    mask: u32,
+    seed: [u64; 2],
+}
+
+/// A live slot found by a lookup, with its state as read.
+#[derive(Clone, Copy)]
+pub struct Found {
+    /// The slot.
+    pub slot: *mut FlowSlot,
+    /// Its index in the table.
+    pub index: u32,
+    /// Its state word when it was matched.
+    pub state: FlowWord,
+}
+
+impl Found {
+    /// The flow's identity.
+    #[inline(always)]
+    pub fn ident(&self) -> u32 {
+        self.state.ident
+    }
+
+    /// Its flags when it was matched.
+    #[inline(always)]
+    pub fn flags(&self) -> u32 {
+        self.state.value
+    }
+
+    /// True if the slot still holds this flow (call after reading its fields: a slot can be
+    /// reused while it is read).
+    #[inline(always)]
+    pub fn still_valid(&self) -> bool {
+        // SAFETY: a pointer into the flow table array.
+        word(unsafe { &raw const (*self.slot).state }).ident == self.state.ident
+    }
+
+    /// Pointer to one of the slot's words.
+    #[inline(always)]
+    pub fn state_word(&self) -> *mut FlowWord {
+        // SAFETY: a pointer into the flow table array.
+        unsafe { &raw mut (*self.slot).state }
+    }
+}
+
+/// Why an insert did not happen.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum InsertError {
+    /// The key is in the table already.
+    Exists,
+    /// No free slot in the key's probe window, or its locks were busy too long.
+    Full,
+}
+
+impl Table {
+    /// No table (a placeholder before `get`).
+    pub const EMPTY: Self = Self {
+        mask: 0,
+        seed: [0, 0],
+    };
+
+    /// The table described by `meta` (None only if the maps were never initialised).
+    #[inline(always)]
+    pub fn get() -> Option<Self> {
+        let meta = META.get(0)?;
+        if meta.conntrack_entries < FLOW_LOCK_SLOTS {
+            return None;
+        }
+        Some(Self {
+            mask: meta.conntrack_entries - 1,
+            seed: meta.flow_seed,
+        })
+    }
+
+    #[inline(always)]
+    fn home(&self, key: &FlowKey) -> u32 {
+        hash::flow_hash(self.seed, key) as u32 & self.mask
+    }
+
+    /// Finds the live slot of `key`.
+    #[inline(always)]
+    pub fn lookup(&self, key: &FlowKey) -> Option<Found> {
+        let words = hash::key_words(key);
+        let home = self.home(key);
+        for i in 0..FLOW_PROBES {
+            let index = home.wrapping_add(i) & self.mask;
+            let slot = CONNTRACK.get_ptr_mut(index)?;
+            // SAFETY: a pointer into the flow table array.
+            let state = word(unsafe { &raw const (*slot).state });
+            if state.ident == 0 && state.value == 0 {
+                return None;
+            }
+            if state.value & (FLOW_F_CLAIM | FLOW_F_TOMB) != 0 {
+                continue;
+            }
+            let k = slot.cast::<u64>();
+            // SAFETY: the key is the first 16 bytes of the (8-aligned) slot.
+            if unsafe { *k == words[0] && *k.add(1) == words[1] } {
+                return Some(Found { slot, index, state });
+            }
+        }
+        None
+    }
+
+    /// Finds the live slot of `key` through the global function `elb_flow_find` (for the rare
+    /// lookups off the fast path: the verifier checks the probe loop once).
+    #[inline(always)]
+    pub fn find(&self, key: &FlowKey) -> Option<Found> {
+        let index = elb_flow_find(key);
+        if index < 0 {
+            return None;
+        }
+        let index = index as u32;
+        let slot = CONNTRACK.get_ptr_mut(index)?;
+        // SAFETY: a pointer into the flow table array.
+        let state = word(unsafe { &raw const (*slot).state });
+        (state.ident != 0 && state.value & (FLOW_F_CLAIM | FLOW_F_TOMB) == 0).then_some(Found {
+            slot,
+            index,
+            state,
+        })
+    }
+
+    #[inline(always)]
+    fn insert_impl(&self, init: &FlowSlot) -> Result<u32, InsertError> {
+        let home = self.home(&init.key);
+        let blocks = (self.mask >> FLOW_LOCK_SLOTS.trailing_zeros()) + 1;
+        let first = home >> FLOW_LOCK_SLOTS.trailing_zeros();
+        let second = (first + 1) & (blocks - 1);
+        let (lo, hi) = if first < second {
+            (first, second)
+        } else {
+            (second, first)
+        };
+        let Some(lock_lo) = lock(lo) else {
+            return Err(InsertError::Full);
+        };
+        let Some(lock_hi) = lock(hi) else {
+            unlock(lock_lo);
+            return Err(InsertError::Full);
+        };
+        let result = self.insert_locked(home, init);
+        unlock(lock_hi);
+        unlock(lock_lo);
+        result
+    }
+
+    #[inline(always)]
+    fn insert_locked(&self, home: u32, init: &FlowSlot) -> Result<u32, InsertError> {
+        let words = hash::key_words(&init.key);
+        let mut free: Option<(*mut FlowSlot, u32, u64)> = None;
+        for i in 0..FLOW_PROBES {
+            let index = home.wrapping_add(i) & self.mask;
+            let Some(slot) = CONNTRACK.get_ptr_mut(index) else {
+                return Err(InsertError::Full);
+            };
+            // SAFETY: a pointer into the flow table array.
+            let raw = load64(unsafe { &raw const (*slot).state }.cast());
+            let state = FlowWord::unpack(raw);
+            let empty = state.ident == 0 && state.value == 0;
+            if empty || state.value & FLOW_F_TOMB != 0 {
+                if free.is_none() {
+                    free = Some((slot, index, raw));
+                }
+                if empty {
+                    break;
+                }
+                continue;
+            }
+            let k = slot.cast::<u64>();
+            // SAFETY: the key is the first 16 bytes of the slot. Claimed slots are skipped
+            // above only when tombstoned; a claim in progress belongs to another insert, which
+            // holds this block's lock, so none exists here.
+            if unsafe { *k == words[0] && *k.add(1) == words[1] } {
+                return Err(InsertError::Exists);
+            }
+        }
+        let Some((slot, index, raw)) = free else {
+            return Err(InsertError::Full);
+        };
+        let ident = init.state.ident;
+        let claim = FlowWord {
+            ident,
+            value: FLOW_F_CLAIM,
+        };
+        // The sweep may turn a tombstone into an empty slot meanwhile (it takes the locks to
+        // compact, but tombstones lock-free): claim only what was seen.
+        // SAFETY: a pointer into the flow table array.
+        if !cas64(unsafe { &raw mut (*slot).state }.cast(), raw, claim.pack()) {
+            return Err(InsertError::Full);
+        }
+        // SAFETY: the slot is claimed: only this insert writes it, no lookup matches it. Copied
+        // as words (the BPF stack is too small for a slot-sized temporary).
+        unsafe {
+            let dst = slot.cast::<u64>();
+            let src = (init as *const FlowSlot).cast::<u64>();
+            for i in 0..16 {
+                if i != 2 {
+                    *dst.add(i) = *src.add(i);
+                }
+            }
+            // Publish last, with a full barrier: a lookup that sees the state sees the fields.
+            atomic_xchg::<u64, { AtomicOrdering::SeqCst }>(
+                (&raw mut (*slot).state).cast(),
+                init.state.pack(),
+            );
+        }
+        Ok(index)
+    }
+}
+
+/// Fills `slot` (scratch memory) with zeros.
+#[inline(always)]
+pub fn clear(slot: *mut FlowSlot) {
+    let w = slot.cast::<u64>();
+    for i in 0..16 {
+        // SAFETY: the caller passes a pointer to a whole slot.
+        unsafe { *w.add(i) = 0 };
+    }
+}
+
+/// The slot index of `key`, or -1. A global BPF function: the verifier checks its probe loop
+/// once, not at every call site.
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn elb_flow_find(key: *const FlowKey) -> i64 {
+    let Some(table) = Table::get() else {
+        return -1;
+    };
+    if key.is_null() {
+        return -1;
+    }
+    // SAFETY: not null, and the verifier checks that callers pass a readable FlowKey.
+    let key = unsafe { &*key };
+    table.lookup(key).map_or(-1, |found| i64::from(found.index))
+}
+
+/// Inserts the slot `init` describes: returns its index, -1 if the key exists, -2 if there is
+/// no room. A global BPF function (checked once by the verifier).
+#[unsafe(no_mangle)]
+#[inline(never)]
+pub extern "C" fn elb_flow_insert(init: *const FlowSlot) -> i64 {
+    let Some(table) = Table::get() else {
+        return -2;
+    };
+    if init.is_null() {
+        return -2;
+    }
+    // SAFETY: not null, and the verifier checks that callers pass a readable FlowSlot.
+    let init = unsafe { &*init };
+    match table.insert_impl(init) {
+        Ok(index) => i64::from(index),
+        Err(InsertError::Exists) => -1,
+        Err(InsertError::Full) => -2,
+    }
+}
+
+/// Deletes a found flow half (turns it into a tombstone) if it still holds that flow.
+#[inline(always)]
+pub fn remove(found: &Found) -> bool {
+    let tomb = FlowWord {
+        ident: 0,
+        value: FLOW_F_TOMB,
+    }
+    .pack();
+    for _ in 0..4 {
+        let raw = load64(found.state_word().cast());
+        if FlowWord::unpack(raw).ident != found.ident() {
+            return false;
+        }
+        if cas64(found.state_word().cast(), raw, tomb) {
+            return true;
+        }
+    }
+    false
+}
+
+/// Takes the insert lock of block `block`; spins a bounded number of times.
+#[inline(always)]
+fn lock(block: u32) -> Option<*mut u32> {
+    let l = CONNTRACK_LOCKS.get_ptr_mut(block)?;
+    for _ in 0..8 {
+        // SAFETY: a pointer into the lock array.
+        let (_, ok) = unsafe {
+            atomic_cxchg::<u32, { AtomicOrdering::SeqCst }, { AtomicOrdering::SeqCst }>(l, 0, 1)
+        };
+        if ok {
+            return Some(l);
+        }
+    }
+    None
+}
+
+#[inline(always)]
+fn unlock(l: *mut u32) {
+    // SAFETY: a pointer into the lock array, held by us.
+    unsafe { atomic_xchg::<u32, { AtomicOrdering::SeqCst }>(l, 0) };
+}

@@ -1,0 +1,1037 @@
+//! New flows: a SYN to a listener, with state while the listener's SYN backlog has room, or
+//! answered with a SYN cookie (no state at all) when it has not; the handshake's ACK carrying a
+//! valid cookie opens the flow, and the servo completes the backend's handshake itself (a SYN
+//! proxy), translating sequence numbers for the rest of the flow.
+//!
+//! Why: a flood of spoofed SYNs never completes a handshake. With cookies it creates nothing,
+//! holds no SNAT tuple and reaches no backend; established flows live in a table that never
+//! evicts, so nothing a flood does can push them out.
+
+use core::intrinsics::{AtomicOrdering, atomic_xadd};
+
+use aya_ebpf::{
+    EbpfContext as _,
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_TX},
+    helpers::{bpf_get_prandom_u32, bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
+    macros::xdp,
+    programs::XdpContext,
+};
+use elb_common::{
+    BACKEND_ACTIVE, COOKIE_SLOT_SHIFT, Counters, FLOW_F_ACKED, FLOW_F_CONFIRMED, FLOW_F_REPLY,
+    FLOW_F_SYNPROXY, FLOW_F_XLATE, FlowKey, FlowWord, Listener, MAX_SET_BACKENDS, MAX_SNAT_ADDRS,
+    NatTuple, NextHop, PROTO_TCP, SNAT_TRIES, SYNPROXY_MSS, SYNPROXY_WSCALE, StageArgs,
+    WSCALE_NONE, csum,
+    hash::{self, CookieOptions},
+    stages,
+};
+
+use crate::{
+    flows::{self, Found, Table},
+    fwd::{self, NoHop},
+    hdr::{ETH_LEN, EthHdr, IP_DF_BE, IP_LEN, Ipv4Hdr, TCP_ACK, TCP_LEN, TCP_SYN, TcpHdr, ptr_at},
+    icmp,
+    maps::{
+        BACKEND_SETS, BACKENDS, CONFIG, COUNTERS, HALF_OPEN_FIX, IFACES, LISTENER_PORTS, META,
+        RR_CURSORS, SCRATCH, SNAT_ADDRS, STAGE_ARGS,
+    },
+    opts, rst,
+    rst::sum_words,
+    sg,
+    stats::{self, Direction},
+    tcp::{self, Env, Pkt, Xlate},
+};
+
+/// A SYN (or a cookie's ACK) to a listener.
+pub struct NewSyn {
+    /// Its flow key.
+    pub key: FlowKey,
+    /// The listener.
+    pub listener: Listener,
+    /// The closed flow whose client port it reuses: its slot index and identity (0: none;
+    /// an `Option` here would copy uninitialised bytes, which the verifier refuses).
+    pub replacing_index: u32,
+    pub replacing_ident: u32,
+}
+
+/// How a new flow came about.
+#[derive(Clone, Copy)]
+struct Origin {
+    /// 0: a SYN forwarded as it came (counts against the listener's SYN backlog until the
+    /// client's ACK); 1: the handshake ACK of a SYN cookie, turned into a SYN for the backend.
+    /// (Plain fields, not an enum: copies of an enum's unused payload read uninitialised
+    /// registers, which the verifier refuses.)
+    cookie_flow: u32,
+    /// The servo's ISN towards the client (cookie flows).
+    cookie: u32,
+    /// The client's window field and shift (cookie flows).
+    client_win: u16,
+    wscale: u8,
+}
+
+impl Origin {
+    const SYN: Self = Self {
+        cookie_flow: 0,
+        cookie: 0,
+        client_win: 0,
+        wscale: WSCALE_NONE,
+    };
+}
+
+/// What a stage works with: the packet re-parsed, its key, the table and the time.
+struct Entered {
+    p: Pkt,
+    key: FlowKey,
+    env: Env,
+}
+
+/// Fills `e` for the packet at `ctx`; false if it is not what `elb` handed over (or the maps
+/// are not set up). Out-parameters: see `tcp::parse`.
+#[inline(always)]
+fn enter(ctx: &XdpContext, e: &mut Entered) -> bool {
+    let Some(table) = Table::get() else {
+        return false;
+    };
+    e.env = Env {
+        table,
+        // SAFETY: a helper without side effects.
+        now: unsafe { aya_ebpf::helpers::generated::bpf_jiffies64() } as u32,
+    };
+    tcp::parse(ctx, &mut e.p, &mut e.key)
+}
+
+/// This CPU's counters.
+#[inline(always)]
+fn counters() -> Option<&'static mut Counters> {
+    // SAFETY: this CPU's entry; XDP programs run to completion on one CPU.
+    COUNTERS.get_ptr_mut(0).map(|c| unsafe { &mut *c })
+}
+
+impl Entered {
+    const EMPTY: Self = Self {
+        p: Pkt::EMPTY,
+        key: FlowKey {
+            src: [0; 4],
+            dst: [0; 4],
+            sport: 0,
+            dport: 0,
+            proto: 0,
+            _pad: [0; 3],
+        },
+        env: Env {
+            table: Table::EMPTY,
+            now: 0,
+        },
+    };
+}
+
+/// The listener `elb` found for the packet (in the stage arguments).
+#[inline(always)]
+fn listener_of(args: &StageArgs) -> Listener {
+    Listener {
+        id: args.listener_id,
+        flags: args.listener_flags,
+        idle_timeout_s: 0,
+        _pad: 0,
+    }
+}
+
+/// This CPU's stage arguments.
+#[inline(always)]
+fn args() -> StageArgs {
+    STAGE_ARGS.get(0).copied().unwrap_or(StageArgs {
+        index: 0,
+        ident: 0,
+        listener_id: 0,
+        listener_flags: 0,
+    })
+}
+
+/// The flow half at table index `index` if it still holds flow `ident`.
+#[inline(always)]
+pub fn found_at(index: u32, ident: u32) -> Option<Found> {
+    let slot = crate::maps::CONNTRACK.get_ptr_mut(index)?;
+    // SAFETY: a pointer into the flow table.
+    let state = flows::word(unsafe { &raw const (*slot).state });
+    (state.ident == ident && ident != 0).then_some(Found { slot, index, state })
+}
+
+/// `StageArgs::index` (with identity 0) telling `elb_syn` to answer with a cookie at once.
+const COOKIE_NOW: u32 = u32::MAX;
+
+/// Stage `elb_syn`: a SYN to a listener (IPv4 without options; `StageArgs`: the closed flow
+/// whose client port it reuses, if any).
+#[xdp]
+pub fn elb_syn(ctx: XdpContext) -> u32 {
+    let args = args();
+    let (replacing_index, replacing_ident) = (args.index, args.ident);
+    let Some(c) = counters() else {
+        return XDP_DROP;
+    };
+    let mut e = Entered::EMPTY;
+    if !enter(&ctx, &mut e) {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    }
+    let Entered { p, key, env } = e;
+    let listener = listener_of(&args);
+    // Security groups first: a client they do not admit gets nothing (no cookie, no RST, no
+    // state).
+    if !sg::admits(&listener, &key) {
+        c.drop_sg_denied += 1;
+        return XDP_DROP;
+    }
+    if replacing_index == COOKIE_NOW && replacing_ident == 0 {
+        return answer_with_cookie(&ctx, c, &p, &key);
+    }
+    new_flow(
+        &ctx,
+        c,
+        &env,
+        &p,
+        &NewSyn {
+            key,
+            listener,
+            replacing_index,
+            replacing_ident,
+        },
+    )
+}
+
+/// Stage `elb_cookie_ack`: an ACK to a listener without a flow (IPv4 without options): a
+/// cookie handshake's ACK opens a flow, anything else gets a RST.
+#[xdp]
+pub fn elb_cookie_ack(ctx: XdpContext) -> u32 {
+    let Some(c) = counters() else {
+        return XDP_DROP;
+    };
+    let mut e = Entered::EMPTY;
+    if !enter(&ctx, &mut e) {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    }
+    let Entered { p, key, env } = e;
+    let listener = listener_of(&args());
+    if !sg::admits(&listener, &key) {
+        c.drop_sg_denied += 1;
+        return XDP_DROP;
+    }
+    cookie_ack(
+        &ctx,
+        c,
+        &env,
+        &p,
+        &NewSyn {
+            key,
+            listener,
+            replacing_index: 0,
+            replacing_ident: 0,
+        },
+    )
+}
+
+/// A SYN to a listener.
+#[inline(always)]
+fn new_flow(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, n: &NewSyn) -> u32 {
+    let (key, listener) = (&n.key, &n.listener);
+    if !opts::checksum_ok(
+        ctx.ctx,
+        u32::from_ne_bytes(key.src),
+        u32::from_ne_bytes(key.dst),
+        p.doff,
+        p.tot_len - p.ihl,
+    ) {
+        c.drop_tcp_checksum += 1;
+        return XDP_DROP;
+    }
+    // SAFETY: bounds-checked header.
+    if unsafe { (*p.ip).ttl } <= 1 {
+        return icmp::send_error(ctx, icmp::ICMP_TIME_EXCEEDED, 0, 0);
+    }
+    let (Some(cfg), Some(state)) = (CONFIG.get(0), RR_CURSORS.get_ptr_mut(listener.id)) else {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    };
+    let fix = HALF_OPEN_FIX.get(listener.id).map_or(0, |f| f.value);
+    // SAFETY: an array element; a plain read of a counter other CPUs change atomically.
+    let half_open = unsafe { core::ptr::read_volatile(&raw const (*state).half_open) };
+    if (half_open.wrapping_sub(fix) as i64) >= i64::from(cfg.syn_backlog()) {
+        return answer_with_cookie(ctx, c, p, key);
+    }
+    let _ = env;
+    to_plan(ctx, c, &Origin::SYN, n)
+}
+
+/// Hands the packet (a SYN to a listener) to stage `elb_plan`, with how the flow came about.
+#[inline(always)]
+fn to_plan(ctx: &XdpContext, c: &mut Counters, origin: &Origin, n: &NewSyn) -> u32 {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    };
+    // SAFETY: this CPU's scratch entry; the next stage runs on this CPU.
+    unsafe {
+        let plan = &raw mut (*scratch).plan;
+        (*plan).cookie_flow = origin.cookie_flow;
+        (*plan).cookie = origin.cookie;
+        (*plan).client_win = origin.client_win;
+        (*plan).wscale = origin.wscale;
+        (*plan).replacing_index = n.replacing_index;
+        (*plan).replacing_ident = n.replacing_ident;
+    }
+    tcp::stage_with(
+        ctx,
+        c,
+        stages::PLAN,
+        StageArgs {
+            index: 0,
+            ident: 0,
+            listener_id: n.listener.id,
+            listener_flags: n.listener.flags,
+        },
+    )
+}
+
+/// Stage `elb_plan`: plans the new flow of the SYN at hand (see `open`).
+#[xdp]
+pub fn elb_plan(ctx: XdpContext) -> u32 {
+    let Some(c) = counters() else {
+        return XDP_DROP;
+    };
+    let mut e = Entered::EMPTY;
+    if !enter(&ctx, &mut e) {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    }
+    let Entered { p, key, env } = e;
+    let listener = listener_of(&args());
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    };
+    // SAFETY: this CPU's scratch entry, written by the stage that tail-called this one.
+    let plan = unsafe { (*scratch).plan };
+    open(
+        &ctx,
+        c,
+        &env,
+        &p,
+        &Open {
+            syn: &NewSyn {
+                key,
+                listener,
+                replacing_index: plan.replacing_index,
+                replacing_ident: plan.replacing_ident,
+            },
+            origin: Origin {
+                cookie_flow: plan.cookie_flow,
+                cookie: plan.cookie,
+                client_win: plan.client_win,
+                wscale: plan.wscale,
+            },
+        },
+    )
+}
+
+/// What `open` opens.
+struct Open<'b> {
+    syn: &'b NewSyn,
+    origin: Origin,
+}
+
+/// Plans a new flow: picks the backend (round robin), its next hop and SNAT addresses, and
+/// writes both halves (all but the SNAT tuple) into this CPU's scratch space; then hands the
+/// packet to stage `elb_open`, which allocates the tuple and inserts the flow. (Two stages:
+/// the allocation loop needs a stack frame of its own.)
+#[inline(always)]
+fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32 {
+    let now = env.now;
+    let (key, listener, origin) = (&o.syn.key, &o.syn.listener, &o.origin);
+    let refuse_seq = (origin.cookie_flow != 0).then_some(origin.cookie.wrapping_add(1));
+    // SAFETY: a map value; replaced (not modified) by userspace, so reading it is consistent.
+    let Some(set) = (unsafe { BACKEND_SETS.get(listener.id) }) else {
+        c.rst_no_backend += 1;
+        return rst::reply_with(ctx, c, p.tot_len, refuse_seq);
+    };
+    let count = set.count as u64;
+    if count == 0 || count > MAX_SET_BACKENDS as u64 {
+        c.rst_no_backend += 1;
+        return rst::reply_with(ctx, c, p.tot_len, refuse_seq);
+    }
+    let Some(state) = RR_CURSORS.get_ptr_mut(listener.id) else {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    };
+    // The exact round-robin: one atomic fetch-and-add per new flow, shared by all CPUs.
+    // SeqCst is required: with Relaxed the compiler emits a non-fetching add (toolchain.md).
+    // SAFETY: `state` points at a live array element.
+    let turn =
+        unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*state).cursor, 1) };
+    // slot < count <= MAX_SET_BACKENDS (a power of two), so the mask changes nothing; it is
+    // there because the verifier does not derive bounds from a modulo.
+    let slot = verifier_bound((turn % count) as usize, MAX_SET_BACKENDS - 1);
+    let backend_id = set.backends[slot];
+    let Some(backend) = BACKENDS.get(backend_id) else {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    };
+    if backend.state != BACKEND_ACTIVE {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    }
+
+    // The egress interface towards the backend decides the SNAT address.
+    let mut unresolved = 0;
+    let hop = match fwd::backend_hop(ctx, backend_id, u32::from_ne_bytes(backend.addr), now) {
+        Ok(hop) => hop,
+        Err(NoHop::Unresolved(egress)) => {
+            unresolved = 1;
+            NextHop {
+                ifindex: egress,
+                ..NextHop::default()
+            }
+        }
+        Err(NoHop::NoRoute) => {
+            c.drop_fib_failed += 1;
+            return XDP_DROP;
+        }
+    };
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    };
+    // One random number: the flow's identity, and where the SNAT port search starts.
+    // SAFETY: helper without side effects.
+    let r = unsafe { bpf_get_prandom_u32() };
+    let ident = if r == 0 { 0x5eed } else { r };
+    // SAFETY: bounds-checked header (no packet-moving helper ran).
+    let (src_mac, dst_mac) = unsafe { ((*p.eth).src, (*p.eth).dst) };
+    let ingress = ctx.ingress_ifindex() as u32;
+    // SAFETY: map value, read-only.
+    let hop_mtu = unsafe { IFACES.get(ingress) }.map_or(0, |i| i.mtu.min(0xffff) as u16);
+    let flags = if origin.cookie_flow != 0 {
+        FLOW_F_SYNPROXY | FLOW_F_CONFIRMED
+    } else {
+        0
+    };
+    let (proxy_len, proxy_flag) = (0u8, 0u32);
+    let word = |value| FlowWord { ident, value };
+    // SAFETY: this CPU's scratch entry; both halves are written field by field there (the
+    // BPF stack cannot hold them), and the plan beside them.
+    unsafe {
+        let reverse = &raw mut (*scratch).slots[0];
+        let forward = &raw mut (*scratch).slots[1];
+        flows::clear(reverse);
+        (*reverse).key.src = backend.addr;
+        (*reverse).key.sport = backend.port;
+        (*reverse).key.proto = PROTO_TCP;
+        (*reverse).state = word(FLOW_F_REPLY | FLOW_F_ACKED | flags | proxy_flag);
+        (*reverse).nat = NatTuple {
+            src: key.dst,
+            dst: key.src,
+            sport: key.dport,
+            dport: key.sport,
+        };
+        (*reverse).backend_id = backend_id as u16;
+        (*reverse).listener_id = listener.id as u16;
+        (*reverse).backend_gen = backend.generation;
+        (*reverse).hop_mtu = hop_mtu;
+        // The backend's first ACK will acknowledge the client's SYN.
+        (*reverse).acked = word(p.seq.wrapping_add(1));
+        (*reverse).seen = word(now);
+        (*reverse).xlate = word(0);
+        (*reverse).xlate_wscale = word(0);
+        (*reverse).hop_ifindex = ingress;
+        (*reverse).hop_dmac = src_mac;
+        (*reverse).hop_smac = dst_mac;
+        (*reverse).isn = origin.cookie;
+        (*reverse).created = now;
+
+        flows::clear(forward);
+        (*forward).key = *key;
+        (*forward).state = word(flags | proxy_flag);
+        (*forward).nat.dst = backend.addr;
+        (*forward).nat.dport = backend.port;
+        (*forward).backend_id = backend_id as u16;
+        (*forward).listener_id = listener.id as u16;
+        (*forward).backend_gen = backend.generation;
+        (*forward).proxy_len = proxy_len;
+        (*forward).acked = word(0);
+        (*forward).seen = word(now);
+        (*forward).xlate = word(0);
+        (*forward).xlate_wscale = word(0);
+        (*forward).isn = p.seq;
+        (*forward).client_win = origin.client_win;
+        (*forward).wscale = origin.wscale;
+        (*forward).created = now;
+
+        let plan = &raw mut (*scratch).plan;
+        (*plan).hop = hop;
+        (*plan).unresolved = unresolved;
+        (*plan).pick = r >> 16;
+        (*plan).first_addr = u32::from(key.sport) ^ u32::from_ne_bytes(key.src);
+    }
+    tcp::stage(ctx, c, stages::OPEN, 0, 0)
+}
+
+/// Stage `elb_open`: allocates the SNAT tuple of the flow planned in this CPU's scratch space
+/// (the client's port first, then a pseudo-random walk of the range; each try inserts the
+/// reverse half, which fails while any flow, or a closed flow's TIME_WAIT reservation, holds
+/// the tuple), inserts the forward half, and forwards the SYN.
+#[xdp]
+pub fn elb_open(ctx: XdpContext) -> u32 {
+    let Some(c) = COUNTERS.get_ptr_mut(0) else {
+        return XDP_DROP;
+    };
+    // SAFETY: this CPU's counters.
+    let c = unsafe { &mut *c };
+    let mut p = Pkt::EMPTY;
+    let mut key = FlowKey::default();
+    let (true, Some(scratch), Some(cfg)) = (
+        tcp::parse(&ctx, &mut p, &mut key),
+        SCRATCH.get_ptr_mut(0),
+        CONFIG.get(0),
+    ) else {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    };
+    // SAFETY: this CPU's scratch entry, written by the stage that tail-called this one.
+    let (reverse, forward, plan) = unsafe {
+        (
+            &raw mut (*scratch).slots[0],
+            &raw mut (*scratch).slots[1],
+            (*scratch).plan,
+        )
+    };
+    let refuse_seq = (plan.cookie_flow != 0).then_some(plan.cookie.wrapping_add(1));
+    // SAFETY: map value, read-only here.
+    let Some(snat) = (unsafe { SNAT_ADDRS.get(plan.hop.ifindex) }) else {
+        c.drop_no_snat_addr += 1;
+        return XDP_DROP;
+    };
+    let addr_count = snat.count;
+    if addr_count == 0
+        || addr_count > MAX_SNAT_ADDRS as u32
+        || cfg.snat_port_max < cfg.snat_port_min
+    {
+        c.drop_no_snat_addr += 1;
+        return XDP_DROP;
+    }
+    // SAFETY: this CPU's scratch entry.
+    let client_port = unsafe { (*forward).key.sport };
+    let span = u32::from(cfg.snat_port_max - cfg.snat_port_min) + 1;
+    let mut pick = plan.pick;
+    let mut chosen = false;
+    for attempt in 0..SNAT_TRIES {
+        // The client's own port first (keeps ports recognisable in captures), then a
+        // pseudo-random walk through the range. A port some listener uses is never handed
+        // out: a client of that listener could then look like this flow's reply.
+        let port =
+            if attempt == 0 && client_port >= cfg.snat_port_min && client_port <= cfg.snat_port_max
+            {
+                client_port
+            } else {
+                pick = pick.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                cfg.snat_port_min + ((pick >> 8) % span) as u16
+            };
+        if is_listener_port(port) {
+            c.snat_retries += 1;
+            continue;
+        }
+        // Masked for the verifier (addr_count <= MAX_SNAT_ADDRS, a power of two).
+        let addr_slot = verifier_bound(
+            (plan.first_addr.wrapping_add(attempt) % addr_count) as usize,
+            MAX_SNAT_ADDRS - 1,
+        );
+        // SAFETY: this CPU's scratch entry.
+        unsafe {
+            (*reverse).key.dst = snat.addrs[addr_slot];
+            (*reverse).key.dport = port;
+        }
+        // A tuple held by a live or recently closed flow (TIME_WAIT hold) is in the table: the
+        // insert fails and we probe on.
+        match flows::elb_flow_insert(reverse) {
+            -1 => c.snat_retries += 1,
+            i if i < 0 => {
+                c.drop_conntrack_full += 1;
+                if plan.cookie_flow == 0 {
+                    // No room for state: the client still gets in, with a cookie (from the
+                    // `elb_syn` stage: this stage's stack has no room for it).
+                    return tcp::stage(&ctx, c, stages::SYN, COOKIE_NOW, 0);
+                }
+                return rst::reply_with(&ctx, c, p.tot_len, refuse_seq);
+            }
+            i => {
+                // SAFETY: this CPU's scratch entry.
+                unsafe { (*forward).partner = i as u32 };
+                chosen = true;
+                break;
+            }
+        }
+    }
+    if !chosen {
+        c.snat_failures += 1;
+        return rst::reply_with(&ctx, c, p.tot_len, refuse_seq);
+    }
+    // SAFETY: this CPU's scratch entry.
+    let (reverse_key, nat) = unsafe {
+        (*forward).nat.src = (*reverse).key.dst;
+        (*forward).nat.sport = (*reverse).key.dport;
+        ((*reverse).key, (*forward).nat)
+    };
+    let Some(table) = Table::get() else {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    };
+    if let Some(old) = found_at(plan.replacing_index, plan.replacing_ident) {
+        retire(&table, &old);
+    }
+    match flows::elb_flow_insert(forward) {
+        i if i >= 0 => {}
+        e => {
+            // Never leave half a flow behind.
+            if let Some(r) = table.find(&reverse_key) {
+                flows::remove(&r);
+            }
+            if e != -1 {
+                c.drop_conntrack_full += 1;
+                if plan.cookie_flow == 0 {
+                    return tcp::stage(&ctx, c, stages::SYN, COOKIE_NOW, 0);
+                }
+                return rst::reply_with(&ctx, c, p.tot_len, refuse_seq);
+            }
+            // The same SYN on another CPU won the race: its flow forwards the retransmission.
+            c.drop_internal += 1;
+            return XDP_DROP;
+        }
+    }
+    // SAFETY: this CPU's scratch entry.
+    let (listener_id, backend_id) = unsafe {
+        (
+            u32::from((*forward).listener_id),
+            u32::from((*forward).backend_id),
+        )
+    };
+    if plan.cookie_flow == 0 {
+        if let Some(state) = RR_CURSORS.get_ptr_mut(listener_id) {
+            // SAFETY: an array element.
+            flows::fetch_add(unsafe { &raw mut (*state).half_open }, 1);
+        }
+    } else {
+        c.syncookies_valid += 1;
+    }
+    c.new_flows += 1;
+
+    // SAFETY: bounds-checked header.
+    let ttl = unsafe { (*p.ip).ttl };
+    tcp::rewrite::<false>(&p, &nat, ttl, &Xlate::default());
+    stats::account(
+        listener_id,
+        backend_id,
+        Direction::In,
+        p.tot_len as u64,
+        true,
+    );
+    if plan.unresolved != 0 {
+        c.pass_no_neigh += 1;
+        return XDP_PASS;
+    }
+    fwd::transmit(&ctx, c, p.eth, &plan.hop)
+}
+
+/// Ends a closed flow whose client port a new SYN reuses: the forward half goes, the reverse
+/// half stays as the SNAT tuple's reservation (the backend may hold it in TIME_WAIT).
+#[inline(always)]
+fn retire(table: &Table, old: &Found) {
+    // SAFETY: a pointer into the flow table.
+    let partner_key = unsafe { (*old.slot).partner_key() };
+    if let Some(r) = table
+        .lookup(&partner_key)
+        .filter(|r| r.ident() == old.ident())
+    {
+        // SAFETY: pointers into the flow table; CAS on words carrying the identity.
+        unsafe {
+            flows::word_or(r.state_word(), old.ident(), elb_common::FLOW_F_RESERVED);
+            let now = aya_ebpf::helpers::generated::bpf_jiffies64() as u32;
+            flows::word_store(&raw mut (*r.slot).seen, old.ident(), now);
+        }
+    }
+    if old.flags() & FLOW_F_CONFIRMED == 0
+        // SAFETY: a pointer into the flow table.
+        && let Some(l) = RR_CURSORS.get_ptr_mut(u32::from(unsafe { (*old.slot).listener_id }))
+    {
+        // SAFETY: an array element.
+        flows::fetch_add(unsafe { &raw mut (*l).half_open }, u64::MAX);
+    }
+    flows::remove(old);
+}
+
+/// True if some listener uses `port`.
+#[inline(always)]
+fn is_listener_port(port: u16) -> bool {
+    LISTENER_PORTS
+        .get(u32::from(port >> 6))
+        .is_some_and(|w| w & (1u64 << (port & 63)) != 0)
+}
+
+/// Masks `value` with `mask` in a way the compiler cannot fold away: when the compiler already
+/// knows the bound (from a modulo), it drops a plain mask, but the verifier needs to see one.
+#[inline(always)]
+fn verifier_bound(value: usize, mask: usize) -> usize {
+    // SAFETY: a volatile read of a local.
+    unsafe { core::ptr::read_volatile(&raw const value) & mask }
+}
+
+/// Length of the fixed headers (Ethernet, IPv4 without options, TCP without options).
+const HEADERS: usize = ETH_LEN + IP_LEN + TCP_LEN;
+
+/// Trims the frame to its fixed headers (options and payload go); then, with `extra` > 0,
+/// makes room for `extra` bytes of TCP options after them by moving the headers into the
+/// headroom (XDP guarantees headroom; a frame built from a small skb may have no tailroom).
+/// Returns the header pointers.
+#[inline(always)]
+fn reshape<const EXTRA: usize>(
+    ctx: &XdpContext,
+) -> Option<(*mut EthHdr, *mut Ipv4Hdr, *mut TcpHdr)> {
+    let have = ctx.data_end() - ctx.data();
+    if have < HEADERS {
+        return None;
+    }
+    // SAFETY: shrinking the tail; the kernel validates the delta.
+    if have > HEADERS
+        && unsafe { bpf_xdp_adjust_tail(ctx.as_ptr().cast(), HEADERS as i32 - have as i32) } != 0
+    {
+        return None;
+    }
+    if EXTRA > 0 {
+        // SAFETY: the kernel checks the headroom; pointers are re-derived below.
+        if unsafe { bpf_xdp_adjust_head(ctx.as_ptr().cast(), -(EXTRA as i32)) } != 0 {
+            return None;
+        }
+        let (dst, src) = (
+            ptr_at::<[u16; HEADERS / 2]>(ctx, 0)?,
+            ptr_at::<[u16; HEADERS / 2]>(ctx, EXTRA)?,
+        );
+        for i in 0..HEADERS / 2 {
+            // SAFETY: both ranges were bounds-checked; ascending copy to a lower address.
+            unsafe {
+                dst.cast::<u16>()
+                    .add(i)
+                    .write_unaligned(src.cast::<u16>().add(i).read_unaligned())
+            };
+        }
+    }
+    Some((
+        ptr_at::<EthHdr>(ctx, 0)?,
+        ptr_at::<Ipv4Hdr>(ctx, ETH_LEN)?,
+        ptr_at::<TcpHdr>(ctx, ETH_LEN + IP_LEN)?,
+    ))
+}
+
+/// Writes the 12 option bytes of a handshake segment: MSS, SACK permitted (or two NOPs),
+/// NOP + window scale (or four NOPs).
+#[inline(always)]
+fn write_handshake_options(ctx: &XdpContext, mss: u16, sack: bool, wscale: u8) -> Option<()> {
+    let o = ptr_at::<[u8; 12]>(ctx, ETH_LEN + IP_LEN + TCP_LEN)?;
+    let m = mss.to_be_bytes();
+    let (s0, s1) = if sack { (4, 2) } else { (1, 1) };
+    let w = if wscale == WSCALE_NONE {
+        [1, 1, 1, 1]
+    } else {
+        [1, 3, 3, wscale]
+    };
+    // SAFETY: bounds-checked by `ptr_at`.
+    unsafe { *o = [2, 4, m[0], m[1], s0, s1, w[0], w[1], w[2], w[3], 0, 0] };
+    // The last two bytes are end-of-options padding (the header is 32 bytes).
+    Some(())
+}
+
+/// Finishes a built segment: IP header fields and both checksums (full computation).
+#[inline(never)]
+fn seal(ctx: &XdpContext, ip: *mut Ipv4Hdr, tcp: *mut TcpHdr, tcp_len: usize) -> Option<()> {
+    // SAFETY: header pointers bounds-checked by the caller after the last resize.
+    unsafe {
+        (*ip).vihl = 0x45;
+        (*ip).tot_len = ((IP_LEN + tcp_len) as u16).to_be();
+        (*ip).frag_off = IP_DF_BE;
+        (*ip).check = 0;
+        (*ip).check = csum::fold(sum_words::<10>(ip.cast()));
+        (*tcp).check = 0;
+        let pseudo = sum_words::<4>((ip as *const u16).add(6))
+            + u32::from(u16::from(PROTO_TCP).to_be())
+            + u32::from((tcp_len as u16).to_be());
+        let body = if tcp_len == TCP_LEN {
+            sum_words::<10>(tcp.cast())
+        } else {
+            let opts = ptr_at::<[u16; 6]>(ctx, ETH_LEN + IP_LEN + TCP_LEN)?;
+            sum_words::<10>(tcp.cast()) + sum_words::<6>(opts.cast())
+        };
+        (*tcp).check = csum::fold(pseudo + body);
+    }
+    Some(())
+}
+
+/// The current SYN cookie time slot.
+#[inline(always)]
+fn cookie_slot() -> u32 {
+    // SAFETY: a helper without side effects.
+    (unsafe { aya_ebpf::helpers::generated::bpf_jiffies64() } >> COOKIE_SLOT_SHIFT) as u32
+}
+
+/// Answers a SYN with a SYN-ACK whose sequence number is a cookie: no state, no SNAT tuple,
+/// nothing sent to a backend. Only a client that receives it can come back with a valid ACK.
+/// (A subprogram: its locals stay out of the new-flow path's stack frame.)
+#[inline(never)]
+#[expect(clippy::manual_swap, reason = "packet memory: no references into it")]
+fn answer_with_cookie(ctx: &XdpContext, c: &mut Counters, p: &Pkt, key: &FlowKey) -> u32 {
+    let Some(meta) = META.get(0) else {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    };
+    let o = opts::parse_syn(ctx.ctx, p.tcp_off(), p.doff);
+    let options = CookieOptions::from_syn(o.mss, o.wscale, o.sack);
+    let cookie = hash::syn_cookie(
+        meta.cookie_key,
+        key.src,
+        key.dst,
+        key.sport,
+        key.dport,
+        p.seq,
+        cookie_slot(),
+        options.bits(),
+    );
+    let Some((eth, ip, tcp)) = reshape::<12>(ctx) else {
+        c.drop_rst_failed += 1;
+        return XDP_DROP;
+    };
+    // SAFETY: header pointers bounds-checked after the resize.
+    unsafe {
+        let mac = (*eth).dst;
+        (*eth).dst = (*eth).src;
+        (*eth).src = mac;
+        let addr = (*ip).saddr;
+        (*ip).saddr = (*ip).daddr;
+        (*ip).daddr = addr;
+        (*ip).tos = 0;
+        (*ip).id = 0;
+        (*ip).ttl = 64;
+        let port = (*tcp).sport;
+        (*tcp).sport = (*tcp).dport;
+        (*tcp).dport = port;
+        (*tcp).seq = cookie.to_be();
+        (*tcp).ack_seq = p.seq.wrapping_add(1).to_be();
+        (*tcp).doff = (((TCP_LEN + 12) / 4) as u8) << 4;
+        (*tcp).flags = TCP_SYN | TCP_ACK;
+        (*tcp).window = 0xffffu16.to_be();
+        (*tcp).urg_ptr = 0;
+    }
+    let ws = if options.wscale == WSCALE_NONE {
+        WSCALE_NONE
+    } else {
+        SYNPROXY_WSCALE
+    };
+    if write_handshake_options(ctx, SYNPROXY_MSS, options.sack, ws).is_none()
+        || seal(ctx, ip, tcp, TCP_LEN + 12).is_none()
+    {
+        c.drop_rst_failed += 1;
+        return XDP_DROP;
+    }
+    c.syncookies_sent += 1;
+    XDP_TX
+}
+
+/// An ACK to a listener without a flow: the client's half of a cookie handshake opens a flow
+/// (its ACK becomes the SYN the backend gets); anything else is answered with a RST.
+#[inline(always)]
+fn cookie_ack(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, n: &NewSyn) -> u32 {
+    let key = &n.key;
+    let cookie = p.ack.wrapping_sub(1);
+    let options = CookieOptions::from_bits(cookie as u8);
+    let client_isn = p.seq.wrapping_sub(1);
+    let valid = p.flags & TCP_ACK != 0
+        && META.get(0).is_some_and(|meta| {
+            let slot = cookie_slot();
+            let check = |s: u32| {
+                hash::syn_cookie(
+                    meta.cookie_key,
+                    key.src,
+                    key.dst,
+                    key.sport,
+                    key.dport,
+                    client_isn,
+                    s,
+                    options.bits(),
+                ) == cookie
+            };
+            check(slot) || check(slot.wrapping_sub(1))
+        });
+    if !valid {
+        if p.flags & TCP_ACK != 0 {
+            c.syncookies_invalid += 1;
+        }
+        c.rst_no_flow += 1;
+        return rst::reply(ctx, c, p.tot_len);
+    }
+    if !opts::checksum_ok(
+        ctx.ctx,
+        u32::from_ne_bytes(key.src),
+        u32::from_ne_bytes(key.dst),
+        p.doff,
+        p.tot_len - p.ihl,
+    ) {
+        c.drop_tcp_checksum += 1;
+        return XDP_DROP;
+    }
+    // SAFETY: bounds-checked header.
+    let client_win = u16::from_be(unsafe { (*p.tcp).window });
+    // The client's ACK becomes the SYN the backend gets: its own ISN and options.
+    let Some((eth, ip, tcp)) = reshape::<12>(ctx) else {
+        c.drop_rst_failed += 1;
+        return XDP_DROP;
+    };
+    let syn_window = if options.wscale == WSCALE_NONE {
+        u32::from(client_win)
+    } else {
+        u32::from(client_win) << options.wscale
+    };
+    // SAFETY: header pointers bounds-checked after the resize.
+    unsafe {
+        (*tcp).seq = client_isn.to_be();
+        (*tcp).ack_seq = 0;
+        (*tcp).doff = (((TCP_LEN + 12) / 4) as u8) << 4;
+        (*tcp).flags = TCP_SYN;
+        (*tcp).window = (syn_window.min(0xffff) as u16).to_be();
+        (*tcp).urg_ptr = 0;
+    }
+    if write_handshake_options(ctx, options.mss(), options.sack, options.wscale).is_none()
+        || seal(ctx, ip, tcp, TCP_LEN + 12).is_none()
+    {
+        c.drop_rst_failed += 1;
+        return XDP_DROP;
+    }
+    let syn = Pkt {
+        eth,
+        ip,
+        tcp,
+        ihl: IP_LEN,
+        tot_len: IP_LEN + TCP_LEN + 12,
+        doff: TCP_LEN + 12,
+        flags: TCP_SYN,
+        seq: client_isn,
+        ack: 0,
+    };
+    let _ = (syn, env);
+    to_plan(
+        ctx,
+        c,
+        &Origin {
+            cookie_flow: 1,
+            cookie,
+            client_win,
+            wscale: options.wscale,
+        },
+        n,
+    )
+}
+
+/// The backend's SYN-ACK of a SYN proxy flow: the offset between the servo's and the backend's
+/// sequence numbers is now known; the SYN-ACK becomes the ACK that completes the backend's
+/// handshake (the client's was completed by the cookie). Retransmitted SYN-ACKs are answered
+/// the same way.
+#[inline(always)]
+#[expect(clippy::manual_swap, reason = "packet memory: no references into it")]
+pub fn backend_synack(
+    ctx: &XdpContext,
+    c: &mut Counters,
+    env: &Env,
+    p: &Pkt,
+    found: &Found,
+) -> u32 {
+    let table = &env.table;
+    let f = found.slot;
+    let ident = found.ident();
+    // SAFETY: a pointer into the flow table.
+    let (cookie, expected_ack, partner_key) = unsafe {
+        (
+            (*f).isn,
+            flows::word(&raw const (*f).acked).value,
+            (*f).partner_key(),
+        )
+    };
+    if p.ack != expected_ack {
+        // Not an answer to the SYN we sent.
+        c.drop_internal += 1;
+        return XDP_DROP;
+    }
+    let Some(fwd) = table.lookup(&partner_key).filter(|f| f.ident() == ident) else {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    };
+    // SAFETY: a pointer into the flow table (second cache line, fixed at creation).
+    let (client_win, c_shift) = unsafe { ((*fwd.slot).client_win, (*fwd.slot).wscale) };
+    let b_shift = opts::parse_syn(ctx.ctx, p.tcp_off(), p.doff).wscale;
+    let agreed = c_shift != WSCALE_NONE && b_shift != WSCALE_NONE;
+    // Window fields: the client scales by its shift and reads ours with SYNPROXY_WSCALE (if
+    // it offered scaling at all); the backend scales by its own and reads the client's with
+    // the client's shift only if it agreed to scaling.
+    let fwd_from = if c_shift == WSCALE_NONE { 0 } else { c_shift };
+    let fwd_to = if agreed { c_shift } else { 0 };
+    let rev_from = if agreed { b_shift } else { 0 };
+    let rev_to = if c_shift == WSCALE_NONE {
+        0
+    } else {
+        SYNPROXY_WSCALE
+    };
+    if found.flags() & FLOW_F_XLATE == 0 {
+        let delta = cookie.wrapping_sub(p.seq);
+        // SAFETY: pointers into the flow table; CAS on words carrying the identity.
+        unsafe {
+            flows::word_store(&raw mut (*f).xlate, ident, delta);
+            flows::word_store(
+                &raw mut (*f).xlate_wscale,
+                ident,
+                u32::from(rev_from) | (u32::from(rev_to) << 8),
+            );
+            flows::word_store(&raw mut (*fwd.slot).xlate, ident, delta);
+            flows::word_store(
+                &raw mut (*fwd.slot).xlate_wscale,
+                ident,
+                u32::from(fwd_from) | (u32::from(fwd_to) << 8),
+            );
+        }
+        flows::word_or(found.state_word(), ident, FLOW_F_XLATE);
+        flows::word_or(fwd.state_word(), ident, FLOW_F_XLATE);
+    }
+    let backend_isn = p.seq;
+    let window = (u32::from(client_win) << fwd_from) >> fwd_to;
+    let Some((eth, ip, tcp)) = reshape::<0>(ctx) else {
+        c.drop_rst_failed += 1;
+        return XDP_DROP;
+    };
+    // SAFETY: header pointers bounds-checked after the resize.
+    unsafe {
+        let mac = (*eth).dst;
+        (*eth).dst = (*eth).src;
+        (*eth).src = mac;
+        let addr = (*ip).saddr;
+        (*ip).saddr = (*ip).daddr;
+        (*ip).daddr = addr;
+        (*ip).tos = 0;
+        (*ip).id = 0;
+        (*ip).ttl = 64;
+        let port = (*tcp).sport;
+        (*tcp).sport = (*tcp).dport;
+        (*tcp).dport = port;
+        (*tcp).seq = expected_ack.to_be();
+        (*tcp).ack_seq = backend_isn.wrapping_add(1).to_be();
+        (*tcp).doff = ((TCP_LEN / 4) as u8) << 4;
+        (*tcp).flags = TCP_ACK;
+        (*tcp).window = (window.min(0xffff) as u16).to_be();
+        (*tcp).urg_ptr = 0;
+    }
+    if seal(ctx, ip, tcp, TCP_LEN).is_none() {
+        c.drop_rst_failed += 1;
+        return XDP_DROP;
+    }
+    c.synproxy_acks += 1;
+    XDP_TX
+}
