@@ -127,9 +127,19 @@ pub mod map_names {
 
     /// The program's stages (tail calls): `crate::STAGE_*` -> program.
     pub const STAGES: &str = "stages";
+    /// Per-CPU: what the main program hands the stage it tail-calls.
+    pub const STAGE_ARGS: &str = "stage_args";
+    /// Per-CPU: a new flow's plan, between the stages that open it.
+    pub const SCRATCH: &str = "scratch";
+    /// Per-CPU: how `elb_sack` finishes a translated packet.
+    pub const FINISH: &str = "finish";
 
-    /// Every map, in the order the agent checks and pins them.
-    pub const ALL: [&str; 19] = [
+    /// Every map, in the order the agent checks and pins them. The per-CPU hand-over maps
+    /// of the stages are pinned too: a new loader fills the pinned `stages` array before it
+    /// swaps its main program in, so for that moment the old main program tail-calls the new
+    /// stages, and both must read the same arguments (their layouts change only with
+    /// [`crate::ABI_VERSION`]).
+    pub const ALL: [&str; 22] = [
         LISTENERS,
         BACKEND_SETS,
         BACKENDS,
@@ -149,6 +159,9 @@ pub mod map_names {
         BACKEND_ROUTES,
         SG_ALLOW,
         STAGES,
+        STAGE_ARGS,
+        SCRATCH,
+        FINISH,
     ];
 }
 

@@ -26,7 +26,7 @@ use crate::{
         BACKENDS, COUNTERS, FINISH, FINISH_PASS_FRAGMENT, FINISH_PASS_NO_NEIGH, FINISH_SEND,
         Finish, LISTENERS, RR_CURSORS, STAGE_ARGS, STAGES,
     },
-    opts, rst,
+    opts, rst, sg,
     stats::{self, Direction},
 };
 
@@ -231,6 +231,12 @@ pub fn handle(
     // SAFETY: map value, read-only.
     match unsafe { LISTENERS.get(listener_key) } {
         Some(listener) if listener.flags & LISTENER_F_LOCAL != 0 => {
+            // The engine's sockets get what the kernel accepts: a client the security groups
+            // do not admit never gets its SYN there (later segments find no connection).
+            if p.flags & TCP_SYN != 0 && !sg::admits(listener, &key) {
+                c.drop_sg_denied += 1;
+                return XDP_DROP;
+            }
             c.pass_local += 1;
             XDP_PASS
         }

@@ -759,7 +759,7 @@ fn flags_of_euca2ools_3_4() {
     let file = server.dir.path().join("tls-attributes");
     std::fs::write(
         &file,
-        "# negotiation\n\nReference-Security-Policy=ELBSecurityPolicy-2016-08\n",
+        "# negotiation\n\nProtocol-TLSv1.2=true\nECDHE-RSA-AES128-GCM-SHA256=true\n",
     )
     .unwrap();
     server.ok(
@@ -796,7 +796,8 @@ fn flags_of_euca2ools_3_4() {
     let tls = rows.iter().find(|r| r[1] == "tls").expect(&out);
     assert_eq!(tls[2], "SSLNegotiationPolicyType");
     for attribute in [
-        "{name=Reference-Security-Policy,value=ELBSecurityPolicy-2016-08}",
+        "{name=Protocol-TLSv1.2,value=true}",
+        "{name=ECDHE-RSA-AES128-GCM-SHA256,value=true}",
         "{name=Server-Defined-Cipher-Order,value=true}",
     ] {
         assert!(tls[3].contains(attribute), "{out}");

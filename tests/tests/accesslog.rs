@@ -373,6 +373,8 @@ fn engine_requests_reach_the_bucket_through_an_outage() {
     let proxy = GatedProxy::start(format!("127.0.0.1:{}", moto.port).parse().unwrap()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let lb = format!("web-{ACCOUNT}");
+    // The listener's certificate travels in the load balancer, as control sends it over TLS.
+    let (cert, key) = certificate(dir.path());
     let config = format!(
         r#"interfaces = ["lo"]
 [access_logs]
@@ -387,6 +389,12 @@ secret_access_key = "{SECRET_KEY}"
 LoadBalancerName = "{lb}"
 Vips = ["127.0.0.2"]
 Listeners = [{{ Protocol = "HTTPS", LoadBalancerPort = 443, InstanceProtocol = "HTTP", InstancePort = 80, SSLCertificateId = "arn:aws:iam::{ACCOUNT}:server-certificate/web" }}]
+[[LoadBalancers.Certificates]]
+CertificateId = "arn:aws:iam::{ACCOUNT}:server-certificate/web"
+CertificateChain = '''
+{cert}'''
+PrivateKey = '''
+{key}'''
 [LoadBalancers.AccessLog]
 S3BucketName = "elb-logs"
 S3BucketPrefix = "prod/"
@@ -404,7 +412,6 @@ LoadBalancerName = "web"
         load_balancers: admitted.served,
         ..file.settings
     };
-    let (cert, key) = certificate(dir.path());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()

@@ -333,7 +333,7 @@ fn security_groups_travel_with_their_rules_and_become_allow_lists() {
             IngressRule::tcp(443, 465, cidr("10.0.0.0/8")),
         ],
     );
-    let doc = views::document("zone-a", &d, 2, &views::Certificates::new());
+    let doc = views::document("zone-a", &d, 2, &certificates());
     let sent = &doc.load_balancers[0];
     let groups = sent.security_groups.as_ref().expect("groups sent");
     assert_eq!(groups.len(), 2);
@@ -361,7 +361,7 @@ fn security_groups_travel_with_their_rules_and_become_allow_lists() {
         "port 30000 (another listener) is admitted by no rule: no entry, nobody"
     );
     // A load balancer without groups is sent without the member: open, as before.
-    let open = views::document("zone-a", &data(vec![web()]), 2, &views::Certificates::new());
+    let open = views::document("zone-a", &data(vec![web()]), 2, &certificates());
     assert!(open.load_balancers[0].security_groups.is_none());
     assert!(
         !serde_json::to_string(&open)

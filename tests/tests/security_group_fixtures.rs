@@ -195,3 +195,36 @@ fn only_new_flows_are_checked() {
     assert_eq!(out.action, XDP_REDIRECT, "established flow still forwarded");
     assert!(!syn_passes(&fx, client(0), 43001, 80));
 }
+
+#[test]
+fn listeners_the_engine_serves_are_guarded_too() {
+    // An HTTPS listener (the userspace engine's: LISTENER_F_LOCAL) with security groups: the
+    // program hands admitted clients' packets to the stack and drops the SYNs of the others,
+    // so the engine's sockets never see them.
+    let fx = Fixture::new().unwrap();
+    flag(
+        &fx,
+        443,
+        5,
+        elb_common::LISTENER_F_LOCAL | LISTENER_F_SECURITY_GROUPS,
+    );
+    allow(&fx, &[(443, "198.18.1.0/24")]);
+    let admitted = segment(Ipv4Addr::new(198, 18, 1, 7), 40000, 443, TCP_SYN);
+    let before = fx.counters();
+    let out = fx.run(fx.cl, &admitted).unwrap();
+    assert_eq!(out.action, XDP_PASS);
+    assert_eq!(moved(&before, &fx.counters()), [("pass_local", 1)]);
+
+    let denied = segment(Ipv4Addr::new(198, 18, 2, 7), 40000, 443, TCP_SYN);
+    let before = fx.counters();
+    let out = fx.run(fx.cl, &denied).unwrap();
+    assert_eq!((out.action, out.frame), (XDP_DROP, denied));
+    assert_eq!(moved(&before, &fx.counters()), [("drop_sg_denied", 1)]);
+
+    // Segments of connections the stack holds are not SYNs: they pass unchecked.
+    let ack = segment(Ipv4Addr::new(198, 18, 2, 7), 40000, 443, TCP_ACK);
+    let before = fx.counters();
+    assert_eq!(fx.run(fx.cl, &ack).unwrap().action, XDP_PASS);
+    assert_eq!(moved(&before, &fx.counters()), [("pass_local", 1)]);
+    assert!(fx.maps().unwrap().flows().unwrap().is_empty());
+}

@@ -270,6 +270,16 @@ pub const MIGRATIONS: &[(i64, &[&str])] = &[
                 origin TEXT NOT NULL,
                 updated_at BIGINT NOT NULL)",
             "CREATE INDEX lb_security_groups_by_group ON lb_security_groups (group_id)",
+            // Groups named before this migration were stored and not enforced: each becomes a
+            // built-in group that admits everyone, so no load balancer closes on upgrade (an
+            // administrator narrows them with `admin security-group`).
+            "INSERT INTO security_groups
+                 (id, name, description, vpc_id, account_id, ingress, origin, updated_at)
+             SELECT DISTINCT group_id, group_id,
+                 'open: kept as before the upgrade that enforces security groups',
+                 NULL, NULL, '[{\"IpProtocol\":\"-1\",\"CidrIp\":\"0.0.0.0/0\"}]',
+                 'built-in', 0
+             FROM lb_security_groups",
         ],
     ),
     (
