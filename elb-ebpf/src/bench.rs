@@ -24,8 +24,8 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use elb_common::{
-    FlowKey, FlowSlot, GEN_FRAME_LEN, GenTemplate, RING_FRAME_MAX, RING_MAX, RING_MODE_SYN, RingFrame, RingState,
-    SPOOF_BASE, SPOOF_MASK, csum,
+    FlowKey, FlowSlot, GEN_FRAME_LEN, GenTemplate, RING_FRAME_MAX, RING_MAX, RING_MODE_SYN,
+    RingFrame, RingState, SPOOF_BASE, SPOOF_MASK, csum,
 };
 use elb_ebpf::hdr::{ETH_LEN, EthHdr, IP_LEN, Ipv4Hdr, TcpHdr, ptr_at};
 

@@ -137,7 +137,9 @@ fn main() -> anyhow::Result<()> {
             for t in 0..=names.len() {
                 let slot = if t == 0 { 0 } else { 1 + t as u32 };
                 let (ns, v) = ring.time(&fx, slot, fx.cl, 500_000)?;
-                if v != XDP_TX { eprintln!("target {t} verdict {v}"); }
+                if v != XDP_TX {
+                    eprintln!("target {t} verdict {v}");
+                }
                 all[t].push(ns);
             }
         }
@@ -224,7 +226,9 @@ fn main() -> anyhow::Result<()> {
                 ring.set_frames(&frames)?;
             }
             let (ns, v) = ring.time(&fx, slot, fx.cl, repeat)?;
-            if v != XDP_TX { eprintln!("target {t} verdict {v}"); }
+            if v != XDP_TX {
+                eprintln!("target {t} verdict {v}");
+            }
             all[t].push(ns);
         }
     }

@@ -145,7 +145,10 @@ pub fn sweep(maps: &mut Maps, now_ns: u64) -> Result<SweepReport, DataplaneError
     let is_reverse_of = |r: &FlowSlot, ident: u32, key: &FlowKey| {
         r.state.ident == ident && r.state.value & FLOW_F_REPLY != 0 && r.key == *key
     };
-    for (fi, f) in live.iter().filter(|(_, s)| s.state.value & FLOW_F_REPLY == 0) {
+    for (fi, f) in live
+        .iter()
+        .filter(|(_, s)| s.state.value & FLOW_F_REPLY == 0)
+    {
         let (fi, ident) = (*fi, f.state.ident);
         let partner_key = f.partner_key();
         // The slot the program noted at creation, else a lookup (flows inserted by tests).
