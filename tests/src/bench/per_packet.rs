@@ -34,6 +34,8 @@ pub const TX_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 pub fn tx_backend(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, 200 + i as u8)
 }
+/// Listener with the PROXY protocol flag (backends of listener 0's addresses, ids 20..23).
+pub const PROXY_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
 /// First of the 8 SNAT addresses on each side.
 pub const SNAT_BASE_BK: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 100);
 /// First of the 8 client-side SNAT addresses (flows to [`TX_VIP`]'s backends).
@@ -45,8 +47,9 @@ fn run_ip(fx: &Fixture, args: &[&str]) -> anyhow::Result<()> {
 
 /// Prepares a fixture for timing: a route to the spoofed client range (replies need a next
 /// hop), a wide SNAT port range and 8 SNAT addresses per side (a million flows to three
-/// backends need room), and a second listener ([`TX_VIP`], id 1, backend ids 10..13) whose
-/// backends are reached through the client-side interface.
+/// backends need room), a second listener ([`TX_VIP`], id 1, backend ids 10..13) whose
+/// backends are reached through the client-side interface, and a third ([`PROXY_VIP`], id 2,
+/// backend ids 20..23 at the first listener's backends' addresses) with the PROXY protocol.
 pub fn prepare(fx: &Fixture) -> anyhow::Result<()> {
     run_ip(
         fx,
@@ -105,6 +108,34 @@ pub fn prepare(fx: &Fixture) -> anyhow::Result<()> {
         )?;
     }
     maps.replace_backend_set(1, &[10, 11, 12])?;
+    for i in 0..3 {
+        maps.set_backend(
+            20 + i as u32,
+            Backend {
+                addr: crate::fixture::backend(i).octets(),
+                port: 80,
+                state: BACKEND_ACTIVE,
+                generation: 1,
+                listener_id: 2,
+                ..Backend::default()
+            },
+        )?;
+    }
+    maps.replace_backend_set(2, &[20, 21, 22])?;
+    maps.upsert_listener(
+        ListenerKey {
+            vip: PROXY_VIP.octets(),
+            port: 80,
+            proto: PROTO_TCP,
+            _pad: 0,
+        },
+        Listener {
+            id: 2,
+            idle_timeout_s: 60,
+            flags: elb_common::LISTENER_F_PROXY_V1,
+            ..Listener::default()
+        },
+    )?;
     maps.upsert_listener(
         ListenerKey {
             vip: TX_VIP.octets(),
@@ -154,6 +185,27 @@ pub fn flow_frames(fx: &Fixture, vip: Ipv4Addr) -> anyhow::Result<(Vec<Vec<u8>>,
         reply.push(r.frame());
     }
     Ok((est, reply))
+}
+
+/// Client segments (ACK with 16 bytes of data, sequence number `seq`) of the established flows
+/// to `vip`. With the SYN template's ISN (1000), 1001 is a PROXY flow's first data segment.
+pub fn client_frames(fx: &Fixture, vip: Ipv4Addr, seq: u32) -> anyhow::Result<Vec<Vec<u8>>> {
+    let mut out = Vec::new();
+    for (k, f) in fx.maps()?.flows()? {
+        if f.state.value & FLOW_F_REPLY != 0 || k.dst != vip.octets() {
+            continue;
+        }
+        let mut a = Tcp::new(
+            (Ipv4Addr::from(k.src), k.sport),
+            (Ipv4Addr::from(k.dst), k.dport),
+            TCP_ACK | TCP_PSH,
+        );
+        a.src_mac = CLIENT_MAC;
+        a.seq = seq;
+        a.payload = vec![b'x'; 16];
+        out.push(a.frame());
+    }
+    Ok(out)
 }
 
 /// Opens `n` flows to `vip` through the program (SYN mode, from flow number `first`).
@@ -291,7 +343,7 @@ pub fn remove_flows_except(fx: &Fixture, keep: &HashSet<FlowKey>) -> anyhow::Res
 }
 
 /// The timed paths, in `samples` order.
-const NAMES: [&str; 12] = [
+const NAMES: [&str; 14] = [
     "floor",
     "floor_lookup",
     "established",
@@ -304,6 +356,8 @@ const NAMES: [&str; 12] = [
     "new_flow",
     "new_flow_tx",
     "syncookie",
+    "proxy_established",
+    "proxy_insert",
 ];
 
 /// Flows in the warm ring (a subset of the cold ring's, in the same table).
@@ -322,8 +376,8 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
         "per-packet: {rounds} interleaved rounds, repeat {repeat}, rings of {ring_flows} flows"
     ));
 
-    // Room for both rings and a round of new flows at under a quarter occupancy.
-    let slots = (4 * (4 * ring_flows + 2 * new_flow_repeat)).next_power_of_two();
+    // Room for the three rings and a round of new flows at under a quarter occupancy.
+    let slots = (4 * (6 * ring_flows + 2 * new_flow_repeat)).next_power_of_two();
     let fx = Fixture::with_conntrack(slots)?;
     prepare(&fx)?;
     let mut ring = Ring::with_table(fx.dp_program(), slots)?;
@@ -332,6 +386,13 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
     let (est, reply) = flow_frames(&fx, VIP)?;
     let (est_tx, reply_tx) = flow_frames(&fx, TX_VIP)?;
     ensure!(est.len() == ring_flows as usize && est_tx.len() == ring_flows as usize);
+    // PROXY flows: a segment after the header (sequence number moved up), and the first data
+    // segment (the header inserted: every iteration a retransmission of it, as the ring
+    // rewrites the frame).
+    open_flows(&fx, &mut ring, PROXY_VIP, 3 << 26, ring_flows)?;
+    let proxy_est = client_frames(&fx, PROXY_VIP, 2000)?;
+    let proxy_first = client_frames(&fx, PROXY_VIP, 1001)?;
+    ensure!(proxy_est.len() == ring_flows as usize);
     // The same table, a ring of few flows: what the paths cost with their state in cache.
     let warm = WARM_FLOWS.min(ring_flows) as usize;
     let keep: HashSet<FlowKey> = fx.maps()?.flows()?.into_iter().map(|(k, _)| k).collect();
@@ -439,6 +500,29 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
             &[],
         )?);
 
+        ring.set_frames(&proxy_est)?;
+        samples[12].push(checked(
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.cl,
+            repeat,
+            &[XDP_REDIRECT],
+            &fwd,
+            &[],
+        )?);
+        ring.set_frames(&proxy_first)?;
+        samples[13].push(checked(
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.cl,
+            repeat,
+            &[XDP_REDIRECT],
+            &["fwd_redirect", "proxy_headers"],
+            &[],
+        )?);
+
         for (slot, vip, verdict, counter) in [(9, VIP, XDP_REDIRECT, fwd), (10, TX_VIP, XDP_TX, tx)]
         {
             ring.set_syn(&syn_template(vip), next_syn)?;
@@ -511,6 +595,15 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
             );
         }
     }
+    // PROXY protocol against the plain path of the same run.
+    results.set(
+        "per_packet.proxy_established_vs_established",
+        medians[12] / medians[2],
+    );
+    results.set(
+        "per_packet.proxy_insert_vs_established",
+        medians[13] / medians[2],
+    );
     results.set("per_packet.conntrack_slots", f64::from(slots));
     results.set("per_packet.warm_flows", warm as f64);
     results.set("per_packet.repeat", f64::from(repeat));
@@ -525,6 +618,8 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
              in a table of {slots} slots, repeat {repeat}; _warm: a ring of {warm} of those flows (state in cache); floor_lookup: the floor plus one \
              read of a table of the same size at the frame's hash (the access no lookup avoids; _vs_lookup ratios are against it); \
              new flow: SYN mode, every iteration a flow never seen before, repeat {new_flow_repeat}, the table emptied of them between rounds; \
+             proxy_established: a ring of {ring_flows} PROXY protocol flows, a client segment after the header (sequence number translated); \
+             proxy_insert: the same flows' first data segment (the header inserted, the frame grown); \
              every loop checked: its verdict, and each counter of its path moved by exactly the repeat count, no other"
         ),
     );
