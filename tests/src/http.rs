@@ -92,6 +92,28 @@ impl Nginx {
     /// from `<dir>/www/`, accepting `PUT /upload/<file>` into `<dir>/www/upload/`, and
     /// answering `/fail` with 500, and serving `/slow/` at 20 MB/s.
     pub fn start(ns: &Netns, name: &str, addr: SocketAddr, workers: u32) -> anyhow::Result<Self> {
+        Self::start_with(ns, name, addr, workers, false)
+    }
+
+    /// [`Nginx::start`], expecting a PROXY protocol v1 header on every connection (`listen ...
+    /// proxy_protocol`) and logging each request to [`Nginx::access_log`] as
+    /// `$proxy_protocol_addr $proxy_protocol_port $remote_addr "$request" $status`.
+    pub fn start_proxy_protocol(
+        ns: &Netns,
+        name: &str,
+        addr: SocketAddr,
+        workers: u32,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(ns, name, addr, workers, true)
+    }
+
+    fn start_with(
+        ns: &Netns,
+        name: &str,
+        addr: SocketAddr,
+        workers: u32,
+        proxy_protocol: bool,
+    ) -> anyhow::Result<Self> {
         let dir = crate::netns::tempdir(&format!("nginx-{name}"))?.keep();
         for sub in ["www/upload", "tmp", "logs"] {
             fs::create_dir_all(dir.join(sub))?;
@@ -104,7 +126,7 @@ pid {dir}/nginx.pid;
 error_log {dir}/logs/error.log warn;
 events {{ worker_connections 16384; }}
 http {{
-    access_log off;
+    {access_log}
     keepalive_requests 1000000;
     keepalive_timeout 300s;
     client_body_temp_path {dir}/tmp;
@@ -115,7 +137,7 @@ http {{
     default_type application/octet-stream;
     sendfile on;
     server {{
-        listen {addr} reuseport backlog=16384;
+        listen {addr}{proxy} reuseport backlog=16384;
         root {dir}/www;
         location = /name {{ default_type text/plain; return 200 "{name}\n"; }}
         location = /fail {{ return 500; }}
@@ -128,7 +150,20 @@ http {{
     }}
 }}
 "#,
-            dir = dir.display()
+            dir = dir.display(),
+            proxy = if proxy_protocol {
+                " proxy_protocol"
+            } else {
+                ""
+            },
+            access_log = if proxy_protocol {
+                format!(
+                    "log_format pp '$proxy_protocol_addr $proxy_protocol_port $remote_addr \"$request\" $status'; access_log {}/logs/access.log pp;",
+                    dir.display()
+                )
+            } else {
+                "access_log off;".to_string()
+            },
         );
         let conf_path = dir.join("nginx.conf");
         fs::write(&conf_path, conf)?;
@@ -175,6 +210,11 @@ http {{
     /// Where nginx serves files from.
     pub fn www(&self) -> PathBuf {
         self.dir.join("www")
+    }
+
+    /// The access log ([`Nginx::start_proxy_protocol`] servers only).
+    pub fn access_log(&self) -> PathBuf {
+        self.dir.join("logs/access.log")
     }
 
     /// The listening address.
