@@ -51,15 +51,14 @@ static RING_TARGETS: ProgramArray<16> = ProgramArray::new();
 
 /// The benchmark floor: swap the Ethernet addresses and send the frame back (XDP_TX).
 #[xdp]
-#[expect(clippy::manual_swap, reason = "packet memory: no references into it")]
 pub fn elb_floor(ctx: XdpContext) -> u32 {
     let Some(eth) = ptr_at::<EthHdr>(&ctx, 0) else {
         return XDP_DROP;
     };
     // SAFETY: `ptr_at` checked the header lies inside the packet.
     unsafe {
-        let dst = (*eth).dst;
-        (*eth).dst = (*eth).src;
+        let (dst, src) = ((*eth).dst, (*eth).src);
+        (*eth).dst = src;
         (*eth).src = dst;
     }
     XDP_TX
@@ -107,8 +106,8 @@ pub fn elb_floor_lookup(ctx: XdpContext) -> u32 {
     }
     // SAFETY: `ptr_at` checked the header lies inside the packet.
     unsafe {
-        let dst = (*eth).dst;
-        (*eth).dst = (*eth).src;
+        let (dst, src) = ((*eth).dst, (*eth).src);
+        (*eth).dst = src;
         (*eth).src = dst;
     }
     XDP_TX
@@ -251,7 +250,7 @@ fn ring_next(ctx: &XdpContext) -> Option<u32> {
     }
     let frame = RING.get(slot)?;
     let want = frame.len as usize;
-    if want < ETH_LEN || want > RING_FRAME_MAX || want % 8 != 0 {
+    if !(ETH_LEN..=RING_FRAME_MAX).contains(&want) || !want.is_multiple_of(8) {
         return None;
     }
     let have = ctx.data_end() - ctx.data();

@@ -210,7 +210,6 @@ pub extern "C" fn elb_icmp_error(ctx: *mut xdp_md, kind: u32, code: u32, mtu: u3
 }
 
 #[inline(always)]
-#[expect(clippy::manual_swap, reason = "packet memory: no references into it")]
 fn build_error(ctx: &XdpContext, c: &mut Counters, kind: u8, code: u8, mtu: u16) -> u32 {
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, ETH_LEN) else {
         c.drop_icmp_failed += 1;

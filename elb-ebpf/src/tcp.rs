@@ -567,10 +567,11 @@ fn established<const XLATE: bool>(
             let acked = &raw mut (*f).acked;
             let last = flows::word(acked).value;
             let moved = ack.wrapping_sub(last);
-            if fl & FLOW_F_ACKED == 0 || (moved >= ACK_TRACK_STEP && (moved as i32) > 0) {
-                if flows::word_store(acked, ident, ack) && fl & FLOW_F_ACKED == 0 {
-                    flows::word_or(state, ident, FLOW_F_ACKED);
-                }
+            if (fl & FLOW_F_ACKED == 0 || (moved >= ACK_TRACK_STEP && (moved as i32) > 0))
+                && flows::word_store(acked, ident, ack)
+                && fl & FLOW_F_ACKED == 0
+            {
+                flows::word_or(state, ident, FLOW_F_ACKED);
             }
         }
     }

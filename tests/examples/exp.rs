@@ -1,4 +1,8 @@
 //! Temporary experiment driver (not committed).
+#![expect(
+    clippy::needless_range_loop,
+    reason = "slot numbers and sample vectors indexed together"
+)]
 use std::net::Ipv4Addr;
 
 use aya::maps::{Array, HashMap};

@@ -67,7 +67,7 @@ impl Tcp {
         tcp.extend_from_slice(&self.dport.to_be_bytes());
         tcp.extend_from_slice(&self.seq.to_be_bytes());
         tcp.extend_from_slice(&self.ack.to_be_bytes());
-        tcp.push(((20 + self.tcp_options.len()) / 4 << 4) as u8);
+        tcp.push((((20 + self.tcp_options.len()) / 4) << 4) as u8);
         tcp.push(self.flags);
         tcp.extend_from_slice(&self.window.to_be_bytes());
         tcp.extend_from_slice(&[0, 0, 0, 0]);

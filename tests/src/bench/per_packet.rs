@@ -159,9 +159,12 @@ pub fn syn_template(vip: Ipv4Addr) -> Vec<u8> {
     syn.frame()
 }
 
+/// A frame, as the ring takes it.
+pub type Frame = Vec<u8>;
+
 /// Frames of established flows to `vip`: for every forward conntrack entry, a client segment
 /// (ACK with 16 bytes of data) and the backend's reply to it.
-pub fn flow_frames(fx: &Fixture, vip: Ipv4Addr) -> anyhow::Result<(Vec<Vec<u8>>, Vec<Vec<u8>>)> {
+pub fn flow_frames(fx: &Fixture, vip: Ipv4Addr) -> anyhow::Result<(Vec<Frame>, Vec<Frame>)> {
     let mut est = Vec::new();
     let mut reply = Vec::new();
     for (k, f) in fx.maps()?.flows()? {
