@@ -16,7 +16,7 @@
 
 use aya_ebpf::{
     EbpfContext as _,
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    bindings::xdp_action::XDP_DROP,
     helpers::{bpf_xdp_adjust_head, bpf_xdp_load_bytes, bpf_xdp_store_bytes},
     macros::xdp,
     programs::XdpContext,
@@ -24,9 +24,8 @@ use aya_ebpf::{
 use elb_common::{csum, proxy_v1, stages};
 
 use crate::{
-    fwd,
-    hdr::{ETH_LEN, EthHdr, IP_LEN, Ipv4Hdr, TCP_LEN, TcpHdr, ptr_at},
-    maps::{COUNTERS, FINISH, FINISH_PASS_FRAGMENT, FINISH_PASS_NO_NEIGH, PROXY_BUF},
+    hdr::{ETH_LEN, IP_LEN, Ipv4Hdr, TCP_LEN, TcpHdr, ptr_at},
+    maps::{COUNTERS, FINISH, PROXY_BUF},
     tcp,
 };
 
@@ -51,23 +50,7 @@ pub fn elb_proxy(ctx: XdpContext) -> u32 {
         // SACK edges to shift as well (a SYN proxy flow): `elb_sack` sends it.
         return tcp::stage(&ctx, c, stages::SACK, 0, 0);
     }
-    match fin.verdict {
-        FINISH_PASS_NO_NEIGH => {
-            c.pass_no_neigh += 1;
-            XDP_PASS
-        }
-        FINISH_PASS_FRAGMENT => {
-            c.pass_fragment += 1;
-            XDP_PASS
-        }
-        _ => {
-            let Some(eth) = ptr_at::<EthHdr>(&ctx, 0) else {
-                c.drop_internal += 1;
-                return XDP_DROP;
-            };
-            fwd::transmit(&ctx, c, eth, &fin.hop)
-        }
-    }
+    tcp::finish(&ctx, c, fin)
 }
 
 /// Opaque to the compiler, so the verifier sees the range check on the register used.

@@ -668,12 +668,15 @@ pub fn elb_sack(ctx: XdpContext) -> u32 {
         c.drop_internal += 1;
         return XDP_DROP;
     };
-    let Some(eth) = ptr_at::<EthHdr>(&ctx, 0) else {
-        c.drop_internal += 1;
-        return XDP_DROP;
-    };
     // SAFETY: bounds-checked above.
     unsafe { (*tcp).check = check };
+    finish(&ctx, c, fin)
+}
+
+/// Sends a finished packet as `fin` says (the stages that finish packets: `elb_sack`,
+/// `elb_proxy`).
+#[inline(always)]
+pub fn finish(ctx: &XdpContext, c: &mut Counters, fin: &Finish) -> u32 {
     match fin.verdict {
         FINISH_PASS_NO_NEIGH => {
             c.pass_no_neigh += 1;
@@ -683,7 +686,14 @@ pub fn elb_sack(ctx: XdpContext) -> u32 {
             c.pass_fragment += 1;
             XDP_PASS
         }
-        _ => fwd::transmit(&ctx, c, eth, &fin.hop),
+        _ => {
+            // Packet pointers do not survive the helpers the stages call: derive it here.
+            let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+                c.drop_internal += 1;
+                return XDP_DROP;
+            };
+            fwd::transmit(ctx, c, eth, &fin.hop)
+        }
     }
 }
 

@@ -27,45 +27,20 @@ fn size() -> u64 {
         << 20
 }
 
-/// Drops the first segment with data of every connection to/from port 80 once: the third
-/// packet of the connection in the original direction (SYN, ACK, data), counted by conntrack
-/// (`nf_conntrack_acct`), on the `hook` of namespace `ns`.
-fn drop_first_data_segment(ns: &Netns, hook: &str, port_match: &str) {
-    ns.sysctl("net.netfilter.nf_conntrack_acct", "1")
-        .or_else(|_| {
-            // The sysctl appears once conntrack is loaded in the namespace: load it first.
-            ns.exec(&["nft", "add", "table", "inet", "elbtest"])?;
-            ns.exec(&[
-                "nft",
-                "add",
-                "chain",
-                "inet",
-                "elbtest",
-                "warm",
-                "{ type filter hook prerouting priority 0; }",
-            ])?;
-            ns.exec(&[
-                "nft", "add", "rule", "inet", "elbtest", "warm", "ct", "state", "new",
-            ])?;
-            ns.sysctl("net.netfilter.nf_conntrack_acct", "1")
-        })
-        .unwrap();
-    ns.exec(&["nft", "add", "table", "inet", "elbtest"])
-        .unwrap();
+/// Drops the first segment with data of every connection to port 80 once: the third packet
+/// of the connection in the original direction (SYN, ACK, data), counted by conntrack
+/// (`nf_conntrack_acct`, for connections opened from now on), on the `hook` of namespace `ns`.
+fn drop_first_data_segment(ns: &Netns, hook: &str) {
     ns.exec(&[
         "nft",
-        "add",
-        "chain",
-        "inet",
-        "elbtest",
-        "lossy",
-        &format!("{{ type filter hook {hook} priority 0; }}"),
+        &format!(
+            "add table inet elbtest; \
+             add chain inet elbtest lossy {{ type filter hook {hook} priority 0; }}; \
+             add rule inet elbtest lossy tcp dport 80 ct original packets 3 counter drop"
+        ),
     ])
     .unwrap();
-    let rule = format!("tcp {port_match} 80 ct original packets 3 counter drop");
-    let mut args = vec!["nft", "add", "rule", "inet", "elbtest", "lossy"];
-    args.extend(rule.split(' '));
-    ns.exec(&args).unwrap();
+    ns.sysctl("net.netfilter.nf_conntrack_acct", "1").unwrap();
 }
 
 /// Packets the lossy rule of `ns` dropped.
@@ -160,8 +135,8 @@ fn backends_behind_proxy_protocol_see_clients_and_get_every_byte() {
     );
 
     // The first data segment lost before the servo, and its retransmission lost after it.
-    drop_first_data_segment(&t.client, "output", "dport");
-    drop_first_data_segment(&t.backends[0], "input", "dport");
+    drop_first_data_segment(&t.client, "output");
+    drop_first_data_segment(&t.backends[0], "input");
     transfer("lossy.bin");
     let (before, after) = (dropped(&t.client), dropped(&t.backends[0]));
     let c = t.maps().unwrap().counters().unwrap();

@@ -171,14 +171,7 @@ pub fn flow_frames(fx: &Fixture, vip: Ipv4Addr) -> anyhow::Result<(Vec<Frame>, V
         if f.state.value & FLOW_F_REPLY != 0 || k.dst != vip.octets() {
             continue;
         }
-        let mut a = Tcp::new(
-            (Ipv4Addr::from(k.src), k.sport),
-            (Ipv4Addr::from(k.dst), k.dport),
-            TCP_ACK | TCP_PSH,
-        );
-        a.src_mac = CLIENT_MAC;
-        a.payload = vec![b'x'; 16];
-        est.push(a.frame());
+        est.push(client_segment(&k, 1000));
         let mut r = Tcp::new(
             (Ipv4Addr::from(f.nat.dst), f.nat.dport),
             (Ipv4Addr::from(f.nat.src), f.nat.sport),
@@ -190,25 +183,29 @@ pub fn flow_frames(fx: &Fixture, vip: Ipv4Addr) -> anyhow::Result<(Vec<Frame>, V
     Ok((est, reply))
 }
 
-/// Client segments (ACK with 16 bytes of data, sequence number `seq`) of the established flows
-/// to `vip`. With the SYN template's ISN (1000), 1001 is a PROXY flow's first data segment.
-pub fn client_frames(fx: &Fixture, vip: Ipv4Addr, seq: u32) -> anyhow::Result<Vec<Vec<u8>>> {
-    let mut out = Vec::new();
-    for (k, f) in fx.maps()?.flows()? {
-        if f.state.value & FLOW_F_REPLY != 0 || k.dst != vip.octets() {
-            continue;
-        }
-        let mut a = Tcp::new(
-            (Ipv4Addr::from(k.src), k.sport),
-            (Ipv4Addr::from(k.dst), k.dport),
-            TCP_ACK | TCP_PSH,
-        );
-        a.src_mac = CLIENT_MAC;
-        a.seq = seq;
-        a.payload = vec![b'x'; 16];
-        out.push(a.frame());
-    }
-    Ok(out)
+/// A client segment of the flow `k` (ACK with 16 bytes of data, sequence number `seq`).
+fn client_segment(k: &FlowKey, seq: u32) -> Frame {
+    let mut a = Tcp::new(
+        (Ipv4Addr::from(k.src), k.sport),
+        (Ipv4Addr::from(k.dst), k.dport),
+        TCP_ACK | TCP_PSH,
+    );
+    a.src_mac = CLIENT_MAC;
+    a.seq = seq;
+    a.payload = vec![b'x'; 16];
+    a.frame()
+}
+
+/// Client segments (see `client_segment`) of the established flows to `vip`. With the SYN
+/// template's ISN (1000), 1001 is a PROXY flow's first data segment.
+pub fn client_frames(fx: &Fixture, vip: Ipv4Addr, seq: u32) -> anyhow::Result<Vec<Frame>> {
+    Ok(fx
+        .maps()?
+        .flows()?
+        .into_iter()
+        .filter(|(k, f)| f.state.value & FLOW_F_REPLY == 0 && k.dst == vip.octets())
+        .map(|(k, _)| client_segment(&k, seq))
+        .collect())
 }
 
 /// Opens `n` flows to `vip` through the program (SYN mode, from flow number `first`).
