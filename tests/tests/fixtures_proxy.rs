@@ -95,6 +95,12 @@ fn the_first_data_segment_carries_the_header_and_the_flow_is_translated() {
         let again = forward(&fx, &first.frame());
         assert_eq!(again, p, "the same segment again");
         assert_eq!(fx.counters().proxy_headers, before.proxy_headers + 2);
+        // A retransmission that carries more (the sender coalesced its queue) too.
+        let more = [&body[..], b"and more"].concat();
+        let bigger = forward(&fx, &data(&fx, 0, cport, CLIENT_ISN + 1, &more).frame());
+        assert_eq!(bigger.payload, [&hdr[..], &more[..]].concat());
+        assert_eq!(bigger.seq, CLIENT_ISN + 1);
+        assert_eq!(fx.counters().proxy_headers, before.proxy_headers + 3);
 
         // Later segments move up by the header's length.
         let next_seq = CLIENT_ISN + 1 + body.len() as u32;
