@@ -8,11 +8,12 @@
 
 pub mod csum;
 pub mod hash;
+pub mod proxy_v1;
 pub mod sg;
 
 /// Bumped whenever a map key or value layout changes. The agent refuses to reuse pinned maps that
 /// were created by a different ABI version (they would be misread); `--reset` starts fresh.
-pub const ABI_VERSION: u32 = 4;
+pub const ABI_VERSION: u32 = 5;
 
 /// An IPv4 address in network byte order, as it appears on the wire.
 pub type Ipv4 = [u8; 4];
@@ -179,16 +180,21 @@ pub mod stages {
     pub const PLAN: u32 = 3;
     /// Slot of `elb_open`: the end of a new flow (SNAT tuple, inserts, forward).
     pub const OPEN: u32 = 4;
-    /// Slot of `elb_sack`: the SACK edges of a translated packet, then its transmission.
+    /// Slot of `elb_sack`: the SACK edges of a translated packet (and the MSS of a PROXY
+    /// flow's SYN-ACK), then its transmission.
     pub const SACK: u32 = 5;
+    /// Slot of `elb_proxy`: inserts the PROXY protocol v1 header into a client's first data
+    /// segment, then sends it.
+    pub const PROXY: u32 = 6;
     /// Program name of each slot, in slot order.
-    pub const PROGRAMS: [&str; 6] = [
+    pub const PROGRAMS: [&str; 7] = [
         "elb_syn",
         "elb_cookie_ack",
         "elb_xlate",
         "elb_plan",
         "elb_open",
         "elb_sack",
+        "elb_proxy",
     ];
 }
 
@@ -446,7 +452,7 @@ pub struct FlowSlot {
     pub backend_gen: u32,
     /// Reverse half: MTU of the interface towards the client (0: not checked).
     pub hop_mtu: u16,
-    /// Forward half: length of the PROXY protocol header inserted (0: none).
+    /// PROXY flows (both halves): length of the PROXY protocol v1 header inserted (0: none).
     pub proxy_len: u8,
     /// Explicit padding, always zero.
     pub _pad: u8,
@@ -482,8 +488,11 @@ pub struct FlowSlot {
     /// Forward half: the slot index of the reverse half at creation (a hint for the sweep,
     /// which checks it: it pairs halves without a lookup).
     pub partner: u32,
+    /// PROXY flows (both halves): the client's ISN + 1, the sequence number the header takes
+    /// in the backend's view (the client's data follows it, shifted by `proxy_len`).
+    pub proxy_seq: u32,
     /// Explicit padding, always zero.
-    pub _pad3: [u32; 3],
+    pub _pad3: [u32; 2],
 }
 const _: () = assert!(size_of::<FlowSlot>() == 128);
 const _: () = assert!(core::mem::offset_of!(FlowSlot, acked) == 56);
@@ -526,7 +535,8 @@ impl FlowSlot {
         created: 0,
         xlate_wscale: FlowWord { ident: 0, value: 0 },
         partner: 0,
-        _pad3: [0; 3],
+        proxy_seq: 0,
+        _pad3: [0; 2],
     };
 
     /// The key under which the other half of this flow is stored.

@@ -12,7 +12,6 @@
 //!   tail-calls the program under test. The floor is timed through the same wrapper.
 #![no_std]
 #![no_main]
-#![feature(core_intrinsics)]
 #![allow(internal_features)]
 
 use aya_ebpf::{
@@ -51,15 +50,14 @@ static RING_TARGETS: ProgramArray<16> = ProgramArray::new();
 
 /// The benchmark floor: swap the Ethernet addresses and send the frame back (XDP_TX).
 #[xdp]
-#[expect(clippy::manual_swap, reason = "packet memory: no references into it")]
 pub fn elb_floor(ctx: XdpContext) -> u32 {
     let Some(eth) = ptr_at::<EthHdr>(&ctx, 0) else {
         return XDP_DROP;
     };
     // SAFETY: `ptr_at` checked the header lies inside the packet.
     unsafe {
-        let dst = (*eth).dst;
-        (*eth).dst = (*eth).src;
+        let (dst, src) = ((*eth).dst, (*eth).src);
+        (*eth).dst = src;
         (*eth).src = dst;
     }
     XDP_TX
@@ -75,7 +73,6 @@ static FLOOR_MASK: Array<u32, 1> = Array::new();
 /// hashed as the flow table hashes it, and the state and key words of that slot are read from a
 /// table of the flow table's size. What a ring of flows costs before any flow work is done.
 #[xdp]
-#[expect(clippy::manual_swap, reason = "packet memory: no references into it")]
 pub fn elb_floor_lookup(ctx: XdpContext) -> u32 {
     let (Some(eth), Some(ip), Some(tcp), Some(mask)) = (
         ptr_at::<EthHdr>(&ctx, 0),
@@ -108,8 +105,8 @@ pub fn elb_floor_lookup(ctx: XdpContext) -> u32 {
     }
     // SAFETY: `ptr_at` checked the header lies inside the packet.
     unsafe {
-        let dst = (*eth).dst;
-        (*eth).dst = (*eth).src;
+        let (dst, src) = ((*eth).dst, (*eth).src);
+        (*eth).dst = src;
         (*eth).src = dst;
     }
     XDP_TX

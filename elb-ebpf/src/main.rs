@@ -4,8 +4,9 @@
 //! Entry points are thin; the work lives in modules by concern: `flows` (the flow table),
 //! `tcp` (established flows: rewrite, translation, close and reset tracking), `syn` (new flows,
 //! SYN cookies and the SYN proxy), `icmp` (error translation and the errors a router sends),
-//! `fwd` (next hops and transmit), `opts` (TCP options and checksums), `rst` (resets we answer
-//! with), `sg` (security groups' allow lists), `stats`. Packet headers live in the crate's library (`elb_ebpf::hdr`).
+//! `fwd` (next hops and transmit), `opts` (TCP options and checksums), `proxy` (the PROXY
+//! protocol header), `rst` (resets we answer with), `sg` (security groups' allow lists),
+//! `stats`. Packet headers live in the crate's library (`elb_ebpf::hdr`).
 #![no_std]
 #![no_main]
 #![feature(core_intrinsics)]
@@ -19,6 +20,7 @@ mod fwd;
 mod icmp;
 mod maps;
 mod opts;
+mod proxy;
 mod rst;
 mod sg;
 mod stats;

@@ -7,8 +7,8 @@ use aya_ebpf::{
     macros::btf_map,
 };
 use elb_common::{
-    Backend, BackendSet, Config, Counters, DEFAULT_CONNTRACK_ENTRIES, FLOW_LOCK_SLOTS, FlowSlot,
-    HalfOpenFix, Iface, Listener, ListenerKey, ListenerState, MAX_BACKENDS, MAX_IFACES,
+    Backend, BackendSet, Config, Counters, DEFAULT_CONNTRACK_ENTRIES, FLOW_LOCK_SLOTS, FlowKey,
+    FlowSlot, HalfOpenFix, Iface, Listener, ListenerKey, ListenerState, MAX_BACKENDS, MAX_IFACES,
     MAX_LISTENERS, Meta, NextHop, SnatAddrs, StageArgs, TrafficStats,
     sg::{SG_ALLOW_ENTRIES, SgSource},
 };
@@ -157,6 +157,12 @@ pub struct Finish {
     pub delta: u32,
     /// `FINISH_*`.
     pub verdict: u32,
+    /// Subtracted from the MSS option (a PROXY flow's SYN-ACK; 0: none).
+    pub mss_sub: u32,
+    /// `elb_proxy`: the connection as the client addressed it (the header's contents).
+    pub client: FlowKey,
+    /// `elb_proxy`: the header's length, as stored in the flow.
+    pub proxy_len: u32,
 }
 
 /// `Finish::verdict`: transmit towards `hop`.
@@ -169,3 +175,16 @@ pub const FINISH_PASS_FRAGMENT: u32 = 2;
 /// The `Finish` of this CPU's packet.
 #[btf_map(name = "finish")]
 pub static FINISH: PerCpuArray<Finish, 1> = PerCpuArray::new();
+
+/// `elb_proxy`'s buffers (per CPU: its stack has no room for them).
+#[repr(C)]
+pub struct ProxyBuf {
+    /// The PROXY protocol header being inserted, zero past its end.
+    pub text: [u8; elb_common::proxy_v1::BUF],
+    /// The packet's Ethernet, IPv4 and TCP headers, on their way to the frame's new start.
+    pub headers: [u8; 128],
+}
+
+/// `elb_proxy`'s buffers.
+#[btf_map(name = "proxy_buf")]
+pub static PROXY_BUF: PerCpuArray<ProxyBuf, 1> = PerCpuArray::new();

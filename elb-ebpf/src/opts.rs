@@ -79,6 +79,8 @@ struct Walk {
     sack_perm: u32,
     sack_at: u32,
     sack_len: u32,
+    /// Position of the MSS option + 1 (0: none).
+    mss_at: u32,
 }
 
 /// One step of an option walk: returns 1 to stop.
@@ -104,6 +106,7 @@ extern "C" fn walk_step(_index: u64, ctx: *mut c_void) -> i64 {
     match kind {
         OPT_MSS if olen == 4 => {
             w.mss = u32::from(u16::from_be_bytes([at(&w.buf, i + 2), at(&w.buf, i + 3)]));
+            w.mss_at = w.i + 1;
         }
         OPT_WSCALE if olen == 3 => w.wscale = u32::from(at(&w.buf, i + 2).min(14)),
         OPT_SACK_PERM if olen == 2 => w.sack_perm = 1,
@@ -185,6 +188,7 @@ fn new_walk() -> Walk {
         sack_perm: 0,
         sack_at: 0,
         sack_len: 0,
+        mss_at: 0,
     }
 }
 
@@ -242,6 +246,38 @@ pub fn shift_sack(ctx: *mut xdp_md, tcp_off: u32, doff: u32, delta: u32, check: 
         }
     }
     u32::from(check)
+}
+
+/// Lowers the MSS option of the TCP header at `tcp_off` (length `doff`) by `sub` (never below
+/// `MIN_MSS`) and returns the checksum `check` updated for it. A header without the option is
+/// left alone.
+#[inline(always)]
+pub fn lower_mss(ctx: *mut xdp_md, tcp_off: u32, doff: u32, sub: u32, check: u32) -> u32 {
+    /// IPv4's minimum MSS (RFC 9293: 576 - 40).
+    const MIN_MSS: u32 = 536;
+    let mut w = new_walk();
+    walk(ctx, tcp_off, doff, &mut w);
+    if w.mss_at == 0 || w.mss <= MIN_MSS {
+        return check;
+    }
+    let new = w.mss.saturating_sub(sub).max(MIN_MSS);
+    let off = (w.mss_at - 1) as usize & (OPT_BUF - 1);
+    let old = u16::from_ne_bytes([at(&w.buf, off + 2), at(&w.buf, off + 3)]);
+    let mut bytes = (new as u16).to_be_bytes();
+    // SAFETY: the kernel bounds-checks the packet range.
+    unsafe {
+        bpf_xdp_store_bytes(
+            ctx,
+            tcp_off + (TCP_LEN + off + 2) as u32,
+            bytes.as_mut_ptr().cast(),
+            2,
+        );
+    }
+    u32::from(csum::replace_u16(
+        check as u16,
+        old,
+        u16::from_ne_bytes(bytes),
+    ))
 }
 
 /// 1 if the TCP checksum of the segment after an option-less IPv4 header (`tcp_len` bytes:

@@ -17,12 +17,12 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use elb_common::{
-    BACKEND_ACTIVE, COOKIE_SLOT_SHIFT, Counters, FLOW_F_ACKED, FLOW_F_CONFIRMED, FLOW_F_REPLY,
-    FLOW_F_SYNPROXY, FLOW_F_XLATE, FlowKey, FlowWord, Listener, MAX_SET_BACKENDS, MAX_SNAT_ADDRS,
-    NatTuple, NextHop, PROTO_TCP, SNAT_TRIES, SYNPROXY_MSS, SYNPROXY_WSCALE, StageArgs,
-    WSCALE_NONE, csum,
+    BACKEND_ACTIVE, COOKIE_SLOT_SHIFT, Counters, FLOW_F_ACKED, FLOW_F_CONFIRMED, FLOW_F_PROXY,
+    FLOW_F_REPLY, FLOW_F_SYNPROXY, FLOW_F_XLATE, FlowKey, FlowWord, LISTENER_F_PROXY_V1, Listener,
+    MAX_SET_BACKENDS, MAX_SNAT_ADDRS, NatTuple, NextHop, PROTO_TCP, SNAT_TRIES, SYNPROXY_MSS,
+    SYNPROXY_WSCALE, StageArgs, WSCALE_NONE, csum,
     hash::{self, CookieOptions},
-    stages,
+    proxy_v1, stages,
 };
 
 use crate::{
@@ -181,7 +181,7 @@ pub fn elb_syn(ctx: XdpContext) -> u32 {
         return XDP_DROP;
     }
     if replacing_index == COOKIE_NOW && replacing_ident == 0 {
-        return answer_with_cookie(&ctx, c, &p, &key);
+        return answer_with_cookie(&ctx, c, &p, &key, args.listener_flags);
     }
     new_flow(
         &ctx,
@@ -255,7 +255,7 @@ fn new_flow(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, n: &NewSyn) 
     // SAFETY: an array element; a plain read of a counter other CPUs change atomically.
     let half_open = unsafe { core::ptr::read_volatile(&raw const (*state).half_open) };
     if (half_open.wrapping_sub(fix) as i64) >= i64::from(cfg.syn_backlog()) {
-        return answer_with_cookie(ctx, c, p, key);
+        return answer_with_cookie(ctx, c, p, key, listener.flags);
     }
     let _ = env;
     to_plan(ctx, c, &Origin::SYN, n)
@@ -413,7 +413,14 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
     } else {
         0
     };
-    let (proxy_len, proxy_flag) = (0u8, 0u32);
+    let (proxy_len, proxy_flag) = if listener.flags & LISTENER_F_PROXY_V1 != 0 {
+        (
+            proxy_v1::header_len(key.src, key.dst, key.sport, key.dport) as u8,
+            FLOW_F_PROXY,
+        )
+    } else {
+        (0, 0)
+    };
     let word = |value| FlowWord { ident, value };
     // SAFETY: this CPU's scratch entry; both halves are written field by field there (the
     // BPF stack cannot hold them), and the plan beside them.
@@ -445,6 +452,8 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
         (*reverse).hop_smac = dst_mac;
         (*reverse).isn = origin.cookie;
         (*reverse).created = now;
+        (*reverse).proxy_len = proxy_len;
+        (*reverse).proxy_seq = p.seq.wrapping_add(1);
 
         flows::clear(forward);
         (*forward).key = *key;
@@ -455,6 +464,7 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
         (*forward).listener_id = listener.id as u16;
         (*forward).backend_gen = backend.generation;
         (*forward).proxy_len = proxy_len;
+        (*forward).proxy_seq = p.seq.wrapping_add(1);
         (*forward).acked = word(0);
         (*forward).seen = word(now);
         (*forward).xlate = word(0);
@@ -556,7 +566,7 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
                 if plan.cookie_flow == 0 {
                     // No room for state: the client still gets in, with a cookie (from the
                     // `elb_syn` stage: this stage's stack has no room for it).
-                    return tcp::stage(&ctx, c, stages::SYN, COOKIE_NOW, 0);
+                    return cookie_now(&ctx, c, forward);
                 }
                 return rst::reply_with(&ctx, c, p.tot_len, refuse_seq);
             }
@@ -595,7 +605,7 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
             if e != -1 {
                 c.drop_conntrack_full += 1;
                 if plan.cookie_flow == 0 {
-                    return tcp::stage(&ctx, c, stages::SYN, COOKIE_NOW, 0);
+                    return cookie_now(&ctx, c, forward);
                 }
                 return rst::reply_with(&ctx, c, p.tot_len, refuse_seq);
             }
@@ -636,6 +646,25 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
         return XDP_PASS;
     }
     fwd::transmit(&ctx, c, p.eth, &plan.hop)
+}
+
+/// Answers the SYN at hand with a cookie (from the `elb_syn` stage: `elb_open`'s stack has no
+/// room for it), for the listener of the planned flow `forward`.
+#[inline(always)]
+fn cookie_now(ctx: &XdpContext, c: &mut Counters, forward: *mut elb_common::FlowSlot) -> u32 {
+    // SAFETY: this CPU's scratch entry.
+    let proxy = flows::word(unsafe { &raw const (*forward).state }).value & FLOW_F_PROXY != 0;
+    tcp::stage_with(
+        ctx,
+        c,
+        stages::SYN,
+        StageArgs {
+            index: COOKIE_NOW,
+            ident: 0,
+            listener_id: 0,
+            listener_flags: if proxy { LISTENER_F_PROXY_V1 } else { 0 },
+        },
+    )
 }
 
 /// Ends a closed flow whose client port a new SYN reuses: the forward half goes, the reverse
@@ -782,7 +811,13 @@ fn cookie_slot() -> u32 {
 /// (A subprogram: its locals stay out of the new-flow path's stack frame.)
 #[inline(never)]
 #[expect(clippy::manual_swap, reason = "packet memory: no references into it")]
-fn answer_with_cookie(ctx: &XdpContext, c: &mut Counters, p: &Pkt, key: &FlowKey) -> u32 {
+fn answer_with_cookie(
+    ctx: &XdpContext,
+    c: &mut Counters,
+    p: &Pkt,
+    key: &FlowKey,
+    listener_flags: u32,
+) -> u32 {
     let Some(meta) = META.get(0) else {
         c.drop_internal += 1;
         return XDP_DROP;
@@ -829,7 +864,13 @@ fn answer_with_cookie(ctx: &XdpContext, c: &mut Counters, p: &Pkt, key: &FlowKey
     } else {
         SYNPROXY_WSCALE
     };
-    if write_handshake_options(ctx, SYNPROXY_MSS, options.sack, ws).is_none()
+    // A PROXY listener's clients leave room for the header in their first segment (`proxy`).
+    let mss = if listener_flags & LISTENER_F_PROXY_V1 != 0 {
+        SYNPROXY_MSS - proxy_v1::MAX_LEN as u16
+    } else {
+        SYNPROXY_MSS
+    };
+    if write_handshake_options(ctx, mss, options.sack, ws).is_none()
         || seal(ctx, ip, tcp, TCP_LEN + 12).is_none()
     {
         c.drop_rst_failed += 1;

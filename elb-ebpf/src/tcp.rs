@@ -426,6 +426,35 @@ fn established<const XLATE: bool>(
             x.win_to = (shifts >> 8) as u8;
         }
     }
+    // PROXY protocol: the backend's view of the client's sequence space holds the header
+    // before the client's first byte (`proxy_seq`). The client's first data segment gets it
+    // inserted (`insert`), later client segments move up by its length, the backend's ACKs
+    // (and SACK edges) move down; an ACK of part of the header acknowledges none of the
+    // client's data. Zero-length client segments at `proxy_seq` (the handshake ACK, a pure ACK
+    // before any data) stay where they are.
+    let mut insert = 0u32;
+    let mut mss_sub = 0u32;
+    if XLATE && fl & FLOW_F_PROXY != 0 {
+        // SAFETY: second cache line of the slot, fixed at creation.
+        let (base, len) = unsafe { ((*f).proxy_seq, u32::from((*f).proxy_len)) };
+        if reply {
+            let d = p.ack.wrapping_sub(base);
+            if p.flags & TCP_ACK != 0 && (d as i32) > 0 {
+                x.ack_sub = d.min(len);
+            }
+            if p.flags & TCP_SYN != 0 && fl & FLOW_F_SYNPROXY == 0 {
+                // The client's segments must leave room for the header (see `elb_proxy`).
+                mss_sub = elb_common::proxy_v1::MAX_LEN as u32;
+            }
+        } else {
+            let d = p.seq.wrapping_sub(base);
+            if d == 0 && p.tot_len > p.ihl + p.doff {
+                insert = len;
+            } else if (d as i32) > 0 {
+                x.seq_add = len;
+            }
+        }
+    }
 
     // SAFETY: bounds-checked header (no packet-moving helper ran).
     let ttl = unsafe { (*p.ip).ttl };
@@ -483,15 +512,21 @@ fn established<const XLATE: bool>(
         }
     };
     let mut fragment = false;
-    if hop.mtu != 0 && p.tot_len > usize::from(hop.mtu) {
+    if hop.mtu != 0 && p.tot_len + insert as usize > usize::from(hop.mtu) {
         // SAFETY: bounds-checked header.
         if unsafe { (*p.ip).frag_off } & IP_DF_BE != 0 {
+            // With a header to insert, the client must make room for it.
             return icmp::send_error(
                 ctx,
                 icmp::ICMP_DEST_UNREACH,
                 icmp::ICMP_FRAG_NEEDED,
-                hop.mtu,
+                hop.mtu - insert as u16,
             );
+        }
+        if XLATE && insert != 0 {
+            // The kernel would fragment it without the header.
+            c.drop_proxy_failed += 1;
+            return XDP_DROP;
         }
         fragment = true;
     }
@@ -560,15 +595,18 @@ fn established<const XLATE: bool>(
         p.tot_len as u64,
         false,
     );
-    if XLATE && x.ack_sub != 0 && p.flags & TCP_ACK != 0 && p.doff > TCP_LEN {
-        // SACK edges move with the ACK number; the `elb_sack` stage (a stack of its own for the
-        // option walk) shifts them and sends the packet.
-        if let Some(f) = FINISH.get_ptr_mut(0) {
-            // SAFETY: this CPU's entry; the stage runs next on this CPU.
+    let sack = XLATE && x.ack_sub != 0 && p.flags & TCP_ACK != 0 && p.doff > TCP_LEN;
+    if XLATE && (sack || insert != 0 || (mss_sub != 0 && p.doff > TCP_LEN)) {
+        // SACK edges move with the ACK number, a PROXY flow's SYN-ACK announces a smaller
+        // MSS, a first data segment gets the PROXY header: stages with stacks of their own
+        // (`elb_sack`, `elb_proxy`) finish the packet and send it.
+        if let Some(fin) = FINISH.get_ptr_mut(0) {
+            // SAFETY: this CPU's entry; the stage runs next on this CPU; the slot's key is
+            // fixed at creation.
             unsafe {
-                *f = Finish {
+                *fin = Finish {
                     hop,
-                    delta: x.ack_sub.wrapping_neg(),
+                    delta: if sack { x.ack_sub.wrapping_neg() } else { 0 },
                     verdict: if unresolved {
                         FINISH_PASS_NO_NEIGH
                     } else if fragment {
@@ -576,10 +614,18 @@ fn established<const XLATE: bool>(
                     } else {
                         FINISH_SEND
                     },
+                    mss_sub: if p.doff > TCP_LEN { mss_sub } else { 0 },
+                    client: (*f).key,
+                    proxy_len: insert,
                 }
             };
         }
-        return stage(ctx, c, stages::SACK, 0, 0);
+        let next = if insert != 0 {
+            stages::PROXY
+        } else {
+            stages::SACK
+        };
+        return stage(ctx, c, next, 0, 0);
     }
     if unresolved {
         c.pass_no_neigh += 1;
@@ -593,7 +639,8 @@ fn established<const XLATE: bool>(
 }
 
 /// Stage `elb_sack`: shifts the SACK edges of a translated packet (already rewritten) by
-/// `Finish::delta`, then sends it as `Finish` says.
+/// `Finish::delta` and lowers its MSS option by `Finish::mss_sub`, then sends it as `Finish`
+/// says.
 #[xdp]
 pub fn elb_sack(ctx: XdpContext) -> u32 {
     let (Some(c), Some(fin)) = (COUNTERS.get_ptr_mut(0), FINISH.get(0)) else {
@@ -608,25 +655,34 @@ pub fn elb_sack(ctx: XdpContext) -> u32 {
         return XDP_DROP;
     }
     // SAFETY: bounds-checked header.
-    let check = unsafe { (*p.tcp).check };
-    let check = opts::shift_sack(
-        ctx.ctx,
-        p.tcp_off() as u32,
-        p.doff as u32,
-        fin.delta,
-        u32::from(check),
-    ) as u16;
+    let mut check = u32::from(unsafe { (*p.tcp).check });
+    if fin.delta != 0 {
+        check = opts::shift_sack(ctx.ctx, p.tcp_off() as u32, p.doff as u32, fin.delta, check);
+    }
+    if fin.mss_sub != 0 {
+        check = opts::lower_mss(
+            ctx.ctx,
+            p.tcp_off() as u32,
+            p.doff as u32,
+            fin.mss_sub,
+            check,
+        );
+    }
+    let check = check as u16;
     // The option bytes were written through a helper: re-derive the header pointer.
     let Some(tcp) = ptr_at::<TcpHdr>(&ctx, ETH_LEN + IP_LEN) else {
         c.drop_internal += 1;
         return XDP_DROP;
     };
-    let Some(eth) = ptr_at::<EthHdr>(&ctx, 0) else {
-        c.drop_internal += 1;
-        return XDP_DROP;
-    };
     // SAFETY: bounds-checked above.
     unsafe { (*tcp).check = check };
+    finish(&ctx, c, fin)
+}
+
+/// Sends a finished packet as `fin` says (the stages that finish packets: `elb_sack`,
+/// `elb_proxy`).
+#[inline(always)]
+pub fn finish(ctx: &XdpContext, c: &mut Counters, fin: &Finish) -> u32 {
     match fin.verdict {
         FINISH_PASS_NO_NEIGH => {
             c.pass_no_neigh += 1;
@@ -636,7 +692,14 @@ pub fn elb_sack(ctx: XdpContext) -> u32 {
             c.pass_fragment += 1;
             XDP_PASS
         }
-        _ => fwd::transmit(&ctx, c, eth, &fin.hop),
+        _ => {
+            // Packet pointers do not survive the helpers the stages call: derive it here.
+            let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+                c.drop_internal += 1;
+                return XDP_DROP;
+            };
+            fwd::transmit(ctx, c, eth, &fin.hop)
+        }
     }
 }
 

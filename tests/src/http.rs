@@ -92,7 +92,7 @@ impl Nginx {
     /// from `<dir>/www/`, accepting `PUT /upload/<file>` into `<dir>/www/upload/`, and
     /// answering `/fail` with 500, and serving `/slow/` at 20 MB/s.
     pub fn start(ns: &Netns, name: &str, addr: SocketAddr, workers: u32) -> anyhow::Result<Self> {
-        Self::start_with(ns, name, addr, workers, false)
+        Self::start_with(ns, name, addr, workers, false, false)
     }
 
     /// [`Nginx::start`], plus what the userspace engine's tests look at: an access log
@@ -101,7 +101,19 @@ impl Nginx {
     /// forwarded fields, `/app` setting the application cookie `APPSESSION`, and the same
     /// site on port 25 of its address (a plain TCP backend for SSL listeners).
     pub fn start_logged(ns: &Netns, name: &str, addr: SocketAddr) -> anyhow::Result<Self> {
-        Self::start_with(ns, name, addr, 1, true)
+        Self::start_with(ns, name, addr, 1, true, false)
+    }
+
+    /// [`Nginx::start`], expecting a PROXY protocol v1 header on every connection (`listen ...
+    /// proxy_protocol`) and logging each request to [`Nginx::access_log`] as
+    /// `$proxy_protocol_addr $proxy_protocol_port $remote_addr "$request" $status`.
+    pub fn start_proxy_protocol(
+        ns: &Netns,
+        name: &str,
+        addr: SocketAddr,
+        workers: u32,
+    ) -> anyhow::Result<Self> {
+        Self::start_with(ns, name, addr, workers, false, true)
     }
 
     fn start_with(
@@ -110,9 +122,12 @@ impl Nginx {
         addr: SocketAddr,
         workers: u32,
         logged: bool,
+        proxy_protocol: bool,
     ) -> anyhow::Result<Self> {
         let dir = crate::netns::tempdir(&format!("nginx-{name}"))?.keep();
-        let extra = if logged {
+        let extra = if proxy_protocol {
+            format!("\n        access_log {}/logs/access.log pp;", dir.display())
+        } else if logged {
             format!(
                 r#"
         listen {ip}:25;
@@ -138,6 +153,7 @@ events {{ worker_connections 16384; }}
 http {{
     access_log off;
     log_format fwd '$remote_addr $http_x_forwarded_for $http_x_forwarded_proto $http_x_forwarded_port $request_uri';
+    log_format pp '$proxy_protocol_addr $proxy_protocol_port $remote_addr "$request" $status';
     keepalive_requests 1000000;
     keepalive_timeout 300s;
     client_body_temp_path {dir}/tmp;
@@ -148,7 +164,7 @@ http {{
     default_type application/octet-stream;
     sendfile on;
     server {{
-        listen {addr} reuseport backlog=16384;{extra}
+        listen {addr}{proxy} reuseport backlog=16384;{extra}
         root {dir}/www;
         location = /name {{ default_type text/plain; return 200 "{name}\n"; }}
         location = /fail {{ return 500; }}
@@ -161,7 +177,12 @@ http {{
     }}
 }}
 "#,
-            dir = dir.display()
+            dir = dir.display(),
+            proxy = if proxy_protocol {
+                " proxy_protocol"
+            } else {
+                ""
+            },
         );
         let conf_path = dir.join("nginx.conf");
         fs::write(&conf_path, conf)?;
@@ -205,7 +226,8 @@ http {{
         Ok(())
     }
 
-    /// The access log so far (empty unless started with [`Nginx::start_logged`]).
+    /// The access log so far (empty unless started with [`Nginx::start_logged`] or
+    /// [`Nginx::start_proxy_protocol`]).
     pub fn access_log(&self) -> String {
         fs::read_to_string(self.dir.join("logs/access.log")).unwrap_or_default()
     }
@@ -213,6 +235,12 @@ http {{
     /// Where nginx serves files from.
     pub fn www(&self) -> PathBuf {
         self.dir.join("www")
+    }
+
+    /// Where the access log is ([`Nginx::start_logged`] and [`Nginx::start_proxy_protocol`]
+    /// servers only).
+    pub fn access_log_path(&self) -> PathBuf {
+        self.dir.join("logs/access.log")
     }
 
     /// The listening address.

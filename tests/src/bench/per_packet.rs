@@ -34,6 +34,8 @@ pub const TX_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 100);
 pub fn tx_backend(i: usize) -> Ipv4Addr {
     Ipv4Addr::new(198, 18, 0, 200 + i as u8)
 }
+/// Listener with the PROXY protocol flag (backends of listener 0's addresses, ids 20..23).
+pub const PROXY_VIP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 101);
 /// First of the 8 SNAT addresses on each side.
 pub const SNAT_BASE_BK: Ipv4Addr = Ipv4Addr::new(198, 19, 0, 100);
 /// First of the 8 client-side SNAT addresses (flows to [`TX_VIP`]'s backends).
@@ -45,8 +47,9 @@ fn run_ip(fx: &Fixture, args: &[&str]) -> anyhow::Result<()> {
 
 /// Prepares a fixture for timing: a route to the spoofed client range (replies need a next
 /// hop), a wide SNAT port range and 8 SNAT addresses per side (a million flows to three
-/// backends need room), and a second listener ([`TX_VIP`], id 1, backend ids 10..13) whose
-/// backends are reached through the client-side interface.
+/// backends need room), a second listener ([`TX_VIP`], id 1, backend ids 10..13) whose
+/// backends are reached through the client-side interface, and a third ([`PROXY_VIP`], id 2,
+/// backend ids 20..23 at the first listener's backends' addresses) with the PROXY protocol.
 pub fn prepare(fx: &Fixture) -> anyhow::Result<()> {
     run_ip(
         fx,
@@ -105,6 +108,34 @@ pub fn prepare(fx: &Fixture) -> anyhow::Result<()> {
         )?;
     }
     maps.replace_backend_set(1, &[10, 11, 12])?;
+    for i in 0..3 {
+        maps.set_backend(
+            20 + i as u32,
+            Backend {
+                addr: crate::fixture::backend(i).octets(),
+                port: 80,
+                state: BACKEND_ACTIVE,
+                generation: 1,
+                listener_id: 2,
+                ..Backend::default()
+            },
+        )?;
+    }
+    maps.replace_backend_set(2, &[20, 21, 22])?;
+    maps.upsert_listener(
+        ListenerKey {
+            vip: PROXY_VIP.octets(),
+            port: 80,
+            proto: PROTO_TCP,
+            _pad: 0,
+        },
+        Listener {
+            id: 2,
+            idle_timeout_s: 60,
+            flags: elb_common::LISTENER_F_PROXY_V1,
+            ..Listener::default()
+        },
+    )?;
     maps.upsert_listener(
         ListenerKey {
             vip: TX_VIP.octets(),
@@ -128,26 +159,19 @@ pub fn syn_template(vip: Ipv4Addr) -> Vec<u8> {
     syn.frame()
 }
 
-/// A list of frames.
-pub type Frames = Vec<Vec<u8>>;
+/// A frame, as the ring takes it.
+pub type Frame = Vec<u8>;
 
 /// Frames of established flows to `vip`: for every forward conntrack entry, a client segment
 /// (ACK with 16 bytes of data) and the backend's reply to it.
-pub fn flow_frames(fx: &Fixture, vip: Ipv4Addr) -> anyhow::Result<(Frames, Frames)> {
+pub fn flow_frames(fx: &Fixture, vip: Ipv4Addr) -> anyhow::Result<(Vec<Frame>, Vec<Frame>)> {
     let mut est = Vec::new();
     let mut reply = Vec::new();
     for (k, f) in fx.maps()?.flows()? {
         if f.state.value & FLOW_F_REPLY != 0 || k.dst != vip.octets() {
             continue;
         }
-        let mut a = Tcp::new(
-            (Ipv4Addr::from(k.src), k.sport),
-            (Ipv4Addr::from(k.dst), k.dport),
-            TCP_ACK | TCP_PSH,
-        );
-        a.src_mac = CLIENT_MAC;
-        a.payload = vec![b'x'; 16];
-        est.push(a.frame());
+        est.push(client_segment(&k, 1000));
         let mut r = Tcp::new(
             (Ipv4Addr::from(f.nat.dst), f.nat.dport),
             (Ipv4Addr::from(f.nat.src), f.nat.sport),
@@ -157,6 +181,31 @@ pub fn flow_frames(fx: &Fixture, vip: Ipv4Addr) -> anyhow::Result<(Frames, Frame
         reply.push(r.frame());
     }
     Ok((est, reply))
+}
+
+/// A client segment of the flow `k` (ACK with 16 bytes of data, sequence number `seq`).
+fn client_segment(k: &FlowKey, seq: u32) -> Frame {
+    let mut a = Tcp::new(
+        (Ipv4Addr::from(k.src), k.sport),
+        (Ipv4Addr::from(k.dst), k.dport),
+        TCP_ACK | TCP_PSH,
+    );
+    a.src_mac = CLIENT_MAC;
+    a.seq = seq;
+    a.payload = vec![b'x'; 16];
+    a.frame()
+}
+
+/// Client segments (see `client_segment`) of the established flows to `vip`. With the SYN
+/// template's ISN (1000), 1001 is a PROXY flow's first data segment.
+pub fn client_frames(fx: &Fixture, vip: Ipv4Addr, seq: u32) -> anyhow::Result<Vec<Frame>> {
+    Ok(fx
+        .maps()?
+        .flows()?
+        .into_iter()
+        .filter(|(k, f)| f.state.value & FLOW_F_REPLY == 0 && k.dst == vip.octets())
+        .map(|(k, _)| client_segment(&k, seq))
+        .collect())
 }
 
 /// Opens `n` flows to `vip` through the program (SYN mode, from flow number `first`).
@@ -294,7 +343,7 @@ pub fn remove_flows_except(fx: &Fixture, keep: &HashSet<FlowKey>) -> anyhow::Res
 }
 
 /// The timed paths, in `samples` order.
-const NAMES: [&str; 14] = [
+const NAMES: [&str; 16] = [
     "floor",
     "floor_lookup",
     "established",
@@ -309,6 +358,8 @@ const NAMES: [&str; 14] = [
     "syncookie",
     "new_flow_sg",
     "syn_sg_denied",
+    "proxy_established",
+    "proxy_insert",
 ];
 
 /// Flows in the warm ring (a subset of the cold ring's, in the same table).
@@ -327,8 +378,8 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
         "per-packet: {rounds} interleaved rounds, repeat {repeat}, rings of {ring_flows} flows"
     ));
 
-    // Room for both rings and a round of new flows at under a quarter occupancy.
-    let slots = (4 * (4 * ring_flows + 2 * new_flow_repeat)).next_power_of_two();
+    // Room for the three rings and a round of new flows at under a quarter occupancy.
+    let slots = (4 * (6 * ring_flows + 2 * new_flow_repeat)).next_power_of_two();
     let fx = Fixture::with_conntrack(slots)?;
     prepare(&fx)?;
     let mut ring = Ring::with_table(fx.dp_program(), slots)?;
@@ -337,6 +388,13 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
     let (est, reply) = flow_frames(&fx, VIP)?;
     let (est_tx, reply_tx) = flow_frames(&fx, TX_VIP)?;
     ensure!(est.len() == ring_flows as usize && est_tx.len() == ring_flows as usize);
+    // PROXY flows: a segment after the header (sequence number moved up), and the first data
+    // segment (the header inserted: every iteration a retransmission of it, as the ring
+    // rewrites the frame).
+    open_flows(&fx, &mut ring, PROXY_VIP, 3 << 26, ring_flows)?;
+    let proxy_est = client_frames(&fx, PROXY_VIP, 2000)?;
+    let proxy_first = client_frames(&fx, PROXY_VIP, 1001)?;
+    ensure!(proxy_est.len() == ring_flows as usize);
     // The same table, a ring of few flows: what the paths cost with their state in cache.
     let warm = WARM_FLOWS.min(ring_flows) as usize;
     let keep: HashSet<FlowKey> = fx.maps()?.flows()?.into_iter().map(|(k, _)| k).collect();
@@ -441,6 +499,29 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
             repeat,
             &[XDP_REDIRECT],
             &fwd,
+            &[],
+        )?);
+
+        ring.set_frames(&proxy_est)?;
+        samples[14].push(checked(
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.cl,
+            repeat,
+            &[XDP_REDIRECT],
+            &fwd,
+            &[],
+        )?);
+        ring.set_frames(&proxy_first)?;
+        samples[15].push(checked(
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.cl,
+            repeat,
+            &[XDP_REDIRECT],
+            &["fwd_redirect", "proxy_headers"],
             &[],
         )?);
 
@@ -553,6 +634,15 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
         }
     }
     results.set("per_packet.sg_check_ns", median(&mut sg_extra));
+    // PROXY protocol against the plain path of the same run.
+    results.set(
+        "per_packet.proxy_established_vs_established",
+        medians[14] / medians[2],
+    );
+    results.set(
+        "per_packet.proxy_insert_vs_established",
+        medians[15] / medians[2],
+    );
     results.set("per_packet.conntrack_slots", f64::from(slots));
     results.set("per_packet.warm_flows", warm as f64);
     results.set("per_packet.repeat", f64::from(repeat));
@@ -569,6 +659,8 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
              new flow: SYN mode, every iteration a flow never seen before, repeat {new_flow_repeat}, the table emptied of them between rounds; \
              new_flow_sg: the new-flow ring with the listener's security groups checked (an allow list of {} blocks, one LPM trie lookup per SYN), \
              syn_sg_denied: a SYN the allow list refuses; sg_check_ns: median of the rounds' new_flow_sg - new_flow; \
+             proxy_established: a ring of {ring_flows} PROXY protocol flows, a client segment after the header (sequence number translated); \
+             proxy_insert: the same flows' first data segment (the header inserted, the frame grown); \
              every loop checked: its verdict, and each counter of its path moved by exactly the repeat count, no other",
             super::sg::OTHER_BLOCKS + 1
         ),

@@ -28,6 +28,12 @@ const TARGETS: &[Target] = &[
         at_least: None,
     },
     Target {
+        key: "per_packet.proxy_established_vs_established",
+        what: "PROXY protocol flow, established, vs plain established",
+        at_most: Some(1.2),
+        at_least: None,
+    },
+    Target {
         key: "per_packet.new_flow_ratio",
         what: "new flow vs floor",
         at_most: Some(2.0),
