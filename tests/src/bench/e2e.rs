@@ -46,10 +46,8 @@ const SNAT_ADDRS: [Ipv4Addr; 4] = [
 ];
 /// Size of the file the bulk run downloads (sparse: nothing is written to disk).
 const BIG_FILE_BYTES: u64 = 256 << 20;
-/// Conntrack entries of the XDP servo. A closed flow keeps its reverse entry 60 s (TIME_WAIT
-/// reservation) and its forward entry 10 s (close grace), so the default 2^18 entries hold about
-/// 262144 / 70 = 3,700 new connections per second sustained; a 12 s run at 10k conn/s gets
-/// close to that, and the LRU map then evicts live flows. 2^20 entries (about 160 MB) give room.
+/// Flow table slots of the XDP servo (the default): two per flow, held about 70 s after a
+/// close (10 s close grace, then the 60 s TIME_WAIT reservation of the SNAT tuple).
 const CONNTRACK_ENTRIES: u32 = 1 << 20;
 /// Client ephemeral ports (the same for every balancer).
 const CLIENT_PORTS: &str = "10000 65000";
@@ -248,9 +246,7 @@ fn note(plan: Plan) -> String {
          whole machine, others_cpu_frac the others' share, steal_frac the hypervisor's steal. \
          xdp: elb-servo run with a standalone config (TCP listener VIP:80 -> port 80, health \
          check TCP:80 every 5 s, measured once all three are InService), SNAT addresses {snat} \
-         on s1, conntrack_entries {CONNTRACK_ENTRIES} (the default 2^18 holds only ~3,700 new \
-         conn/s sustained with the 60 s TIME_WAIT reservation and the 10 s close grace; beyond \
-         that the LRU evicts live flows). haproxy 2.6: mode tcp, balance roundrobin, nbthread \
+         on s1, conntrack_entries {CONNTRACK_ENTRIES} (the default). haproxy 2.6: mode tcp, balance roundrobin, nbthread \
          2, maxconn 8000, no logging. nftables: dnat to numgen inc mod 3 map + masquerade on \
          s1, ip_forward=1. Same topology for all three: client and backend veths with TX \
          checksum offload off (models a wire; needed by XDP), pass-through XDP on c0 and sw0 \
