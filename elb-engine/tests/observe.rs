@@ -172,9 +172,10 @@ async fn https_requests_are_counted_and_recorded() {
     ])
     .await;
     assert_eq!(r.status, 503);
+    // The record comes when the request's task ends, after its counters.
+    assert_eq!(observer.wait(1).await.len(), 1);
     let s = engine.status()[0].stats.clone();
     assert_eq!((s.elb_5xx, s.backend_connection_errors), (2, 1), "{s:?}");
-    assert_eq!(observer.wait(1).await.len(), 1);
 
     // Without an observer nothing is recorded; the counters go on.
     engine.set_observer(None);
@@ -253,7 +254,16 @@ async fn a_request_the_engine_cannot_parse_is_an_elb_4xx() {
     let mut answer = String::new();
     let _ = tcp.read_to_string(&mut answer).await;
     assert!(answer.starts_with("HTTP/1.1 4"), "{answer:?}");
-    let s = engine.status()[0].stats.clone();
+    // The connection's task counts the answer as it ends, which may be just after the client
+    // saw the close.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    let s = loop {
+        let s = engine.status()[0].stats.clone();
+        if s.elb_4xx > 0 || tokio::time::Instant::now() > deadline {
+            break s;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
     assert_eq!((s.elb_4xx, s.requests), (1, 0));
     engine.shutdown(Duration::from_secs(1)).await;
 }
