@@ -141,7 +141,6 @@ impl AccessLog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Protocol;
 
     fn log() -> AccessLog {
         serde_json::from_value(serde_json::json!({
