@@ -13,7 +13,7 @@ pub mod sg;
 
 /// Bumped whenever a map key or value layout changes. The agent refuses to reuse pinned maps that
 /// were created by a different ABI version (they would be misread); `--reset` starts fresh.
-pub const ABI_VERSION: u32 = 5;
+pub const ABI_VERSION: u32 = 6;
 
 /// An IPv4 address in network byte order, as it appears on the wire.
 pub type Ipv4 = [u8; 4];
@@ -113,6 +113,9 @@ pub mod map_names {
     pub const LISTENER_PORTS: &str = "listener_ports";
     /// The single [`crate::Config`] entry.
     pub const CONFIG: &str = "config";
+    /// Ring buffer of [`crate::FlowEvent`]s ([`crate::EVENT_RING_BYTES`]): flow starts,
+    /// and ends the program sees itself, for the agent's access logs.
+    pub const FLOW_EVENTS: &str = "flow_events";
     /// The single [`crate::Meta`] entry.
     pub const META: &str = "meta";
     /// Per-CPU [`crate::Counters`].
@@ -140,7 +143,7 @@ pub mod map_names {
     /// swaps its main program in, so for that moment the old main program tail-calls the new
     /// stages, and both must read the same arguments (their layouts change only with
     /// [`crate::ABI_VERSION`]).
-    pub const ALL: [&str; 22] = [
+    pub const ALL: [&str; 23] = [
         LISTENERS,
         BACKEND_SETS,
         BACKENDS,
@@ -163,6 +166,7 @@ pub mod map_names {
         STAGE_ARGS,
         SCRATCH,
         FINISH,
+        FLOW_EVENTS,
     ];
 }
 
@@ -255,6 +259,10 @@ pub const LISTENER_F_LOCAL: u32 = 1 << 0;
 /// <cport> <vport>\r\n`) before the client's first byte; the program inserts it into the
 /// client's first data segment and translates sequence numbers for the rest of the flow.
 pub const LISTENER_F_PROXY_V1: u32 = 1 << 1;
+/// Listener flag: its flows report events ([`FlowEvent`], for access logs): the program counts
+/// each flow's packets and payload bytes in the flow's slots and writes a start event when the
+/// client completes the handshake. (`1 << 2` is `sg::LISTENER_F_SECURITY_GROUPS`.)
+pub const LISTENER_F_EVENTS: u32 = 1 << 3;
 
 /// Per-listener state the program keeps (one array entry per listener id).
 #[repr(C)]
@@ -377,6 +385,9 @@ pub const FLOW_F_ALIVE_CLIENT: u32 = 1 << 9;
 pub const FLOW_F_ALIVE_BACKEND: u32 = 1 << 10;
 /// Flow flag: this half's sender has sent an ACK, remembered in `FlowSlot::acked`.
 pub const FLOW_F_ACKED: u32 = 1 << 11;
+/// Flow flag (both halves): the flow's listener has [`LISTENER_F_EVENTS`]: its packets and
+/// payload bytes are counted (`FlowSlot::packets`, `FlowSlot::bytes`) and it reports events.
+pub const FLOW_F_EVENTS: u32 = 1 << 12;
 /// Slot state: being written by an insert (not visible to lookups).
 pub const FLOW_F_CLAIM: u32 = 1 << 30;
 /// Slot state: deleted (lookups skip it and go on; inserts may reuse it).
@@ -483,6 +494,8 @@ pub struct FlowSlot {
     pub _pad2: u8,
     /// jiffies (low 32 bits) at creation.
     pub created: u32,
+    /// [`FLOW_F_EVENTS`] flows: packets this half forwarded (atomic adds; wraps at 2^32).
+    pub packets: u32,
     /// `ident` | the backend's window shift, set with `xlate` (SYN proxy, reverse half).
     pub xlate_wscale: FlowWord,
     /// Forward half: the slot index of the reverse half at creation (a hint for the sweep,
@@ -491,10 +504,13 @@ pub struct FlowSlot {
     /// PROXY flows (both halves): the client's ISN + 1, the sequence number the header takes
     /// in the backend's view (the client's data follows it, shifted by `proxy_len`).
     pub proxy_seq: u32,
-    /// Explicit padding, always zero.
-    pub _pad3: [u32; 2],
+    /// [`FLOW_F_EVENTS`] flows: TCP payload bytes this half forwarded (atomic adds), as its
+    /// sender sent them (a PROXY protocol header is not counted).
+    pub bytes: u64,
 }
 const _: () = assert!(size_of::<FlowSlot>() == 128);
+const _: () = assert!(core::mem::offset_of!(FlowSlot, packets) == 100);
+const _: () = assert!(core::mem::offset_of!(FlowSlot, bytes) == 120);
 const _: () = assert!(core::mem::offset_of!(FlowSlot, acked) == 56);
 const _: () = assert!(core::mem::offset_of!(FlowSlot, state) == 16);
 
@@ -533,10 +549,11 @@ impl FlowSlot {
         wscale: 0,
         _pad2: 0,
         created: 0,
+        packets: 0,
         xlate_wscale: FlowWord { ident: 0, value: 0 },
         partner: 0,
         proxy_seq: 0,
-        _pad3: [0; 2],
+        bytes: 0,
     };
 
     /// The key under which the other half of this flow is stored.
@@ -572,6 +589,83 @@ pub fn is_closed(flags: u32) -> bool {
         || flags & (FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND)
             == FLOW_F_FIN_CLIENT | FLOW_F_FIN_BACKEND
 }
+
+/// Size in bytes of the `flow_events` ring buffer (a power of two, a multiple of the page
+/// size): about 11,000 events (80 bytes each plus the ring's 8-byte header). Only flows whose
+/// client completed the handshake write events, so a SYN flood writes none; past the ring's
+/// size events are dropped and counted (`events_dropped`), the memory stays this.
+pub const EVENT_RING_BYTES: u32 = 1 << 20;
+
+/// [`FlowEvent::kind`]: the client completed the handshake (a flow opened from a SYN cookie:
+/// at creation).
+pub const FLOW_EVENT_START: u8 = 1;
+/// [`FlowEvent::kind`]: the flow ended (written by the program when a new connection retires a
+/// closed one, by the agent's sweep for the others).
+pub const FLOW_EVENT_END: u8 = 2;
+
+/// [`FlowEvent::reason`] of an end: both FINs.
+pub const FLOW_END_FIN: u8 = 1;
+/// [`FlowEvent::reason`] of an end: an accepted RST.
+pub const FLOW_END_RST: u8 = 2;
+/// [`FlowEvent::reason`] of an end: idle past the listener's idle timeout.
+pub const FLOW_END_IDLE: u8 = 3;
+/// [`FlowEvent::reason`] of an end: its backend was removed (deregistered, or drained past
+/// the ConnectionDraining timeout).
+pub const FLOW_END_BACKEND_GONE: u8 = 4;
+/// [`FlowEvent::reason`] of an end: the backend refused the connection (a RST before its
+/// SYN-ACK; only SYN proxy flows, whose clients completed the handshake with the servo).
+pub const FLOW_END_REFUSED: u8 = 5;
+
+/// How a closed flow (both FINs or an accepted RST: [`is_closed`]) ended, from its halves'
+/// flags: `FLOW_END_FIN`, `FLOW_END_RST`, or `FLOW_END_REFUSED` (a RST before the backend's
+/// SYN-ACK on a SYN proxy flow).
+#[inline(always)]
+pub fn close_reason(flags: u32) -> u8 {
+    if flags & FLOW_F_RST == 0 {
+        FLOW_END_FIN
+    } else if flags & (FLOW_F_SYNPROXY | FLOW_F_XLATE) == FLOW_F_SYNPROXY {
+        FLOW_END_REFUSED
+    } else {
+        FLOW_END_RST
+    }
+}
+
+/// One flow event, as the `flow_events` ring carries it. A start fills the tuple, ids and
+/// times; an end adds both halves' counts.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FlowEvent {
+    /// `FLOW_EVENT_*`.
+    pub kind: u8,
+    /// Ends: `FLOW_END_*` (0 for starts).
+    pub reason: u8,
+    /// Explicit padding, always zero.
+    pub _pad: u16,
+    /// The flow's identity (with `index`, what pairs a start with its end).
+    pub ident: u32,
+    /// Slot index of the forward half.
+    pub index: u32,
+    /// The listener and backend ids.
+    pub listener_id: u16,
+    pub backend_id: u16,
+    /// The client's tuple: client -> VIP:port.
+    pub key: FlowKey,
+    /// Towards the backend: SNAT address:port -> backend:port.
+    pub nat: NatTuple,
+    /// jiffies (low 32 bits) of the client's SYN.
+    pub created: u32,
+    /// jiffies (low 32 bits): starts, of the handshake's completion; ends, of the last packet.
+    pub time: u32,
+    /// Packets client -> backend and backend -> client (ends).
+    pub packets_in: u32,
+    pub packets_out: u32,
+    /// Explicit padding, always zero.
+    pub _pad2: u32,
+    /// TCP payload bytes client -> backend and backend -> client (ends).
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+}
+const _: () = assert!(size_of::<FlowEvent>() == 80);
 
 /// A resolved next hop: where and how to send a rewritten packet.
 #[repr(C)]
@@ -819,6 +913,9 @@ counters! {
     drop_rst_failed,
     /// Dropped: internal inconsistency (backend set names an inactive backend, ...).
     drop_internal,
+    /// Flow events not written: the `flow_events` ring was full (the agent reads it too
+    /// slowly); the flow is forwarded all the same.
+    events_dropped,
 }
 
 /// Packet and byte counts for one listener or backend, per CPU.
@@ -934,4 +1031,5 @@ mod pod {
     unsafe impl aya::Pod for sg::SgSource {}
     unsafe impl aya::Pod for RingFrame {}
     unsafe impl aya::Pod for RingState {}
+    unsafe impl aya::Pod for FlowEvent {}
 }

@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Listener, Problem, free_text_ok};
+use crate::{Problem, free_text_ok};
 
 /// EmitInterval values AWS accepts, in minutes.
 pub const EMIT_INTERVALS: [u32; 2] = [5, 60];
@@ -138,34 +138,9 @@ impl AccessLog {
     }
 }
 
-/// The listeners that would log nothing with access logs on: those the XDP program forwards,
-/// whose connection events (issue 13's ring buffer) do not exist yet. One problem per such
-/// listener, `Listeners[i]`, a conflict (`InvalidConfigurationRequest`). `sticky` says, per
-/// listener, whether a stickiness policy hands it to the engine.
-pub fn unlogged_listeners(listeners: &[Listener], sticky: impl Fn(usize) -> bool) -> Vec<Problem> {
-    listeners
-        .iter()
-        .enumerate()
-        .filter(|(i, l)| l.forwarded_in_xdp(sticky(*i)))
-        .map(|(i, l)| {
-            Problem::conflict(
-                format!("Listeners[{i}]"),
-                format!(
-                    "Access logs are not available yet for listeners the XDP dataplane forwards \
-                     (TCP to TCP, and HTTP to HTTP without a stickiness policy): the {} listener \
-                     on port {} would log nothing. Use HTTPS or SSL listeners (or HTTPS/SSL back \
-                     ends), or disable access logs",
-                    l.protocol, l.load_balancer_port
-                ),
-            )
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Protocol;
 
     fn log() -> AccessLog {
         serde_json::from_value(serde_json::json!({
@@ -222,35 +197,5 @@ mod tests {
             assert_eq!(bucket_name_ok(name), ok, "{name}");
         }
         assert!(!bucket_name_ok(&"a".repeat(64)));
-    }
-
-    #[test]
-    fn xdp_listeners_would_log_nothing() {
-        use Protocol::*;
-        let l = |p: Protocol, ip: Protocol, port: u16| Listener {
-            protocol: p,
-            load_balancer_port: port,
-            instance_protocol: ip,
-            instance_port: 80,
-            ssl_certificate_id: p.is_secure().then(|| "arn".into()),
-        };
-        let set = [
-            l(Tcp, Tcp, 1),
-            l(Http, Http, 2),
-            l(Https, Http, 3),
-            l(Ssl, Tcp, 4),
-            l(Tcp, Ssl, 5),
-            l(Http, Https, 6),
-            l(Http, Http, 7),
-        ];
-        let ps = unlogged_listeners(&set, |i| i == 6);
-        let fields: Vec<&str> = ps.iter().map(|p| p.field.as_str()).collect();
-        assert_eq!(fields, ["Listeners[0]", "Listeners[1]"]);
-        assert!(
-            ps[0].message.contains("TCP listener on port 1"),
-            "{}",
-            ps[0]
-        );
-        assert_eq!(ps[0].kind, crate::ProblemKind::Conflict);
     }
 }

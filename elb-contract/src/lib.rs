@@ -32,7 +32,6 @@ pub mod zone;
 
 pub use access_log::{
     AccessLog, DEFAULT_EMIT_INTERVAL, EMIT_INTERVALS, MAX_PREFIX_LEN, bucket_name_ok,
-    unlogged_listeners,
 };
 pub use attributes::{
     Attributes, ConnectionDraining, ConnectionSettings, CrossZone, DEFAULT_DRAINING_TIMEOUT,

@@ -13,7 +13,6 @@ use crate::security_group::{self, Ipv4Cidr, SecurityGroup};
 use crate::serving::{BackendServerPolicies, ListenerPolicies, ServerCertificate};
 use crate::{
     AccessLog, Attributes, HealthCheck, Instance, Listener, Problem, Problems, listeners_problems,
-    unlogged_listeners,
 };
 
 /// Longest load balancer name on a servo. Control names them `<name>-<account id>` (46
@@ -95,8 +94,9 @@ impl LoadBalancer {
     /// the name, the listeners (ports, protocol pairing, certificates, one per port, back-end
     /// security per instance port), the health check (target, ranges, Timeout < Interval), the
     /// attributes' ranges, the policies ([`LoadBalancer::policy_problems`]), the security groups
-    /// (ids, rules, limits), access logging (the attribute's rules, and no listener that would
-    /// log nothing: see [`unlogged_listeners`]), and the instances (ids present and unique; the
+    /// (ids, rules, limits), access logging (the attribute's rules; every listener logs: the
+    /// engine's per request, the XDP program's per connection from its flow events), and the
+    /// instances (ids present and unique; the
     /// state of every instance the servo does not check itself).
     pub fn validate(&self) -> Result<(), Problems> {
         let mut out = Vec::new();
@@ -119,9 +119,6 @@ impl LoadBalancer {
         }
         if let Some(log) = &self.access_log {
             out.extend(log.problems());
-            out.extend(unlogged_listeners(&self.listeners, |i| {
-                self.served_by_engine(&self.listeners[i])
-            }));
         }
         let mut ids = BTreeSet::new();
         for (n, i) in self.instances.iter().enumerate() {
@@ -212,7 +209,7 @@ mod tests {
     }
 
     #[test]
-    fn access_logs_need_listeners_that_can_log() {
+    fn access_logs_on_any_listener() {
         let mut lb = web();
         lb.access_log = Some(
             serde_json::from_value(serde_json::json!({
@@ -220,9 +217,8 @@ mod tests {
             }))
             .unwrap(),
         );
-        let err = lb.validate().unwrap_err();
-        assert_eq!(err.0.len(), 1, "{err}");
-        assert_eq!(err.0[0].field, "Listeners[0]");
+        // XDP listeners log from the dataplane's flow events, the engine's per request.
+        assert!(lb.validate().is_ok());
         lb.listeners[0].instance_protocol = crate::Protocol::Https;
         assert!(lb.validate().is_ok());
         let v = serde_json::to_value(&lb).unwrap();

@@ -38,6 +38,13 @@ pub fn fetch_add(p: *mut u64, v: u64) -> u64 {
     unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(p, v) }
 }
 
+/// Atomic add on a 32-bit word; returns the previous value.
+#[inline(always)]
+pub fn fetch_add32(p: *mut u32, v: u32) -> u32 {
+    // SAFETY: as `cas64`.
+    unsafe { atomic_xadd::<u32, u32, { AtomicOrdering::SeqCst }>(p, v) }
+}
+
 /// A volatile load of a 64-bit word (another CPU may change it at any time).
 #[inline(always)]
 pub fn load64(p: *const u64) -> u64 {

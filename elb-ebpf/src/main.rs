@@ -2,7 +2,8 @@
 //! with full NAT (destination and source rewritten), so backends need no configuration.
 //!
 //! Entry points are thin; the work lives in modules by concern: `flows` (the flow table),
-//! `tcp` (established flows: rewrite, translation, close and reset tracking), `syn` (new flows,
+//! `tcp` (established flows: rewrite, translation, close and reset tracking), `events` (flow
+//! events for access logs and the per-flow counts behind them), `syn` (new flows,
 //! SYN cookies and the SYN proxy), `icmp` (error translation and the errors a router sends),
 //! `fwd` (next hops and transmit), `opts` (TCP options and checksums), `proxy` (the PROXY
 //! protocol header), `rst` (resets we answer with), `sg` (security groups' allow lists),
@@ -15,6 +16,7 @@
     reason = "core_intrinsics: the only fetch-and-add on bpfel, see toolchain.md"
 )]
 
+mod events;
 mod flows;
 mod fwd;
 mod icmp;

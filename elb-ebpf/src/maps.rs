@@ -3,13 +3,14 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_MMAPABLE, BPF_F_NO_PREALLOC},
-    btf_maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, ProgramArray},
+    btf_maps::{Array, DevMapHash, HashMap, LpmTrie, PerCpuArray, ProgramArray, RingBuf},
     macros::btf_map,
 };
 use elb_common::{
-    Backend, BackendSet, Config, Counters, DEFAULT_CONNTRACK_ENTRIES, FLOW_LOCK_SLOTS, FlowKey,
-    FlowSlot, HalfOpenFix, Iface, Listener, ListenerKey, ListenerState, MAX_BACKENDS, MAX_IFACES,
-    MAX_LISTENERS, Meta, NextHop, SnatAddrs, StageArgs, TrafficStats,
+    Backend, BackendSet, Config, Counters, DEFAULT_CONNTRACK_ENTRIES, EVENT_RING_BYTES,
+    FLOW_LOCK_SLOTS, FlowEvent, FlowKey, FlowSlot, HalfOpenFix, Iface, Listener, ListenerKey,
+    ListenerState, MAX_BACKENDS, MAX_IFACES, MAX_LISTENERS, Meta, NextHop, SnatAddrs, StageArgs,
+    TrafficStats,
     sg::{SG_ALLOW_ENTRIES, SgSource},
 };
 
@@ -68,6 +69,11 @@ pub static IFACES: HashMap<u32, Iface, IFACES_N> = HashMap::new();
 /// inside the SNAT range is never mistaken for a reply.
 #[btf_map(name = "listener_ports")]
 pub static LISTENER_PORTS: Array<u64, 1024> = Array::new();
+
+/// Flow events for the agent (starts, and ends the program sees: see `events`), written only
+/// for flows of listeners with `LISTENER_F_EVENTS` whose client completed the handshake.
+#[btf_map(name = "flow_events")]
+pub static FLOW_EVENTS: RingBuf<FlowEvent, { EVENT_RING_BYTES as usize }> = RingBuf::new();
 
 /// Global settings (one entry).
 #[btf_map(name = "config")]

@@ -17,15 +17,16 @@ use aya_ebpf::{
     programs::XdpContext,
 };
 use elb_common::{
-    BACKEND_ACTIVE, COOKIE_SLOT_SHIFT, Counters, FLOW_F_ACKED, FLOW_F_CONFIRMED, FLOW_F_PROXY,
-    FLOW_F_REPLY, FLOW_F_SYNPROXY, FLOW_F_XLATE, FlowKey, FlowWord, LISTENER_F_PROXY_V1, Listener,
-    MAX_SET_BACKENDS, MAX_SNAT_ADDRS, NatTuple, NextHop, PROTO_TCP, SNAT_TRIES, SYNPROXY_MSS,
-    SYNPROXY_WSCALE, StageArgs, WSCALE_NONE, csum,
+    BACKEND_ACTIVE, COOKIE_SLOT_SHIFT, Counters, FLOW_F_ACKED, FLOW_F_CONFIRMED, FLOW_F_EVENTS,
+    FLOW_F_PROXY, FLOW_F_REPLY, FLOW_F_SYNPROXY, FLOW_F_XLATE, FlowKey, FlowWord,
+    LISTENER_F_EVENTS, LISTENER_F_PROXY_V1, Listener, MAX_SET_BACKENDS, MAX_SNAT_ADDRS, NatTuple,
+    NextHop, PROTO_TCP, SNAT_TRIES, SYNPROXY_MSS, SYNPROXY_WSCALE, StageArgs, WSCALE_NONE, csum,
     hash::{self, CookieOptions},
     proxy_v1, stages,
 };
 
 use crate::{
+    events,
     flows::{self, Found, Table},
     fwd::{self, NoHop},
     hdr::{ETH_LEN, EthHdr, IP_DF_BE, IP_LEN, Ipv4Hdr, TCP_ACK, TCP_LEN, TCP_SYN, TcpHdr, ptr_at},
@@ -413,6 +414,11 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
     } else {
         0
     };
+    let flags = if listener.flags & LISTENER_F_EVENTS != 0 {
+        flags | FLOW_F_EVENTS
+    } else {
+        flags
+    };
     let (proxy_len, proxy_flag) = if listener.flags & LISTENER_F_PROXY_V1 != 0 {
         (
             proxy_v1::header_len(key.src, key.dst, key.sport, key.dport) as u8,
@@ -473,6 +479,8 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
         (*forward).client_win = origin.client_win;
         (*forward).wscale = origin.wscale;
         (*forward).created = now;
+        // The packet that opens the flow (the SYN, or a cookie's handshake ACK) is its first.
+        (*forward).packets = u32::from(flags & FLOW_F_EVENTS != 0);
 
         let plan = &raw mut (*scratch).plan;
         (*plan).hop = hop;
@@ -593,10 +601,10 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
         return XDP_DROP;
     };
     if let Some(old) = found_at(plan.replacing_index, plan.replacing_ident) {
-        retire(&table, &old);
+        retire(c, &table, &old);
     }
-    match flows::elb_flow_insert(forward) {
-        i if i >= 0 => {}
+    let index = match flows::elb_flow_insert(forward) {
+        i if i >= 0 => i as u32,
         e => {
             // Never leave half a flow behind.
             if let Some(r) = table.find(&reverse_key) {
@@ -613,7 +621,7 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
             c.drop_internal += 1;
             return XDP_DROP;
         }
-    }
+    };
     // SAFETY: this CPU's scratch entry.
     let (listener_id, backend_id) = unsafe {
         (
@@ -628,6 +636,14 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
         }
     } else {
         c.syncookies_valid += 1;
+        // A cookie's flow opens with the client's handshake complete: it starts now.
+        // SAFETY: this CPU's scratch entry (a copy of what was inserted).
+        let state = flows::word(unsafe { &raw const (*forward).state });
+        if state.value & FLOW_F_EVENTS != 0 {
+            // SAFETY: as above.
+            let now = unsafe { (*forward).created };
+            events::start(c, forward, index, state.ident, now);
+        }
     }
     c.new_flows += 1;
 
@@ -668,15 +684,39 @@ fn cookie_now(ctx: &XdpContext, c: &mut Counters, forward: *mut elb_common::Flow
 }
 
 /// Ends a closed flow whose client port a new SYN reuses: the forward half goes, the reverse
-/// half stays as the SNAT tuple's reservation (the backend may hold it in TIME_WAIT).
+/// half stays as the SNAT tuple's reservation (the backend may hold it in TIME_WAIT). A flow
+/// that reported its start reports its end here (the sweep will not see it).
 #[inline(always)]
-fn retire(table: &Table, old: &Found) {
+fn retire(c: &mut Counters, table: &Table, old: &Found) {
     // SAFETY: a pointer into the flow table.
     let partner_key = unsafe { (*old.slot).partner_key() };
-    if let Some(r) = table
+    let reverse = table
         .lookup(&partner_key)
-        .filter(|r| r.ident() == old.ident())
-    {
+        .filter(|r| r.ident() == old.ident());
+    let flags = old.flags();
+    if flags & (FLOW_F_EVENTS | FLOW_F_CONFIRMED) == FLOW_F_EVENTS | FLOW_F_CONFIRMED {
+        // SAFETY: a helper without side effects.
+        let now = unsafe { aya_ebpf::helpers::generated::bpf_jiffies64() } as u32;
+        // The close time: the last packet the flow saw.
+        // SAFETY: a pointer into the flow table.
+        let seen = flows::word(unsafe { &raw const (*old.slot).seen });
+        let when = if seen.ident == old.ident() {
+            seen.value
+        } else {
+            now
+        };
+        let both = flags | reverse.map_or(0, |r| r.flags());
+        events::end(
+            c,
+            old.slot,
+            reverse.map(|r| r.slot.cast_const()),
+            old.index,
+            old.ident(),
+            both,
+            when,
+        );
+    }
+    if let Some(r) = reverse {
         // SAFETY: pointers into the flow table; CAS on words carrying the identity.
         unsafe {
             flows::word_or(r.state_word(), old.ident(), elb_common::FLOW_F_RESERVED);

@@ -8,13 +8,14 @@ use aya_ebpf::{
 };
 use elb_common::{
     ACK_TRACK_STEP, BACKEND_REMOVED, Counters, FLOW_F_ACKED, FLOW_F_ALIVE_BACKEND,
-    FLOW_F_ALIVE_CLIENT, FLOW_F_CONFIRMED, FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT, FLOW_F_PROXY,
-    FLOW_F_REPLY, FLOW_F_RESERVED, FLOW_F_RST, FLOW_F_SYNPROXY, FLOW_F_XLATE, FlowKey, FlowSlot,
-    FlowWord, LISTENER_F_LOCAL, ListenerKey, NatTuple, NextHop, PROTO_TCP, RST_WINDOW,
-    SEEN_REFRESH_JIFFIES, StageArgs, csum, stages,
+    FLOW_F_ALIVE_CLIENT, FLOW_F_CONFIRMED, FLOW_F_EVENTS, FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT,
+    FLOW_F_PROXY, FLOW_F_REPLY, FLOW_F_RESERVED, FLOW_F_RST, FLOW_F_SYNPROXY, FLOW_F_XLATE,
+    FlowKey, FlowSlot, FlowWord, LISTENER_F_LOCAL, ListenerKey, NatTuple, NextHop, PROTO_TCP,
+    RST_WINDOW, SEEN_REFRESH_JIFFIES, StageArgs, csum, stages,
 };
 
 use crate::{
+    events,
     flows::{self, Found, Table},
     fwd::{self, NoHop},
     hdr::{
@@ -559,9 +560,10 @@ fn established<const XLATE: bool>(
             refresh = true;
         }
     }
-    if !reply && fl & FLOW_F_CONFIRMED == 0 && p.flags & (TCP_ACK | TCP_SYN) == TCP_ACK {
-        confirm(state, ident, listener_id);
-    }
+    let confirmed = !reply
+        && fl & FLOW_F_CONFIRMED == 0
+        && p.flags & (TCP_ACK | TCP_SYN) == TCP_ACK
+        && confirm(state, ident, listener_id);
     // SAFETY: pointers into the slot; CAS on words carrying the identity.
     unsafe {
         let seen = &raw mut (*f).seen;
@@ -585,6 +587,12 @@ fn established<const XLATE: bool>(
         // The slot was reused while we read it: what we read may mix two flows.
         c.drop_internal += 1;
         return XDP_DROP;
+    }
+    if fl & FLOW_F_EVENTS != 0 {
+        events::count(f, p.tot_len.saturating_sub(p.ihl + p.doff) as u64);
+        if confirmed {
+            events::start(c, f, found.index, ident, now);
+        }
     }
 
     rewrite::<XLATE>(p, &nat, ttl, &x);
@@ -790,24 +798,26 @@ fn rst_acceptable(
 }
 
 /// The client's first ACK: the handshake is complete, the flow no longer counts against its
-/// listener's SYN backlog.
+/// listener's SYN backlog. True if this packet confirmed it (once per flow).
 #[inline(always)]
-fn confirm(state: *mut FlowWord, ident: u32, listener_id: u32) {
+fn confirm(state: *mut FlowWord, ident: u32, listener_id: u32) -> bool {
     let raw = flows::load64(state.cast());
     let cur = FlowWord::unpack(raw);
     if cur.ident != ident || cur.value & FLOW_F_CONFIRMED != 0 {
-        return;
+        return false;
     }
     let new = FlowWord {
         ident,
         value: cur.value | FLOW_F_CONFIRMED,
     };
-    if flows::cas64(state.cast(), raw, new.pack())
-        && let Some(l) = RR_CURSORS.get_ptr_mut(listener_id)
-    {
+    if !flows::cas64(state.cast(), raw, new.pack()) {
+        return false;
+    }
+    if let Some(l) = RR_CURSORS.get_ptr_mut(listener_id) {
         // SAFETY: an array element.
         flows::fetch_add(unsafe { &raw mut (*l).half_open }, u64::MAX);
     }
+    true
 }
 
 /// Rewrites addresses, ports, TTL and (translated flows) sequence, acknowledgement and window

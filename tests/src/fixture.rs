@@ -363,6 +363,16 @@ pub mod frames {
         fwd
     }
 
+    /// A client data segment (`len` bytes) of the established flow from client 0 port `cport`
+    /// (opened by [`handshake`]).
+    pub fn client_data(fx: &Fixture, cport: u16, len: usize) -> Vec<u8> {
+        let mut d = client_tcp(fx, 0, cport, TCP_ACK | packet::TCP_PSH);
+        d.seq = CLIENT_ISN + 1;
+        d.ack = BACKEND_ISN + 1;
+        d.payload = vec![0x42; len];
+        d.frame()
+    }
+
     /// The flow key of a tuple.
     pub fn key(src: Ipv4Addr, dst: Ipv4Addr, sport: u16, dport: u16) -> FlowKey {
         FlowKey {

@@ -9,7 +9,8 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime};
 
 use elb_userspace::accesslog::{
-    AccessLogEntry, AccessLogSettings, AccessLogs, LogDestination, S3Settings, S3Writer,
+    AccessLogEntry, AccessLogSettings, AccessLogs, FormatLine as _, LogDestination, S3Settings,
+    S3Writer,
 };
 use tests::moto::{ACCESS_KEY, GatedProxy, Moto, SECRET_KEY};
 

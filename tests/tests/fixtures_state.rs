@@ -25,15 +25,6 @@ fn sweep_after(fx: &Fixture, secs: u64) -> sweep::SweepReport {
     .unwrap()
 }
 
-/// A client data segment of the established flow from client 0 port `cport`.
-fn client_data(fx: &Fixture, cport: u16, len: usize) -> Vec<u8> {
-    let mut d = client_tcp(fx, 0, cport, TCP_ACK | TCP_PSH);
-    d.seq = CLIENT_ISN + 1;
-    d.ack = BACKEND_ISN + 1;
-    d.payload = vec![0x42; len];
-    d.frame()
-}
-
 #[test]
 fn out_of_window_resets_do_not_end_a_flow() {
     let fx = Fixture::new().unwrap();

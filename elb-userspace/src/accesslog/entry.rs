@@ -14,68 +14,12 @@ use std::fmt::Write as _;
 use std::net::{Ipv4Addr, SocketAddr};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-/// An HTTP request as the log shows it: `GET http://host:80/path HTTP/1.1`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestLine {
-    pub method: String,
-    /// `scheme://host:port/path?query`.
-    pub url: String,
-    /// `HTTP/1.1`.
-    pub version: String,
-}
-
-/// One connection (TCP/SSL listeners) or one request (HTTP/HTTPS listeners).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct AccessLogEntry {
-    /// When the load balancer received the connection or request.
-    pub time: SystemTime,
-    pub client: SocketAddr,
-    /// `None` when no backend was reached.
-    pub backend: Option<SocketAddr>,
-    /// TCP: connection accepted to first byte sent to the backend. HTTP: request received
-    /// to request sent. `None` prints `-1`.
-    pub request_processing: Option<Duration>,
-    /// TCP: time to connect to the backend. HTTP: request sent to response headers received.
-    pub backend_processing: Option<Duration>,
-    /// TCP: backend's first byte to its first byte sent to the client. HTTP: response headers
-    /// received to sent.
-    pub response_processing: Option<Duration>,
-    pub elb_status: Option<u16>,
-    pub backend_status: Option<u16>,
-    /// Bytes from the client (TCP: all; HTTP: the request body).
-    pub received_bytes: u64,
-    /// Bytes to the client (TCP: all; HTTP: the response body).
-    pub sent_bytes: u64,
-    pub request: Option<RequestLine>,
-    pub user_agent: Option<String>,
-    /// Negotiated cipher and protocol (`ECDHE-RSA-AES128-GCM-SHA256`, `TLSv1.2`).
-    pub tls: Option<(String, String)>,
-}
-
-impl From<elb_engine::RequestRecord> for AccessLogEntry {
-    /// A request (HTTP/HTTPS listener) or connection (SSL listener) the engine served.
-    fn from(r: elb_engine::RequestRecord) -> Self {
-        Self {
-            time: r.time,
-            client: r.client,
-            backend: r.backend,
-            request_processing: r.request_processing,
-            backend_processing: r.backend_processing,
-            response_processing: r.response_processing,
-            elb_status: r.elb_status,
-            backend_status: r.backend_status,
-            received_bytes: r.received_bytes,
-            sent_bytes: r.sent_bytes,
-            request: r.request.map(|l| RequestLine {
-                method: l.method,
-                url: l.url,
-                version: l.version,
-            }),
-            user_agent: r.user_agent,
-            tls: r.tls.map(|t| (t.cipher, t.protocol)),
-        }
-    }
-}
+/// One connection (TCP/SSL listeners) or one request (HTTP/HTTPS listeners): the engine's
+/// record type serves as the access log entry for both paths (the engine fills it for what it
+/// serves, [`FlowRecord`] converts the XDP program's connections into it), so the fields are
+/// defined once, in `elb_engine::observe`.
+pub use elb_engine::RequestRecord as AccessLogEntry;
+pub use elb_engine::observe::{RequestLine, TlsInfo};
 
 /// One TCP connection the XDP program forwarded, as the dataplane's flow-end event describes
 /// it: what the agent's consumer of those events passes to [`crate::accesslog::AccessLogs::record`]
@@ -169,9 +113,14 @@ fn quoted(out: &mut String, text: &str) {
     out.push('"');
 }
 
-impl AccessLogEntry {
+/// An access log line in AWS's format.
+pub trait FormatLine {
     /// The log line (with its newline) for load balancer `lb_name`.
-    pub fn format_line(&self, lb_name: &str) -> String {
+    fn format_line(&self, lb_name: &str) -> String;
+}
+
+impl FormatLine for AccessLogEntry {
+    fn format_line(&self, lb_name: &str) -> String {
         let mut out = String::with_capacity(256);
         out.push_str(&iso8601_micros(self.time));
         let _ = write!(out, " {lb_name} {} ", self.client);
@@ -201,8 +150,8 @@ impl AccessLogEntry {
         out.push(' ');
         quoted(&mut out, self.user_agent.as_deref().unwrap_or("-"));
         match &self.tls {
-            Some((cipher, protocol)) => {
-                let _ = write!(out, " {cipher} {protocol}");
+            Some(t) => {
+                let _ = write!(out, " {} {}", t.cipher, t.protocol);
             }
             None => out.push_str(" - -"),
         }
@@ -308,7 +257,10 @@ mod tests {
                 version: "HTTP/1.1".into(),
             }),
             user_agent: Some("curl/7.88.1".into()),
-            tls: Some(("ECDHE-RSA-AES128-GCM-SHA256".into(), "TLSv1.2".into())),
+            tls: Some(TlsInfo {
+                cipher: "ECDHE-RSA-AES128-GCM-SHA256".into(),
+                protocol: "TLSv1.2".into(),
+            }),
         };
         assert_eq!(
             entry.format_line("web"),

@@ -26,7 +26,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::sync::{Notify, watch};
 
 pub use elb_s3::{S3Error, S3Settings, S3Writer};
-pub use entry::{AccessLogEntry, FlowRecord, LogDestination, RequestLine};
+pub use entry::{AccessLogEntry, FlowRecord, FormatLine, LogDestination, RequestLine, TlsInfo};
 
 /// How the servo keeps and delivers access logs.
 #[derive(Debug, Clone)]

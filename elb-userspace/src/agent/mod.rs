@@ -9,6 +9,7 @@
 
 pub mod admission;
 pub mod control;
+pub mod events;
 pub mod l7;
 pub mod metrics;
 pub mod observe;
@@ -118,6 +119,7 @@ struct Shared {
     maps: Mutex<Maps>,
     latency: Arc<LatencyHistogram>,
     observe: Arc<Observe>,
+    flow_log: Option<Arc<events::FlowLog>>,
 }
 
 impl std::fmt::Debug for Shared {
@@ -144,7 +146,44 @@ async fn metrics_handler(State(s): State<Arc<Shared>>) -> impl IntoResponse {
         metrics::render(&status, &maps, &sweep, &latency)
     };
     body.push_str(&s.observe.render_prometheus());
+    if let Some(log) = &s.flow_log {
+        body.push_str(&render_flow_log(log.stats()));
+    }
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body)
+}
+
+fn render_flow_log(s: &events::FlowLogStats) -> String {
+    use std::fmt::Write as _;
+    let load = |a: &std::sync::atomic::AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+    let mut out = String::new();
+    for (name, help, value) in [
+        (
+            "elb_flow_event_starts_total",
+            "Flow start events read from the dataplane's ring.",
+            load(&s.starts),
+        ),
+        (
+            "elb_flow_event_ends_total",
+            "Flow end events handled (from the ring and the sweep).",
+            load(&s.ends),
+        ),
+        (
+            "elb_flow_log_lines_total",
+            "Access log lines written for flows the XDP program forwarded.",
+            load(&s.lines),
+        ),
+        (
+            "elb_flow_event_unpaired_total",
+            "Flow ends whose start was not seen (agent restart, or too many open flows).",
+            load(&s.starts_unpaired),
+        ),
+    ] {
+        let _ = writeln!(
+            out,
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}"
+        );
+    }
+    out
 }
 
 async fn status_handler(State(s): State<Arc<Shared>>) -> Json<StatusView> {
@@ -428,6 +467,13 @@ pub async fn run(
         reconciler.listeners().values().map(|s| s.id).collect(),
     )?;
     let access_logs = observe.spawn_access_logs(hooks.flush_access_logs.take(), shutdown.clone());
+    // Access logs of the listeners the XDP program forwards: its flow events.
+    let flow_log = observe
+        .access_logs()
+        .map(|logs| events::FlowLog::new(logs.clone()));
+    let flow_reader = flow_log
+        .clone()
+        .map(|log| tokio::spawn(log.read_ring(pin_root.clone(), shutdown.clone())));
     let id_to_key: BTreeMap<u32, ListenerKey> = reconciler
         .listeners()
         .iter()
@@ -471,6 +517,7 @@ pub async fn run(
         maps: Mutex::new(Maps::open(&pin_root)?),
         latency: checker.latency_histogram(),
         observe: observe.clone(),
+        flow_log: flow_log.clone(),
     });
     if let Some(tx) = hooks.metrics.take() {
         tokio::spawn(observe::run_metrics(
@@ -517,7 +564,14 @@ pub async fn run(
                 let result =
                     tokio::task::block_in_place(|| sweep::sweep(&mut maps, sweep::monotonic_ns()));
                 match result {
-                    Ok(report) => {
+                    Ok(mut report) => {
+                        let ends = std::mem::take(&mut report.ends);
+                        if let (Some(log), false) = (&shared.flow_log, ends.is_empty()) {
+                            match events::JiffyClock::now() {
+                                Ok(clock) => log.handle(&ends, &clock),
+                                Err(e) => warn!(error = %e, "reading the kernel's jiffies"),
+                            }
+                        }
                         if report.expired_idle + report.removed_backend_gone > 0 {
                             info!(
                                 idle = report.expired_idle,
@@ -570,6 +624,15 @@ pub async fn run(
             }
         }
         engine.sync(cfg, reconciler);
+        if let Some(log) = &flow_log {
+            log.set_listeners(
+                reconciler
+                    .listeners()
+                    .values()
+                    .map(|s| (s.id, s.lb.clone()))
+                    .collect(),
+            );
+        }
         let mut refused = refused.to_vec();
         refused.extend(engine.refusals());
         let status = build_status(cfg, reconciler, health, version, &refused, control);
@@ -672,6 +735,9 @@ pub async fn run(
     checker.shutdown().await;
     let _ = sweeper.await;
     let _ = http.await;
+    if let Some(task) = flow_reader {
+        let _ = task.await;
+    }
     if let Some(task) = access_logs {
         // Finishes the open files and tries one last upload; what fails stays in the spool.
         let _ = task.await;

@@ -20,8 +20,8 @@
 //! balancers it serves ([`Observe::apply_config`]), and hands the engine an observer that turns
 //! its records into lines. `SIGUSR1` finishes the open files at once (they are uploaded right
 //! away); at shutdown the open files are finished and uploaded once, and what fails stays in the
-//! spool for the next start. TCP listeners get their lines from the dataplane's flow events when
-//! those exist: their consumer calls [`AccessLogs::record`] with
+//! spool for the next start. Listeners the XDP program forwards get their lines from the
+//! dataplane's flow events ([`super::events`]), which call [`AccessLogs::record`] with
 //! [`crate::accesslog::FlowRecord`]s and the load balancer of the flow's listener.
 //!
 //! Everything here is bounded: the accumulators hold one entry per listener served, the engine
@@ -49,9 +49,7 @@ use tracing::{info, warn};
 
 use super::{metrics::StatusView, sweep::SweepReport};
 use crate::{
-    accesslog::{
-        AccessLogEntry, AccessLogSettings, AccessLogs, LogDestination, S3Writer, SpoolError,
-    },
+    accesslog::{AccessLogSettings, AccessLogs, LogDestination, S3Writer, SpoolError},
     config::ServoConfig,
     dataplane::Maps,
 };
@@ -231,7 +229,7 @@ impl elb_engine::Observer for EngineLogs {
 
     fn record(&self, listener: &str, record: elb_engine::RequestRecord) {
         if let Some((lb, _)) = load_balancer_of(listener) {
-            self.0.record(lb, &AccessLogEntry::from(record));
+            self.0.record(lb, &record);
         }
     }
 }

@@ -381,7 +381,8 @@ impl<W: MapWriter> Reconciler<W> {
                             lb,
                             l.instance_port,
                             super::l7::listener_flags(lb, l)
-                                | super::security_groups::listener_flags(lb),
+                                | super::security_groups::listener_flags(lb)
+                                | super::events::listener_flags(lb),
                         ),
                     );
                 }

@@ -1,6 +1,8 @@
 //! The flow sweep: ends idle, closed and half-open flows, releases SNAT reservations, removes
 //! orphaned halves, corrects the listeners' half-open counts, compacts the table, and counts
-//! active flows per listener and backend for `/metrics`.
+//! active flows per listener and backend for `/metrics`. The flows it ends whose listener
+//! reports events (`FLOW_F_EVENTS`) and whose client completed the handshake come back as end
+//! events ([`SweepReport::ends`], with both halves' counts) for the access logs.
 //!
 //! The flow table is memory-mapped: the sweep reads it directly (a million flows in tens of
 //! milliseconds) and changes it only with compare-and-swap on words that carry the flow's
@@ -11,7 +13,8 @@
 use std::collections::{BTreeMap, HashMap};
 
 use elb_common::{
-    BACKEND_REMOVED, Backend, FLOW_F_CONFIRMED, FLOW_F_REPLY, FLOW_F_RESERVED, FlowKey, FlowSlot,
+    BACKEND_REMOVED, Backend, FLOW_END_BACKEND_GONE, FLOW_END_IDLE, FLOW_EVENT_END,
+    FLOW_F_CONFIRMED, FLOW_F_EVENTS, FLOW_F_REPLY, FLOW_F_RESERVED, FlowEvent, FlowKey, FlowSlot,
     lifetimes::{CLOSE_GRACE_S, HALF_OPEN_S, TIME_WAIT_HOLD_S},
 };
 
@@ -51,6 +54,9 @@ pub struct SweepReport {
     pub released: u64,
     /// Deleted slots turned back into empty ones.
     pub compacted: u64,
+    /// End events of the flows this sweep ended that report events (for the access logs;
+    /// the agent takes them out of the report).
+    pub ends: Vec<FlowEvent>,
     /// Duration of the sweep.
     pub duration: std::time::Duration,
 }
@@ -110,6 +116,38 @@ fn verdict(
         return Verdict::End(Reason::Idle);
     }
     Verdict::Keep { half_open }
+}
+
+/// The end event of the flow in slots `fi` (forward half `f`) and `r` (reverse half), ended
+/// for `reason`. Its time is the flow's last packet.
+fn end_event(fi: usize, f: &FlowSlot, r: &FlowSlot, reason: &Reason) -> FlowEvent {
+    let last = if (r.seen.value.wrapping_sub(f.seen.value) as i32) > 0 {
+        r.seen.value
+    } else {
+        f.seen.value
+    };
+    FlowEvent {
+        kind: FLOW_EVENT_END,
+        reason: match reason {
+            Reason::Closed => elb_common::close_reason(f.state.value | r.state.value),
+            Reason::BackendGone => FLOW_END_BACKEND_GONE,
+            Reason::Idle | Reason::HalfOpen => FLOW_END_IDLE,
+        },
+        _pad: 0,
+        ident: f.state.ident,
+        index: fi as u32,
+        listener_id: f.listener_id,
+        backend_id: f.backend_id,
+        key: f.key,
+        nat: f.nat,
+        created: f.created,
+        time: last,
+        packets_in: f.packets,
+        packets_out: r.packets,
+        _pad2: 0,
+        bytes_in: f.bytes,
+        bytes_out: r.bytes,
+    }
 }
 
 /// Runs one sweep over `maps` at monotonic time `now_ns` (a later time ages every flow).
@@ -210,6 +248,22 @@ pub fn sweep(maps: &mut Maps, now_ns: u64) -> Result<SweepReport, DataplaneError
                 // tuple in TIME_WAIT), dropping late packets.
                 if table.remove(fi, ident) {
                     table.set_flags(ri, ident, FLOW_F_RESERVED);
+                    if reason != Reason::HalfOpen
+                        && f.state.value & (FLOW_F_EVENTS | FLOW_F_CONFIRMED)
+                            == FLOW_F_EVENTS | FLOW_F_CONFIRMED
+                    {
+                        // Read again: the counts moved since the snapshot (the reverse half
+                        // counts nothing once reserved).
+                        let again = |i: usize, old: &FlowSlot| {
+                            table
+                                .read(i)
+                                .filter(|s| s.state.ident == ident && s.key == old.key)
+                                .unwrap_or(*old)
+                        };
+                        report
+                            .ends
+                            .push(end_event(fi, &again(fi, f), &again(ri, &r), &reason));
+                    }
                     table.set_seen(ri, ident, now);
                     match reason {
                         Reason::Idle => report.expired_idle += 1,

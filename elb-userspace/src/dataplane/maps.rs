@@ -11,13 +11,13 @@ use std::{
 };
 
 use aya::maps::{
-    Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+    Array, HashMap, IterableMap as _, Map, MapData, MapError, PerCpuArray, PerCpuValues, RingBuf,
     xdp::{DevMapHash, XdpMapError},
 };
 use elb_common::{
-    Backend, BackendSet, Config, Counters, FlowKey, FlowSlot, HalfOpenFix, Iface, Ipv4, Listener,
-    ListenerKey, ListenerState, MAX_SET_BACKENDS, MAX_SNAT_ADDRS, Meta, SnatAddrs, TrafficStats,
-    map_names,
+    Backend, BackendSet, Config, Counters, FlowEvent, FlowKey, FlowSlot, HalfOpenFix, Iface, Ipv4,
+    Listener, ListenerKey, ListenerState, MAX_SET_BACKENDS, MAX_SNAT_ADDRS, Meta, SnatAddrs,
+    TrafficStats, map_names,
 };
 
 use super::{
@@ -106,6 +106,23 @@ fn add_traffic(total: &mut TrafficStats, v: &TrafficStats) {
     total.packets_out += v.packets_out;
     total.bytes_out += v.bytes_out;
     total.new_flows += v.new_flows;
+}
+
+/// Opens the `flow_events` ring buffer pinned under `pin_root` for reading. A ring buffer has
+/// one reader: the agent (its read position lives in the map, so a restarted agent goes on
+/// where the last one stopped).
+pub fn flow_events(pin_root: &Path) -> Result<RingBuf<MapData>, DataplaneError> {
+    Ok(typed!(pin_root, map_names::FLOW_EVENTS))
+}
+
+/// The [`FlowEvent`] in a ring buffer record (`None`: too short, from another build).
+pub fn parse_flow_event(record: &[u8]) -> Option<FlowEvent> {
+    if record.len() < size_of::<FlowEvent>() {
+        return None;
+    }
+    // SAFETY: FlowEvent is plain old data (repr(C), every bit pattern valid) and the record
+    // holds at least its size.
+    Some(unsafe { record.as_ptr().cast::<FlowEvent>().read_unaligned() })
 }
 
 impl Maps {

@@ -31,7 +31,7 @@ use elb_common::{
     ABI_VERSION, Config, DEFAULT_CONNTRACK_ENTRIES, FLOW_LOCK_SLOTS, Meta, map_names,
 };
 pub use flows::FlowTable;
-pub use maps::{Maps, ipv4};
+pub use maps::{Maps, flow_events, ipv4, parse_flow_event};
 
 /// The XDP program object, built by this crate's build script.
 pub static ELB_OBJECT: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/elb.o"));
@@ -219,6 +219,8 @@ fn expected_sizes(name: &str) -> (usize, usize) {
         // An LPM trie key: the prefix length, then the data.
         map_names::SG_ALLOW => (4 + size_of::<sg::SgSource>(), 4),
         map_names::STAGE_ARGS => (4, size_of::<StageArgs>()),
+        // A ring buffer has neither key nor value (its records are `FlowEvent`s).
+        map_names::FLOW_EVENTS => (0, 0),
         // The program's own layouts (not part of the map ABI crate): the ABI version covers
         // them; only the key is checked.
         _ => (4, 0),

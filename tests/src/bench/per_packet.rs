@@ -316,6 +316,37 @@ pub fn checked(
     Ok(ns)
 }
 
+/// Sets (`on`) or clears `FLOW_F_EVENTS` on every flow half of `vip`'s flows, as if their
+/// listener had `LISTENER_F_EVENTS` when they opened: their packets are then counted in the slots.
+pub fn set_flow_events(fx: &Fixture, vip: Ipv4Addr, on: bool) -> anyhow::Result<()> {
+    use elb_common::FLOW_F_EVENTS;
+    use elb_userspace::dataplane::flows::Word;
+    let maps = fx.maps()?;
+    let table = maps.flow_table();
+    for (i, slot) in table.live() {
+        let of_vip = if slot.state.value & FLOW_F_REPLY == 0 {
+            slot.key.dst == vip.octets()
+        } else {
+            slot.nat.src == vip.octets()
+        };
+        if !of_vip {
+            continue;
+        }
+        let old = slot.state;
+        let mut new = old;
+        new.value = if on {
+            old.value | FLOW_F_EVENTS
+        } else {
+            old.value & !FLOW_F_EVENTS
+        };
+        ensure!(
+            table.cas(i, Word::State, old, new),
+            "flow slot {i} changed under the benchmark"
+        );
+    }
+    Ok(())
+}
+
 /// Sets the listeners' SYN backlog (`u32::MAX`: never cookies).
 pub fn set_backlog(fx: &Fixture, backlog: u32) -> anyhow::Result<()> {
     let mut maps = fx.maps()?;
@@ -343,7 +374,7 @@ pub fn remove_flows_except(fx: &Fixture, keep: &HashSet<FlowKey>) -> anyhow::Res
 }
 
 /// The timed paths, in `samples` order.
-const NAMES: [&str; 16] = [
+const NAMES: [&str; 17] = [
     "floor",
     "floor_lookup",
     "established",
@@ -360,6 +391,7 @@ const NAMES: [&str; 16] = [
     "syn_sg_denied",
     "proxy_established",
     "proxy_insert",
+    "established_events",
 ];
 
 /// Flows in the warm ring (a subset of the cold ring's, in the same table).
@@ -436,6 +468,21 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
             &fwd,
             &[],
         )?);
+        // The same flows counted for flow events (LISTENER_F_EVENTS): two atomic adds on the
+        // slot. (In the first round some flows may complete their handshake here and write a
+        // start into the ring: no counter moves for that.)
+        set_flow_events(&fx, VIP, true)?;
+        samples[16].push(checked(
+            &fx,
+            &mut ring,
+            ring::UNDER_TEST,
+            fx.cl,
+            repeat,
+            &[XDP_REDIRECT],
+            &fwd,
+            &[],
+        )?);
+        set_flow_events(&fx, VIP, false)?;
         ring.set_frames(&reply)?;
         samples[3].push(checked(
             &fx,
@@ -643,6 +690,10 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
         "per_packet.proxy_insert_vs_established",
         medians[15] / medians[2],
     );
+    results.set(
+        "per_packet.established_events_vs_established",
+        medians[16] / medians[2],
+    );
     results.set("per_packet.conntrack_slots", f64::from(slots));
     results.set("per_packet.warm_flows", warm as f64);
     results.set("per_packet.repeat", f64::from(repeat));
@@ -661,6 +712,7 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
              syn_sg_denied: a SYN the allow list refuses; sg_check_ns: median of the rounds' new_flow_sg - new_flow; \
              proxy_established: a ring of {ring_flows} PROXY protocol flows, a client segment after the header (sequence number translated); \
              proxy_insert: the same flows' first data segment (the header inserted, the frame grown); \
+             established_events: the established ring with the flows counted for flow events (FLOW_F_EVENTS: two atomic adds per packet); \
              every loop checked: its verdict, and each counter of its path moved by exactly the repeat count, no other",
             super::sg::OTHER_BLOCKS + 1
         ),
