@@ -658,13 +658,25 @@ fn failover_with_slow_health_checks_carries_health_over() {
     ])
     .unwrap();
     let (_, other, moved) = fail_serving_servo(&mut sys, &dns);
-    // From the moment DNS points at the standby, every request succeeds: it started from
-    // the health control held (InService), not from "registration in progress".
+    // DNS moves when control assigns the load balancer to the standby, which applies the
+    // assignment a few milliseconds later (its long poll): it must be serving within a second
+    // of DNS moving, and from then on every request succeeds: it started from the health
+    // control held (InService), not from "registration in progress".
+    let vip = SocketAddr::from((sys.servos[other].vip, 80));
+    let taking_over = Instant::now();
+    wait_for(Duration::from_secs(1), "the standby serving", || {
+        sys.get_name(vip).ok()
+    })
+    .unwrap();
+    println!(
+        "standby serving {:.1?} after DNS moved",
+        taking_over.elapsed()
+    );
     let mut failures = Vec::new();
     let mut counts = std::collections::BTreeMap::new();
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(8) {
-        match sys.get_name(SocketAddr::from((sys.servos[other].vip, 80))) {
+        match sys.get_name(vip) {
             Ok(who) => *counts.entry(who).or_insert(0u32) += 1,
             Err(e) => failures.push(format!("{:.1?}: {e}", started.elapsed())),
         }
