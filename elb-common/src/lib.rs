@@ -13,7 +13,7 @@ pub mod sg;
 
 /// Bumped whenever a map key or value layout changes. The agent refuses to reuse pinned maps that
 /// were created by a different ABI version (they would be misread); `--reset` starts fresh.
-pub const ABI_VERSION: u32 = 6;
+pub const ABI_VERSION: u32 = 7;
 
 /// An IPv4 address in network byte order, as it appears on the wire.
 pub type Ipv4 = [u8; 4];
@@ -69,6 +69,10 @@ pub const COOKIE_SLOT_SHIFT: u32 = 14;
 pub const SYNPROXY_WSCALE: u8 = 7;
 /// The MSS the servo announces in its SYN cookie SYN-ACKs (at most; the client's if smaller).
 pub const SYNPROXY_MSS: u16 = 1460;
+/// A SYN proxy flow whose backend has not answered sends its SYN again when the client
+/// retransmits its first segment, once the flow is this old (jiffies: 25-100 ms); a client
+/// sending its first data right behind its handshake ACK does not double the SYN.
+pub const SYNPROXY_RESEND_JIFFIES: u32 = 25;
 /// The MSS values a SYN cookie can encode (3 bits); the largest not above the client's is used.
 pub const COOKIE_MSS: [u16; 8] = [536, 1220, 1300, 1360, 1400, 1440, 1452, 1460];
 /// Window shift value meaning "no window scaling" (in cookies and flows).
@@ -190,8 +194,11 @@ pub mod stages {
     /// Slot of `elb_proxy`: inserts the PROXY protocol v1 header into a client's first data
     /// segment, then sends it.
     pub const PROXY: u32 = 6;
+    /// Slot of `elb_resend`: the SYN of a SYN proxy flow again, when the client retransmits
+    /// its first segment and the backend has not answered.
+    pub const RESEND: u32 = 7;
     /// Program name of each slot, in slot order.
-    pub const PROGRAMS: [&str; 7] = [
+    pub const PROGRAMS: [&str; 8] = [
         "elb_syn",
         "elb_cookie_ack",
         "elb_xlate",
@@ -199,6 +206,7 @@ pub mod stages {
         "elb_open",
         "elb_sack",
         "elb_proxy",
+        "elb_resend",
     ];
 }
 
@@ -887,6 +895,9 @@ counters! {
     /// Dropped: client data of a SYN proxy flow before the backend's SYN-ACK (retransmitted
     /// by the client).
     drop_synproxy_pending,
+    /// SYNs of SYN proxy flows sent to the backend again: the client retransmitted its first
+    /// segment while the backend's SYN-ACK was still missing.
+    synproxy_syn_resent,
     /// PROXY protocol headers inserted (first data segments and their retransmissions).
     proxy_headers,
     /// Dropped: a PROXY protocol header could not be inserted (no room in the frame).

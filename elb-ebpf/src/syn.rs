@@ -173,7 +173,7 @@ pub fn elb_syn(ctx: XdpContext) -> u32 {
         c.drop_internal += 1;
         return XDP_DROP;
     }
-    let Entered { p, key, env } = e;
+    let Entered { p, key, .. } = e;
     let listener = listener_of(&args);
     // Security groups first: a client they do not admit gets nothing (no cookie, no RST, no
     // state).
@@ -187,7 +187,6 @@ pub fn elb_syn(ctx: XdpContext) -> u32 {
     new_flow(
         &ctx,
         c,
-        &env,
         &p,
         &NewSyn {
             key,
@@ -210,7 +209,7 @@ pub fn elb_cookie_ack(ctx: XdpContext) -> u32 {
         c.drop_internal += 1;
         return XDP_DROP;
     }
-    let Entered { p, key, env } = e;
+    let Entered { p, key, .. } = e;
     let listener = listener_of(&args());
     if !sg::admits(&listener, &key) {
         c.drop_sg_denied += 1;
@@ -219,7 +218,6 @@ pub fn elb_cookie_ack(ctx: XdpContext) -> u32 {
     cookie_ack(
         &ctx,
         c,
-        &env,
         &p,
         &NewSyn {
             key,
@@ -232,7 +230,7 @@ pub fn elb_cookie_ack(ctx: XdpContext) -> u32 {
 
 /// A SYN to a listener.
 #[inline(always)]
-fn new_flow(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, n: &NewSyn) -> u32 {
+fn new_flow(ctx: &XdpContext, c: &mut Counters, p: &Pkt, n: &NewSyn) -> u32 {
     let (key, listener) = (&n.key, &n.listener);
     if !opts::checksum_ok(
         ctx.ctx,
@@ -256,9 +254,12 @@ fn new_flow(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, n: &NewSyn) 
     // SAFETY: an array element; a plain read of a counter other CPUs change atomically.
     let half_open = unsafe { core::ptr::read_volatile(&raw const (*state).half_open) };
     if (half_open.wrapping_sub(fix) as i64) >= i64::from(cfg.syn_backlog()) {
+        // A closed flow whose client port this SYN reuses ends now, as it would when a flow
+        // with state replaced it: the client's cookie ACK must open a new flow, not reach the
+        // old connection's backend (which holds it in TIME_WAIT).
+        retire_at(c, n.replacing_index, n.replacing_ident);
         return answer_with_cookie(ctx, c, p, key, listener.flags);
     }
-    let _ = env;
     to_plan(ctx, c, &Origin::SYN, n)
 }
 
@@ -572,6 +573,9 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
             i if i < 0 => {
                 c.drop_conntrack_full += 1;
                 if plan.cookie_flow == 0 {
+                    // As in `new_flow`: the cookie's ACK must not find the closed flow this
+                    // SYN replaces.
+                    retire_at(c, plan.replacing_index, plan.replacing_ident);
                     // No room for state: the client still gets in, with a cookie (from the
                     // `elb_syn` stage: this stage's stack has no room for it).
                     return cookie_now(&ctx, c, forward);
@@ -732,6 +736,15 @@ fn retire(c: &mut Counters, table: &Table, old: &Found) {
         flows::fetch_add(unsafe { &raw mut (*l).half_open }, u64::MAX);
     }
     flows::remove(old);
+}
+
+/// [`retire`] for the flow at `index` if it still is `ident` (a subprogram: the SYN stage's
+/// stack has no room for it inline).
+#[inline(never)]
+fn retire_at(c: &mut Counters, index: u32, ident: u32) {
+    if let (Some(old), Some(table)) = (found_at(index, ident), Table::get()) {
+        retire(c, &table, &old);
+    }
 }
 
 /// True if some listener uses `port`.
@@ -923,7 +936,7 @@ fn answer_with_cookie(
 /// An ACK to a listener without a flow: the client's half of a cookie handshake opens a flow
 /// (its ACK becomes the SYN the backend gets); anything else is answered with a RST.
 #[inline(always)]
-fn cookie_ack(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, n: &NewSyn) -> u32 {
+fn cookie_ack(ctx: &XdpContext, c: &mut Counters, p: &Pkt, n: &NewSyn) -> u32 {
     let key = &n.key;
     let cookie = p.ack.wrapping_sub(1);
     let options = CookieOptions::from_bits(cookie as u8);
@@ -965,10 +978,33 @@ fn cookie_ack(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, n: &NewSyn
     // SAFETY: bounds-checked header.
     let client_win = u16::from_be(unsafe { (*p.tcp).window });
     // The client's ACK becomes the SYN the backend gets: its own ISN and options.
-    let Some((eth, ip, tcp)) = reshape::<12>(ctx) else {
+    if syn_from_ack(ctx, client_win, options, client_isn).is_none() {
         c.drop_rst_failed += 1;
         return XDP_DROP;
-    };
+    }
+    to_plan(
+        ctx,
+        c,
+        &Origin {
+            cookie_flow: 1,
+            cookie,
+            client_win,
+            wscale: options.wscale,
+        },
+        n,
+    )
+}
+
+/// Rebuilds the client's segment at hand into the SYN the backend gets for a cookie flow: the
+/// client's ISN, the options its cookie carries, its window unscaled. Returns the SYN.
+#[inline(always)]
+fn syn_from_ack(
+    ctx: &XdpContext,
+    client_win: u16,
+    options: CookieOptions,
+    client_isn: u32,
+) -> Option<Pkt> {
+    let (eth, ip, tcp) = reshape::<12>(ctx)?;
     let syn_window = if options.wscale == WSCALE_NONE {
         u32::from(client_win)
     } else {
@@ -983,13 +1019,9 @@ fn cookie_ack(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, n: &NewSyn
         (*tcp).window = (syn_window.min(0xffff) as u16).to_be();
         (*tcp).urg_ptr = 0;
     }
-    if write_handshake_options(ctx, options.mss(), options.sack, options.wscale).is_none()
-        || seal(ctx, ip, tcp, TCP_LEN + 12).is_none()
-    {
-        c.drop_rst_failed += 1;
-        return XDP_DROP;
-    }
-    let syn = Pkt {
+    write_handshake_options(ctx, options.mss(), options.sack, options.wscale)?;
+    seal(ctx, ip, tcp, TCP_LEN + 12)?;
+    Some(Pkt {
         eth,
         ip,
         tcp,
@@ -999,19 +1031,71 @@ fn cookie_ack(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, n: &NewSyn
         flags: TCP_SYN,
         seq: client_isn,
         ack: 0,
+    })
+}
+
+/// Stage `elb_resend`: the client's first segment again (its handshake ACK or first data,
+/// retransmitted; `StageArgs`: the flow) while a SYN proxy flow still waits for the backend's
+/// SYN-ACK: the SYN to the backend, or the backend's SYN-ACK, was lost. The segment is rebuilt
+/// into the same SYN (the cookie it acknowledges carries the options) and sent to the backend
+/// again; a backend that has the connection answers a repeated SYN with its SYN-ACK again. So
+/// the client's retransmissions drive the backend handshake's.
+#[xdp]
+pub fn elb_resend(ctx: XdpContext) -> u32 {
+    let args = args();
+    let Some(c) = counters() else {
+        return XDP_DROP;
     };
-    let _ = (syn, env);
-    to_plan(
-        ctx,
-        c,
-        &Origin {
-            cookie_flow: 1,
-            cookie,
-            client_win,
-            wscale: options.wscale,
-        },
-        n,
-    )
+    let mut e = Entered::EMPTY;
+    if !enter(&ctx, &mut e) {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    }
+    let Entered { p, env, .. } = e;
+    let Some(found) = found_at(args.index, args.ident) else {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    };
+    resend_syn(&ctx, c, &p, found.slot, env.now)
+}
+
+#[inline(always)]
+fn resend_syn(
+    ctx: &XdpContext,
+    c: &mut Counters,
+    p: &Pkt,
+    f: *const elb_common::FlowSlot,
+    now: u32,
+) -> u32 {
+    // SAFETY: a pointer into the flow table; fields fixed at creation (`found_at` checked the
+    // identity).
+    let (nat, backend_id, client_win) =
+        unsafe { ((*f).nat, u32::from((*f).backend_id), (*f).client_win) };
+    let Some(backend) = BACKENDS.get(backend_id) else {
+        c.drop_internal += 1;
+        return XDP_DROP;
+    };
+    let addr = u32::from_ne_bytes(backend.addr);
+    // SAFETY: bounds-checked header.
+    let ttl = unsafe { (*p.ip).ttl };
+    let options = CookieOptions::from_bits(p.ack.wrapping_sub(1) as u8);
+    let Some(syn) = syn_from_ack(ctx, client_win, options, p.seq.wrapping_sub(1)) else {
+        c.drop_rst_failed += 1;
+        return XDP_DROP;
+    };
+    tcp::rewrite::<false>(&syn, &nat, ttl, &Xlate::default());
+    c.synproxy_syn_resent += 1;
+    match fwd::backend_hop(ctx, backend_id, addr, now) {
+        Ok(hop) => fwd::transmit(ctx, c, syn.eth, &hop),
+        Err(NoHop::Unresolved(_)) => {
+            c.pass_no_neigh += 1;
+            XDP_PASS
+        }
+        Err(NoHop::NoRoute) => {
+            c.drop_fib_failed += 1;
+            XDP_DROP
+        }
+    }
 }
 
 /// The backend's SYN-ACK of a SYN proxy flow: the offset between the servo's and the backend's

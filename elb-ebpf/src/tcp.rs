@@ -11,7 +11,7 @@ use elb_common::{
     FLOW_F_ALIVE_CLIENT, FLOW_F_CONFIRMED, FLOW_F_EVENTS, FLOW_F_FIN_BACKEND, FLOW_F_FIN_CLIENT,
     FLOW_F_PROXY, FLOW_F_REPLY, FLOW_F_RESERVED, FLOW_F_RST, FLOW_F_SYNPROXY, FLOW_F_XLATE,
     FlowKey, FlowSlot, FlowWord, LISTENER_F_LOCAL, ListenerKey, NatTuple, NextHop, PROTO_TCP,
-    RST_WINDOW, SEEN_REFRESH_JIFFIES, StageArgs, csum, stages,
+    RST_WINDOW, SEEN_REFRESH_JIFFIES, SYNPROXY_RESEND_JIFFIES, StageArgs, csum, stages,
 };
 
 use crate::{
@@ -408,6 +408,16 @@ fn established<const XLATE: bool>(
     if XLATE && fl & FLOW_F_SYNPROXY != 0 {
         {
             if fl & FLOW_F_XLATE == 0 {
+                // SAFETY: second cache line of the slot, fixed at creation.
+                let (isn, created) = unsafe { ((*f).isn, (*f).created) };
+                if !reply
+                    && p.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_ACK
+                    && p.seq == isn.wrapping_add(1)
+                    && now.wrapping_sub(created) >= SYNPROXY_RESEND_JIFFIES
+                    && found.still_valid()
+                {
+                    return stage(ctx, c, stages::RESEND, found.index, ident);
+                }
                 c.drop_synproxy_pending += 1;
                 return XDP_DROP;
             }

@@ -26,7 +26,7 @@ use std::{
 
 use anyhow::{Context as _, ensure};
 use aya::programs::{TestRun as _, TestRunAttrs, TestRunOptions};
-use elb_common::{Counters, GEN_FRAME_LEN, GenTemplate};
+use elb_common::{Counters, FlowKey, GEN_FRAME_LEN, GenTemplate};
 
 use crate::{
     agent::{API, Agent},
@@ -65,6 +65,8 @@ pub struct Outcome {
     pub established_requests: u64,
     /// New connections that got their answer during / after the flood.
     pub legit_ok: usize,
+    /// The servo's flow halves of the connections that failed (diagnostics).
+    pub stuck: Vec<String>,
     pub after_ok: usize,
     /// Median and slowest successful new connection during the flood, ms.
     pub legit_p50_ms: f64,
@@ -154,10 +156,17 @@ pub fn example_path() -> PathBuf {
 }
 
 /// One new connection: connect, GET /name, read the answer. Returns its duration.
+///
+/// The timeout (20 s) lets a client whose SYN or first segment the flooded link kept dropping
+/// retransmit once more after the 10 s flood (Linux retransmits a SYN after 1, 3, 7 and 15 s);
+/// Linux's own default gives up on a connect only after 127 s.
 fn one_request(vip: SocketAddr) -> anyhow::Result<Duration> {
     let started = Instant::now();
-    let mut conn = Connection::open(vip, Duration::from_secs(15))?;
-    let r = conn.get("/name", false)?;
+    let mut conn = Connection::open(vip, Duration::from_secs(20))?;
+    let port = conn.local_addr()?.port();
+    let r = conn
+        .get("/name", false)
+        .with_context(|| format!("client port {port}"))?;
     ensure!(r.status == 200, "HTTP {}", r.status);
     Ok(started.elapsed())
 }
@@ -327,16 +336,18 @@ fn scenario(topo: &Topology, sink: &Path, plan: Plan) -> anyhow::Result<Outcome>
                 })
             }));
         }
-        let mut legit_times = Vec::new();
-        for h in legit_handles {
-            legit_times.extend(h.join().expect("legit client thread"));
-        }
+        // The flood lasts its planned time, whatever the clients are waiting for: a client
+        // whose packets the saturated link lost gets in with a retransmission after it.
         if let Some(rest) = plan.flood.checked_sub(started.elapsed()) {
             thread::sleep(rest);
         }
         stop.store(true, Ordering::Relaxed);
         let sent = generator.join().expect("generator thread");
         outcome.flood_secs = started.elapsed().as_secs_f64();
+        let mut legit_times = Vec::new();
+        for h in legit_handles {
+            legit_times.extend(h.join().expect("legit client thread"));
+        }
         // Let the established connections run a little past the flood, then stop them.
         thread::sleep(Duration::from_millis(500));
         flood_over.store(true, Ordering::Relaxed);
@@ -374,5 +385,32 @@ fn scenario(topo: &Topology, sink: &Path, plan: Plan) -> anyhow::Result<Outcome>
     outcome.legit_max_ms = times.last().copied().unwrap_or(f64::NAN);
     outcome.counters = c;
     outcome.failures = failures.into_inner().unwrap_or_default();
+    // What the servo holds for the connections that failed.
+    for f in &outcome.failures {
+        let Some(port) = f
+            .split("client port ")
+            .nth(1)
+            .and_then(|p| p.split(':').next())
+            .and_then(|p| p.parse::<u16>().ok())
+        else {
+            continue;
+        };
+        let key = FlowKey {
+            src: CLIENT.octets(),
+            dst: VIP.octets(),
+            sport: port,
+            dport: 80,
+            proto: elb_common::PROTO_TCP,
+            ..FlowKey::default()
+        };
+        let forward = maps.flow(&key)?;
+        let reverse = match &forward {
+            Some(f) => maps.flow(&f.partner_key())?,
+            None => None,
+        };
+        outcome.stuck.push(format!(
+            "port {port}: forward {forward:?} reverse {reverse:?}"
+        ));
+    }
     Ok(outcome)
 }

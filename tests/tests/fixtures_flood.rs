@@ -106,6 +106,32 @@ fn a_full_backlog_answers_with_cookies_and_a_valid_cookie_opens_a_proxied_flow()
     early.payload = b"GET / HTTP/1.1\r\n\r\n".to_vec();
     assert_eq!(fx.run(fx.cl, &early.frame()).unwrap().action, XDP_DROP);
     assert_eq!(fx.counters().drop_synproxy_pending, 1);
+    // Later client data waits too.
+    let mut later = early.clone();
+    later.seq = CLIENT_ISN + 1 + early.payload.len() as u32;
+    assert_eq!(fx.run(fx.cl, &later.frame()).unwrap().action, XDP_DROP);
+    assert_eq!(fx.counters().drop_synproxy_pending, 2);
+    // The client retransmits its first segment after its RTO (200 ms at least) and the backend
+    // still has not answered (its SYN or SYN-ACK was lost): the segment becomes the same SYN
+    // again, sent to the backend.
+    std::thread::sleep(Duration::from_millis(150));
+    let again = forward(&fx, &early.frame());
+    assert_eq!(again.flags, TCP_SYN);
+    assert_eq!(
+        (again.src, again.sport, again.dst, again.dport, again.seq),
+        (
+            to_backend.src,
+            to_backend.sport,
+            to_backend.dst,
+            to_backend.dport,
+            to_backend.seq
+        ),
+        "the same SYN, from the same SNAT tuple"
+    );
+    assert_eq!(again.tcp_options, to_backend.tcp_options);
+    assert_eq!(again.window, to_backend.window);
+    assert!(again.payload.is_empty(), "the data stays with the client");
+    assert_eq!(fx.counters().synproxy_syn_resent, 1);
 
     // The backend's SYN-ACK becomes the ACK that completes its handshake, sent back to it.
     let mut synack = backend_tcp(&fx, &to_backend, TCP_SYN | TCP_ACK);
@@ -281,4 +307,52 @@ fn without_cookies_a_flood_fills_the_table_and_still_evicts_nothing() {
     for frame in &set {
         forward(&fx, frame);
     }
+}
+
+#[test]
+fn a_port_reused_while_the_backlog_is_full_opens_a_new_flow_not_the_closed_one() {
+    let fx = Fixture::new().unwrap();
+    // An ordinary flow, ended by a RST (closed: only its grace remains).
+    let old = handshake(&fx, 0, 40000);
+    let mut rst = client_tcp(&fx, 0, 40000, packet::TCP_RST | TCP_ACK);
+    rst.seq = CLIENT_ISN + 1;
+    rst.ack = BACKEND_ISN + 1;
+    assert_eq!(fx.run(fx.cl, &rst.frame()).unwrap().action, XDP_REDIRECT);
+    // A flood filled the backlog meanwhile.
+    set_backlog(&fx, 1);
+    open(&fx, 1, 50000);
+    // The client reuses its port (it closed second: no TIME_WAIT on its side). Its SYN gets a
+    // cookie, and the closed flow ends at once.
+    let mut s = linux_syn(&fx, 0, 40000);
+    s.seq = CLIENT_ISN + 7777;
+    let sa = cookie_synack(&fx, &s);
+    let maps = fx.maps().unwrap();
+    assert_eq!(
+        maps.flow(&key(client(0), VIP, 40000, 80)).unwrap(),
+        None,
+        "the closed flow's forward half is gone"
+    );
+    let reserved = maps
+        .flow(&key(old.dst, SNAT, 80, old.sport))
+        .unwrap()
+        .unwrap();
+    assert_ne!(
+        reserved.state.value & elb_common::FLOW_F_RESERVED,
+        0,
+        "its SNAT tuple stays reserved"
+    );
+    // The cookie's ACK opens a new flow: a SYN to a backend from another SNAT tuple, never a
+    // segment into the old connection.
+    let mut ack = client_tcp(&fx, 0, 40000, TCP_ACK);
+    ack.seq = CLIENT_ISN + 7778;
+    ack.ack = sa.seq.wrapping_add(1);
+    let to_backend = forward(&fx, &ack.frame());
+    assert_eq!(to_backend.flags, TCP_SYN);
+    assert_eq!(to_backend.seq, CLIENT_ISN + 7777);
+    assert_ne!(
+        (to_backend.dst, to_backend.sport),
+        (old.dst, old.sport),
+        "a new SNAT tuple"
+    );
+    assert_eq!(fx.counters().syncookies_valid, 1);
 }

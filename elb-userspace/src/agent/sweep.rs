@@ -14,7 +14,8 @@ use std::collections::{BTreeMap, HashMap};
 
 use elb_common::{
     BACKEND_REMOVED, Backend, FLOW_END_BACKEND_GONE, FLOW_END_IDLE, FLOW_EVENT_END,
-    FLOW_F_CONFIRMED, FLOW_F_EVENTS, FLOW_F_REPLY, FLOW_F_RESERVED, FlowEvent, FlowKey, FlowSlot,
+    FLOW_F_CONFIRMED, FLOW_F_EVENTS, FLOW_F_REPLY, FLOW_F_RESERVED, FLOW_F_SYNPROXY, FLOW_F_XLATE,
+    FlowEvent, FlowKey, FlowSlot,
     lifetimes::{CLOSE_GRACE_S, HALF_OPEN_S, TIME_WAIT_HOLD_S},
 };
 
@@ -108,7 +109,11 @@ fn verdict(
         return Verdict::Keep { half_open: false };
     }
     let half_open = forward.state.value & FLOW_F_CONFIRMED == 0;
-    if half_open && ages.forward_s > HALF_OPEN_S {
+    // A SYN proxy flow whose backend never answered its SYN (the client's handshake was
+    // completed by the cookie) is half-open on the backend's side: it goes as soon, and the
+    // client's next retransmission opens it again with the same cookie.
+    let backend_pending = forward.state.value & (FLOW_F_SYNPROXY | FLOW_F_XLATE) == FLOW_F_SYNPROXY;
+    if (half_open || backend_pending) && ages.forward_s > HALF_OPEN_S {
         return Verdict::End(Reason::HalfOpen);
     }
     // A listener deleted meanwhile: the longest ELB idle timeout.
@@ -398,6 +403,39 @@ mod tests {
         assert_eq!(
             verdict(&f, &r, &ages(HALF_OPEN_S + 1, 1), Some(60), Some(&b)),
             Verdict::End(Reason::HalfOpen)
+        );
+    }
+
+    #[test]
+    fn syn_proxy_flows_the_backend_never_answered_end_like_half_open_ones() {
+        let b = live();
+        let (f, r) = (
+            half(OPEN | FLOW_F_SYNPROXY),
+            half(FLOW_F_REPLY | FLOW_F_SYNPROXY),
+        );
+        assert_eq!(
+            verdict(&f, &r, &ages(HALF_OPEN_S, 1), Some(60), Some(&b)),
+            Verdict::Keep { half_open: false },
+            "not counted in the listener's SYN backlog (a cookie flow never was)"
+        );
+        assert_eq!(
+            verdict(
+                &f,
+                &r,
+                &ages(HALF_OPEN_S + 1, HALF_OPEN_S + 1),
+                Some(60),
+                Some(&b)
+            ),
+            Verdict::End(Reason::HalfOpen)
+        );
+        // Once the backend answered, it is an ordinary flow.
+        let (f, r) = (
+            half(OPEN | FLOW_F_SYNPROXY | FLOW_F_XLATE),
+            half(FLOW_F_REPLY | FLOW_F_SYNPROXY | FLOW_F_XLATE),
+        );
+        assert_eq!(
+            verdict(&f, &r, &ages(30, 30), Some(60), Some(&b)),
+            Verdict::Keep { half_open: false }
         );
     }
 
