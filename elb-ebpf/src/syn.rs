@@ -100,6 +100,19 @@ fn enter(ctx: &XdpContext, e: &mut Entered) -> bool {
     tcp::parse(ctx, &mut e.p, &mut e.key)
 }
 
+/// A stage's start: this CPU's counters, with `e` filled (see [`enter`]); `None` (counted in
+/// `drop_internal` when the counters are there) if the packet or the maps are not as `elb` left
+/// them.
+#[inline(always)]
+fn begin(ctx: &XdpContext, e: &mut Entered) -> Option<&'static mut Counters> {
+    let c = counters()?;
+    if !enter(ctx, e) {
+        c.drop_internal += 1;
+        return None;
+    }
+    Some(c)
+}
+
 /// This CPU's counters.
 #[inline(always)]
 fn counters() -> Option<&'static mut Counters> {
@@ -165,14 +178,10 @@ const COOKIE_NOW: u32 = u32::MAX;
 pub fn elb_syn(ctx: XdpContext) -> u32 {
     let args = args();
     let (replacing_index, replacing_ident) = (args.index, args.ident);
-    let Some(c) = counters() else {
+    let mut e = Entered::EMPTY;
+    let Some(c) = begin(&ctx, &mut e) else {
         return XDP_DROP;
     };
-    let mut e = Entered::EMPTY;
-    if !enter(&ctx, &mut e) {
-        c.drop_internal += 1;
-        return XDP_DROP;
-    }
     let Entered { p, key, .. } = e;
     let listener = listener_of(&args);
     // Security groups first: a client they do not admit gets nothing (no cookie, no RST, no
@@ -201,14 +210,10 @@ pub fn elb_syn(ctx: XdpContext) -> u32 {
 /// cookie handshake's ACK opens a flow, anything else gets a RST.
 #[xdp]
 pub fn elb_cookie_ack(ctx: XdpContext) -> u32 {
-    let Some(c) = counters() else {
+    let mut e = Entered::EMPTY;
+    let Some(c) = begin(&ctx, &mut e) else {
         return XDP_DROP;
     };
-    let mut e = Entered::EMPTY;
-    if !enter(&ctx, &mut e) {
-        c.drop_internal += 1;
-        return XDP_DROP;
-    }
     let Entered { p, key, .. } = e;
     let listener = listener_of(&args());
     if !sg::admits(&listener, &key) {
@@ -296,14 +301,10 @@ fn to_plan(ctx: &XdpContext, c: &mut Counters, origin: &Origin, n: &NewSyn) -> u
 /// Stage `elb_plan`: plans the new flow of the SYN at hand (see `open`).
 #[xdp]
 pub fn elb_plan(ctx: XdpContext) -> u32 {
-    let Some(c) = counters() else {
+    let mut e = Entered::EMPTY;
+    let Some(c) = begin(&ctx, &mut e) else {
         return XDP_DROP;
     };
-    let mut e = Entered::EMPTY;
-    if !enter(&ctx, &mut e) {
-        c.drop_internal += 1;
-        return XDP_DROP;
-    }
     let Entered { p, key, env } = e;
     let listener = listener_of(&args());
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
@@ -1043,14 +1044,10 @@ fn syn_from_ack(
 #[xdp]
 pub fn elb_resend(ctx: XdpContext) -> u32 {
     let args = args();
-    let Some(c) = counters() else {
+    let mut e = Entered::EMPTY;
+    let Some(c) = begin(&ctx, &mut e) else {
         return XDP_DROP;
     };
-    let mut e = Entered::EMPTY;
-    if !enter(&ctx, &mut e) {
-        c.drop_internal += 1;
-        return XDP_DROP;
-    }
     let Entered { p, env, .. } = e;
     let Some(found) = found_at(args.index, args.ident) else {
         c.drop_internal += 1;
