@@ -129,6 +129,10 @@ impl Fixture {
             pin_root: root.clone(),
             reset: true,
             conntrack_entries: entries,
+        })
+        .inspect_err(|_| {
+            // The maps were pinned before a program failed to load: nothing else removes them.
+            remove_pin_root(&root);
         })?;
         let fx = Self {
             dp,
