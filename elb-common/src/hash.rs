@@ -269,7 +269,8 @@ mod tests {
                 sport: 10_000 + port,
                 dport: 80,
                 proto: 6,
-                _pad: [0; 3],
+                _pad: 0,
+                _pad1: 0,
             };
             buckets[(flow_hash(seed, &k) & 63) as usize] += 1;
         }

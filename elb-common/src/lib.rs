@@ -13,7 +13,7 @@ pub mod sg;
 
 /// Bumped whenever a map key or value layout changes. The agent refuses to reuse pinned maps that
 /// were created by a different ABI version (they would be misread); `--reset` starts fresh.
-pub const ABI_VERSION: u32 = 7;
+pub const ABI_VERSION: u32 = 8;
 
 /// An IPv4 address in network byte order, as it appears on the wire.
 pub type Ipv4 = [u8; 4];
@@ -41,6 +41,18 @@ pub const FLOW_PROBES: u32 = 32;
 /// home) spans at most two lock blocks; an insert holds both.
 pub const FLOW_LOCK_SLOTS: u32 = 32;
 const _: () = assert!(FLOW_LOCK_SLOTS >= FLOW_PROBES && FLOW_LOCK_SLOTS.is_power_of_two());
+/// Insert locks of the flow table (`conntrack_locks`): block `b` of [`FLOW_LOCK_SLOTS`] slots
+/// is guarded by lock [`flow_lock`]`(b)`, so many blocks share a lock. Few enough that the
+/// locks stay in cache (4 KiB): one lock per block took a cache miss per insert in a large
+/// table, as costly as the slot's own. Inserts take locks in increasing lock order.
+pub const FLOW_LOCK_STRIPES: u32 = 1024;
+const _: () = assert!(FLOW_LOCK_STRIPES.is_power_of_two());
+
+/// The insert lock guarding block `block` of the flow table (see [`FLOW_LOCK_STRIPES`]).
+#[inline(always)]
+pub const fn flow_lock(block: u32) -> u32 {
+    block & (FLOW_LOCK_STRIPES - 1)
+}
 /// How many SNAT ports the program tries for one new flow before giving up.
 pub const SNAT_TRIES: u32 = 16;
 /// Default number of half-open flows (SYN forwarded, handshake not completed by the client) a
@@ -360,8 +372,10 @@ pub struct FlowKey {
     pub dport: u16,
     /// IP protocol.
     pub proto: u8,
-    /// Explicit padding, always zero.
-    pub _pad: [u8; 3],
+    /// Explicit padding, always zero (two fields, not an array: the BPF target builds a
+    /// zeroed array with a call to a byte-by-byte `memset`).
+    pub _pad: u8,
+    pub _pad1: u16,
 }
 const _: () = assert!(size_of::<FlowKey>() == 16);
 
@@ -531,7 +545,8 @@ impl FlowSlot {
             sport: 0,
             dport: 0,
             proto: 0,
-            _pad: [0; 3],
+            _pad: 0,
+            _pad1: 0,
         },
         state: FlowWord { ident: 0, value: 0 },
         nat: NatTuple {
@@ -573,7 +588,8 @@ impl FlowSlot {
             sport: self.nat.dport,
             dport: self.nat.sport,
             proto: self.key.proto,
-            _pad: [0; 3],
+            _pad: 0,
+            _pad1: 0,
         }
     }
 

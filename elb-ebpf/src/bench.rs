@@ -90,7 +90,8 @@ pub fn elb_floor_lookup(ctx: XdpContext) -> u32 {
             sport: (*tcp).sport,
             dport: (*tcp).dport,
             proto: 6,
-            _pad: [0; 3],
+            _pad: 0,
+            _pad1: 0,
         }
     };
     let index = elb_common::hash::flow_hash([1, 2], &key) as u32 & *mask;

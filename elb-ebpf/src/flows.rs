@@ -16,7 +16,8 @@
 use core::intrinsics::{AtomicOrdering, atomic_cxchg, atomic_xadd, atomic_xchg};
 
 use elb_common::{
-    FLOW_F_CLAIM, FLOW_F_TOMB, FLOW_LOCK_SLOTS, FLOW_PROBES, FlowKey, FlowSlot, FlowWord, hash,
+    FLOW_F_CLAIM, FLOW_F_TOMB, FLOW_LOCK_SLOTS, FLOW_PROBES, FlowKey, FlowSlot, FlowWord,
+    flow_lock, hash,
 };
 
 use crate::maps::{CONNTRACK, CONNTRACK_LOCKS, META};
@@ -209,6 +210,20 @@ impl Table {
         None
     }
 
+    /// Starts reading both cache lines of `key`'s home slot and returns at once (the CPU goes
+    /// on while the lines arrive): a hint for a lookup or insert that will follow.
+    #[inline(always)]
+    pub fn touch(&self, key: &FlowKey) {
+        if let Some(slot) = CONNTRACK.get_ptr(self.home(key)) {
+            let w = slot.cast::<u64>();
+            // SAFETY: a pointer into the flow table array; volatile so that the loads happen.
+            unsafe {
+                core::ptr::read_volatile(w.add(2));
+                core::ptr::read_volatile(w.add(8));
+            }
+        }
+    }
+
     /// Finds the live slot of `key` through the global function `elb_flow_find` (for the rare
     /// lookups off the fast path: the verifier checks the probe loop once).
     #[inline(always)]
@@ -233,15 +248,16 @@ impl Table {
         let home = self.home(&init.key);
         let blocks = (self.mask >> FLOW_LOCK_SLOTS.trailing_zeros()) + 1;
         let first = home >> FLOW_LOCK_SLOTS.trailing_zeros();
-        let second = (first + 1) & (blocks - 1);
-        let (lo, hi) = if first < second {
-            (first, second)
-        } else {
-            (second, first)
-        };
+        let (a, b) = (flow_lock(first), flow_lock((first + 1) & (blocks - 1)));
+        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
         let Some(lock_lo) = lock(lo) else {
             return Err(InsertError::Full);
         };
+        if hi == lo {
+            let result = self.insert_locked(home, init);
+            unlock(lock_lo);
+            return result;
+        }
         let Some(lock_hi) = lock(hi) else {
             unlock(lock_lo);
             return Err(InsertError::Full);
@@ -321,8 +337,9 @@ impl Table {
 pub fn clear(slot: *mut FlowSlot) {
     let w = slot.cast::<u64>();
     for i in 0..16 {
-        // SAFETY: the caller passes a pointer to a whole slot.
-        unsafe { *w.add(i) = 0 };
+        // SAFETY: the caller passes a pointer to a whole slot. Volatile: otherwise LLVM turns
+        // the loop into a `memset` call, which the BPF target runs a byte at a time.
+        unsafe { core::ptr::write_volatile(w.add(i), 0) };
     }
 }
 
@@ -382,10 +399,10 @@ pub fn remove(found: &Found) -> bool {
     false
 }
 
-/// Takes the insert lock of block `block`; spins a bounded number of times.
+/// Takes insert lock `index` (see `elb_common::flow_lock`); spins a bounded number of times.
 #[inline(always)]
-fn lock(block: u32) -> Option<*mut u32> {
-    let l = CONNTRACK_LOCKS.get_ptr_mut(block)?;
+fn lock(index: u32) -> Option<*mut u32> {
+    let l = CONNTRACK_LOCKS.get_ptr_mut(index)?;
     for _ in 0..8 {
         // SAFETY: a pointer into the lock array.
         let (_, ok) = unsafe {

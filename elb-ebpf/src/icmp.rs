@@ -78,7 +78,8 @@ pub fn handle(ctx: &XdpContext, c: &mut Counters, ip: *mut Ipv4Hdr) -> u32 {
             sport: u16::from_be((*ports).dport),
             dport: u16::from_be((*ports).sport),
             proto: PROTO_TCP,
-            _pad: [0; 3],
+            _pad: 0,
+            _pad1: 0,
         }
     };
     let Some(found) = Table::get().and_then(|t| t.find(&key)) else {

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use elb_common::{
     Backend, BackendSet, Config, Counters, DEFAULT_CONNTRACK_ENTRIES, EVENT_RING_BYTES,
-    FLOW_LOCK_SLOTS, FlowEvent, FlowKey, FlowSlot, HalfOpenFix, Iface, Listener, ListenerKey,
+    FLOW_LOCK_STRIPES, FlowEvent, FlowKey, FlowSlot, HalfOpenFix, Iface, Listener, ListenerKey,
     ListenerState, MAX_BACKENDS, MAX_IFACES, MAX_LISTENERS, Meta, NextHop, SnatAddrs, StageArgs,
     TrafficStats,
     sg::{SG_ALLOW_ENTRIES, SgSource},
@@ -48,10 +48,10 @@ pub static HALF_OPEN_FIX: Array<HalfOpenFix, LISTENERS_N> = Array::new();
 #[btf_map(name = "conntrack")]
 pub static CONNTRACK: Array<FlowSlot, CONNTRACK_N, MMAPABLE> = Array::new();
 
-/// One insert lock per 32 slots of the flow table (the sweep takes them too, to compact).
+/// The flow table's insert locks (`elb_common::flow_lock`; the sweep takes them too, to
+/// compact).
 #[btf_map(name = "conntrack_locks")]
-pub static CONNTRACK_LOCKS: Array<u32, { CONNTRACK_N / FLOW_LOCK_SLOTS as usize }, MMAPABLE> =
-    Array::new();
+pub static CONNTRACK_LOCKS: Array<u32, { FLOW_LOCK_STRIPES as usize }, MMAPABLE> = Array::new();
 
 /// SNAT source addresses per egress ifindex.
 #[btf_map(name = "snat_addrs")]

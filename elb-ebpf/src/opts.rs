@@ -321,6 +321,10 @@ pub extern "C" fn elb_tcp_checksum_ok(
     // The payload (rare in a SYN): through the kernel's copy and checksum helpers.
     let payload_off = (ETH_LEN + IP_LEN + hdr) as u32;
     let payload = (tcp_len - hdr) as u32;
+    if payload == 0 {
+        // The usual SYN: no buffer to clear (the BPF target clears one a byte at a time).
+        return folds_to_zero(sum);
+    }
     let mut off = 0u32;
     let mut buf = [0u8; 64];
     for _ in 0..24 {
@@ -356,6 +360,12 @@ pub extern "C" fn elb_tcp_checksum_ok(
             sum += u64::from(u16::from_ne_bytes([buf[2 * i], buf[2 * i + 1]]));
         }
     }
+    folds_to_zero(sum)
+}
+
+/// 1 if the 64-bit one's-complement accumulator `sum` folds to zero (a right checksum).
+#[inline(always)]
+fn folds_to_zero(mut sum: u64) -> u32 {
     sum = (sum & 0xffff_ffff) + (sum >> 32);
     sum = (sum & 0xffff_ffff) + (sum >> 32);
     u32::from(csum::fold(sum as u32) == 0)

@@ -32,8 +32,8 @@ use crate::{
     hdr::{ETH_LEN, EthHdr, IP_DF_BE, IP_LEN, Ipv4Hdr, TCP_ACK, TCP_LEN, TCP_SYN, TcpHdr, ptr_at},
     icmp,
     maps::{
-        BACKEND_SETS, BACKENDS, CONFIG, COUNTERS, HALF_OPEN_FIX, IFACES, LISTENER_PORTS, META,
-        RR_CURSORS, SCRATCH, SNAT_ADDRS, STAGE_ARGS,
+        BACKEND_ROUTES, BACKEND_SETS, BACKENDS, CONFIG, COUNTERS, HALF_OPEN_FIX, IFACES,
+        LISTENER_PORTS, META, RR_CURSORS, SCRATCH, SNAT_ADDRS, STAGE_ARGS,
     },
     opts, rst,
     rst::sum_words,
@@ -129,7 +129,8 @@ impl Entered {
             sport: 0,
             dport: 0,
             proto: 0,
-            _pad: [0; 3],
+            _pad: 0,
+            _pad1: 0,
         },
         env: Env {
             table: Table::EMPTY,
@@ -488,6 +489,7 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
         (*plan).hop = hop;
         (*plan).unresolved = unresolved;
         (*plan).pick = r >> 16;
+        // (`first_tuple` computes the same first address.)
         (*plan).first_addr = u32::from(key.sport) ^ u32::from_ne_bytes(key.src);
     }
     tcp::stage(ctx, c, stages::OPEN, 0, 0)
@@ -754,6 +756,73 @@ fn is_listener_port(port: u16) -> bool {
     LISTENER_PORTS
         .get(u32::from(port >> 6))
         .is_some_and(|w| w & (1u64 << (port & 63)) != 0)
+}
+
+/// For a SYN to `listener` (of flow `key`): starts reading the flow table slots its new flow
+/// will use, its own (the lookup that follows needs it) and its first SNAT tuple's (the
+/// insert's), back to back, so that the two cache misses overlap instead of coming one after
+/// the other (everything needed to find both slots is read first: it is in cache). The backend
+/// is predicted from the round-robin cursor (another CPU may take that turn first: then one
+/// hint is wasted, nothing else). Only the SYN's own slot when the listener's SYN backlog is
+/// full (the SYN gets a cookie and opens nothing).
+#[inline(always)]
+pub fn touch_new_flow(table: &Table, key: &FlowKey, listener: &Listener, now: u32) {
+    match first_tuple(key, listener, now) {
+        Some(reverse) => {
+            table.touch(key);
+            table.touch(&reverse);
+        }
+        None => table.touch(key),
+    }
+}
+
+/// The reverse key of the SNAT tuple `elb_open` will try first for a SYN of flow `key` to
+/// `listener` (the client's port, the address `first_addr` picks), for the backend the
+/// round-robin cursor points at now; `None` if that cannot be told cheaply or no flow will
+/// open (the listener's SYN backlog is full).
+#[inline(always)]
+fn first_tuple(key: &FlowKey, listener: &Listener, now: u32) -> Option<FlowKey> {
+    // SAFETY: map values, read-only here.
+    let (cfg, set) = (CONFIG.get(0)?, unsafe { BACKEND_SETS.get(listener.id) }?);
+    let state = RR_CURSORS.get_ptr(listener.id)?;
+    // SAFETY: an array element; plain reads of words other CPUs change atomically.
+    let (cursor, half_open) = unsafe {
+        (
+            core::ptr::read_volatile(&raw const (*state).cursor),
+            core::ptr::read_volatile(&raw const (*state).half_open),
+        )
+    };
+    let fix = HALF_OPEN_FIX.get(listener.id).map_or(0, |f| f.value);
+    let count = set.count as u64;
+    if (half_open.wrapping_sub(fix) as i64) >= i64::from(cfg.syn_backlog())
+        || count == 0
+        || count > MAX_SET_BACKENDS as u64
+        || key.sport < cfg.snat_port_min
+        || key.sport > cfg.snat_port_max
+    {
+        return None;
+    }
+    let backend_id = set.backends[verifier_bound((cursor % count) as usize, MAX_SET_BACKENDS - 1)];
+    let (backend, hop) = (BACKENDS.get(backend_id)?, BACKEND_ROUTES.get(backend_id)?);
+    if !hop.fresh(now) {
+        return None;
+    }
+    // SAFETY: map value, read-only.
+    let snat = unsafe { SNAT_ADDRS.get(hop.ifindex) }?;
+    let addrs = snat.count;
+    if addrs == 0 || addrs > MAX_SNAT_ADDRS as u32 {
+        return None;
+    }
+    let first_addr = u32::from(key.sport) ^ u32::from_ne_bytes(key.src);
+    Some(FlowKey {
+        src: backend.addr,
+        dst: snat.addrs[verifier_bound((first_addr % addrs) as usize, MAX_SNAT_ADDRS - 1)],
+        sport: backend.port,
+        dport: key.sport,
+        proto: PROTO_TCP,
+        _pad: 0,
+        _pad1: 0,
+    })
 }
 
 /// Masks `value` with `mask` in a way the compiler cannot fold away: when the compiler already

@@ -112,7 +112,8 @@ pub fn parse(ctx: &XdpContext, p: &mut Pkt, key: &mut FlowKey) -> bool {
             sport: u16::from_be((*tcp).sport),
             dport: u16::from_be((*tcp).dport),
             proto: PROTO_TCP,
-            _pad: [0; 3],
+            _pad: 0,
+            _pad1: 0,
         };
     }
     true
@@ -168,7 +169,8 @@ pub fn handle(
             sport: u16::from_be((*tcp).sport),
             dport: u16::from_be((*tcp).dport),
             proto: PROTO_TCP,
-            _pad: [0; 3],
+            _pad: 0,
+            _pad1: 0,
         }
     };
     let pure_syn = p.flags & (TCP_SYN | TCP_ACK | TCP_RST | TCP_FIN) == TCP_SYN;
@@ -188,6 +190,15 @@ pub fn handle(
         now: unsafe { aya_ebpf::helpers::generated::bpf_jiffies64() } as u32,
     };
 
+    // SAFETY: map value, read-only.
+    let syn_listener = if pure_syn {
+        unsafe { LISTENERS.get(listener_key) }
+    } else {
+        None
+    };
+    if let Some(listener) = syn_listener {
+        crate::syn::touch_new_flow(&table, &key, listener, env.now);
+    }
     if let Some(found) = table.lookup(&key) {
         let reply = found.flags() & FLOW_F_REPLY != 0;
         if pure_syn && reply {
@@ -199,7 +210,7 @@ pub fn handle(
         if pure_syn && elb_common::is_closed(found.flags()) {
             // The client reuses its port for a new connection after the old one closed.
             // SAFETY: map value, read-only.
-            if let Some(listener) = unsafe { LISTENERS.get(listener_key) } {
+            if let Some(listener) = syn_listener {
                 if ihl != IP_LEN {
                     c.drop_ip_options += 1;
                     return XDP_DROP;
@@ -229,8 +240,13 @@ pub fn handle(
         return established::<false>(ctx, c, &env, &p, &found);
     }
 
-    // SAFETY: map value, read-only.
-    match unsafe { LISTENERS.get(listener_key) } {
+    let listener = if pure_syn {
+        syn_listener
+    } else {
+        // SAFETY: map value, read-only.
+        unsafe { LISTENERS.get(listener_key) }
+    };
+    match listener {
         Some(listener) if listener.flags & LISTENER_F_LOCAL != 0 => {
             // The engine's sockets get what the kernel accepts: a client the security groups
             // do not admit never gets its SYN there (later segments find no connection).
@@ -307,8 +323,15 @@ pub fn stage(ctx: &XdpContext, c: &mut Counters, slot: u32, index: u32, ident: u
 #[inline(always)]
 pub fn stage_with(ctx: &XdpContext, c: &mut Counters, slot: u32, args: StageArgs) -> u32 {
     if let Some(a) = STAGE_ARGS.get_ptr_mut(0) {
-        // SAFETY: this CPU's entry; the stage runs next on this CPU.
-        unsafe { *a = args };
+        // SAFETY: this CPU's entry; the stage runs next on this CPU. Field by field and
+        // volatile: LLVM turns a copy of zeros into a `memset` call, which the BPF target runs
+        // a byte at a time.
+        unsafe {
+            core::ptr::write_volatile(&raw mut (*a).index, args.index);
+            core::ptr::write_volatile(&raw mut (*a).ident, args.ident);
+            core::ptr::write_volatile(&raw mut (*a).listener_id, args.listener_id);
+            core::ptr::write_volatile(&raw mut (*a).listener_flags, args.listener_flags);
+        }
     }
     // SAFETY: a tail call; it returns only if the slot is empty.
     unsafe { STAGES.tail_call(ctx, slot) };

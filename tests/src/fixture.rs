@@ -242,7 +242,8 @@ pub fn flow_pair(
             sport: client.1,
             dport: vip.1,
             proto: PROTO_TCP,
-            _pad: [0; 3],
+            _pad: 0,
+            _pad1: 0,
         },
         state: word(FLOW_F_CONFIRMED),
         nat: NatTuple {
@@ -266,7 +267,8 @@ pub fn flow_pair(
             sport: backend.1,
             dport: snat.1,
             proto: PROTO_TCP,
-            _pad: [0; 3],
+            _pad: 0,
+            _pad1: 0,
         },
         state: word(FLOW_F_REPLY),
         nat: NatTuple {
@@ -385,7 +387,8 @@ pub mod frames {
             sport,
             dport,
             proto: PROTO_TCP,
-            _pad: [0; 3],
+            _pad: 0,
+            _pad1: 0,
         }
     }
 

@@ -118,7 +118,8 @@ fn syn_passes(fx: &Fixture, from: Ipv4Addr, cport: u16, port: u16) -> bool {
                     sport: cport,
                     dport: port,
                     proto: PROTO_TCP,
-                    _pad: [0; 3],
+                    _pad: 0,
+                    _pad1: 0,
                 })
                 .unwrap();
             assert!(flow.is_none(), "no conntrack entry for a denied SYN");

@@ -249,7 +249,8 @@ fn idle_flow_disappears_after_the_idle_timeout() {
         sport: local.port(),
         dport: 80,
         proto: PROTO_TCP,
-        _pad: [0; 3],
+        _pad: 0,
+        _pad1: 0,
     };
     let maps = topo.maps().unwrap();
     assert!(

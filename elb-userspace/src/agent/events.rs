@@ -272,7 +272,8 @@ mod tests {
                 sport: 40000,
                 dport: 80,
                 proto: PROTO_TCP,
-                _pad: [0; 3],
+                _pad: 0,
+                _pad1: 0,
             },
             nat: NatTuple {
                 src: [198, 19, 0, 1],

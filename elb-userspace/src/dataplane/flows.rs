@@ -11,8 +11,8 @@ use std::{
 
 use aya::maps::MapData;
 use elb_common::{
-    FLOW_F_CLAIM, FLOW_F_TOMB, FLOW_LOCK_SLOTS, FLOW_PROBES, FlowKey, FlowSlot, FlowWord, Meta,
-    hash, map_names,
+    FLOW_F_CLAIM, FLOW_F_TOMB, FLOW_LOCK_SLOTS, FLOW_LOCK_STRIPES, FLOW_PROBES, FlowKey, FlowSlot,
+    FlowWord, Meta, flow_lock, hash, map_names,
 };
 
 use super::DataplaneError;
@@ -126,7 +126,7 @@ impl FlowTable {
         let n = meta.conntrack_entries as usize;
         if !n.is_power_of_two()
             || n * size_of::<FlowSlot>() > slots.len
-            || n / FLOW_LOCK_SLOTS as usize * 4 > locks.len
+            || FLOW_LOCK_STRIPES as usize * 4 > locks.len
         {
             return Err(DataplaneError::IncompatiblePins {
                 path: root.join(map_names::CONNTRACK),
@@ -268,15 +268,24 @@ impl FlowTable {
         false
     }
 
-    fn lock(&self, block: usize) -> &AtomicU32 {
-        let nblocks = self.n / FLOW_LOCK_SLOTS as usize;
-        // SAFETY: a u32 of the mapped lock array, only ever accessed atomically.
-        unsafe { AtomicU32::from_ptr(self.locks.addr.cast::<u32>().add(block % nblocks)) }
+    /// Lock `index` (see `elb_common::flow_lock`).
+    fn lock(&self, index: u32) -> &AtomicU32 {
+        // SAFETY: a u32 of the mapped lock array (`open` checked its size), only ever accessed
+        // atomically.
+        unsafe {
+            AtomicU32::from_ptr(
+                self.locks
+                    .addr
+                    .cast::<u32>()
+                    .add((index % FLOW_LOCK_STRIPES) as usize),
+            )
+        }
     }
 
-    /// Runs `f` holding the locks of blocks `a` and `b` (taken in index order, like the
+    /// Runs `f` holding the locks of blocks `a` and `b` (taken in lock order, like the
     /// program). Gives up (None) if a lock stays busy for about a millisecond.
     fn locked<T>(&self, a: usize, b: usize, f: impl FnOnce() -> T) -> Option<T> {
+        let (a, b) = (flow_lock(a as u32), flow_lock(b as u32));
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
         let take = |l: &AtomicU32| {
             for _ in 0..10_000 {

@@ -27,9 +27,7 @@ use aya::{
         xdp::{XdpLink, XdpMode},
     },
 };
-use elb_common::{
-    ABI_VERSION, Config, DEFAULT_CONNTRACK_ENTRIES, FLOW_LOCK_SLOTS, Meta, map_names,
-};
+use elb_common::{ABI_VERSION, Config, DEFAULT_CONNTRACK_ENTRIES, Meta, map_names};
 pub use flows::FlowTable;
 pub use maps::{Maps, flow_events, ipv4, parse_flow_event};
 
@@ -334,7 +332,6 @@ impl Dataplane {
         }
         let slots = flow_slots(opts.conntrack_entries);
         loader.map_max_entries(map_names::CONNTRACK, slots);
-        loader.map_max_entries(map_names::CONNTRACK_LOCKS, slots / FLOW_LOCK_SLOTS);
         let mut ebpf = loader
             .load(ELB_OBJECT)
             .map_err(|e| DataplaneError::Load(Box::new(e)))?;
