@@ -782,9 +782,7 @@ pub fn touch_new_flow(table: &Table, key: &FlowKey, listener: &Listener, now: u3
 /// open (the listener's SYN backlog is full).
 #[inline(always)]
 fn first_tuple(key: &FlowKey, listener: &Listener, now: u32) -> Option<FlowKey> {
-    // SAFETY: map values, read-only here.
-    let (cfg, set) = (CONFIG.get(0)?, unsafe { BACKEND_SETS.get(listener.id) }?);
-    let state = RR_CURSORS.get_ptr(listener.id)?;
+    let (cfg, state) = (CONFIG.get(0)?, RR_CURSORS.get_ptr(listener.id)?);
     // SAFETY: an array element; plain reads of words other CPUs change atomically.
     let (cursor, half_open) = unsafe {
         (
@@ -793,13 +791,18 @@ fn first_tuple(key: &FlowKey, listener: &Listener, now: u32) -> Option<FlowKey> 
         )
     };
     let fix = HALF_OPEN_FIX.get(listener.id).map_or(0, |f| f.value);
-    let count = set.count as u64;
+    // The backlog first (array reads): under a flood it is full, and the SYN should then pay
+    // nothing more (the backend set is a hash map: a helper call).
     if (half_open.wrapping_sub(fix) as i64) >= i64::from(cfg.syn_backlog())
-        || count == 0
-        || count > MAX_SET_BACKENDS as u64
         || key.sport < cfg.snat_port_min
         || key.sport > cfg.snat_port_max
     {
+        return None;
+    }
+    // SAFETY: map value, read-only here.
+    let set = unsafe { BACKEND_SETS.get(listener.id) }?;
+    let count = set.count as u64;
+    if count == 0 || count > MAX_SET_BACKENDS as u64 {
         return None;
     }
     let backend_id = set.backends[verifier_bound((cursor % count) as usize, MAX_SET_BACKENDS - 1)];
