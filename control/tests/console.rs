@@ -676,7 +676,14 @@ async fn metrics_history_follows_servo_heartbeats_and_health() {
             .unwrap_or_else(|| panic!("{name} missing"));
         m["Values"].as_array().unwrap().clone()
     };
-    let last3 = |name: &str| series(name)[metrics::WINDOW - 3..].to_vec();
+    // The window ends at the step holding the request's "now": find the three recorded steps
+    // by their timestamps (a step boundary may pass between recording and asking).
+    let first = stamps
+        .iter()
+        .position(|t| t.as_i64() == Some(t0 / 1000))
+        .expect("the first recorded step is in the window");
+    assert!(first + 3 <= metrics::WINDOW, "{first}");
+    let last3 = |name: &str| series(name)[first..first + 3].to_vec();
     // The first report sets the baseline; then the increases per step.
     assert_eq!(
         last3("NewConnectionCount"),
