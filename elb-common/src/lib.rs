@@ -37,14 +37,15 @@ pub const MAX_IFACES: u32 = 64;
 pub const DEFAULT_CONNTRACK_ENTRIES: u32 = 1 << 20;
 /// Slots a key may sit away from its home slot in the flow table (linear probing).
 pub const FLOW_PROBES: u32 = 32;
-/// Slots per insert lock of the flow table. A key's probe window (FLOW_PROBES slots from its
-/// home) spans at most two lock blocks; an insert holds both.
+/// Slots per insert lock of the flow table. An insert holds the lock of its key's home block;
+/// a key's probe window (FLOW_PROBES slots from its home) reaches at most into the next block,
+/// so the sweep compacting a block holds its lock and the previous block's.
 pub const FLOW_LOCK_SLOTS: u32 = 32;
 const _: () = assert!(FLOW_LOCK_SLOTS >= FLOW_PROBES && FLOW_LOCK_SLOTS.is_power_of_two());
 /// Insert locks of the flow table (`conntrack_locks`): block `b` of [`FLOW_LOCK_SLOTS`] slots
 /// is guarded by lock [`flow_lock`]`(b)`, so many blocks share a lock. Few enough that the
 /// locks stay in cache (4 KiB): one lock per block took a cache miss per insert in a large
-/// table, as costly as the slot's own. Inserts take locks in increasing lock order.
+/// table, as costly as the slot's own. Whoever takes two takes them in increasing lock order.
 pub const FLOW_LOCK_STRIPES: u32 = 1024;
 const _: () = assert!(FLOW_LOCK_STRIPES.is_power_of_two());
 

@@ -2,9 +2,10 @@
 //! multiplications; no helper call), with linear probing.
 //!
 //! - Lookups are lock-free: they compare keys in published slots and stop at an empty slot.
-//! - Inserts hold the locks of the (at most two) 32-slot blocks their probe window touches, so
-//!   a key is never inserted twice (two flows can never get the same SNAT tuple): check for the
-//!   key, claim a free slot with compare-and-swap, write it, publish it.
+//! - Inserts hold the lock of their key's home block (32 slots), so a key is never inserted
+//!   twice (two flows can never get the same SNAT tuple): check for the key, claim a free slot
+//!   with compare-and-swap (an insert from the block before may want it too), write it,
+//!   publish it.
 //! - Deletes turn a slot into a tombstone with compare-and-swap on its identity; lookups go on
 //!   past tombstones, inserts reuse them, the sweep turns them back into empty slots (under the
 //!   locks) when no key's probe path crosses them.
@@ -151,14 +152,14 @@ impl Found {
     }
 }
 
-/// Why an insert did not happen.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum InsertError {
-    /// The key is in the table already.
-    Exists,
-    /// No free slot in the key's probe window, or its locks were busy too long.
-    Full,
-}
+/// `elb_flow_insert`'s answer when the key is in the table already.
+pub const INSERT_EXISTS: i64 = -1;
+/// `elb_flow_insert`'s answer when the key's probe window has no free slot, or its lock stayed
+/// busy.
+pub const INSERT_FULL: i64 = -2;
+/// One scan's answer when the free slot it found was claimed by another insert meanwhile (a
+/// plain integer, not an enum: the verifier refuses copies of an enum's unset payload).
+const INSERT_CLAIMED: i64 = -3;
 
 impl Table {
     /// No table (a placeholder before `get`).
@@ -244,38 +245,37 @@ impl Table {
     }
 
     #[inline(always)]
-    fn insert_impl(&self, init: &FlowSlot) -> Result<u32, InsertError> {
+    fn insert_impl(&self, init: &FlowSlot) -> i64 {
         let home = self.home(&init.key);
-        let blocks = (self.mask >> FLOW_LOCK_SLOTS.trailing_zeros()) + 1;
-        let first = home >> FLOW_LOCK_SLOTS.trailing_zeros();
-        let (a, b) = (flow_lock(first), flow_lock((first + 1) & (blocks - 1)));
-        let (lo, hi) = if a < b { (a, b) } else { (b, a) };
-        let Some(lock_lo) = lock(lo) else {
-            return Err(InsertError::Full);
+        // One lock: every insert of a key takes its home block's lock, so a key is never
+        // inserted twice; inserts of keys from the block before may race for a free slot in
+        // this one, and the claim's compare-and-swap settles that. (The sweep's compaction of
+        // a block holds the locks of the block and the one before: no insert whose probe path
+        // crosses it runs meanwhile.)
+        let Some(l) = lock(flow_lock(home >> FLOW_LOCK_SLOTS.trailing_zeros())) else {
+            return INSERT_FULL;
         };
-        if hi == lo {
-            let result = self.insert_locked(home, init);
-            unlock(lock_lo);
-            return result;
+        let mut result = self.insert_locked(home, init);
+        if result == INSERT_CLAIMED {
+            // Another block's insert claimed the free slot first: scan once more.
+            result = self.insert_locked(home, init);
         }
-        let Some(lock_hi) = lock(hi) else {
-            unlock(lock_lo);
-            return Err(InsertError::Full);
-        };
-        let result = self.insert_locked(home, init);
-        unlock(lock_hi);
-        unlock(lock_lo);
-        result
+        unlock(l);
+        if result == INSERT_CLAIMED {
+            INSERT_FULL
+        } else {
+            result
+        }
     }
 
     #[inline(always)]
-    fn insert_locked(&self, home: u32, init: &FlowSlot) -> Result<u32, InsertError> {
+    fn insert_locked(&self, home: u32, init: &FlowSlot) -> i64 {
         let words = hash::key_words(&init.key);
         let mut free: Option<(*mut FlowSlot, u32, u64)> = None;
         for i in 0..FLOW_PROBES {
             let index = home.wrapping_add(i) & self.mask;
             let Some(slot) = CONNTRACK.get_ptr_mut(index) else {
-                return Err(InsertError::Full);
+                return INSERT_FULL;
             };
             // SAFETY: a pointer into the flow table array.
             let raw = load64(unsafe { &raw const (*slot).state }.cast());
@@ -290,16 +290,19 @@ impl Table {
                 }
                 continue;
             }
+            if state.value & FLOW_F_CLAIM != 0 {
+                // An insert in progress of a key from the block before (its fields may still
+                // be the old ones): never ours, since inserts of our key hold our lock.
+                continue;
+            }
             let k = slot.cast::<u64>();
-            // SAFETY: the key is the first 16 bytes of the slot. Claimed slots are skipped
-            // above only when tombstoned; a claim in progress belongs to another insert, which
-            // holds this block's lock, so none exists here.
+            // SAFETY: the key is the first 16 bytes of the slot.
             if unsafe { *k == words[0] && *k.add(1) == words[1] } {
-                return Err(InsertError::Exists);
+                return INSERT_EXISTS;
             }
         }
         let Some((slot, index, raw)) = free else {
-            return Err(InsertError::Full);
+            return INSERT_FULL;
         };
         let ident = init.state.ident;
         let claim = FlowWord {
@@ -310,7 +313,7 @@ impl Table {
         // compact, but tombstones lock-free): claim only what was seen.
         // SAFETY: a pointer into the flow table array.
         if !cas64(unsafe { &raw mut (*slot).state }.cast(), raw, claim.pack()) {
-            return Err(InsertError::Full);
+            return INSERT_CLAIMED;
         }
         // SAFETY: the slot is claimed: only this insert writes it, no lookup matches it. Copied
         // as words (the BPF stack is too small for a slot-sized temporary).
@@ -328,7 +331,7 @@ impl Table {
                 init.state.pack(),
             );
         }
-        Ok(index)
+        i64::from(index)
     }
 }
 
@@ -365,18 +368,14 @@ pub extern "C" fn elb_flow_find(key: *const FlowKey) -> i64 {
 #[inline(never)]
 pub extern "C" fn elb_flow_insert(init: *const FlowSlot) -> i64 {
     let Some(table) = Table::get() else {
-        return -2;
+        return INSERT_FULL;
     };
     if init.is_null() {
-        return -2;
+        return INSERT_FULL;
     }
     // SAFETY: not null, and the verifier checks that callers pass a readable FlowSlot.
     let init = unsafe { &*init };
-    match table.insert_impl(init) {
-        Ok(index) => i64::from(index),
-        Err(InsertError::Exists) => -1,
-        Err(InsertError::Full) => -2,
-    }
+    table.insert_impl(init)
 }
 
 /// Deletes a found flow half (turns it into a tombstone) if it still holds that flow.

@@ -6,8 +6,8 @@
 use std::{net::Ipv4Addr, time::Duration};
 
 use elb_common::{
-    Config, FLOW_F_RESERVED, FLOW_F_RST, LISTENER_F_LOCAL, Listener, ListenerKey, PROTO_TCP, csum,
-    lifetimes,
+    Config, FLOW_F_CLAIM, FLOW_F_RESERVED, FLOW_F_RST, FLOW_F_TOMB, FlowWord, LISTENER_F_LOCAL,
+    Listener, ListenerKey, PROTO_TCP, csum, lifetimes,
 };
 use elb_userspace::{agent::sweep, dataplane::flows::Word};
 use tests::{
@@ -238,6 +238,53 @@ fn writes_never_land_in_a_reused_slot() {
     assert_eq!(now.state, reused.state);
     assert_eq!(now.seen, reused.seen);
     maps.remove_flows(&[k]).unwrap();
+}
+
+#[test]
+fn an_insert_in_progress_of_another_key_is_never_taken_for_this_one() {
+    // Inserts hold only their home block's lock: an insert of a key from the block before may
+    // have claimed a slot in this key's window, whose fields still hold what the slot held
+    // before (here: this very key, deleted). Neither the program nor userspace may read that as
+    // "the key exists".
+    let fx = Fixture::new().unwrap();
+    let first = open(&fx, 0, 40000);
+    let mut maps = fx.maps().unwrap();
+    let k = key(client(0), VIP, 40000, 80);
+    let table = maps.flow_table();
+    let (index, old) = table.lookup(&k).unwrap();
+    let claim = FlowWord {
+        ident: old.state.ident ^ 0x77,
+        value: FLOW_F_CLAIM,
+    };
+    assert!(table.cas(index, Word::State, old.state, claim));
+    // Userspace: an insert of the same key goes to another slot.
+    let mut again = old;
+    again.state.ident ^= 0x1234;
+    let placed = table.insert(&again).unwrap();
+    assert_ne!(placed, index);
+    assert!(table.remove(placed, again.state.ident));
+    // The program: the client's SYN opens a new flow (its old reverse half still holds the
+    // first tuple, so the new flow's differs).
+    let out = fx.run(fx.cl, &syn(&fx, 0, 40000).frame()).unwrap();
+    assert_eq!(out.action, XDP_REDIRECT, "{:?}", fx.counters());
+    let fwd = parse(&out.frame);
+    assert_ne!((fwd.dst, fwd.sport), (first.dst, first.sport));
+    let (now, _) = table.lookup(&k).unwrap();
+    assert_ne!(now, index);
+    assert_eq!(table.state(index), claim, "the claimed slot is left alone");
+    // The other insert gives up its claim; nothing of it remains.
+    let tomb = FlowWord {
+        ident: 0,
+        value: FLOW_F_TOMB,
+    };
+    assert!(table.cas(index, Word::State, claim, tomb));
+    maps.remove_flows(&[
+        k,
+        key(fwd.dst, fwd.src, 80, fwd.sport),
+        key(first.dst, first.src, 80, first.sport),
+    ])
+    .unwrap();
+    assert!(maps.flows().unwrap().is_empty());
 }
 
 #[test]

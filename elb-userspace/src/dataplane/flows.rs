@@ -282,8 +282,8 @@ impl FlowTable {
         }
     }
 
-    /// Runs `f` holding the locks of blocks `a` and `b` (taken in lock order, like the
-    /// program). Gives up (None) if a lock stays busy for about a millisecond.
+    /// Runs `f` holding the locks of blocks `a` and `b` (taken in lock order; one lock if
+    /// they share it). Gives up (None) if a lock stays busy for about a millisecond.
     fn locked<T>(&self, a: usize, b: usize, f: impl FnOnce() -> T) -> Option<T> {
         let (a, b) = (flow_lock(a as u32), flow_lock(b as u32));
         let (lo, hi) = if a <= b { (a, b) } else { (b, a) };
@@ -313,54 +313,71 @@ impl FlowTable {
         Some(out)
     }
 
-    /// Inserts a flow half (its `state` holding identity and flags), as the program does.
-    /// For tests and benchmarks that prepare flows; the agent never inserts.
+    /// Inserts a flow half (its `state` holding identity and flags), as the program does: under
+    /// the lock of the key's home block, scanning again if an insert from the block before
+    /// claimed the free slot first. For tests and benchmarks that prepare flows; the agent
+    /// never inserts.
     pub fn insert(&self, slot: &FlowSlot) -> Result<usize, InsertError> {
         let home = hash::flow_hash(self.seed, &slot.key) as usize & (self.n - 1);
         let block = home / FLOW_LOCK_SLOTS as usize;
-        let nblocks = self.n / FLOW_LOCK_SLOTS as usize;
-        self.locked(block, (block + 1) % nblocks, || {
-            let mut free = None;
-            for p in 0..FLOW_PROBES as usize {
-                let i = (home + p) & (self.n - 1);
-                let st = self.state(i);
-                let empty = st.ident == 0 && st.value == 0;
-                if empty || st.value & FLOW_F_TOMB != 0 {
-                    free.get_or_insert((i, st));
-                    if empty {
-                        break;
-                    }
-                    continue;
-                }
-                // SAFETY: a copy of mapped memory.
-                let key = unsafe { std::ptr::read_volatile(&raw const (*self.slot(i)).key) };
-                if key == slot.key {
-                    return Err(InsertError::Exists);
+        self.locked(block, block, || {
+            for _ in 0..2 {
+                if let Some(result) = self.insert_locked(home, slot) {
+                    return result;
                 }
             }
-            let (i, seen) = free.ok_or(InsertError::Full)?;
-            let claim = FlowWord {
-                ident: slot.state.ident,
-                value: FLOW_F_CLAIM,
-            };
-            if !self.cas(i, Word::State, seen, claim) {
-                return Err(InsertError::Full);
-            }
-            // SAFETY: the slot is claimed: no lookup matches it and no other insert takes it.
-            unsafe {
-                std::ptr::write_volatile(
-                    self.slot(i),
-                    FlowSlot {
-                        state: claim,
-                        ..*slot
-                    },
-                );
-            }
-            self.word(i, Word::State)
-                .store(slot.state.pack(), Ordering::Release);
-            Ok(i)
+            Err(InsertError::Full)
         })
         .unwrap_or(Err(InsertError::Full))
+    }
+
+    /// One scan of [`Self::insert`]; None if the free slot it found was claimed meanwhile.
+    fn insert_locked(&self, home: usize, slot: &FlowSlot) -> Option<Result<usize, InsertError>> {
+        let mut free = None;
+        for p in 0..FLOW_PROBES as usize {
+            let i = (home + p) & (self.n - 1);
+            let st = self.state(i);
+            let empty = st.ident == 0 && st.value == 0;
+            if empty || st.value & FLOW_F_TOMB != 0 {
+                free.get_or_insert((i, st));
+                if empty {
+                    break;
+                }
+                continue;
+            }
+            if st.value & FLOW_F_CLAIM != 0 {
+                // Another block's insert in progress: never this key (we hold its lock).
+                continue;
+            }
+            // SAFETY: a copy of mapped memory.
+            let key = unsafe { std::ptr::read_volatile(&raw const (*self.slot(i)).key) };
+            if key == slot.key {
+                return Some(Err(InsertError::Exists));
+            }
+        }
+        let Some((i, seen)) = free else {
+            return Some(Err(InsertError::Full));
+        };
+        let claim = FlowWord {
+            ident: slot.state.ident,
+            value: FLOW_F_CLAIM,
+        };
+        if !self.cas(i, Word::State, seen, claim) {
+            return None;
+        }
+        // SAFETY: the slot is claimed: no lookup matches it and no other insert takes it.
+        unsafe {
+            std::ptr::write_volatile(
+                self.slot(i),
+                FlowSlot {
+                    state: claim,
+                    ..*slot
+                },
+            );
+        }
+        self.word(i, Word::State)
+            .store(slot.state.pack(), Ordering::Release);
+        Some(Ok(i))
     }
 
     /// Turns tombstones back into empty slots where no live key's probe path crosses them
