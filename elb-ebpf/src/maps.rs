@@ -8,9 +8,9 @@ use aya_ebpf::{
 };
 use elb_common::{
     Backend, BackendSet, Config, Counters, DEFAULT_CONNTRACK_ENTRIES, EVENT_RING_BYTES,
-    FLOW_LOCK_STRIPES, FlowEvent, FlowKey, FlowSlot, HalfOpenFix, Iface, Listener, ListenerKey,
-    ListenerState, MAX_BACKENDS, MAX_IFACES, MAX_LISTENERS, Meta, NextHop, SnatAddrs, StageArgs,
-    TrafficStats,
+    FLOW_LOCK_STRIPES, FlowEvent, FlowKey, FlowSlot, HalfOpenFix, Iface, Ipv4, Listener,
+    ListenerKey, ListenerState, MAX_BACKENDS, MAX_IFACES, MAX_LISTENERS, Meta, NextHop, SnatAddrs,
+    StageArgs, TrafficStats,
     sg::{SG_ALLOW_ENTRIES, SgSource},
 };
 
@@ -113,6 +113,35 @@ pub struct Scratch {
     pub slots: [FlowSlot; 2],
     /// The rest of the plan.
     pub plan: Plan,
+    /// What `elb` predicted for the SYN at hand.
+    pub hint: Hint,
+}
+
+/// What `elb` predicted for the SYN at hand while it started reading the new flow's table slots
+/// (`syn::touch_new_flow`): the round-robin turn it saw, the backend of that turn, and the SNAT
+/// address the first try takes. When the turn `elb_plan` takes is that one and the packet is
+/// the one the hint was made for, the plan uses it instead of reading the backend set and the
+/// SNAT addresses again (hash map lookups: about 40 ns each here). The maps may have changed
+/// in between; the flow is then opened as if the SYN had come a moment earlier, as it could
+/// have.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Hint {
+    /// The round-robin cursor `elb` read.
+    pub cursor: u64,
+    /// The SYN's client address and port (the packet the hint belongs to).
+    pub src: Ipv4,
+    pub sport: u16,
+    /// 1: made for the SYN at hand; cleared once used and when a SYN gets none.
+    pub valid: u16,
+    /// The listener.
+    pub listener_id: u32,
+    /// The backend of turn `cursor`.
+    pub backend_id: u32,
+    /// The egress interface towards it (the one whose SNAT addresses `addr` is from).
+    pub ifindex: u32,
+    /// The SNAT address of the first try.
+    pub addr: Ipv4,
 }
 
 /// How to finish opening a flow (see [`Scratch`]).
@@ -139,6 +168,10 @@ pub struct Plan {
     /// The closed flow whose client port this one reuses (identity 0: none).
     pub replacing_index: u32,
     pub replacing_ident: u32,
+    /// The SNAT address of the first try, from the hint (`first_snat_ok` 1), else 0 and the
+    /// addresses are read from `snat_addrs`.
+    pub first_snat: Ipv4,
+    pub first_snat_ok: u32,
 }
 
 /// Scratch space for opening a flow (the BPF stack holds 512 bytes), per CPU.

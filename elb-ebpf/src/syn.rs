@@ -20,7 +20,8 @@ use elb_common::{
     BACKEND_ACTIVE, COOKIE_SLOT_SHIFT, Counters, FLOW_F_ACKED, FLOW_F_CONFIRMED, FLOW_F_EVENTS,
     FLOW_F_PROXY, FLOW_F_REPLY, FLOW_F_SYNPROXY, FLOW_F_XLATE, FlowKey, FlowWord,
     LISTENER_F_EVENTS, LISTENER_F_PROXY_V1, Listener, MAX_SET_BACKENDS, MAX_SNAT_ADDRS, NatTuple,
-    NextHop, PROTO_TCP, SNAT_TRIES, SYNPROXY_MSS, SYNPROXY_WSCALE, StageArgs, WSCALE_NONE, csum,
+    NextHop, PROTO_TCP, SNAT_TRIES, SYNPROXY_MSS, SYNPROXY_WSCALE, SnatAddrs, StageArgs,
+    WSCALE_NONE, csum,
     hash::{self, CookieOptions},
     proxy_v1, stages,
 };
@@ -278,6 +279,10 @@ fn to_plan(ctx: &XdpContext, c: &mut Counters, origin: &Origin, n: &NewSyn) -> u
     };
     // SAFETY: this CPU's scratch entry; the next stage runs on this CPU.
     unsafe {
+        if origin.cookie_flow != 0 {
+            // A cookie's ACK gets no hint from `elb`: one left by an earlier SYN is not its.
+            (*scratch).hint.valid = 0;
+        }
         let plan = &raw mut (*scratch).plan;
         (*plan).cookie_flow = origin.cookie_flow;
         (*plan).cookie = origin.cookie;
@@ -351,17 +356,9 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
     let now = env.now;
     let (key, listener, origin) = (&o.syn.key, &o.syn.listener, &o.origin);
     let refuse_seq = (origin.cookie_flow != 0).then_some(origin.cookie.wrapping_add(1));
-    // SAFETY: a map value; replaced (not modified) by userspace, so reading it is consistent.
-    let Some(set) = (unsafe { BACKEND_SETS.get(listener.id) }) else {
-        c.rst_no_backend += 1;
-        return rst::reply_with(ctx, c, p.tot_len, refuse_seq);
-    };
-    let count = set.count as u64;
-    if count == 0 || count > MAX_SET_BACKENDS as u64 {
-        c.rst_no_backend += 1;
-        return rst::reply_with(ctx, c, p.tot_len, refuse_seq);
-    }
-    let Some(state) = RR_CURSORS.get_ptr_mut(listener.id) else {
+    let (Some(state), Some(scratch)) =
+        (RR_CURSORS.get_ptr_mut(listener.id), SCRATCH.get_ptr_mut(0))
+    else {
         c.drop_internal += 1;
         return XDP_DROP;
     };
@@ -370,10 +367,35 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
     // SAFETY: `state` points at a live array element.
     let turn =
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*state).cursor, 1) };
-    // slot < count <= MAX_SET_BACKENDS (a power of two), so the mask changes nothing; it is
-    // there because the verifier does not derive bounds from a modulo.
-    let slot = verifier_bound((turn % count) as usize, MAX_SET_BACKENDS - 1);
-    let backend_id = set.backends[slot];
+    // SAFETY: this CPU's scratch entry; a hint is used once.
+    let hint = unsafe {
+        let hint = (*scratch).hint;
+        (*scratch).hint.valid = 0;
+        hint
+    };
+    let hinted = hint.valid == 1
+        && hint.cursor == turn
+        && hint.listener_id == listener.id
+        && hint.src == key.src
+        && hint.sport == key.sport;
+    let backend_id = if hinted {
+        hint.backend_id
+    } else {
+        // SAFETY: a map value; replaced (not modified) by userspace, so reading it is
+        // consistent.
+        let Some(set) = (unsafe { BACKEND_SETS.get(listener.id) }) else {
+            c.rst_no_backend += 1;
+            return rst::reply_with(ctx, c, p.tot_len, refuse_seq);
+        };
+        let count = set.count as u64;
+        if count == 0 || count > MAX_SET_BACKENDS as u64 {
+            c.rst_no_backend += 1;
+            return rst::reply_with(ctx, c, p.tot_len, refuse_seq);
+        }
+        // slot < count <= MAX_SET_BACKENDS (a power of two), so the mask changes nothing; it
+        // is there because the verifier does not derive bounds from a modulo.
+        set.backends[verifier_bound((turn % count) as usize, MAX_SET_BACKENDS - 1)]
+    };
     let Some(backend) = BACKENDS.get(backend_id) else {
         c.drop_internal += 1;
         return XDP_DROP;
@@ -398,10 +420,6 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
             c.drop_fib_failed += 1;
             return XDP_DROP;
         }
-    };
-    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
-        c.drop_internal += 1;
-        return XDP_DROP;
     };
     // One random number: the flow's identity, and where the SNAT port search starts.
     // SAFETY: helper without side effects.
@@ -491,6 +509,10 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
         (*plan).pick = r >> 16;
         // (`first_tuple` computes the same first address.)
         (*plan).first_addr = u32::from(key.sport) ^ u32::from_ne_bytes(key.src);
+        // The hint's address is that first address of the hop's interface.
+        let first_snat_ok = hinted && hint.ifindex == hop.ifindex;
+        (*plan).first_snat = if first_snat_ok { hint.addr } else { [0; 4] };
+        (*plan).first_snat_ok = u32::from(first_snat_ok);
     }
     tcp::stage(ctx, c, stages::OPEN, 0, 0)
 }
@@ -525,19 +547,13 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
         )
     };
     let refuse_seq = (plan.cookie_flow != 0).then_some(plan.cookie.wrapping_add(1));
-    // SAFETY: map value, read-only here.
-    let Some(snat) = (unsafe { SNAT_ADDRS.get(plan.hop.ifindex) }) else {
-        c.drop_no_snat_addr += 1;
-        return XDP_DROP;
-    };
-    let addr_count = snat.count;
-    if addr_count == 0
-        || addr_count > MAX_SNAT_ADDRS as u32
-        || cfg.snat_port_max < cfg.snat_port_min
-    {
+    if cfg.snat_port_max < cfg.snat_port_min {
         c.drop_no_snat_addr += 1;
         return XDP_DROP;
     }
+    // The interface's SNAT addresses, read when a try needs them: the first try takes the
+    // address `elb` predicted when it could (see `Hint`).
+    let mut snat: Option<&SnatAddrs> = None;
     // SAFETY: this CPU's scratch entry.
     let client_port = unsafe { (*forward).key.sport };
     let span = u32::from(cfg.snat_port_max - cfg.snat_port_min) + 1;
@@ -559,14 +575,35 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
             c.snat_retries += 1;
             continue;
         }
-        // Masked for the verifier (addr_count <= MAX_SNAT_ADDRS, a power of two).
-        let addr_slot = verifier_bound(
-            (plan.first_addr.wrapping_add(attempt) % addr_count) as usize,
-            MAX_SNAT_ADDRS - 1,
-        );
+        let addr = if attempt == 0 && plan.first_snat_ok != 0 {
+            plan.first_snat
+        } else {
+            let addrs = match snat {
+                Some(addrs) => addrs,
+                None => {
+                    // SAFETY: map value, read-only here.
+                    let Some(addrs) = (unsafe { SNAT_ADDRS.get(plan.hop.ifindex) }) else {
+                        c.drop_no_snat_addr += 1;
+                        return XDP_DROP;
+                    };
+                    if addrs.count == 0 || addrs.count > MAX_SNAT_ADDRS as u32 {
+                        c.drop_no_snat_addr += 1;
+                        return XDP_DROP;
+                    }
+                    snat = Some(addrs);
+                    addrs
+                }
+            };
+            // Masked for the verifier (count <= MAX_SNAT_ADDRS, a power of two); `max(1)`:
+            // the count was checked when read, but the compiler cannot tell on later tries.
+            addrs.addrs[verifier_bound(
+                (plan.first_addr.wrapping_add(attempt) % addrs.count.max(1)) as usize,
+                MAX_SNAT_ADDRS - 1,
+            )]
+        };
         // SAFETY: this CPU's scratch entry.
         unsafe {
-            (*reverse).key.dst = snat.addrs[addr_slot];
+            (*reverse).key.dst = addr;
             (*reverse).key.dport = port;
         }
         // A tuple held by a live or recently closed flow (TIME_WAIT hold) is in the table: the
@@ -763,25 +800,42 @@ fn is_listener_port(port: u16) -> bool {
 /// insert's), back to back, so that the two cache misses overlap instead of coming one after
 /// the other (everything needed to find both slots is read first: it is in cache). The backend
 /// is predicted from the round-robin cursor (another CPU may take that turn first: then one
-/// hint is wasted, nothing else). Only the SYN's own slot when the listener's SYN backlog is
-/// full (the SYN gets a cookie and opens nothing).
+/// hint is wasted, nothing else), and the prediction is left in this CPU's scratch space for
+/// the stages that open the flow (`Hint`). Only the SYN's own slot when the listener's SYN
+/// backlog is full (the SYN gets a cookie and opens nothing).
 #[inline(always)]
 pub fn touch_new_flow(table: &Table, key: &FlowKey, listener: &Listener, now: u32) {
-    match first_tuple(key, listener, now) {
+    let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
+        table.touch(key);
+        return;
+    };
+    // SAFETY: this CPU's scratch entry; the stages that read the hint run next on this CPU.
+    let hint = unsafe { &raw mut (*scratch).hint };
+    match first_tuple(key, listener, now, hint) {
         Some(reverse) => {
             table.touch(key);
             table.touch(&reverse);
         }
-        None => table.touch(key),
+        None => {
+            // SAFETY: as above.
+            unsafe { (*hint).valid = 0 };
+            table.touch(key);
+        }
     }
 }
 
 /// The reverse key of the SNAT tuple `elb_open` will try first for a SYN of flow `key` to
 /// `listener` (the client's port, the address `first_addr` picks), for the backend the
-/// round-robin cursor points at now; `None` if that cannot be told cheaply or no flow will
-/// open (the listener's SYN backlog is full).
+/// round-robin cursor points at now, with the prediction written to `hint`; `None` (and
+/// `hint` untouched) if that cannot be told cheaply or no flow will open (the listener's SYN
+/// backlog is full).
 #[inline(always)]
-fn first_tuple(key: &FlowKey, listener: &Listener, now: u32) -> Option<FlowKey> {
+fn first_tuple(
+    key: &FlowKey,
+    listener: &Listener,
+    now: u32,
+    hint: *mut crate::maps::Hint,
+) -> Option<FlowKey> {
     let (cfg, state) = (CONFIG.get(0)?, RR_CURSORS.get_ptr(listener.id)?);
     // SAFETY: an array element; plain reads of words other CPUs change atomically.
     let (cursor, half_open) = unsafe {
@@ -817,9 +871,21 @@ fn first_tuple(key: &FlowKey, listener: &Listener, now: u32) -> Option<FlowKey> 
         return None;
     }
     let first_addr = u32::from(key.sport) ^ u32::from_ne_bytes(key.src);
+    let addr = snat.addrs[verifier_bound((first_addr % addrs) as usize, MAX_SNAT_ADDRS - 1)];
+    // SAFETY: this CPU's scratch entry (see `touch_new_flow`).
+    unsafe {
+        (*hint).cursor = cursor;
+        (*hint).src = key.src;
+        (*hint).sport = key.sport;
+        (*hint).valid = 1;
+        (*hint).listener_id = listener.id;
+        (*hint).backend_id = backend_id;
+        (*hint).ifindex = hop.ifindex;
+        (*hint).addr = addr;
+    }
     Some(FlowKey {
         src: backend.addr,
-        dst: snat.addrs[verifier_bound((first_addr % addrs) as usize, MAX_SNAT_ADDRS - 1)],
+        dst: addr,
         sport: backend.port,
         dport: key.sport,
         proto: PROTO_TCP,
