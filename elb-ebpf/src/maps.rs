@@ -115,6 +115,9 @@ pub struct Scratch {
     pub plan: Plan,
     /// What `elb` predicted for the SYN at hand.
     pub hint: Hint,
+    /// The last ingress interface a flow was opened from and its MTU (`ifindex`, `mtu`,
+    /// `updated` used; see `syn::ingress_mtu`).
+    pub ingress: NextHop,
 }
 
 /// What `elb` predicted for the SYN at hand while it started reading the new flow's table slots

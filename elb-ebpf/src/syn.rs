@@ -341,6 +341,33 @@ pub fn elb_plan(ctx: XdpContext) -> u32 {
     )
 }
 
+/// The MTU of interface `ifindex` (the way back to the client), from this CPU's cache in its
+/// scratch entry (trusted for `HOP_REFRESH_JIFFIES`, as cached routes are: a hash map lookup
+/// costs about 40 ns here) or from `ifaces`; 0 if the interface is not there.
+#[inline(always)]
+fn ingress_mtu(scratch: *mut crate::maps::Scratch, ifindex: u32, now: u32) -> u16 {
+    // SAFETY: this CPU's scratch entry.
+    let cached = unsafe { &raw mut (*scratch).ingress };
+    // SAFETY: as above.
+    unsafe {
+        if (*cached).ifindex == ifindex && (*cached).fresh(now) {
+            return (*cached).mtu;
+        }
+    }
+    // SAFETY: map value, read-only.
+    let Some(iface) = (unsafe { IFACES.get(ifindex) }) else {
+        return 0;
+    };
+    let mtu = iface.mtu.min(0xffff) as u16;
+    // SAFETY: as above.
+    unsafe {
+        (*cached).ifindex = ifindex;
+        (*cached).updated = now;
+        (*cached).mtu = mtu;
+    }
+    mtu
+}
+
 /// What `open` opens.
 struct Open<'b> {
     syn: &'b NewSyn,
@@ -367,19 +394,22 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
     // SAFETY: `state` points at a live array element.
     let turn =
         unsafe { atomic_xadd::<u64, u64, { AtomicOrdering::SeqCst }>(&raw mut (*state).cursor, 1) };
-    // SAFETY: this CPU's scratch entry; a hint is used once.
-    let hint = unsafe {
-        let hint = (*scratch).hint;
-        (*scratch).hint.valid = 0;
-        hint
+    // SAFETY: this CPU's scratch entry; a hint is used once. (Read in place: a copy would
+    // take stack this stage does not have.)
+    let hint = unsafe { &raw mut (*scratch).hint };
+    // SAFETY: as above.
+    let hinted = unsafe {
+        let hinted = (*hint).valid == 1
+            && (*hint).cursor == turn
+            && (*hint).listener_id == listener.id
+            && (*hint).src == key.src
+            && (*hint).sport == key.sport;
+        (*hint).valid = 0;
+        hinted
     };
-    let hinted = hint.valid == 1
-        && hint.cursor == turn
-        && hint.listener_id == listener.id
-        && hint.src == key.src
-        && hint.sport == key.sport;
     let backend_id = if hinted {
-        hint.backend_id
+        // SAFETY: as above.
+        unsafe { (*hint).backend_id }
     } else {
         // SAFETY: a map value; replaced (not modified) by userspace, so reading it is
         // consistent.
@@ -428,8 +458,6 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
     // SAFETY: bounds-checked header (no packet-moving helper ran).
     let (src_mac, dst_mac) = unsafe { ((*p.eth).src, (*p.eth).dst) };
     let ingress = ctx.ingress_ifindex() as u32;
-    // SAFETY: map value, read-only.
-    let hop_mtu = unsafe { IFACES.get(ingress) }.map_or(0, |i| i.mtu.min(0xffff) as u16);
     let flags = if origin.cookie_flow != 0 {
         FLOW_F_SYNPROXY | FLOW_F_CONFIRMED
     } else {
@@ -468,7 +496,7 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
         (*reverse).backend_id = backend_id as u16;
         (*reverse).listener_id = listener.id as u16;
         (*reverse).backend_gen = backend.generation;
-        (*reverse).hop_mtu = hop_mtu;
+        // (`hop_mtu`: filled in by `elb_open`, whose stack has room for the lookup.)
         // The backend's first ACK will acknowledge the client's SYN.
         (*reverse).acked = word(p.seq.wrapping_add(1));
         (*reverse).seen = word(now);
@@ -510,8 +538,8 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
         // (`first_tuple` computes the same first address.)
         (*plan).first_addr = u32::from(key.sport) ^ u32::from_ne_bytes(key.src);
         // The hint's address is that first address of the hop's interface.
-        let first_snat_ok = hinted && hint.ifindex == hop.ifindex;
-        (*plan).first_snat = if first_snat_ok { hint.addr } else { [0; 4] };
+        let first_snat_ok = hinted && (*hint).ifindex == hop.ifindex;
+        (*plan).first_snat = if first_snat_ok { (*hint).addr } else { [0; 4] };
         (*plan).first_snat_ok = u32::from(first_snat_ok);
     }
     tcp::stage(ctx, c, stages::OPEN, 0, 0)
@@ -550,6 +578,10 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
     if cfg.snat_port_max < cfg.snat_port_min {
         c.drop_no_snat_addr += 1;
         return XDP_DROP;
+    }
+    // SAFETY: this CPU's scratch entry.
+    unsafe {
+        (*reverse).hop_mtu = ingress_mtu(scratch, ctx.ingress_ifindex() as u32, (*reverse).created);
     }
     // The interface's SNAT addresses, read when a try needs them: the first try takes the
     // address `elb` predicted when it could (see `Hint`).
