@@ -197,6 +197,44 @@ impl Fixture {
             .expect("reading counters")
     }
 
+    /// Runs the program on each of `frames` in turn, as if they arrived on interface `ifindex`,
+    /// from one thread bound to CPU `cpu` (two calls on two CPUs at once race through the
+    /// program as packets on two receive queues would). Returns the verdicts.
+    pub fn run_on_cpu(
+        &self,
+        cpu: usize,
+        ifindex: u32,
+        frames: &[Vec<u8>],
+    ) -> anyhow::Result<Vec<u32>> {
+        let program = self.dp.program()?;
+        self.ns.run(move || {
+            // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity are given it.
+            unsafe {
+                let mut set: libc::cpu_set_t = std::mem::zeroed();
+                libc::CPU_SET(cpu, &mut set);
+                if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+                    anyhow::bail!("binding to CPU {cpu}: {}", std::io::Error::last_os_error());
+                }
+            }
+            let mut verdicts = Vec::with_capacity(frames.len());
+            for frame in frames {
+                let mut out = vec![0u8; frame.len() + 256];
+                let ctx = xdp_md(frame.len() as u32, ifindex);
+                let mut opts = TestRunOptions::new();
+                opts.data_in = Some(frame);
+                opts.data_out = Some(&mut out);
+                opts.ctx_in = Some(&ctx);
+                verdicts.push(
+                    program
+                        .test_run(opts)
+                        .context("BPF_PROG_TEST_RUN")?
+                        .return_value,
+                );
+            }
+            Ok(verdicts)
+        })
+    }
+
     /// Runs the program once on `frame` as if it arrived on interface `ifindex`.
     pub fn run(&self, ifindex: u32, frame: &[u8]) -> anyhow::Result<Outcome> {
         let program = self.dp.program()?;

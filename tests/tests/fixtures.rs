@@ -124,6 +124,55 @@ fn consecutive_new_flows_rotate_over_three_backends() {
 }
 
 #[test]
+fn new_flows_opened_on_two_cpus_at_once_still_split_exactly_evenly() {
+    // `elb` predicts each SYN's backend from the round-robin cursor (to start reading its table
+    // slots early) and the later stages use the prediction only when the turn they take is the
+    // predicted one. SYNs racing on two CPUs take each other's predicted turns: the split must
+    // stay exact all the same.
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    if cpus < 2 {
+        eprintln!("skipped: needs two CPUs to race SYNs, this machine has {cpus}");
+        return;
+    }
+    let fx = Fixture::new().unwrap();
+    // 2 x 450 SYNs stay under the listener's SYN backlog (1,024): every one opens a flow.
+    const PER_CPU: u16 = 450;
+    let frames = |i: u8, base: u16| -> Vec<Vec<u8>> {
+        (0..PER_CPU)
+            .map(|n| syn(&fx, i, base + n).frame())
+            .collect()
+    };
+    let (a, b) = (frames(0, 20000), frames(1, 30000));
+    let (va, vb) = std::thread::scope(|s| {
+        let ta = s.spawn(|| fx.run_on_cpu(0, fx.cl, &a).unwrap());
+        let tb = s.spawn(|| fx.run_on_cpu(1, fx.cl, &b).unwrap());
+        (ta.join().unwrap(), tb.join().unwrap())
+    });
+    assert!(va.iter().chain(&vb).all(|&v| v == XDP_REDIRECT));
+    assert_eq!(fx.counters().new_flows, 2 * u64::from(PER_CPU));
+    let mut per_backend = [0u32; 3];
+    let mut first_cpu = vec![usize::MAX; usize::from(PER_CPU)];
+    for (k, f) in fx.maps().unwrap().flows().unwrap() {
+        if f.state.value & FLOW_F_REPLY != 0 {
+            continue;
+        }
+        let b = backend_index(Ipv4Addr::from(f.nat.dst));
+        per_backend[b] += 1;
+        if k.src == client(0).octets() {
+            first_cpu[usize::from(k.sport - 20000)] = b;
+        }
+    }
+    assert_eq!(per_backend, [300, 300, 300]);
+    // How often the other CPU took a turn between two of this CPU's SYNs (0 would mean the
+    // runs did not overlap; printed, since the scheduler decides).
+    let interleaved = first_cpu
+        .windows(2)
+        .filter(|w| w[1] != (w[0] + 1) % 3)
+        .count();
+    eprintln!("the other CPU took turns between {interleaved} of {PER_CPU} consecutive SYNs");
+}
+
+#[test]
 fn syn_retransmission_follows_its_flow() {
     let fx = Fixture::new().unwrap();
     let first = open(&fx, 0, 40001);
