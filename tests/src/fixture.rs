@@ -216,43 +216,34 @@ impl Fixture {
                     anyhow::bail!("binding to CPU {cpu}: {}", std::io::Error::last_os_error());
                 }
             }
-            let mut verdicts = Vec::with_capacity(frames.len());
-            for frame in frames {
-                let mut out = vec![0u8; frame.len() + 256];
-                let ctx = xdp_md(frame.len() as u32, ifindex);
-                let mut opts = TestRunOptions::new();
-                opts.data_in = Some(frame);
-                opts.data_out = Some(&mut out);
-                opts.ctx_in = Some(&ctx);
-                verdicts.push(
-                    program
-                        .test_run(opts)
-                        .context("BPF_PROG_TEST_RUN")?
-                        .return_value,
-                );
-            }
-            Ok(verdicts)
+            frames
+                .iter()
+                .map(|frame| run_once(program, ifindex, frame).map(|o| o.action))
+                .collect()
         })
     }
 
     /// Runs the program once on `frame` as if it arrived on interface `ifindex`.
     pub fn run(&self, ifindex: u32, frame: &[u8]) -> anyhow::Result<Outcome> {
         let program = self.dp.program()?;
-        self.ns.run(move || {
-            let mut out = vec![0u8; frame.len() + 256];
-            let ctx = xdp_md(frame.len() as u32, ifindex);
-            let mut opts = TestRunOptions::new();
-            opts.data_in = Some(frame);
-            opts.data_out = Some(&mut out);
-            opts.ctx_in = Some(&ctx);
-            let result = program.test_run(opts).context("BPF_PROG_TEST_RUN")?;
-            out.truncate(result.data_size_out as usize);
-            Ok(Outcome {
-                action: result.return_value,
-                frame: out,
-            })
-        })
+        self.ns.run(move || run_once(program, ifindex, frame))
     }
+}
+
+/// One `BPF_PROG_TEST_RUN` of `program` on `frame` (from inside the fixture's namespace).
+fn run_once(program: &aya::programs::Xdp, ifindex: u32, frame: &[u8]) -> anyhow::Result<Outcome> {
+    let mut out = vec![0u8; frame.len() + 256];
+    let ctx = xdp_md(frame.len() as u32, ifindex);
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(frame);
+    opts.data_out = Some(&mut out);
+    opts.ctx_in = Some(&ctx);
+    let result = program.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+    out.truncate(result.data_size_out as usize);
+    Ok(Outcome {
+        action: result.return_value,
+        frame: out,
+    })
 }
 
 impl Drop for Fixture {
