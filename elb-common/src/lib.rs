@@ -13,7 +13,7 @@ pub mod sg;
 
 /// Bumped whenever a map key or value layout changes. The agent refuses to reuse pinned maps that
 /// were created by a different ABI version (they would be misread); `--reset` starts fresh.
-pub const ABI_VERSION: u32 = 9;
+pub const ABI_VERSION: u32 = 10;
 
 /// An IPv4 address in network byte order, as it appears on the wire.
 pub type Ipv4 = [u8; 4];
@@ -796,8 +796,20 @@ pub struct Meta {
     pub flow_seed: [u64; 2],
     /// SipHash key of the SYN cookies (random, chosen at creation).
     pub cookie_key: [u64; 2],
+    /// Generation of `listeners`, `backend_sets` and `snat_addrs`: a fresh random non-zero
+    /// value written after every change to one of them ([`Meta::next_generation`]). The program
+    /// keeps per-CPU copies of what a new flow reads from those maps and trusts a copy only
+    /// while the generation it was made at is current.
+    pub maps_generation: u64,
 }
-const _: () = assert!(size_of::<Meta>() == 40);
+const _: () = assert!(size_of::<Meta>() == 48);
+
+impl Meta {
+    /// A generation for `maps_generation` from `random`: never 0 (0 marks a copy never made).
+    pub const fn next_generation(random: u64) -> u64 {
+        if random == 0 { 1 } else { random }
+    }
+}
 
 /// Declares [`Counters`] with one documented `u64` per decision, plus the list of their names
 /// (the agent exports each as a Prometheus series, so names and fields cannot drift apart).

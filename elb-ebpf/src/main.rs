@@ -16,6 +16,7 @@
     reason = "core_intrinsics: the only fetch-and-add on bpfel, see toolchain.md"
 )]
 
+mod cache;
 mod events;
 mod flows;
 mod fwd;

@@ -118,15 +118,49 @@ pub struct Scratch {
     /// The last ingress interface a flow was opened from and its MTU (`ifindex`, `mtu`,
     /// `updated` used; see `syn::ingress_mtu`).
     pub ingress: NextHop,
+    /// Copies of listeners and the start of their backend sets (`cache`).
+    pub listeners: [ListenerCopy; LISTENER_COPIES],
+    /// A copy of one interface's SNAT addresses (`cache`).
+    pub snat: SnatCopy,
+}
+
+/// How many listeners each CPU keeps a copy of (a power of two; a listener's place is chosen
+/// by its key).
+pub const LISTENER_COPIES: usize = 4;
+/// How many backend ids of a listener's set its copy holds (larger sets are read from the map).
+pub const SET_COPY: usize = 16;
+
+/// This CPU's copy of a listener and of the start of its backend set, made at `generation`
+/// (`Meta::maps_generation`; 0: none).
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct ListenerCopy {
+    pub generation: u64,
+    pub key: ListenerKey,
+    pub listener: Listener,
+    /// The set's `count`.
+    pub set_count: u32,
+    /// 1: `set` holds the whole set (it had at most [`SET_COPY`] backends).
+    pub set_whole: u32,
+    pub set: [u32; SET_COPY],
+}
+
+/// This CPU's copy of the SNAT addresses of interface `ifindex`, made at `generation`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SnatCopy {
+    pub generation: u64,
+    pub ifindex: u32,
+    /// Explicit padding.
+    pub _pad: u32,
+    pub addrs: SnatAddrs,
 }
 
 /// What `elb` predicted for the SYN at hand while it started reading the new flow's table slots
-/// (`syn::touch_new_flow`): the round-robin turn it saw, the backend of that turn, and the SNAT
-/// address the first try takes. When the turn `elb_plan` takes is that one and the packet is
-/// the one the hint was made for, the plan uses it instead of reading the backend set and the
-/// SNAT addresses again (hash map lookups: about 40 ns each here). The maps may have changed
-/// in between; the flow is then opened as if the SYN had come a moment earlier, as it could
-/// have.
+/// (`syn::touch_new_flow`): the round-robin turn it saw and the backend of that turn. When the
+/// turn `elb_plan` takes is that one and the packet is the one the hint was made for, the plan
+/// uses it instead of finding the backend again. The maps may have changed in between; the
+/// flow is then opened as if the SYN had come a moment earlier, as it could have.
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub struct Hint {
@@ -141,10 +175,6 @@ pub struct Hint {
     pub listener_id: u32,
     /// The backend of turn `cursor`.
     pub backend_id: u32,
-    /// The egress interface towards it (the one whose SNAT addresses `addr` is from).
-    pub ifindex: u32,
-    /// The SNAT address of the first try.
-    pub addr: Ipv4,
 }
 
 /// How to finish opening a flow (see [`Scratch`]).
@@ -171,10 +201,6 @@ pub struct Plan {
     /// The closed flow whose client port this one reuses (identity 0: none).
     pub replacing_index: u32,
     pub replacing_ident: u32,
-    /// The SNAT address of the first try, from the hint (`first_snat_ok` 1), else 0 and the
-    /// addresses are read from `snat_addrs`.
-    pub first_snat: Ipv4,
-    pub first_snat_ok: u32,
 }
 
 /// Scratch space for opening a flow (the BPF stack holds 512 bytes), per CPU.

@@ -19,22 +19,21 @@ use aya_ebpf::{
 use elb_common::{
     BACKEND_ACTIVE, COOKIE_SLOT_SHIFT, Counters, FLOW_F_ACKED, FLOW_F_CONFIRMED, FLOW_F_EVENTS,
     FLOW_F_PROXY, FLOW_F_REPLY, FLOW_F_SYNPROXY, FLOW_F_XLATE, FlowKey, FlowWord,
-    LISTENER_F_EVENTS, LISTENER_F_PROXY_V1, Listener, MAX_SET_BACKENDS, MAX_SNAT_ADDRS, NatTuple,
-    NextHop, PROTO_TCP, SNAT_TRIES, SYNPROXY_MSS, SYNPROXY_WSCALE, SnatAddrs, StageArgs,
-    WSCALE_NONE, csum,
+    LISTENER_F_EVENTS, LISTENER_F_PROXY_V1, Listener, ListenerKey, NatTuple, NextHop, PROTO_TCP,
+    SNAT_TRIES, SYNPROXY_MSS, SYNPROXY_WSCALE, StageArgs, WSCALE_NONE, csum,
     hash::{self, CookieOptions},
     proxy_v1, stages,
 };
 
 use crate::{
-    events,
+    cache, events,
     flows::{self, Found, Table},
     fwd::{self, NoHop},
     hdr::{ETH_LEN, EthHdr, IP_DF_BE, IP_LEN, Ipv4Hdr, TCP_ACK, TCP_LEN, TCP_SYN, TcpHdr, ptr_at},
     icmp,
     maps::{
-        BACKEND_ROUTES, BACKEND_SETS, BACKENDS, CONFIG, COUNTERS, HALF_OPEN_FIX, IFACES,
-        LISTENER_PORTS, META, RR_CURSORS, SCRATCH, SNAT_ADDRS, STAGE_ARGS,
+        BACKEND_ROUTES, BACKENDS, CONFIG, COUNTERS, HALF_OPEN_FIX, IFACES, LISTENER_PORTS, META,
+        RR_CURSORS, SCRATCH, STAGE_ARGS,
     },
     opts, rst,
     rst::sum_words,
@@ -411,20 +410,17 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
         // SAFETY: as above.
         unsafe { (*hint).backend_id }
     } else {
-        // SAFETY: a map value; replaced (not modified) by userspace, so reading it is
-        // consistent.
-        let Some(set) = (unsafe { BACKEND_SETS.get(listener.id) }) else {
+        let copy = cache::current(&ListenerKey {
+            vip: key.dst,
+            port: key.dport,
+            proto: PROTO_TCP,
+            _pad: 0,
+        });
+        let Some(id) = cache::backend_of_turn(listener.id, copy, turn) else {
             c.rst_no_backend += 1;
             return rst::reply_with(ctx, c, p.tot_len, refuse_seq);
         };
-        let count = set.count as u64;
-        if count == 0 || count > MAX_SET_BACKENDS as u64 {
-            c.rst_no_backend += 1;
-            return rst::reply_with(ctx, c, p.tot_len, refuse_seq);
-        }
-        // slot < count <= MAX_SET_BACKENDS (a power of two), so the mask changes nothing; it
-        // is there because the verifier does not derive bounds from a modulo.
-        set.backends[verifier_bound((turn % count) as usize, MAX_SET_BACKENDS - 1)]
+        id
     };
     let Some(backend) = BACKENDS.get(backend_id) else {
         c.drop_internal += 1;
@@ -537,10 +533,6 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
         (*plan).pick = r >> 16;
         // (`first_tuple` computes the same first address.)
         (*plan).first_addr = u32::from(key.sport) ^ u32::from_ne_bytes(key.src);
-        // The hint's address is that first address of the hop's interface.
-        let first_snat_ok = hinted && (*hint).ifindex == hop.ifindex;
-        (*plan).first_snat = if first_snat_ok { (*hint).addr } else { [0; 4] };
-        (*plan).first_snat_ok = u32::from(first_snat_ok);
     }
     tcp::stage(ctx, c, stages::OPEN, 0, 0)
 }
@@ -583,9 +575,6 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
     unsafe {
         (*reverse).hop_mtu = ingress_mtu(scratch, ctx.ingress_ifindex() as u32, (*reverse).created);
     }
-    // The interface's SNAT addresses, read when a try needs them: the first try takes the
-    // address `elb` predicted when it could (see `Hint`).
-    let mut snat: Option<&SnatAddrs> = None;
     // SAFETY: this CPU's scratch entry.
     let client_port = unsafe { (*forward).key.sport };
     let span = u32::from(cfg.snat_port_max - cfg.snat_port_min) + 1;
@@ -607,31 +596,11 @@ pub fn elb_open(ctx: XdpContext) -> u32 {
             c.snat_retries += 1;
             continue;
         }
-        let addr = if attempt == 0 && plan.first_snat_ok != 0 {
-            plan.first_snat
-        } else {
-            let addrs = match snat {
-                Some(addrs) => addrs,
-                None => {
-                    // SAFETY: map value, read-only here.
-                    let Some(addrs) = (unsafe { SNAT_ADDRS.get(plan.hop.ifindex) }) else {
-                        c.drop_no_snat_addr += 1;
-                        return XDP_DROP;
-                    };
-                    if addrs.count == 0 || addrs.count > MAX_SNAT_ADDRS as u32 {
-                        c.drop_no_snat_addr += 1;
-                        return XDP_DROP;
-                    }
-                    snat = Some(addrs);
-                    addrs
-                }
-            };
-            // Masked for the verifier (count <= MAX_SNAT_ADDRS, a power of two); `max(1)`:
-            // the count was checked when read, but the compiler cannot tell on later tries.
-            addrs.addrs[verifier_bound(
-                (plan.first_addr.wrapping_add(attempt) % addrs.count.max(1)) as usize,
-                MAX_SNAT_ADDRS - 1,
-            )]
+        // The interface's addresses in turn, from this CPU's copy (`cache`).
+        let Some(addr) = cache::snat_addr(plan.hop.ifindex, plan.first_addr.wrapping_add(attempt))
+        else {
+            c.drop_no_snat_addr += 1;
+            return XDP_DROP;
         };
         // SAFETY: this CPU's scratch entry.
         unsafe {
@@ -836,14 +805,14 @@ fn is_listener_port(port: u16) -> bool {
 /// the stages that open the flow (`Hint`). Only the SYN's own slot when the listener's SYN
 /// backlog is full (the SYN gets a cookie and opens nothing).
 #[inline(always)]
-pub fn touch_new_flow(table: &Table, key: &FlowKey, listener: &Listener, now: u32) {
+pub fn touch_new_flow(table: &Table, key: &FlowKey, found: &cache::Found, now: u32) {
     let Some(scratch) = SCRATCH.get_ptr_mut(0) else {
         table.touch(key);
         return;
     };
     // SAFETY: this CPU's scratch entry; the stages that read the hint run next on this CPU.
     let hint = unsafe { &raw mut (*scratch).hint };
-    match first_tuple(key, listener, now, hint) {
+    match first_tuple(key, found, now, hint) {
         Some(reverse) => {
             table.touch(key);
             table.touch(&reverse);
@@ -864,10 +833,11 @@ pub fn touch_new_flow(table: &Table, key: &FlowKey, listener: &Listener, now: u3
 #[inline(always)]
 fn first_tuple(
     key: &FlowKey,
-    listener: &Listener,
+    found: &cache::Found,
     now: u32,
     hint: *mut crate::maps::Hint,
 ) -> Option<FlowKey> {
+    let listener = &found.listener;
     let (cfg, state) = (CONFIG.get(0)?, RR_CURSORS.get_ptr(listener.id)?);
     // SAFETY: an array element; plain reads of words other CPUs change atomically.
     let (cursor, half_open) = unsafe {
@@ -878,32 +848,22 @@ fn first_tuple(
     };
     let fix = HALF_OPEN_FIX.get(listener.id).map_or(0, |f| f.value);
     // The backlog first (array reads): under a flood it is full, and the SYN should then pay
-    // nothing more (the backend set is a hash map: a helper call).
+    // nothing more.
     if (half_open.wrapping_sub(fix) as i64) >= i64::from(cfg.syn_backlog())
         || key.sport < cfg.snat_port_min
         || key.sport > cfg.snat_port_max
     {
         return None;
     }
-    // SAFETY: map value, read-only here.
-    let set = unsafe { BACKEND_SETS.get(listener.id) }?;
-    let count = set.count as u64;
-    if count == 0 || count > MAX_SET_BACKENDS as u64 {
-        return None;
-    }
-    let backend_id = set.backends[verifier_bound((cursor % count) as usize, MAX_SET_BACKENDS - 1)];
+    let backend_id = cache::backend_of_turn(listener.id, found.copy, cursor)?;
     let (backend, hop) = (BACKENDS.get(backend_id)?, BACKEND_ROUTES.get(backend_id)?);
     if !hop.fresh(now) {
         return None;
     }
-    // SAFETY: map value, read-only.
-    let snat = unsafe { SNAT_ADDRS.get(hop.ifindex) }?;
-    let addrs = snat.count;
-    if addrs == 0 || addrs > MAX_SNAT_ADDRS as u32 {
-        return None;
-    }
-    let first_addr = u32::from(key.sport) ^ u32::from_ne_bytes(key.src);
-    let addr = snat.addrs[verifier_bound((first_addr % addrs) as usize, MAX_SNAT_ADDRS - 1)];
+    let addr = cache::snat_addr(
+        hop.ifindex,
+        u32::from(key.sport) ^ u32::from_ne_bytes(key.src),
+    )?;
     // SAFETY: this CPU's scratch entry (see `touch_new_flow`).
     unsafe {
         (*hint).cursor = cursor;
@@ -912,8 +872,6 @@ fn first_tuple(
         (*hint).valid = 1;
         (*hint).listener_id = listener.id;
         (*hint).backend_id = backend_id;
-        (*hint).ifindex = hop.ifindex;
-        (*hint).addr = addr;
     }
     Some(FlowKey {
         src: backend.addr,
@@ -929,7 +887,7 @@ fn first_tuple(
 /// Masks `value` with `mask` in a way the compiler cannot fold away: when the compiler already
 /// knows the bound (from a modulo), it drops a plain mask, but the verifier needs to see one.
 #[inline(always)]
-fn verifier_bound(value: usize, mask: usize) -> usize {
+pub fn verifier_bound(value: usize, mask: usize) -> usize {
     // SAFETY: a volatile read of a local.
     unsafe { core::ptr::read_volatile(&raw const value) & mask }
 }

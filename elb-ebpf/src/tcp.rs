@@ -15,7 +15,7 @@ use elb_common::{
 };
 
 use crate::{
-    events,
+    cache, events,
     flows::{self, Found, Table},
     fwd::{self, NoHop},
     hdr::{
@@ -25,7 +25,7 @@ use crate::{
     icmp,
     maps::{
         BACKENDS, COUNTERS, FINISH, FINISH_PASS_FRAGMENT, FINISH_PASS_NO_NEIGH, FINISH_SEND,
-        Finish, LISTENERS, RR_CURSORS, STAGE_ARGS, STAGES,
+        Finish, RR_CURSORS, STAGE_ARGS, STAGES,
     },
     opts, rst, sg,
     stats::{self, Direction},
@@ -190,14 +190,13 @@ pub fn handle(
         now: unsafe { aya_ebpf::helpers::generated::bpf_jiffies64() } as u32,
     };
 
-    // SAFETY: map value, read-only.
     let syn_listener = if pure_syn {
-        unsafe { LISTENERS.get(listener_key) }
+        cache::listener(&listener_key)
     } else {
         None
     };
-    if let Some(listener) = syn_listener {
-        crate::syn::touch_new_flow(&table, &key, listener, env.now);
+    if let Some(found) = &syn_listener {
+        crate::syn::touch_new_flow(&table, &key, found, env.now);
     }
     if let Some(found) = table.lookup(&key) {
         let reply = found.flags() & FLOW_F_REPLY != 0;
@@ -209,8 +208,7 @@ pub fn handle(
         }
         if pure_syn && elb_common::is_closed(found.flags()) {
             // The client reuses its port for a new connection after the old one closed.
-            // SAFETY: map value, read-only.
-            if let Some(listener) = syn_listener {
+            if let Some(cache::Found { listener, .. }) = syn_listener {
                 if ihl != IP_LEN {
                     c.drop_ip_options += 1;
                     return XDP_DROP;
@@ -243,14 +241,13 @@ pub fn handle(
     let listener = if pure_syn {
         syn_listener
     } else {
-        // SAFETY: map value, read-only.
-        unsafe { LISTENERS.get(listener_key) }
+        cache::listener(&listener_key)
     };
-    match listener {
+    match listener.map(|found| found.listener) {
         Some(listener) if listener.flags & LISTENER_F_LOCAL != 0 => {
             // The engine's sockets get what the kernel accepts: a client the security groups
             // do not admit never gets its SYN there (later segments find no connection).
-            if p.flags & TCP_SYN != 0 && !sg::admits(listener, &key) {
+            if p.flags & TCP_SYN != 0 && !sg::admits(&listener, &key) {
                 c.drop_sg_denied += 1;
                 return XDP_DROP;
             }

@@ -199,13 +199,13 @@ impl Fixture {
 
     /// Runs the program on each of `frames` in turn, as if they arrived on interface `ifindex`,
     /// from one thread bound to CPU `cpu` (two calls on two CPUs at once race through the
-    /// program as packets on two receive queues would). Returns the verdicts.
+    /// program as packets on two receive queues would). Returns the outcomes.
     pub fn run_on_cpu(
         &self,
         cpu: usize,
         ifindex: u32,
         frames: &[Vec<u8>],
-    ) -> anyhow::Result<Vec<u32>> {
+    ) -> anyhow::Result<Vec<Outcome>> {
         let program = self.dp.program()?;
         self.ns.run(move || {
             // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity are given it.
@@ -218,7 +218,7 @@ impl Fixture {
             }
             frames
                 .iter()
-                .map(|frame| run_once(program, ifindex, frame).map(|o| o.action))
+                .map(|frame| run_once(program, ifindex, frame))
                 .collect()
         })
     }

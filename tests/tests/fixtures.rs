@@ -6,7 +6,8 @@ use std::{net::Ipv4Addr, time::Duration};
 
 use elb_common::{
     BACKEND_DRAINING, BACKEND_REMOVED, Config, Counters, FLOW_F_CONFIRMED, FLOW_F_FIN_BACKEND,
-    FLOW_F_FIN_CLIENT, FLOW_F_REPLY, FLOW_F_RESERVED, FLOW_F_RST, csum,
+    FLOW_F_FIN_CLIENT, FLOW_F_REPLY, FLOW_F_RESERVED, FLOW_F_RST, LISTENER_F_LOCAL, ListenerKey,
+    PROTO_TCP, csum,
 };
 use elb_userspace::agent::sweep;
 use tests::{
@@ -148,7 +149,7 @@ fn new_flows_opened_on_two_cpus_at_once_still_split_exactly_evenly() {
         let tb = s.spawn(|| fx.run_on_cpu(1, fx.cl, &b).unwrap());
         (ta.join().unwrap(), tb.join().unwrap())
     });
-    assert!(va.iter().chain(&vb).all(|&v| v == XDP_REDIRECT));
+    assert!(va.iter().chain(&vb).all(|o| o.action == XDP_REDIRECT));
     assert_eq!(fx.counters().new_flows, 2 * u64::from(PER_CPU));
     let mut per_backend = [0u32; 3];
     let mut first_cpu = vec![usize::MAX; usize::from(PER_CPU)];
@@ -170,6 +171,75 @@ fn new_flows_opened_on_two_cpus_at_once_still_split_exactly_evenly() {
         .filter(|w| w[1] != (w[0] + 1) % 3)
         .count();
     eprintln!("the other CPU took turns between {interleaved} of {PER_CPU} consecutive SYNs");
+}
+
+#[test]
+fn map_changes_reach_the_next_syn_on_every_cpu() {
+    // Each CPU keeps copies of what every SYN reads from hash maps (the listener, its backend
+    // set, the SNAT addresses), trusted only while the maps' generation is the one they were
+    // made at: a change must reach the very next SYN on a CPU whose copies predate it.
+    let fx = Fixture::new().unwrap();
+    let cpus = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(2);
+    let mut port = 40000u16;
+    let mut syn_on = |cpu: usize| {
+        port += 1;
+        let before = fx.counters();
+        let out = fx
+            .run_on_cpu(cpu, fx.cl, &[syn(&fx, 0, port).frame()])
+            .unwrap()
+            .remove(0);
+        (out, moved(&before, &fx.counters()))
+    };
+    let listener = ListenerKey {
+        vip: VIP.octets(),
+        port: 80,
+        proto: PROTO_TCP,
+        _pad: 0,
+    };
+    let mut maps = fx.maps().unwrap();
+    for cpu in 0..cpus {
+        let (out, _) = syn_on(cpu);
+        assert_eq!(out.action, XDP_REDIRECT, "CPU {cpu}: copies made");
+    }
+
+    maps.replace_backend_set(0, &[2]).unwrap();
+    for cpu in 0..cpus {
+        let (out, _) = syn_on(cpu);
+        assert_eq!(out.action, XDP_REDIRECT);
+        assert_eq!(parse(&out.frame).dst, backend(2), "CPU {cpu}: the new set");
+    }
+
+    let extra = Ipv4Addr::new(198, 19, 0, 2);
+    fx.ns
+        .ip(&["addr", "add", &format!("{extra}/24"), "dev", "bk"])
+        .unwrap();
+    maps.set_snat_addrs(fx.bk, &[extra]).unwrap();
+    for cpu in 0..cpus {
+        let (out, _) = syn_on(cpu);
+        assert_eq!(out.action, XDP_REDIRECT);
+        assert_eq!(
+            parse(&out.frame).src,
+            extra,
+            "CPU {cpu}: the new SNAT address"
+        );
+    }
+
+    maps.set_listener_flags(&listener, LISTENER_F_LOCAL)
+        .unwrap();
+    for cpu in 0..cpus {
+        let (out, moved) = syn_on(cpu);
+        assert_eq!(out.action, XDP_PASS, "CPU {cpu}: now the engine's listener");
+        assert_eq!(moved, [("pass_local", 1)]);
+    }
+
+    maps.remove_listener(&listener).unwrap();
+    for cpu in 0..cpus {
+        let (out, moved) = syn_on(cpu);
+        assert_eq!(out.action, XDP_PASS, "CPU {cpu}: no listener any more");
+        assert_eq!(moved, [("pass_not_ours", 1)]);
+    }
 }
 
 #[test]

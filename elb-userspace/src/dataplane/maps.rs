@@ -177,6 +177,19 @@ impl Maps {
             .map_err(map_err(map_names::META, "get"))
     }
 
+    /// Starts a new generation of the maps the program copies per CPU (`listeners`,
+    /// `backend_sets`, `snat_addrs`; see [`Meta::maps_generation`]): called after every change
+    /// to one of them, so no CPU uses a copy made before it. A fresh random value, not an
+    /// increment: two writers racing (the agent and `elb-servo` commands) cannot both write
+    /// the same value, whatever order their writes land in.
+    fn changed(&mut self) -> Result<(), DataplaneError> {
+        let mut meta = self.meta()?;
+        meta.maps_generation = Meta::next_generation(rand::random());
+        self.meta
+            .set(0, meta, 0)
+            .map_err(map_err(map_names::META, "set"))
+    }
+
     /// Sets the SNAT source addresses used for flows leaving through `ifindex`.
     pub fn set_snat_addrs(
         &mut self,
@@ -198,7 +211,8 @@ impl Maps {
         }
         self.snat_addrs
             .insert(ifindex, value, 0)
-            .map_err(map_err(map_names::SNAT_ADDRS, "insert"))
+            .map_err(map_err(map_names::SNAT_ADDRS, "insert"))?;
+        self.changed()
     }
 
     /// SNAT addresses per egress ifindex.
@@ -219,7 +233,7 @@ impl Maps {
     pub fn remove_snat_addrs(&mut self, ifindex: u32) -> Result<(), DataplaneError> {
         match self.snat_addrs.remove(&ifindex) {
             Err(e) if !is_not_found(&e) => Err(map_err(map_names::SNAT_ADDRS, "remove")(e)),
-            _ => Ok(()),
+            _ => self.changed(),
         }
     }
 
@@ -265,7 +279,8 @@ impl Maps {
         self.set_listener_port(key.port, true)?;
         self.listeners
             .insert(key, listener, 0)
-            .map_err(map_err(map_names::LISTENERS, "insert"))
+            .map_err(map_err(map_names::LISTENERS, "insert"))?;
+        self.changed()
     }
 
     /// Changes the flags of an existing listener (see [`Maps::upsert_listener`]).
@@ -281,7 +296,8 @@ impl Maps {
         l.flags = flags;
         self.listeners
             .insert(*key, l, 0)
-            .map_err(map_err(map_names::LISTENERS, "insert"))
+            .map_err(map_err(map_names::LISTENERS, "insert"))?;
+        self.changed()
     }
 
     /// Removes a listener (its backend set stays until replaced or removed). Its port stays a
@@ -293,6 +309,7 @@ impl Maps {
             }
             _ => {}
         }
+        self.changed()?;
         let still_used = self.listeners()?.iter().any(|(k, _)| k.port == key.port);
         if !still_used {
             self.set_listener_port(key.port, false)?;
@@ -382,7 +399,8 @@ impl Maps {
         set.backends[..ids.len()].copy_from_slice(ids);
         self.backend_sets
             .insert(listener_id, *set, 0)
-            .map_err(map_err(map_names::BACKEND_SETS, "insert"))
+            .map_err(map_err(map_names::BACKEND_SETS, "insert"))?;
+        self.changed()
     }
 
     /// The backends getting new flows for `listener_id`.
@@ -398,7 +416,7 @@ impl Maps {
     pub fn remove_backend_set(&mut self, listener_id: u32) -> Result<(), DataplaneError> {
         match self.backend_sets.remove(&listener_id) {
             Err(e) if !is_not_found(&e) => Err(map_err(map_names::BACKEND_SETS, "remove")(e)),
-            _ => Ok(()),
+            _ => self.changed(),
         }
     }
 

@@ -404,6 +404,7 @@ impl Dataplane {
                     conntrack_entries: slots,
                     flow_seed: [rand::random(), rand::random()],
                     cookie_key: [rand::random(), rand::random()],
+                    maps_generation: Meta::next_generation(rand::random()),
                 },
             )?;
             Maps::open(root)?.set_config(Config::with_snat_ports(20000, 59999))?;
