@@ -45,6 +45,8 @@ pub struct Maps {
     listener_ports: Array<MapData, u64>,
     config: Array<MapData, Config>,
     meta: Array<MapData, Meta>,
+    /// `meta` as read at open: everything but `maps_generation` is fixed at creation.
+    meta_at_open: Meta,
     counters: PerCpuArray<MapData, Counters>,
     listener_stats: PerCpuArray<MapData, TrafficStats>,
     backend_stats: PerCpuArray<MapData, TrafficStats>,
@@ -145,6 +147,7 @@ impl Maps {
             listener_ports: typed!(root, map_names::LISTENER_PORTS),
             config: typed!(root, map_names::CONFIG),
             meta,
+            meta_at_open: m,
             counters: typed!(root, map_names::COUNTERS),
             listener_stats: typed!(root, map_names::LISTENER_STATS),
             backend_stats: typed!(root, map_names::BACKEND_STATS),
@@ -182,9 +185,12 @@ impl Maps {
     /// to one of them, so no CPU uses a copy made before it. A fresh random value, not an
     /// increment: two writers racing (the agent and `elb-servo` commands) cannot both write
     /// the same value, whatever order their writes land in.
+    /// (One write, no read: the other fields of `meta` never change after creation.)
     fn changed(&mut self) -> Result<(), DataplaneError> {
-        let mut meta = self.meta()?;
-        meta.maps_generation = Meta::next_generation(rand::random());
+        let meta = Meta {
+            maps_generation: Meta::next_generation(rand::random()),
+            ..self.meta_at_open
+        };
         self.meta
             .set(0, meta, 0)
             .map_err(map_err(map_names::META, "set"))
