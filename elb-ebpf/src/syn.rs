@@ -531,8 +531,7 @@ fn open(ctx: &XdpContext, c: &mut Counters, env: &Env, p: &Pkt, o: &Open) -> u32
         (*plan).hop = hop;
         (*plan).unresolved = unresolved;
         (*plan).pick = r >> 16;
-        // (`first_tuple` computes the same first address.)
-        (*plan).first_addr = u32::from(key.sport) ^ u32::from_ne_bytes(key.src);
+        (*plan).first_addr = first_addr(key);
     }
     tcp::stage(ctx, c, stages::OPEN, 0, 0)
 }
@@ -860,10 +859,7 @@ fn first_tuple(
     if !hop.fresh(now) {
         return None;
     }
-    let addr = cache::snat_addr(
-        hop.ifindex,
-        u32::from(key.sport) ^ u32::from_ne_bytes(key.src),
-    )?;
+    let addr = cache::snat_addr(hop.ifindex, first_addr(key))?;
     // SAFETY: this CPU's scratch entry (see `touch_new_flow`).
     unsafe {
         (*hint).cursor = cursor;
@@ -882,6 +878,13 @@ fn first_tuple(
         _pad: 0,
         _pad1: 0,
     })
+}
+
+/// Which of the egress interface's SNAT addresses the first try of flow `key` takes (the later
+/// tries take the next ones).
+#[inline(always)]
+fn first_addr(key: &FlowKey) -> u32 {
+    u32::from(key.sport) ^ u32::from_ne_bytes(key.src)
 }
 
 /// Masks `value` with `mask` in a way the compiler cannot fold away: when the compiler already

@@ -208,14 +208,7 @@ impl Fixture {
     ) -> anyhow::Result<Vec<Outcome>> {
         let program = self.dp.program()?;
         self.ns.run(move || {
-            // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity are given it.
-            unsafe {
-                let mut set: libc::cpu_set_t = std::mem::zeroed();
-                libc::CPU_SET(cpu, &mut set);
-                if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
-                    anyhow::bail!("binding to CPU {cpu}: {}", std::io::Error::last_os_error());
-                }
-            }
+            bind_to_cpu(cpu)?;
             frames
                 .iter()
                 .map(|frame| run_once(program, ifindex, frame))
@@ -228,6 +221,19 @@ impl Fixture {
         let program = self.dp.program()?;
         self.ns.run(move || run_once(program, ifindex, frame))
     }
+}
+
+/// Binds the calling thread to CPU `cpu`.
+pub fn bind_to_cpu(cpu: usize) -> anyhow::Result<()> {
+    // SAFETY: a zeroed cpu_set_t is valid; CPU_SET and sched_setaffinity are given it.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        if libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set) != 0 {
+            anyhow::bail!("binding to CPU {cpu}: {}", std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
 }
 
 /// One `BPF_PROG_TEST_RUN` of `program` on `frame` (from inside the fixture's namespace).

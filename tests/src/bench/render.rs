@@ -192,6 +192,12 @@ pub fn summary(r: &Results, machine: &str, mode: &str) -> String {
     );
     let _ = writeln!(
         out,
+        "\nNew flows on two CPUs at once (half the flows each, one listener): {} ns per flow on each CPU, {}x a new flow on one CPU.",
+        fmt(g("per_packet.new_flow_2cpu_ns")),
+        fmt(g("per_packet.new_flow_2cpu_vs_new_flow")),
+    );
+    let _ = writeln!(
+        out,
         "\n## Packet rate through a servo (Mpps)\n\n| floor | established flow | SYN flood (new flows) |\n|---|---|---|"
     );
     let _ = writeln!(

@@ -182,7 +182,47 @@ impl Ring {
         ifindex: u32,
         repeat: u32,
     ) -> anyhow::Result<(f64, u32)> {
-        // The target slot is part of the per-CPU state: set it on every CPU.
+        self.set_target_slot(target)?;
+        let program = progs::program(&self.ebpf, progs::RING)?;
+        fx.ns
+            .run(|| run_loop(program, self.frame_len, ifindex, repeat))
+    }
+
+    /// [`Ring::time`] on several CPUs at once: one thread bound to each of `cpus` runs `repeat`
+    /// iterations (in SYN mode each CPU opens flows of its own). Returns each CPU's mean time
+    /// per iteration and last verdict.
+    pub fn time_on_cpus(
+        &mut self,
+        fx: &Fixture,
+        target: u32,
+        ifindex: u32,
+        repeat: u32,
+        cpus: &[usize],
+    ) -> anyhow::Result<Vec<(f64, u32)>> {
+        self.set_target_slot(target)?;
+        let program = progs::program(&self.ebpf, progs::RING)?;
+        let frame_len = self.frame_len;
+        std::thread::scope(|s| {
+            let runs: Vec<_> = cpus
+                .iter()
+                .map(|&cpu| {
+                    s.spawn(move || {
+                        fx.ns.run(|| {
+                            crate::fixture::bind_to_cpu(cpu)?;
+                            run_loop(program, frame_len, ifindex, repeat)
+                        })
+                    })
+                })
+                .collect();
+            runs.into_iter()
+                .map(|r| r.join().expect("a timing thread panicked"))
+                .collect()
+        })
+    }
+
+    /// Makes `target` the program `bench_ring` tail-calls (part of the per-CPU state: set on
+    /// every CPU).
+    fn set_target_slot(&mut self, target: u32) -> anyhow::Result<()> {
         let mut state: PerCpuArray<_, RingState> = self
             .ebpf
             .map_mut("ring_state")
@@ -198,18 +238,27 @@ impl Ring {
             })
             .collect();
         state.set(0, PerCpuValues::try_from(values)?, 0)?;
-        let program = progs::program(&self.ebpf, progs::RING)?;
-        let frame = vec![0u8; self.frame_len];
-        fx.ns.run(|| {
-            let mut out = vec![0u8; 4096];
-            let ctx = xdp_md(frame.len() as u32, ifindex);
-            let mut opts = TestRunOptions::new();
-            opts.data_in = Some(&frame);
-            opts.data_out = Some(&mut out);
-            opts.ctx_in = Some(&ctx);
-            opts.repeat = repeat;
-            let r = program.test_run(opts).context("BPF_PROG_TEST_RUN")?;
-            Ok((r.duration.as_nanos() as f64, r.return_value))
-        })
+        Ok(())
     }
+}
+
+/// One `BPF_PROG_TEST_RUN` loop of `repeat` iterations of the harness on a buffer of
+/// `frame_len` bytes (from inside the fixture's namespace): the kernel's mean time per
+/// iteration in ns and the last verdict.
+fn run_loop(
+    program: &Xdp,
+    frame_len: usize,
+    ifindex: u32,
+    repeat: u32,
+) -> anyhow::Result<(f64, u32)> {
+    let frame = vec![0u8; frame_len];
+    let mut out = vec![0u8; 4096];
+    let ctx = xdp_md(frame.len() as u32, ifindex);
+    let mut opts = TestRunOptions::new();
+    opts.data_in = Some(&frame);
+    opts.data_out = Some(&mut out);
+    opts.ctx_in = Some(&ctx);
+    opts.repeat = repeat;
+    let r = program.test_run(opts).context("BPF_PROG_TEST_RUN")?;
+    Ok((r.duration.as_nanos() as f64, r.return_value))
 }
