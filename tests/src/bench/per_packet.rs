@@ -436,7 +436,7 @@ pub fn remove_flows_except(fx: &Fixture, keep: &HashSet<FlowKey>) -> anyhow::Res
 }
 
 /// The timed paths, in `samples` order.
-const NAMES: [&str; 18] = [
+const NAMES: [&str; 19] = [
     "floor",
     "floor_lookup",
     "established",
@@ -455,6 +455,7 @@ const NAMES: [&str; 18] = [
     "proxy_insert",
     "established_events",
     "new_flow_2cpu",
+    "floor_cold_read",
 ];
 
 /// Flows in the warm ring (a subset of the cold ring's, in the same table).
@@ -639,6 +640,21 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
             &[],
         )?);
 
+        // The floor plus one read of the slot each new flow's SYN hashes to, in a table of the
+        // flow table's size that no packet writes: the memory access a SYN of a flow never seen
+        // pays before any flow work (its slot is on a page and a line no recent packet used).
+        ring.set_syn(&syn_template(VIP), next_syn)?;
+        next_syn += u64::from(new_flow_repeat);
+        samples[18].push(checked(
+            &fx,
+            &mut ring,
+            ring::FLOOR_LOOKUP,
+            fx.cl,
+            new_flow_repeat,
+            &[XDP_TX],
+            &[],
+            &[],
+        )?);
         for (slot, vip, verdict, counter) in [(9, VIP, XDP_REDIRECT, fwd), (10, TX_VIP, XDP_TX, tx)]
         {
             ring.set_syn(&syn_template(vip), next_syn)?;
@@ -783,6 +799,13 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
         "per_packet.established_events_vs_established",
         medians[16] / medians[2],
     );
+    // New flows against the read each of them cannot avoid.
+    for (i, name) in [(9, "new_flow"), (10, "new_flow_tx")] {
+        results.set(
+            format!("per_packet.{name}_vs_cold_read"),
+            medians[i] / medians[18],
+        );
+    }
     if two_cpus {
         results.set(
             "per_packet.new_flow_2cpu_vs_new_flow",
@@ -803,6 +826,8 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
              in a table of {slots} slots, repeat {repeat}; _warm: a ring of {warm} of those flows (state in cache); floor_lookup: the floor plus one \
              read of a table of the same size at the frame's hash (the access no lookup avoids; _vs_lookup ratios are against it); \
              new flow: SYN mode, every iteration a flow never seen before, repeat {new_flow_repeat}, the table emptied of them between rounds; \
+             floor_cold_read: the floor plus one read at each new flow's hash (the same SYN ring) of a table of the same size no packet writes: \
+             the access a SYN of a flow never seen cannot avoid (_vs_cold_read ratios are against it); \
              new_flow_sg: the new-flow ring with the listener's security groups checked (an allow list of {} blocks, one LPM trie lookup per SYN), \
              syn_sg_denied: a SYN the allow list refuses; sg_check_ns: median of the rounds' new_flow_sg - new_flow; \
              proxy_established: a ring of {ring_flows} PROXY protocol flows, a client segment after the header (sequence number translated); \

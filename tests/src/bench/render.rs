@@ -192,6 +192,14 @@ pub fn summary(r: &Results, machine: &str, mode: &str) -> String {
     );
     let _ = writeln!(
         out,
+        "\nWhat a new flow cannot avoid: the floor plus one read of the slot its SYN hashes to, in a table of the flow table's size that no packet writes, {} ns ({}x the floor); a new flow is {}x that ({}x for XDP_TX).",
+        fmt(g("per_packet.floor_cold_read_ns")),
+        fmt(g("per_packet.floor_cold_read_ratio")),
+        fmt(g("per_packet.new_flow_vs_cold_read")),
+        fmt(g("per_packet.new_flow_tx_vs_cold_read")),
+    );
+    let _ = writeln!(
+        out,
         "\nNew flows on two CPUs at once (half the flows each, one listener): {} ns per flow on each CPU, {}x a new flow on one CPU.",
         fmt(g("per_packet.new_flow_2cpu_ns")),
         fmt(g("per_packet.new_flow_2cpu_vs_new_flow")),
