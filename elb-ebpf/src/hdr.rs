@@ -73,6 +73,23 @@ pub struct IcmpHdr {
     pub rest: u32,
 }
 
+/// Sum of `N` 16-bit words starting at `p` (memory order), for Internet checksums.
+///
+/// Plain loads: the words of an IPv4 or TCP header lie at even offsets, so they are 2-byte
+/// aligned (`read_unaligned` would make the BPF target load each word a byte at a time).
+///
+/// # Safety
+/// `N` words must be readable at `p` (bounds-checked packet or map memory), `p` 2-byte aligned.
+#[inline(always)]
+pub unsafe fn sum_words<const N: usize>(p: *const u16) -> u32 {
+    let mut sum = 0u32;
+    for i in 0..N {
+        // SAFETY: the caller guarantees N words are readable at p.
+        sum += u32::from(unsafe { *p.add(i) });
+    }
+    sum
+}
+
 /// Returns a pointer to a `T` at `offset` if the whole `T` lies inside the packet.
 #[inline(always)]
 pub fn ptr_at<T>(ctx: &XdpContext, offset: usize) -> Option<*mut T> {

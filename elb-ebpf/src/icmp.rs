@@ -19,7 +19,7 @@ use elb_common::{Counters, FlowKey, PROTO_ICMP, PROTO_TCP, csum};
 use crate::{
     flows::Table,
     fwd,
-    hdr::{ETH_LEN, EthHdr, ICMP_LEN, IP_LEN, IcmpHdr, Ipv4Hdr, ptr_at},
+    hdr::{ETH_LEN, EthHdr, ICMP_LEN, IP_LEN, IcmpHdr, Ipv4Hdr, ptr_at, sum_words},
     maps::COUNTERS,
 };
 
@@ -107,7 +107,7 @@ pub fn handle(ctx: &XdpContext, c: &mut Counters, ip: *mut Ipv4Hdr) -> u32 {
     unsafe {
         let (old_outer_src, old_outer_dst) = ((*ip).saddr, (*ip).daddr);
         let (old_inner_src, old_inner_dst) = ((*inner).saddr, (*inner).daddr);
-        let old_inner_ports = ports.cast::<u32>().read_unaligned();
+        let old_inner_ports = *ports.cast::<u32>();
 
         // Outer header: now from the flow's other side to the peer that should hear about it.
         let mut check = (*ip).check;
@@ -132,7 +132,7 @@ pub fn handle(ctx: &XdpContext, c: &mut Counters, ip: *mut Ipv4Hdr) -> u32 {
         (*inner).check = inner_ip_check;
         (*inner).saddr = nat_dst;
         (*inner).daddr = nat_src;
-        ports.cast::<u32>().write_unaligned(new_inner_ports);
+        *ports.cast::<u32>() = new_inner_ports;
         icmp_check = csum::replace_u32(icmp_check, old_inner_src, nat_dst);
         icmp_check = csum::replace_u32(icmp_check, old_inner_dst, nat_src);
         icmp_check = csum::replace_u16(icmp_check, old_inner_ip_check, inner_ip_check);
@@ -172,17 +172,6 @@ pub fn handle(ctx: &XdpContext, c: &mut Counters, ip: *mut Ipv4Hdr) -> u32 {
 /// Length of the ICMP error the servo sends: Ethernet, IP, ICMP, and the offending packet's IP
 /// header and first 8 bytes (RFC 792; what the peer needs to find its connection).
 const ERROR_FRAME_LEN: usize = ETH_LEN + IP_LEN + ICMP_LEN + IP_LEN + 8;
-
-/// Sum of `N` 16-bit words starting at `p` (memory order).
-#[inline(always)]
-fn sum_words<const N: usize>(p: *const u16) -> u32 {
-    let mut sum = 0u32;
-    for i in 0..N {
-        // SAFETY: the caller guarantees N words are readable at p.
-        sum += u32::from(unsafe { p.add(i).read_unaligned() });
-    }
-    sum
-}
 
 /// Answers the packet (IPv4 without options, not yet rewritten) with an ICMP error of `kind`
 /// and `code` (`mtu`: the next-hop MTU of a "fragmentation needed"), from the address it was

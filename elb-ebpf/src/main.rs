@@ -111,12 +111,8 @@ fn process(ctx: &XdpContext, c: &mut Counters) -> u32 {
 /// zero.
 #[inline(always)]
 fn header_checksum_ok(ctx: &XdpContext, ip: *mut Ipv4Hdr, ihl: usize) -> bool {
-    let words = ip.cast::<u16>();
-    let mut sum = 0u32;
-    for i in 0..10 {
-        // SAFETY: the 20-byte header was bounds-checked by the caller.
-        sum += u32::from(unsafe { words.add(i).read_unaligned() });
-    }
+    // SAFETY: the 20-byte header was bounds-checked by the caller.
+    let mut sum = unsafe { hdr::sum_words::<10>(ip.cast()) };
     // Options (rare: they are dropped or passed later), 2 bytes at a time.
     for i in 10..30 {
         if i * 2 >= ihl {
@@ -126,7 +122,7 @@ fn header_checksum_ok(ctx: &XdpContext, ip: *mut Ipv4Hdr, ihl: usize) -> bool {
             return false;
         };
         // SAFETY: bounds-checked by `ptr_at`.
-        sum += u32::from(unsafe { w.read_unaligned() });
+        sum += u32::from(unsafe { *w });
     }
     elb_common::csum::fold(sum) == 0
 }

@@ -13,19 +13,8 @@ use elb_common::Counters;
 
 use crate::hdr::{
     ETH_LEN, EthHdr, IP_DF_BE, IP_LEN, Ipv4Hdr, TCP_ACK, TCP_FIN, TCP_LEN, TCP_RST, TCP_SYN,
-    TcpHdr, ptr_at,
+    TcpHdr, ptr_at, sum_words,
 };
-
-/// Sum of `N` 16-bit words starting at `p` (memory order).
-#[inline(always)]
-pub fn sum_words<const N: usize>(p: *const u16) -> u32 {
-    let mut sum = 0u32;
-    for i in 0..N {
-        // SAFETY: the caller guarantees N words are readable at p.
-        sum += u32::from(unsafe { p.add(i).read_unaligned() });
-    }
-    sum
-}
 
 /// Turns the TCP packet (IPv4 without options, checked by the caller) into a RST answering it and
 /// returns XDP_TX, or XDP_DROP if the frame could not be trimmed.

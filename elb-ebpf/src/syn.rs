@@ -29,15 +29,16 @@ use crate::{
     cache, events,
     flows::{self, Found, Table},
     fwd::{self, NoHop},
-    hdr::{ETH_LEN, EthHdr, IP_DF_BE, IP_LEN, Ipv4Hdr, TCP_ACK, TCP_LEN, TCP_SYN, TcpHdr, ptr_at},
+    hdr::{
+        ETH_LEN, EthHdr, IP_DF_BE, IP_LEN, Ipv4Hdr, TCP_ACK, TCP_LEN, TCP_SYN, TcpHdr, ptr_at,
+        sum_words,
+    },
     icmp,
     maps::{
         BACKEND_ROUTES, BACKENDS, CONFIG, COUNTERS, HALF_OPEN_FIX, IFACES, LISTENER_PORTS, META,
         RR_CURSORS, SCRATCH, STAGE_ARGS,
     },
-    opts, rst,
-    rst::sum_words,
-    sg,
+    opts, rst, sg,
     stats::{self, Direction},
     tcp::{self, Env, Pkt, Xlate},
 };
@@ -927,11 +928,7 @@ fn reshape<const EXTRA: usize>(
         );
         for i in 0..HEADERS / 2 {
             // SAFETY: both ranges were bounds-checked; ascending copy to a lower address.
-            unsafe {
-                dst.cast::<u16>()
-                    .add(i)
-                    .write_unaligned(src.cast::<u16>().add(i).read_unaligned())
-            };
+            unsafe { *dst.cast::<u16>().add(i) = *src.cast::<u16>().add(i) };
         }
     }
     Some((

@@ -860,11 +860,11 @@ pub fn rewrite<const XLATE: bool>(p: &Pkt, nat: &NatTuple, ttl: u8, x: &Xlate) {
     let ports = tcp.cast::<u32>();
     let new_ports = u32::from(nat.sport.to_be()) | (u32::from(nat.dport.to_be()) << 16);
     // SAFETY: ip and tcp were bounds-checked by the caller; the ports are the first 4 bytes of
-    // the TCP header.
+    // the TCP header, loaded natively as the header's 32-bit fields are (see `hdr`).
     unsafe {
         let old_src = (*ip).saddr;
         let old_dst = (*ip).daddr;
-        let old_ports = ports.read_unaligned();
+        let old_ports = *ports;
 
         let mut ip_check = (*ip).check;
         ip_check = csum::replace_u32(ip_check, old_src, new_src);
@@ -883,7 +883,7 @@ pub fn rewrite<const XLATE: bool>(p: &Pkt, nat: &NatTuple, ttl: u8, x: &Xlate) {
         tcp_check = csum::replace_u32(tcp_check, old_src, new_src);
         tcp_check = csum::replace_u32(tcp_check, old_dst, new_dst);
         tcp_check = csum::replace_u32(tcp_check, old_ports, new_ports);
-        ports.write_unaligned(new_ports);
+        *ports = new_ports;
         if XLATE && x.seq_add != 0 {
             let old = (*tcp).seq;
             let new = u32::from_be(old).wrapping_add(x.seq_add).to_be();
