@@ -25,7 +25,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use super::{Mode, progress, report::Results};
+use super::{Mode, median, progress, report::Results};
 use crate::{
     agent::{Agent, metric},
     http::get_once,
@@ -92,6 +92,8 @@ struct Plan {
     bulk_conns: u32,
     /// Longest wait, before each measured run, for other work on the machine to stop.
     quiet_wait_secs: u32,
+    /// Rounds of all three balancers (each round in a rotated order); medians are reported.
+    rounds: usize,
 }
 
 impl Plan {
@@ -105,6 +107,7 @@ impl Plan {
                 bulk_threads: 1,
                 bulk_conns: 2,
                 quiet_wait_secs: 60,
+                rounds: 3,
             },
             Mode::Quick => Self {
                 secs: 4,
@@ -114,6 +117,7 @@ impl Plan {
                 bulk_threads: 1,
                 bulk_conns: 2,
                 quiet_wait_secs: 15,
+                rounds: 1,
             },
             Mode::Tiny => Self {
                 secs: 1,
@@ -123,14 +127,18 @@ impl Plan {
                 bulk_threads: 1,
                 bulk_conns: 2,
                 quiet_wait_secs: 0,
+                rounds: 1,
             },
         }
     }
 }
 
-/// Measures the three balancers in turn, each in fresh namespaces, and records
-/// `e2e.<lb>.{cps,cpu_s_per_10k_conn,cps_errors,rps,p50_ms,p99_ms,gbps}`, `e2e.xdp.snat_failures`
-/// and `ratios.*`.
+/// Measures the three balancers in turn, each in fresh namespaces, `plan.rounds` times (the
+/// order rotated every round), and records the medians over the rounds as
+/// `e2e.<lb>.{cps,cpu_s_per_10k_conn,rps,p50_ms,p99_ms,gbps}` (errors and SNAT failures
+/// summed: `e2e.<lb>.cps_errors`, `e2e.xdp.snat_failures`), the slowest and fastest round's
+/// `e2e.<lb>.cps_min`/`cps_max`, and `ratios.*` as the median of the rounds' ratios (balancers
+/// compared within a round, minutes apart, not across a shared machine's quiet and busy spells).
 ///
 /// The machine is shared: `cpu_s_per_10k_conn` is the whole machine's busy time minus what
 /// processes outside this benchmark used meanwhile (identical to the raw value on an idle
@@ -144,72 +152,101 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
             .with_context(|| format!("{tool} is not installed (cargo xtask setup installs it)"))?;
     }
     let plan = Plan::for_mode(mode);
-    for lb in Balancer::ALL {
-        let m = measure(lb, plan).with_context(|| format!("e2e benchmark of {}", lb.name()))?;
+    // rounds[r][i]: round r's measurement of Balancer::ALL[i].
+    let mut rounds: Vec<[Option<Measured>; 3]> = Vec::new();
+    for round in 0..plan.rounds {
+        let mut this: [Option<Measured>; 3] = Default::default();
+        for k in 0..Balancer::ALL.len() {
+            let i = (k + round) % Balancer::ALL.len();
+            let lb = Balancer::ALL[i];
+            let m = measure(lb, plan).with_context(|| format!("e2e benchmark of {}", lb.name()))?;
+            progress(format!(
+                "e2e {} (round {}/{}): {:.0} conn/s ({} errors), {:.2} CPU-s/10k conn, {:.0} req/s \
+                 keep-alive (p50 {:.2} ms, p99 {:.2} ms), {:.2} Gbit/s",
+                lb.name(),
+                round + 1,
+                plan.rounds,
+                m.cps.rps,
+                m.cps.errors(),
+                m.cpu_s_per_10k,
+                m.rps.rps,
+                m.rps.p50_ms,
+                m.rps.p99_ms,
+                m.gbps
+            ));
+            this[i] = Some(m);
+        }
+        rounds.push(this);
+    }
+    let all = |i: usize| rounds.iter().filter_map(move |r| r[i].as_ref());
+    for (i, lb) in Balancer::ALL.iter().enumerate() {
         let key = |k: &str| format!("e2e.{}.{k}", lb.name());
-        results.set(key("cps"), m.cps.rps);
-        results.set(key("cpu_s_per_10k_conn"), m.cpu_s_per_10k);
-        results.set(key("cps_errors"), m.cps.errors() as f64);
-        results.set(key("rps"), m.rps.rps);
-        results.set(key("p50_ms"), m.rps.p50_ms);
-        results.set(key("p99_ms"), m.rps.p99_ms);
-        results.set(key("gbps"), m.gbps);
-        results.set(key("cpu_s_per_10k_conn_raw"), m.cpu_s_per_10k_raw);
-        results.set(key("others_cpu_frac"), m.others_cpu_frac);
-        results.set(key("steal_frac"), m.steal_frac);
-        if let Some(f) = m.snat_failures {
-            results.set(key("snat_failures"), f);
+        let med = |f: &dyn Fn(&Measured) -> f64| median(&mut all(i).map(f).collect::<Vec<_>>());
+        let cps: Vec<f64> = all(i).map(|m| m.cps.rps).collect();
+        results.set(key("cps"), med(&|m| m.cps.rps));
+        results.set(
+            key("cps_min"),
+            cps.iter().copied().fold(f64::INFINITY, f64::min),
+        );
+        results.set(
+            key("cps_max"),
+            cps.iter().copied().fold(f64::NEG_INFINITY, f64::max),
+        );
+        results.set(key("cpu_s_per_10k_conn"), med(&|m| m.cpu_s_per_10k));
+        results.set(
+            key("cps_errors"),
+            all(i).map(|m| m.cps.errors() as f64).sum::<f64>(),
+        );
+        results.set(key("rps"), med(&|m| m.rps.rps));
+        results.set(key("p50_ms"), med(&|m| m.rps.p50_ms));
+        results.set(key("p99_ms"), med(&|m| m.rps.p99_ms));
+        results.set(key("gbps"), med(&|m| m.gbps));
+        results.set(key("cpu_s_per_10k_conn_raw"), med(&|m| m.cpu_s_per_10k_raw));
+        results.set(key("others_cpu_frac"), med(&|m| m.others_cpu_frac));
+        results.set(key("steal_frac"), med(&|m| m.steal_frac));
+        let failures: Vec<f64> = all(i).filter_map(|m| m.snat_failures).collect();
+        if !failures.is_empty() {
+            results.set(key("snat_failures"), failures.iter().sum::<f64>());
         }
         progress(format!(
-            "e2e {}: {:.0} conn/s ({} errors), {:.2} CPU-s/10k conn, {:.0} req/s keep-alive \
-             (p50 {:.2} ms, p99 {:.2} ms), {:.2} Gbit/s",
+            "e2e {}: medians of {} round(s): {:.0} conn/s, {:.2} CPU-s/10k conn, {:.0} req/s keep-alive, {:.2} Gbit/s",
             lb.name(),
-            m.cps.rps,
-            m.cps.errors(),
-            m.cpu_s_per_10k,
-            m.rps.rps,
-            m.rps.p50_ms,
-            m.rps.p99_ms,
-            m.gbps
+            plan.rounds,
+            med(&|m| m.cps.rps),
+            med(&|m| m.cpu_s_per_10k),
+            med(&|m| m.rps.rps),
+            med(&|m| m.gbps),
         ));
     }
-    let ratio = |results: &mut Results, key: &str, num: &str, den: &str| {
-        if let (Some(a), Some(b)) = (results.get(num), results.get(den))
-            && b > 0.0
-        {
-            results.set(key, a / b);
+    // Ratios within each round, then their median.
+    let ratio = |results: &mut Results, key: &str, a: usize, b: usize, f: fn(&Measured) -> f64| {
+        let mut per_round: Vec<f64> = rounds
+            .iter()
+            .filter_map(|r| Some((f(r[a].as_ref()?), f(r[b].as_ref()?))))
+            .filter(|(_, d)| *d > 0.0)
+            .map(|(n, d)| n / d)
+            .collect();
+        if !per_round.is_empty() {
+            results.set(key, median(&mut per_round));
         }
     };
-    ratio(
-        results,
-        "ratios.cps_vs_haproxy",
-        "e2e.xdp.cps",
-        "e2e.haproxy.cps",
-    );
-    ratio(
-        results,
-        "ratios.cps_vs_nftables",
-        "e2e.xdp.cps",
-        "e2e.nftables.cps",
-    );
-    ratio(
-        results,
-        "ratios.cpu_vs_haproxy",
-        "e2e.xdp.cpu_s_per_10k_conn",
-        "e2e.haproxy.cpu_s_per_10k_conn",
-    );
-    ratio(
-        results,
-        "ratios.cpu_vs_nftables",
-        "e2e.xdp.cpu_s_per_10k_conn",
-        "e2e.nftables.cpu_s_per_10k_conn",
-    );
-    ratio(
-        results,
-        "ratios.rps_vs_nftables",
-        "e2e.xdp.rps",
-        "e2e.nftables.rps",
-    );
+    let (xdp, haproxy, nftables) = (0, 1, 2);
+    ratio(results, "ratios.cps_vs_haproxy", xdp, haproxy, |m| {
+        m.cps.rps
+    });
+    ratio(results, "ratios.cps_vs_nftables", xdp, nftables, |m| {
+        m.cps.rps
+    });
+    ratio(results, "ratios.cpu_vs_haproxy", xdp, haproxy, |m| {
+        m.cpu_s_per_10k
+    });
+    ratio(results, "ratios.cpu_vs_nftables", xdp, nftables, |m| {
+        m.cpu_s_per_10k
+    });
+    ratio(results, "ratios.rps_vs_nftables", xdp, nftables, |m| {
+        m.rps.rps
+    });
+    results.set("e2e.rounds", plan.rounds as f64);
     results.note("e2e", note(plan));
     Ok(())
 }
@@ -232,7 +269,10 @@ fn note(plan: Plan) -> String {
     };
     let snat = SNAT_ADDRS.map(|a| a.to_string()).join(", ");
     format!(
-        "Namespaces client -> servo -> switch (bridge) -> 3 backends, built fresh for each \
+        "{rounds} round(s) of the three balancers, in a rotated order each round: values are \
+         medians over the rounds (cps_min/cps_max: the slowest and fastest round), errors and \
+         SNAT failures summed, ratios the median of the rounds' ratios. \
+         Namespaces client -> servo -> switch (bridge) -> 3 backends, built fresh for each \
          balancer (TIME_WAIT on the backends would otherwise collide with the next run's NAT \
          tuples). Backends: nginx, {NGINX_WORKERS} worker each, /name (a few bytes) and a {big} \
          MB sparse /big.bin. Client: wrk in the client namespace, ephemeral ports \
@@ -253,6 +293,7 @@ fn note(plan: Plan) -> String {
          (peers of the servo's veths; needed by XDP_TX/redirect, kept for HAProxy and nftables \
          too), bridge-nf-call-iptables=0 in the switch (a plain L2 switch). Only the servo \
          namespace differs: XDP on s0/s1 and the agent, or HAProxy, or the nft ruleset.",
+        rounds = plan.rounds,
         big = BIG_FILE_BYTES >> 20,
         bt = plan.bulk_threads,
         bc = plan.bulk_conns,

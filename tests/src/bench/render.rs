@@ -217,14 +217,17 @@ pub fn summary(r: &Results, machine: &str, mode: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "\n## End to end (3 nginx backends, wrk from a client namespace)\n\n| balancer | conn/s | CPU s / 10k conn | keep-alive req/s | p50 ms | p99 ms | Gbit/s |\n|---|---|---|---|---|---|---|"
+        "\n## End to end (3 nginx backends, wrk from a client namespace; medians of {} round(s))\n\n| balancer | conn/s (slowest-fastest round) | CPU s / 10k conn | keep-alive req/s | p50 ms | p99 ms | Gbit/s |\n|---|---|---|---|---|---|---|",
+        g("e2e.rounds").map_or(1, |v| v as usize),
     );
     for lb in ["xdp", "haproxy", "nftables"] {
         let k = |m: &str| g(&format!("e2e.{lb}.{m}"));
         let _ = writeln!(
             out,
-            "| {lb} | {} | {} | {} | {} | {} | {} |",
+            "| {lb} | {} ({}-{}) | {} | {} | {} | {} | {} |",
             fmt(k("cps")),
+            fmt(k("cps_min").or(k("cps"))),
+            fmt(k("cps_max").or(k("cps"))),
             fmt(k("cpu_s_per_10k_conn")),
             fmt(k("rps")),
             fmt(k("p50_ms")),
@@ -234,7 +237,7 @@ pub fn summary(r: &Results, machine: &str, mode: &str) -> String {
     }
     let _ = writeln!(
         out,
-        "\nRatios (same run): conn/s {}x HAProxy, {}x nftables; CPU per connection {}x HAProxy, {}x nftables; keep-alive req/s {}x nftables.",
+        "\nRatios (same run; the median of the rounds' ratios): conn/s {}x HAProxy, {}x nftables; CPU per connection {}x HAProxy, {}x nftables; keep-alive req/s {}x nftables.",
         fmt(g("ratios.cps_vs_haproxy")),
         fmt(g("ratios.cps_vs_nftables")),
         fmt(g("ratios.cpu_vs_haproxy")),
