@@ -1,6 +1,8 @@
 //! The benchmark and test object (`elb-bench`): never loaded by `elb-servo`.
 //!
 //! - `elb_floor`: the per-packet floor (swap MACs, XDP_TX);
+//! - `elb_floor_redirect`: the floor of a forwarded packet (swap MACs, redirect out of another
+//!   interface through a devmap, as the servo sends to its backends);
 //! - `elb_drop`: a sink for veth peers that receive benchmark traffic;
 //! - `elb_sink_spoofed`: a sink for the client side of a SYN flood: drops what is addressed to
 //!   the spoofed range, passes the rest (the legitimate clients' traffic);
@@ -17,7 +19,7 @@
 use aya_ebpf::{
     EbpfContext as _,
     bindings::xdp_action::{XDP_ABORTED, XDP_DROP, XDP_PASS, XDP_TX},
-    btf_maps::{Array, PerCpuArray, ProgramArray},
+    btf_maps::{Array, DevMap, PerCpuArray, ProgramArray},
     helpers::{bpf_xdp_adjust_head, bpf_xdp_adjust_tail},
     macros::{btf_map, xdp},
     programs::XdpContext,
@@ -51,8 +53,15 @@ static RING_TARGETS: ProgramArray<16> = ProgramArray::new();
 /// The benchmark floor: swap the Ethernet addresses and send the frame back (XDP_TX).
 #[xdp]
 pub fn elb_floor(ctx: XdpContext) -> u32 {
-    let Some(eth) = ptr_at::<EthHdr>(&ctx, 0) else {
-        return XDP_DROP;
+    if swap_macs(&ctx) { XDP_TX } else { XDP_DROP }
+}
+
+/// Swaps the frame's Ethernet addresses (all the floor does to a frame); false if it has no
+/// Ethernet header.
+#[inline(always)]
+fn swap_macs(ctx: &XdpContext) -> bool {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
+        return false;
     };
     // SAFETY: `ptr_at` checked the header lies inside the packet.
     unsafe {
@@ -60,7 +69,22 @@ pub fn elb_floor(ctx: XdpContext) -> u32 {
         (*eth).dst = src;
         (*eth).src = dst;
     }
-    XDP_TX
+    true
+}
+
+/// The interface `elb_floor_redirect` sends out of (entry 0, set by the benchmark).
+#[btf_map(name = "floor_ports")]
+static FLOOR_PORTS: DevMap<1> = DevMap::new();
+
+/// The floor of a forwarded packet: swap the Ethernet addresses and redirect the frame out of
+/// `floor_ports[0]`, the servo's path towards a backend on another interface (the devmap's
+/// bulk queue and flush, which XDP_TX does not pay).
+#[xdp]
+pub fn elb_floor_redirect(ctx: XdpContext) -> u32 {
+    if !swap_macs(&ctx) {
+        return XDP_DROP;
+    }
+    FLOOR_PORTS.redirect(0, 0).unwrap_or(XDP_DROP)
 }
 
 /// A table of the flow table's size (set at load) and its index mask, for `elb_floor_lookup`.

@@ -12,6 +12,8 @@ pub static BENCH_OBJECT: &[u8] =
 
 /// Swap MACs, XDP_TX: the per-packet floor.
 pub const FLOOR: &str = "elb_floor";
+/// Swap MACs, redirect out of `floor_ports[0]`: the floor of a forwarded packet.
+pub const FLOOR_REDIRECT: &str = "elb_floor_redirect";
 /// XDP_DROP everything (benchmark sinks).
 pub const DROP: &str = "elb_drop";
 /// Drop what is addressed to the spoofed range, pass the rest (client side of a flood).

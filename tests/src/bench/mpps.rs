@@ -116,6 +116,34 @@ fn rate(
     Ok(forwarded as f64 / elapsed.as_secs_f64() / 1e6)
 }
 
+/// The programs the section attaches, pinned.
+struct Pins<'a> {
+    drop: &'a Path,
+    floor: &'a Path,
+    floor_redirect: &'a Path,
+}
+
+/// Pins `elb_floor_redirect` at `path`, its devmap sending out of the servo's s1 (set from
+/// inside the servo's namespace: the kernel resolves the ifindex there).
+fn pin_floor_redirect(topo: &Topology, path: &Path) -> anyhow::Result<()> {
+    let s1 = topo.servo.ifindex("s1")?;
+    topo.servo.run(|| {
+        let mut ebpf = progs::load(&[progs::FLOOR_REDIRECT])?;
+        let mut ports: aya::maps::DevMap<_> = ebpf
+            .map_mut("floor_ports")
+            .context("floor_ports map")?
+            .try_into()?;
+        ports.set(0, s1, None, 0)?;
+        let p: &mut Xdp = ebpf
+            .program_mut(progs::FLOOR_REDIRECT)
+            .context(progs::FLOOR_REDIRECT)?
+            .try_into()?;
+        p.pin(path)
+            .with_context(|| format!("pinning the redirect floor at {}", path.display()))?;
+        anyhow::Ok(())
+    })
+}
+
 /// Runs the section.
 pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
     let frames: u32 = mode.pick(10_000_000, 3_000_000, 20_000);
@@ -130,22 +158,28 @@ pub fn run(mode: Mode, results: &mut Results) -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir)?;
     progs::pin(progs::DROP, &drop_pin)?;
     progs::pin(progs::FLOOR, &floor_pin)?;
-    let result = measure(&topo, &drop_pin, &floor_pin, frames, rounds, results);
+    let redirect_pin = dir.join("floor_redirect");
+    pin_floor_redirect(&topo, &redirect_pin)?;
+    let pins = Pins {
+        drop: &drop_pin,
+        floor: &floor_pin,
+        floor_redirect: &redirect_pin,
+    };
+    let result = measure(&topo, &pins, frames, rounds, results);
     let _ = std::fs::remove_dir_all(&dir);
     result
 }
 
 fn measure(
     topo: &Topology,
-    drop_pin: &Path,
-    floor_pin: &Path,
+    pins: &Pins,
     frames: u32,
     rounds: usize,
     results: &mut Results,
 ) -> anyhow::Result<()> {
     // Sinks where forwarded frames land: back at the client (floor) and at the switch (ours).
-    topo.replace_peer_program(&topo.client, "c0", drop_pin)?;
-    topo.replace_peer_program(&topo.switch, "sw0", drop_pin)?;
+    topo.replace_peer_program(&topo.client, "c0", pins.drop)?;
+    topo.replace_peer_program(&topo.switch, "sw0", pins.drop)?;
 
     let mut gen_ebpf = progs::load(&[progs::GEN])?;
     let mut gen_syn_ebpf = progs::load(&[progs::GEN_SYN])?;
@@ -185,15 +219,23 @@ fn measure(
     }
 
     let mut floor = Vec::new();
+    let mut floor_redirect = Vec::new();
     let mut established = Vec::new();
     let mut syn_rates = Vec::new();
     for round in 0..rounds {
         // Floor: the servo swaps MACs and sends the frame back.
-        attach_pinned(&topo.servo, "s0", floor_pin)?;
+        attach_pinned(&topo.servo, "s0", pins.floor)?;
         let f = rate(topo, generator, &ack, frames, || {
             veth_stat(&topo.servo, "s0", "xdp_tx")
         })?;
         floor.push(f);
+        // The floor of a forwarded packet: the same, sent out of s1 (towards the backends'
+        // switch) through a devmap, as ours is.
+        attach_pinned(&topo.servo, "s0", pins.floor_redirect)?;
+        let fr = rate(topo, generator, &ack, frames, || {
+            veth_stat(&topo.servo, "s0", "xdp_redirect")
+        })?;
+        floor_redirect.push(fr);
         let _ = nsenter_ip(&topo.servo, &["link", "set", "dev", "s0", "xdpdrv", "off"]);
 
         // Ours: an established flow, then a SYN flood of distinct flows.
@@ -235,7 +277,7 @@ fn measure(
             progress(format!("  counters: {:?}", maps.counters()?));
         }
         progress(format!(
-            "  round {}/{rounds}: floor {f:.2} Mpps, established {e:.2} Mpps, SYN flood {s:.2} Mpps (SYNs answered)",
+            "  round {}/{rounds}: floor {f:.2} Mpps (redirected {fr:.2}), established {e:.2} Mpps, SYN flood {s:.2} Mpps (SYNs answered)",
             round + 1
         ));
         for iface in ["s0", "s1"] {
@@ -248,19 +290,25 @@ fn measure(
         "the dataplane dropped benchmark traffic: {c:?}"
     );
     let floor = median(&mut floor);
+    let floor_redirect = median(&mut floor_redirect);
     let established = median(&mut established);
     let syn = median(&mut syn_rates);
     results.set("mpps.floor", floor);
     results.set("mpps.xdp_established", established);
     results.set("mpps.xdp_syn", syn);
     results.set("mpps.established_vs_floor", established / floor);
+    results.set("mpps.floor_redirect", floor_redirect);
+    results.set(
+        "mpps.established_vs_floor_redirect",
+        established / floor_redirect,
+    );
     results.set("mpps.syn_vs_floor", syn / floor);
     results.set("mpps.snat_failures", c.snat_failures as f64);
     results.note(
         "mpps",
         format!(
             "generator: BPF_PROG_TEST_RUN live frames (64-frame batches) out of the client veth, {frames} frames per case, median of {rounds}; \
-             floor counted as XDP_TX on the servo, ours as forwarded (established: one flow) or SYNs answered (SYN flood: new flows until the listener's SYN backlog is full, then SYN cookies); generator and servo share the 2 vCPUs"
+             floor counted as XDP_TX on the servo (floor_redirect: the same program redirecting out of s1 through a devmap, as ours forwards, counted as XDP_REDIRECT), ours as forwarded (established: one flow) or SYNs answered (SYN flood: new flows until the listener's SYN backlog is full, then SYN cookies); generator and servo share the 2 vCPUs"
         ),
     );
     Ok(())

@@ -206,14 +206,21 @@ pub fn summary(r: &Results, machine: &str, mode: &str) -> String {
     );
     let _ = writeln!(
         out,
-        "\n## Packet rate through a servo (Mpps)\n\n| floor | established flow | SYN flood (new flows) |\n|---|---|---|"
+        "\n## Packet rate through a servo (Mpps)\n\n| floor (XDP_TX) | floor redirected | established flow | SYN flood (new flows) |\n|---|---|---|---|"
     );
     let _ = writeln!(
         out,
-        "| {} | {} | {} |",
+        "| {} | {} | {} | {} |",
         fmt(g("mpps.floor")),
+        fmt(g("mpps.floor_redirect")),
         fmt(g("mpps.xdp_established")),
         fmt(g("mpps.xdp_syn"))
+    );
+    let _ = writeln!(
+        out,
+        "\nAn established flow is forwarded out of the other interface: {}x the XDP_TX floor, {}x the floor redirected the same way.",
+        fmt(g("mpps.established_vs_floor")),
+        fmt(g("mpps.established_vs_floor_redirect")),
     );
     let _ = writeln!(
         out,
