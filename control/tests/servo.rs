@@ -361,3 +361,51 @@ async fn refusals_are_stored_shown_and_cleared() {
         .await;
     assert_eq!(status, StatusCode::FORBIDDEN);
 }
+
+/// A refusal report racing other writers on one SQLite file is never refused with a 500: its
+/// transaction takes the write lock first (waiting on the busy timeout) instead of upgrading a
+/// read snapshot, which SQLite fails at once when another writer committed in between.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusal_reports_race_other_writers() {
+    let h = std::sync::Arc::new(harness().await);
+    let (_, servo_name) = h.with_web().await;
+    let reports = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            let mut failures = Vec::new();
+            for i in 0..200 {
+                let refused = if i % 2 == 0 {
+                    json!([{"LoadBalancerName": servo_name, "Reason": format!("reason {i}")}])
+                } else {
+                    json!([])
+                };
+                let (status, reply) = h
+                    .servo(
+                        "s1",
+                        "POST",
+                        "/servo/v1/refusals",
+                        Some(json!({"ServoId": "s1", "LoadBalancers": refused})),
+                    )
+                    .await;
+                if status != StatusCode::OK {
+                    failures.push(format!("report {i}: {status} {reply}"));
+                }
+            }
+            failures
+        })
+    };
+    let writers = {
+        let h = h.clone();
+        tokio::spawn(async move {
+            for i in 0..200 {
+                h.store
+                    .create_account(&format!("racer-{i}"), false)
+                    .await
+                    .unwrap();
+            }
+        })
+    };
+    writers.await.unwrap();
+    let failures = reports.await.unwrap();
+    assert!(failures.is_empty(), "{failures:?}");
+}

@@ -7,6 +7,8 @@
 //!   to upgrade a read snapshot (which would fail with SQLITE_BUSY regardless of the busy
 //!   timeout); on PostgreSQL the row lock serialises writers, so check-then-insert logic
 //!   (quotas, duplicate listeners) is race-free. Unique constraints back the names anyway.
+//!   The few write transactions that change nothing a servo is told (health and refusal
+//!   reports) do not bump the version, but they too open with a write statement.
 //! - After a commit the new version is published on a `watch` channel; a poller picks up
 //!   versions committed by other processes (admin commands, other replicas). A servo long-poll
 //!   waits on [`Store::subscribe`]. On PostgreSQL every bump also sends a NOTIFY on

@@ -1013,6 +1013,15 @@ impl Store {
     ) -> Result<RefusalOutcome, StoreError> {
         let mut outcome = RefusalOutcome::default();
         let mut tx = self.pool().begin().await?;
+        // A write first, as in `Store::write` (see the module notes): on SQLite it takes the
+        // write lock, waiting on the busy timeout, before the reads below open a snapshot that
+        // would otherwise have to be upgraded (SQLITE_BUSY at once if another writer got in
+        // between); on PostgreSQL it locks the servo's row, so two reports of one servo apply
+        // in turn.
+        sqlx::query("UPDATE servos SET last_heartbeat = last_heartbeat WHERE id = $1")
+            .bind(servo_id)
+            .execute(&mut *tx)
+            .await?;
         let mut assigned: HashMap<String, String> = HashMap::new();
         for r in sqlx::query(
             "SELECT a.lb_id, lb.name, lb.account_id FROM servo_assignments a
